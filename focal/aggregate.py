@@ -1,0 +1,255 @@
+"""Aggregators: one scalar reward per rollout from the satisfaction matrix (METHOD.md).
+
+Every aggregator is a pure function with the same signature:
+
+    f(r, w, groups, categories, keys, state, **params) -> Aggregated
+
+- r          [N, C] float, satisfaction r[i, c] in [0, 1]; NaN = not applicable / not judged
+- w          [C] weights w_c > 0
+- groups     [N] group id of each rollout (its prompt); G rollouts per group
+- categories [C] category of each criterion (essential, important, ..., pitfall, tags)
+- keys       [C] saturation key of each criterion (its id, or its category)
+- state      FocalState: Focal's moving average m_key (other aggregators pass it on)
+
+Rows with nothing judged get NaN (`Aggregated.as_list()` turns NaN into None, the
+"could not score" of TRL reward functions).
+
+Sums over criteria run over the criteria judged for that row: with no NaN every
+formula is exactly METHOD.md's; with NaN a row's reward is
+`sum_{c judged} w'_pc r_ic / sum_{c judged} w_c`.
+
+Group statistics use the population std (ddof = 0) over the rollouts judged on
+that criterion.
+
+    from focal.aggregate import aggregate
+    aggregate("static", [[1, 0]], [3, 1], groups=[0], categories=["a", "b"], keys=["x", "y"]).rewards
+    # array([0.75])
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+
+import numpy as np
+
+EPS = 1e-4  # GDPO's std guard (METHOD.md)
+MET = 0.5  # a criterion counts as met when r >= MET (binary: r == 1)
+
+
+@dataclass(frozen=True)
+class FocalState:
+    """Focal's explicit state: m_key, an EMA of past group means per saturation key."""
+
+    m: dict = field(default_factory=dict)
+
+
+@dataclass
+class Aggregated:
+    """What an aggregator returns."""
+
+    rewards: np.ndarray  # [N] reward per rollout, NaN where nothing was judged
+    weights: np.ndarray  # [N, C] effective weight w'_pc applied to each row (static: w_c)
+    state: FocalState  # the state to use at the next step
+    saturation: np.ndarray | None = None  # [N, C] s_pc of the row's group (focal only)
+
+    def as_list(self) -> list[float | None]:
+        """Rewards for TRL: float, or None where nothing was judged."""
+        return [None if np.isnan(x) else float(x) for x in self.rewards]
+
+
+# ---- helpers ------------------------------------------------------------------------
+
+def _group_index(groups) -> list[np.ndarray]:
+    """Row indices of each group, in order of first appearance."""
+    groups = np.asarray(groups)
+    _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
+    order = np.argsort(first)
+    return [np.flatnonzero(inverse == g) for g in order]
+
+
+def _weighted_score(r: np.ndarray, w_eff: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """R_i = sum_{c judged} w'_ic r_ic / sum_{c judged} w_c; NaN for rows with nothing judged."""
+    judged = ~np.isnan(r)
+    num = np.where(judged, w_eff * np.nan_to_num(r), 0.0).sum(1)
+    den = np.where(judged, w[None, :], 0.0).sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def _group_stats(rg: np.ndarray):
+    """Per column of one group: count judged, sum, mean, population std (NaN-aware)."""
+    obs = ~np.isnan(rg)
+    n = obs.sum(0)
+    total = np.where(obs, rg, 0.0).sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(n > 0, total / np.maximum(n, 1), np.nan)
+        var = np.where(obs, (rg - mean) ** 2, 0.0).sum(0) / np.maximum(n, 1)
+    return n, total, mean, np.where(n > 0, np.sqrt(var), np.nan)
+
+
+def _nothing_judged(r: np.ndarray) -> np.ndarray:
+    return np.isnan(r).all(1)
+
+
+# ---- the aggregators ----------------------------------------------------------------
+
+def static(r, w, groups, categories, keys, state):
+    """R_i = sum_c w_c r_ic / sum_c w_c (the baseline every paper beats)."""
+    w_eff = np.broadcast_to(w, r.shape).copy()
+    return Aggregated(_weighted_score(r, w_eff, w), w_eff, state)
+
+
+def gdpo(r, w, groups, categories, keys, state):
+    """GDPO (TRL's normalize_then_sum): A_ic = (r_ic - mean_g r_c) / (std_g r_c + 1e-4);
+    R_i = sum_c w_c A_ic; then R is normalized over the batch (same guard)."""
+    adv = np.full(r.shape, np.nan)
+    for idx in _group_index(groups):
+        _, _, mean, std = _group_stats(r[idx])
+        adv[idx] = (r[idx] - mean) / (std + EPS)
+    judged = ~np.isnan(r)
+    R = np.where(judged, w[None, :] * np.nan_to_num(adv), 0.0).sum(1)
+    R[_nothing_judged(r)] = np.nan
+    ok = ~np.isnan(R)
+    if ok.any():
+        R[ok] = (R[ok] - R[ok].mean()) / (R[ok].std() + EPS)
+    return Aggregated(R, np.broadcast_to(w, r.shape).copy(), state)
+
+
+def pow3r(r, w, groups, categories, keys, state):
+    """POW3R (interpretation): weight each criterion by its within-group contrast
+    a_pc = std_g(r_c), renormalized inside each category k to keep W_k = sum_{c in k} w_c:
+    w'_pc = W_k w_c a_pc / sum_{c' in k} w_c' a_pc'; a category with all a = 0 keeps w.
+    R_i = sum_c w'_pc r_ic / sum_c w_c."""
+    categories = np.asarray(categories)
+    w_eff = np.broadcast_to(w, r.shape).copy()
+    for idx in _group_index(groups):
+        n, _, _, a = _group_stats(r[idx])
+        wp = w.astype(float).copy()
+        for k in np.unique(categories[n > 0]):
+            in_k = (categories == k) & (n > 0)
+            contrast = w[in_k] * a[in_k]
+            if contrast.sum() > 0:
+                wp[in_k] = w[in_k].sum() * contrast / contrast.sum()
+        w_eff[idx] = wp
+    return Aggregated(_weighted_score(r, w_eff, w), w_eff, state)
+
+
+def saturation(n, total, keys, state: FocalState, kappa: float) -> np.ndarray:
+    """Saturation by inverse reward projection, one group:
+    s_pc = (sum_i r_ic + kappa m_key(c)) / (G_obs + kappa); a key with no prior uses kappa = 0."""
+    prior = np.array([state.m.get(k, np.nan) for k in keys], dtype=float)
+    has = ~np.isnan(prior)
+    k_eff = np.where(has, kappa, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (total + k_eff * np.nan_to_num(prior)) / (n + k_eff)
+
+
+def focal_weights(s: np.ndarray, w: np.ndarray, gamma: float, alpha_min: float) -> np.ndarray:
+    """alpha_pc = max(alpha_min, (1 - s_pc)^gamma); w'_pc = alpha_pc w_c sum_c w_c / sum_c alpha_pc w_c,
+    over the criteria that apply (s not NaN). Returns w' (NaN where s is NaN)."""
+    applies = ~np.isnan(s)
+    alpha = np.maximum(alpha_min, np.clip(1.0 - np.nan_to_num(s), 0.0, 1.0) ** gamma)
+    scale = w[applies].sum() / (alpha[applies] * w[applies]).sum() if applies.any() else 1.0
+    return np.where(applies, alpha * w * scale, np.nan)
+
+
+def update_state(state: FocalState, r, groups, keys, beta: float) -> FocalState:
+    """m_key <- beta m_key + (1 - beta) * (mean over this step's groups of the group mean);
+    a key seen for the first time starts at that mean."""
+    keys = np.asarray(keys)
+    per_key: dict[str, list[float]] = {}
+    for idx in _group_index(groups):
+        rg = r[idx]
+        for k in np.unique(keys):
+            vals = rg[:, keys == k]
+            vals = vals[~np.isnan(vals)]
+            if vals.size:
+                per_key.setdefault(str(k), []).append(float(vals.mean()))
+    m = dict(state.m)
+    for k, means in per_key.items():
+        step = float(np.mean(means))
+        m[k] = beta * m[k] + (1 - beta) * step if k in m else step
+    return FocalState(m)
+
+
+def focal(r, w, groups, categories, keys, state, gamma=2.0, alpha_min=0.1, kappa=4.0, beta=0.9):
+    """Focal Reward (interpretation): weights from saturation estimated with the EMA of
+    earlier steps, then the EMA is updated with this step. R_i = sum_c w'_pc r_ic / sum_c w_c."""
+    if gamma < 0 or not 0 < alpha_min <= 1 or kappa < 0 or not 0 <= beta < 1:
+        raise ValueError(f"focal needs gamma >= 0, 0 < alpha_min <= 1, kappa >= 0, 0 <= beta < 1; "
+                         f"got gamma={gamma}, alpha_min={alpha_min}, kappa={kappa}, beta={beta}")
+    keys = list(keys)
+    w_eff = np.broadcast_to(w, r.shape).copy()
+    sat = np.full(r.shape, np.nan)
+    for idx in _group_index(groups):
+        n, total, _, _ = _group_stats(r[idx])
+        s = saturation(n, total, keys, state, kappa)
+        s[n == 0] = np.nan
+        sat[idx] = s
+        w_eff[idx] = np.nan_to_num(focal_weights(s, w, gamma, alpha_min), nan=0.0)
+    return Aggregated(_weighted_score(r, w_eff, w), w_eff, update_state(state, r, groups, keys, beta), sat)
+
+
+def strict(r, w, groups, categories, keys, state):
+    """1 if every judged criterion is met (r >= MET: positives met, no pitfall present), else 0."""
+    judged = ~np.isnan(r)
+    met = np.where(judged, np.nan_to_num(r) >= MET, True).all(1)
+    R = met.astype(float)
+    R[_nothing_judged(r)] = np.nan
+    return Aggregated(R, np.broadcast_to(w, r.shape).copy(), state)
+
+
+def worst(r, w, groups, categories, keys, state):
+    """min: the worst judged criterion's satisfaction."""
+    R = np.where(np.isnan(r), np.inf, r).min(1)
+    R[_nothing_judged(r)] = np.nan
+    return Aggregated(R, np.broadcast_to(w, r.shape).copy(), state)
+
+
+AGGREGATORS = {
+    "static": static,
+    "gdpo": gdpo,
+    "pow3r": pow3r,
+    "focal": focal,
+    "strict": strict,
+    "min": worst,
+}
+
+
+def aggregator_params(name: str) -> dict:
+    """The tunable parameters of an aggregator and their defaults."""
+    sig = inspect.signature(get_aggregator(name))
+    return {p: v.default for p, v in sig.parameters.items() if v.default is not inspect.Parameter.empty}
+
+
+def get_aggregator(name: str):
+    """The aggregator called `name`; a typo lists the valid names."""
+    if name not in AGGREGATORS:
+        raise ValueError(f"unknown aggregator {name!r}; valid aggregators: {', '.join(AGGREGATORS)}")
+    return AGGREGATORS[name]
+
+
+def aggregate(name, r, w, groups, categories, keys, state: FocalState | None = None, **params) -> Aggregated:
+    """Validate inputs and run the aggregator `name`. Unknown params raise ValueError."""
+    fn = get_aggregator(name)
+    allowed = aggregator_params(name)
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise ValueError(f"aggregator {name!r} has no parameter {unknown[0]!r}; its parameters: {sorted(allowed) or 'none'}")
+    r = np.asarray(r, dtype=float)
+    if r.ndim != 2:
+        raise ValueError(f"r must be a [rollouts, criteria] matrix, got shape {r.shape}")
+    w = np.asarray(w, dtype=float)
+    groups = np.asarray(groups)
+    if w.shape != (r.shape[1],) or len(categories) != r.shape[1] or len(keys) != r.shape[1]:
+        raise ValueError(f"w, categories and keys need one entry per criterion ({r.shape[1]}); "
+                         f"got {w.shape[0] if w.ndim else w}, {len(categories)}, {len(keys)}")
+    if groups.shape != (r.shape[0],):
+        raise ValueError(f"groups needs one entry per rollout ({r.shape[0]}), got {groups.shape}")
+    if (w <= 0).any() or not np.isfinite(w).all():
+        raise ValueError(f"weights must be finite and > 0, got {w.tolist()}")
+    finite = r[~np.isnan(r)]
+    if finite.size and (finite.min() < 0 or finite.max() > 1):
+        raise ValueError("satisfactions must lie in [0, 1] (or be NaN); project raw judgments first")
+    return fn(r, w, groups, list(categories), list(keys), state or FocalState(), **params)
