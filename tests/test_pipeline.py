@@ -1,0 +1,116 @@
+"""The prepare stage, run three ways: as a function, under real `dvc repro`, and as a Prefect flow."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from focal.config import load_params, params_from_dict, render_params_yaml
+from focal.rubric import item_from_row, load_rubric_set
+from stages import prepare
+
+ROOT = Path(__file__).parents[1]
+
+
+def params_in(tmp_path, **prepare_knobs):
+    raw = {"paths": {"rubrics": str(ROOT / "rubrics"), "train_prompts": str(tmp_path / "train.parquet"),
+                     "eval_prompts": str(tmp_path / "eval.parquet")},
+           "prepare": prepare_knobs}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_committed_params_yaml_is_the_generated_one():
+    assert (ROOT / "params.yaml").read_text() == render_params_yaml(load_params(ROOT / "params.yaml"))
+
+
+def test_params_errors_name_the_key(tmp_path):
+    with pytest.raises(ValueError, match=r"`prepare.max_train` is not a known key; known keys of `prepare`: max_train_prompts"):
+        params_from_dict({"prepare": {"max_train": 3}}, "params.yaml")
+    with pytest.raises(ValueError, match=r"`prepare.max_eval_prompts` must be int, got 'x'"):
+        params_from_dict({"prepare": {"max_eval_prompts": "x"}}, "params.yaml")
+    with pytest.raises(ValueError, match=r"prepare.max_eval_prompts must be >= 0"):
+        params_from_dict({"prepare": {"max_eval_prompts": -1}}, "params.yaml")
+
+
+def test_prepare_writes_round_trippable_tables(tmp_path):
+    params = load_params(params_in(tmp_path, max_train_prompts=5))
+    prepare.run(params)
+    train, evals = pd.read_parquet(tmp_path / "train.parquet"), pd.read_parquet(tmp_path / "eval.parquet")
+    assert len(train) == 5 and set(train.split) == {"train"} and set(evals.split) == {"eval"}
+    rs = load_rubric_set(ROOT / "rubrics" / "default")
+    by_id = {it.id: it for it in rs.items}
+    for _, row in train.iterrows():
+        assert item_from_row(row) == by_id[row.prompt_id]
+
+
+def test_stage_script_reports_bad_rubric_in_one_line(tmp_path):
+    bad = tmp_path / "rubrics" / "broken"
+    bad.mkdir(parents=True)
+    (bad / "set.yaml").write_text("format: focal\n")
+    (bad / "prompts.yaml").write_text("- id: p1\n  prompt: hi\n  criteria:\n    - id: c\n      text: t\n")
+    raw = {"base": {"rubric_set": "broken"}, "paths": {"rubrics": str(tmp_path / "rubrics"),
+           "train_prompts": str(tmp_path / "t.parquet"), "eval_prompts": str(tmp_path / "e.parquet")}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    proc = subprocess.run([sys.executable, "-m", "stages.prepare", "--params", str(tmp_path / "params.yaml")],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "prompts.yaml:4: item 'p1' criterion 'c' field 'weight' is missing" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "t.parquet").exists()  # nothing half-written
+
+
+def copy_project(dst: Path) -> Path:
+    for name in ("dvc.yaml", "params.yaml", "pyproject.toml"):
+        shutil.copy(ROOT / name, dst / name)
+    for name in ("focal", "stages", "flows", "rubrics"):
+        shutil.copytree(ROOT / name, dst / name, ignore=shutil.ignore_patterns("__pycache__"))
+    env = {**os.environ, "GIT_CONFIG_GLOBAL": str(dst / ".gitconfig")}
+    (dst / ".gitconfig").write_text("[user]\n\tname = focal-test\n\temail = test@localhost\n")
+    subprocess.run(["git", "init", "-q"], cwd=dst, check=True, env=env)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=dst, check=True, env=env)
+    return dst
+
+
+def dvc(cwd, *args):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "GIT_CONFIG_GLOBAL": str(cwd / ".gitconfig")}
+    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def test_dvc_repro_runs_prepare_then_is_a_no_op_and_swaps_domain(tmp_path):
+    proj = copy_project(tmp_path)
+    out = dvc(proj, "repro")
+    assert "Running stage 'prepare'" in out
+    direct = tmp_path / "direct"
+    direct.mkdir()
+    prepare.run(load_params(params_in(direct)))
+    assert (proj / "data/prompts/train.parquet").read_bytes() == (direct / "train.parquet").read_bytes()
+    assert "didn't change" in dvc(proj, "repro") or "up to date" in dvc(proj, "repro")
+    # swapping the domain is one value in params.yaml
+    params = (proj / "params.yaml").read_text().replace("rubric_set: default", "rubric_set: health")
+    (proj / "params.yaml").write_text(params)
+    assert "Running stage 'prepare'" in dvc(proj, "repro")
+    ids = pd.read_parquet(proj / "data/prompts/train.parquet").prompt_id
+    assert ids.str.startswith("h").all()
+
+
+def test_prefect_flow_writes_the_same_outputs_as_the_stage(tmp_path, prefect_harness):
+    from flows.pipeline import pipeline
+
+    a, b = tmp_path / "stage", tmp_path / "flow"
+    a.mkdir()
+    b.mkdir()
+    prepare.run(load_params(params_in(a)))
+    result = pipeline(str(params_in(b)))
+    assert sorted(result["prepare"]) == sorted([str(b / "train.parquet"), str(b / "eval.parquet")])
+    for name in ("train.parquet", "eval.parquet"):
+        assert (a / name).read_bytes() == (b / name).read_bytes()
