@@ -1,7 +1,8 @@
 """Every aggregator on the same simulated worlds and seeds, paired; prints a table.
 
-    python -m benchmarks.aggregators [--seeds 10] [--steps 150]
+    python -m benchmarks.aggregators [--seeds 10] [--steps 150 600]
 
+One table per training length: early in training and near the plateau.
 "final" is the mean of the last three evaluations on held-out prompts. "steps to
 static" is the median over seeds of the first evaluated step at which an
 aggregator reaches static's final rubric score on the same seed (n/N = how many
@@ -67,14 +68,16 @@ def table(results: dict) -> str:
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=10, help="paired seeds (worlds) per aggregator")
-    ap.add_argument("--steps", type=int, default=SimConfig.steps, help="training steps per run")
+    ap.add_argument("--steps", type=int, nargs="+", default=[150, 600], help="training steps per run (one table each)")
     args = ap.parse_args()
-    cfg = replace(SimConfig(), steps=args.steps)
-    t0 = time.perf_counter()
-    results = run(cfg, args.seeds)
-    print(table(results))
-    print(f"\n{args.seeds} seeds x {len(AGGREGATORS)} aggregators x {cfg.steps} steps "
-          f"(P={cfg.batch_prompts}, G={cfg.group_size}) in {time.perf_counter() - t0:.0f} s")
+    for steps in args.steps:
+        cfg = replace(SimConfig(), steps=steps)
+        t0 = time.perf_counter()
+        results = run(cfg, args.seeds)
+        print(f"\n### {steps} steps\n")
+        print(table(results))
+        print(f"\n{args.seeds} paired seeds x {len(AGGREGATORS)} aggregators x {cfg.steps} steps "
+              f"(P={cfg.batch_prompts}, G={cfg.group_size}) in {time.perf_counter() - t0:.0f} s")
 
 
 if __name__ == "__main__":

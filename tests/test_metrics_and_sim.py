@@ -1,0 +1,49 @@
+"""Metrics with hand-computed values; the simulator is deterministic, paired and learns."""
+
+import numpy as np
+import pytest
+
+from focal.aggregate import aggregate
+from focal.metrics import noncontrastive_frac, rubric_summary, step_metrics
+from focal.simulate import SimConfig, make_world, train
+
+nan = np.nan
+
+
+def test_rubric_summary_hand_computed():
+    r = np.array([[1, 0, 1], [1, 1, nan], [nan, nan, nan]])
+    w = [2, 1, 1]
+    out = rubric_summary(r, w, ["essential", "important", "pitfall"], ["a", "b", "c"])
+    # rollout 1: (2 + 0 + 1) / 4 = .75; rollout 2: (2 + 1) / 3 = 1; rollout 3 not scored
+    assert out["rubric/score"] == pytest.approx(0.875)
+    assert out["rubric/strict_completion"] == 0.5
+    assert out["category/essential/pass_rate"] == 1.0
+    assert out["category/important/pass_rate"] == 0.5
+    assert out["rubric/min_category"] == 0.5
+
+
+def test_noncontrastive_frac_hand_computed():
+    # group 0: col 0 varies, col 1 constant; group 1: both constant
+    r = np.array([[1, 1], [0, 1], [1, 0], [1, 0]])
+    assert noncontrastive_frac(r, [0, 0, 1, 1]) == 0.75
+
+
+def test_step_metrics_names_and_weights():
+    r = np.array([[1, 0], [1, 1]])
+    agg = aggregate("focal", r, [1, 1], [0, 0], ["essential", "important"], ["a", "b"])
+    m = step_metrics(r, [1, 1], [0, 0], ["essential", "important"], ["a", "b"], agg)
+    assert m["criteria/a/pass_rate"] == 1.0 and m["criteria/b/pass_rate"] == 0.5
+    assert m["criteria/a/saturation"] == 1.0 and m["criteria/b/saturation"] == 0.5
+    assert m["criteria/a/weight"] == pytest.approx(4 / 7) and m["criteria/b/weight"] == pytest.approx(10 / 7)
+    assert m["rubric/noncontrastive_frac"] == 0.5
+
+
+def test_simulator_is_paired_deterministic_and_learns():
+    cfg = SimConfig(steps=60, n_prompts=16, eval_samples=16)
+    world = make_world(cfg, seed=3)
+    a = train(world, "static", cfg, seed=3)
+    b = train(world, "static", cfg, seed=3)
+    assert a == b
+    assert a[0] == train(world, "focal", cfg, seed=3)[0]  # same start for every aggregator
+    assert a[-1]["rubric/score"] > a[0]["rubric/score"]
+    assert all(world.applies[p, world.pitfall].any() for p in range(cfg.n_prompts))
