@@ -150,6 +150,11 @@ class Params:
     judge: Judge = field(default_factory=Judge)
     validate: Validate = field(default_factory=Validate)
 
+    def __post_init__(self):
+        if not self.judge.base_url and self.judge.model != self.serve.served_model_name:
+            raise ValueError(f"judge.model ({self.judge.model!r}) must equal serve.served_model_name "
+                             f"({self.serve.served_model_name!r}) when judge.base_url is empty (the local server)")
+
 
 def _build(cls, raw: dict, where: str, source):
     if raw is None:
@@ -195,7 +200,11 @@ def params_from_dict(raw: dict, source="params") -> Params:
     unknown = sorted(set(raw) - set(top))
     if unknown:
         raise ValueError(f"{source}: section `{unknown[0]}` is not known; sections: {', '.join(top)}")
-    return Params(**{name: _build(cls, raw.get(name), name, source) for name, cls in top.items()})
+    sections = {name: _build(cls, raw.get(name), name, source) for name, cls in top.items()}
+    try:
+        return Params(**sections)
+    except ValueError as e:
+        raise ValueError(f"{source}: {e}") from None
 
 
 def to_dict(params: Params) -> dict:

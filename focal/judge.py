@@ -277,6 +277,11 @@ class Judge:
             return resp.choices[0].message.content or ""
         raise AssertionError("unreachable")
 
+    def pending(self, requests: list[Request]) -> int:
+        """How many requests would need an API call (not a check, not cached)."""
+        return sum(r.criterion.check is None and (self.cache is None or self.cache.get(
+            cache_key(self.cfg.model, self.template, r.item, r.criterion, r.response)) is None) for r in requests)
+
     async def _judge(self, client, sem: asyncio.Semaphore, req: Request) -> Judgment:
         c, item = req.criterion, req.item
         row = dict(prompt_id=item.id, rollout_id=req.rollout_id, criterion_id=c.id, key=c.key,
@@ -287,7 +292,7 @@ class Judge:
             return Judgment(**row, source="check", raw=json.dumps(met), score=c.satisfaction(met), reason="",
                             cached=False, latency_s=0.0)
         key = cache_key(self.cfg.model, self.template, item, c, req.response)
-        hit = self.cache.get(key) if self.cache else None
+        hit = self.cache.get(key) if self.cache is not None else None
         if hit is not None:
             self.stats.cache_hits += 1
             return Judgment(**row, source="judge", raw=hit[0], score=c.satisfaction(hit[1]), reason="",
@@ -306,7 +311,7 @@ class Judge:
                 except Exception as e:  # noqa: BLE001 - becomes an explicit missing value
                     reason = f"{_failure_kind(e)[0]}: {str(e)[:160]}"
                     break
-                if self.cache:
+                if self.cache is not None:
                     self.cache.put(key, answer, value)
                 return Judgment(**row, source="judge", raw=answer, score=c.satisfaction(value), reason="",
                                 cached=False, latency_s=time.perf_counter() - t0)

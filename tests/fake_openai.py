@@ -1,0 +1,118 @@
+"""A small OpenAI-compatible chat server on loopback that injects faults, for tests.
+
+A prompt containing `[[fault:KIND:N]]` fails its first N attempts with KIND, then
+answers normally (N = "all" fails every time). KIND: timeout (sleeps past the
+client's timeout), 429, 500, malformed (200 with a non-JSON answer), drop (closes
+the connection without a response). A normal answer says criteria_met = true when
+the graded response contains "GOOD", and score 4 for likert items.
+
+    with FakeOpenAI() as server:
+        server.base_url, server.calls, server.requests
+"""
+
+import hashlib
+import json
+import re
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+FAULT = re.compile(r"\[\[fault:(\w+):(\w+)\]\]")
+FENCED = re.compile(r"<(RESPONSE-[0-9A-F]+)>\n(.*?)\n</\1>", re.S)
+
+
+class FakeOpenAI:
+    def __init__(self, delay_s: float = 0.0, timeout_sleep_s: float = 3.0):
+        self.delay_s = delay_s
+        self.timeout_sleep_s = timeout_sleep_s
+        self.attempts = Counter()  # prompt hash -> attempts seen
+        self.requests = []  # request bodies
+        self.lock = threading.Lock()
+
+    @property
+    def calls(self) -> int:
+        return len(self.requests)
+
+    def answer(self, body: dict) -> tuple[int, dict | None, str]:
+        prompt = body["messages"][-1]["content"]
+        h = hashlib.sha256(prompt.encode()).hexdigest()
+        with self.lock:
+            self.requests.append(body)
+            self.attempts[h] += 1
+            n = self.attempts[h]
+        m = FAULT.search(prompt)
+        if m and (m.group(2) == "all" or n <= int(m.group(2))):
+            return {"timeout": 0, "429": 429, "500": 500, "malformed": 1, "drop": -1}[m.group(1)], None, m.group(1)
+        fenced = FENCED.search(prompt)
+        graded = fenced.group(2) if fenced else prompt
+        if '"score"' in prompt.split("# How to answer")[-1]:
+            content = json.dumps({"explanation": "fine", "score": 4})
+        else:
+            content = json.dumps({"explanation": "checked", "criteria_met": "GOOD" in graded})
+        return 200, self.completion(body, content), ""
+
+    @staticmethod
+    def completion(body, content):
+        return {"id": "cmpl-1", "object": "chat.completion", "created": 0, "model": body.get("model", "m"),
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": content}}],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}
+
+    def __enter__(self):
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def handle(self):
+                try:
+                    super().handle()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client went away (killed, or timed out): nothing to answer
+
+            def send(self, status, obj):
+                data = json.dumps(obj).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                self.send(200, {"status": "ok"})
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                status, obj, kind = fake.answer(body)  # counted on arrival
+                if fake.delay_s:
+                    time.sleep(fake.delay_s)
+                if kind == "timeout":
+                    time.sleep(fake.timeout_sleep_s)
+                    self.close_connection = True
+                    return
+                if kind == "drop":
+                    self.close_connection = True
+                    self.connection.close()
+                    return
+                if kind == "malformed":
+                    self.send(200, fake.completion(body, "I think yes, it meets it."))
+                    return
+                if status != 200:
+                    self.send(status, {"error": {"message": f"injected {status}", "type": "fault", "code": status}})
+                    return
+                self.send(200, obj)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
