@@ -109,7 +109,7 @@ class Judge:
     backoff_s: float = knob(1.0, "first retry delay; doubles each retry")
     max_backoff_s: float = knob(20.0, "cap on one retry delay")
     parse_retries: int = knob(1, "extra attempts when the answer is not valid JSON of the schema")
-    max_tokens: int = knob(160, "max tokens of one judge answer")
+    max_tokens: int = knob(120, "max tokens of one judge answer (the schema caps the explanation at 200 characters)")
     temperature: float = knob(0.0, "judge sampling temperature")
     structured: bool = knob(True, "ask for a JSON schema (response_format) where the server supports it")
 

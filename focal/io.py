@@ -53,6 +53,7 @@ def atomic_dir(path):
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        tmp.chmod(0o755)  # mkdtemp makes it 0700
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)

@@ -28,20 +28,19 @@ import asyncio
 import hashlib
 import json
 import math
-import os
 import re
-import sqlite3
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import openai
-
+from focal.api import failure_kind, make_client, with_retries
+from focal.cache import Cache, content_key
 from focal.checks import run_check
 from focal.rubric import Criterion, Item
 
 DEFAULT_TEMPLATE = (Path(__file__).parent / "judge_template.md").read_text(encoding="utf-8")
+EXPLANATION_CHARS = 200  # keeps answers inside judge.max_tokens when the schema is enforced
 _MARKER = re.compile(r"<<(\w+)>>")
 _FENCED_JSON = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.S)
 
@@ -91,10 +90,11 @@ def render_prompt(template: str, item: Item, c: Criterion, response: str) -> str
 
 def answer_schema(c: Criterion) -> dict:
     """The JSON schema of the answer (sent as response_format when judge.structured)."""
+    explanation = {"type": "string", "maxLength": EXPLANATION_CHARS}
     if c.scale.kind == "binary":
-        props = {"explanation": {"type": "string"}, "criteria_met": {"type": "boolean"}}
+        props = {"explanation": explanation, "criteria_met": {"type": "boolean"}}
     else:
-        props = {"explanation": {"type": "string"},
+        props = {"explanation": explanation,
                  "score": {"type": "integer", "minimum": int(c.scale.min), "maximum": int(c.scale.max)}}
     return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
 
@@ -125,37 +125,8 @@ def parse_answer(text: str, c: Criterion):
 
 
 def cache_key(model: str, template: str, item: Item, c: Criterion, response: str) -> str:
-    blob = json.dumps([model, template, item.chat(), response, c.text, c.pitfall, c.scale.kind, c.scale.min,
-                       c.scale.max], ensure_ascii=False)
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
-# ---- cache --------------------------------------------------------------------------
-
-class JudgeCache:
-    """SQLite (WAL) map from cache key to (answer text, judged value); each put is committed."""
-
-    def __init__(self, path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=30)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("CREATE TABLE IF NOT EXISTS judgments (key TEXT PRIMARY KEY, answer TEXT, value TEXT)")
-        self.db.commit()
-
-    def get(self, key: str):
-        row = self.db.execute("SELECT answer, value FROM judgments WHERE key = ?", (key,)).fetchone()
-        return None if row is None else (row[0], json.loads(row[1]))
-
-    def put(self, key: str, answer: str, value) -> None:
-        self.db.execute("INSERT OR REPLACE INTO judgments VALUES (?, ?, ?)", (key, answer, json.dumps(value)))
-        self.db.commit()
-
-    def __len__(self):
-        return self.db.execute("SELECT COUNT(*) FROM judgments").fetchone()[0]
-
-    def close(self):
-        self.db.close()
+    return content_key("judge", model, template, item.chat(), response, c.text, c.pitfall, c.scale.kind,
+                       c.scale.min, c.scale.max)
 
 
 # ---- the judge ----------------------------------------------------------------------
@@ -210,77 +181,35 @@ class JudgeStats:
         return out
 
 
-_RETRYABLE = {openai.APITimeoutError: "timeout", openai.APIConnectionError: "connection",
-              openai.RateLimitError: "rate_limited", openai.InternalServerError: "server_error"}
-
-
-def _failure_kind(e: Exception) -> tuple[str, bool]:
-    """(reason, retry?) for an exception raised by the client."""
-    for cls, kind in _RETRYABLE.items():  # APITimeoutError is a subclass of APIConnectionError: order matters
-        if isinstance(e, cls):
-            return kind, True
-    if isinstance(e, openai.APIStatusError):
-        return f"http_{e.status_code}", e.status_code >= 500
-    return type(e).__name__, False
-
-
 class Judge:
     """Judges requests against an OpenAI-compatible endpoint; see the module docstring."""
 
-    def __init__(self, cfg, base_url: str, template: str | None = None, cache: JudgeCache | None = None):
+    def __init__(self, cfg, base_url: str, template: str | None = None, cache: Cache | None = None):
         self.cfg = cfg
         self.base_url = base_url
         self.template = template or DEFAULT_TEMPLATE
         self.cache = cache
         self.stats = JudgeStats()
 
-    def _client(self) -> openai.AsyncOpenAI:
-        return openai.AsyncOpenAI(base_url=self.base_url, api_key=os.environ.get(self.cfg.api_key_env) or "EMPTY",
-                                  timeout=self.cfg.timeout_s, max_retries=0)
-
-    def _backoff(self, attempt: int, e: Exception | None = None) -> float:
-        delay = self.cfg.backoff_s * 2 ** attempt
-        retry_after = getattr(getattr(e, "response", None), "headers", {}).get("retry-after") if e else None
-        if retry_after:
-            try:
-                delay = max(delay, float(retry_after))
-            except ValueError:
-                pass
-        return min(delay, self.cfg.max_backoff_s)
-
     async def _ask(self, client, prompt: str, c: Criterion) -> str:
-        """One answer text, with bounded retries on transient failures. Raises the last error."""
+        """One answer text (transient failures retried, bounded); raises what finally failed."""
         kwargs = {"model": self.cfg.model, "messages": [{"role": "user", "content": prompt}],
                   "temperature": self.cfg.temperature, "max_tokens": self.cfg.max_tokens}
         if self.cfg.structured:
             kwargs["response_format"] = {"type": "json_schema", "json_schema": {
                 "name": "judgment", "schema": answer_schema(c), "strict": True}}
-        for attempt in range(self.cfg.max_retries + 1):
-            t0 = time.perf_counter()
-            self.stats.calls += 1
-            try:
-                resp = await client.chat.completions.create(**kwargs)
-            except Exception as e:  # noqa: BLE001 - classified below, re-raised when not transient
-                self.stats.latency_s += time.perf_counter() - t0
-                kind, retry = _failure_kind(e)
-                if not retry or attempt == self.cfg.max_retries:
-                    raise
-                self.stats.retries += 1
-                await asyncio.sleep(self._backoff(attempt, e))
-                continue
-            self.stats.latency_s += time.perf_counter() - t0
-            if resp.usage:
-                self.stats.prompt_tokens += resp.usage.prompt_tokens or 0
-                self.stats.completion_tokens += resp.usage.completion_tokens or 0
-            if not resp.choices:
-                raise AnswerError("the server returned no choices")
-            return resp.choices[0].message.content or ""
-        raise AssertionError("unreachable")
+        resp = await with_retries(lambda: client.chat.completions.create(**kwargs), self.cfg, self.stats)
+        if not resp.choices:
+            raise AnswerError("the server returned no choices")
+        return resp.choices[0].message.content or ""
+
+    def _key(self, r: Request) -> str:
+        return cache_key(self.cfg.model, self.template, r.item, r.criterion, r.response)
 
     def pending(self, requests: list[Request]) -> int:
         """How many requests would need an API call (not a check, not cached)."""
-        return sum(r.criterion.check is None and (self.cache is None or self.cache.get(
-            cache_key(self.cfg.model, self.template, r.item, r.criterion, r.response)) is None) for r in requests)
+        return sum(r.criterion.check is None and (self.cache is None or self.cache.get(self._key(r)) is None)
+                   for r in requests)
 
     async def _judge(self, client, sem: asyncio.Semaphore, req: Request) -> Judgment:
         c, item = req.criterion, req.item
@@ -291,11 +220,11 @@ class Judge:
             self.stats.checks += 1
             return Judgment(**row, source="check", raw=json.dumps(met), score=c.satisfaction(met), reason="",
                             cached=False, latency_s=0.0)
-        key = cache_key(self.cfg.model, self.template, item, c, req.response)
+        key = self._key(req)
         hit = self.cache.get(key) if self.cache is not None else None
         if hit is not None:
             self.stats.cache_hits += 1
-            return Judgment(**row, source="judge", raw=hit[0], score=c.satisfaction(hit[1]), reason="",
+            return Judgment(**row, source="judge", raw=hit["answer"], score=c.satisfaction(hit["value"]), reason="",
                             cached=True, latency_s=0.0)
         prompt = render_prompt(self.template, item, c, req.response)
         t0 = time.perf_counter()
@@ -309,10 +238,10 @@ class Judge:
                     reason = f"invalid_answer: {e}"
                     continue
                 except Exception as e:  # noqa: BLE001 - becomes an explicit missing value
-                    reason = f"{_failure_kind(e)[0]}: {str(e)[:160]}"
+                    reason = f"{failure_kind(e)[0]}: {str(e)[:160]}"
                     break
                 if self.cache is not None:
-                    self.cache.put(key, answer, value)
+                    self.cache.put(key, {"answer": answer, "value": value})
                 return Judgment(**row, source="judge", raw=answer, score=c.satisfaction(value), reason="",
                                 cached=False, latency_s=time.perf_counter() - t0)
         self.stats.failures[reason.split(":", 1)[0]] += 1
@@ -322,7 +251,7 @@ class Judge:
     async def arun(self, requests: list[Request], progress: bool = False) -> list[Judgment]:
         """Judge all requests (order kept)."""
         sem = asyncio.Semaphore(self.cfg.concurrency)
-        async with self._client() as client:
+        async with make_client(self.base_url, self.cfg.api_key_env, self.cfg.timeout_s) as client:
             tasks = [asyncio.ensure_future(self._judge(client, sem, r)) for r in requests]
             if progress:
                 from tqdm import tqdm

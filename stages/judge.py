@@ -19,7 +19,8 @@ import pandas as pd
 
 from focal.config import Params, run_stage
 from focal.io import write_json, write_parquet
-from focal.judge import Judge, JudgeCache, Request
+from focal.cache import Cache
+from focal.judge import Judge, Request
 from focal.rubric import item_from_row, load_rubric_set
 from focal.serve import serving
 
@@ -51,7 +52,7 @@ def run(params: Params) -> list[Path]:
     rollouts = pd.read_parquet(params.paths.rollouts)
     requests = requests_for(rollouts, load_items(params), params.paths.rollouts)
     template = load_rubric_set(Path(params.paths.rubrics) / params.base.rubric_set).judge_template
-    cache = JudgeCache(params.paths.judge_cache)
+    cache = Cache(params.paths.judge_cache)
     try:
         probe = Judge(params.judge, "", template, cache)
         with endpoint(params, probe.pending(requests) > 0) as base_url:

@@ -7,7 +7,8 @@ import pytest
 
 from fake_openai import FakeOpenAI
 from focal.config import Judge as JudgeConfig
-from focal.judge import (DEFAULT_TEMPLATE, AnswerError, Judge, JudgeCache, Request, answer_schema, fence_tag,
+from focal.cache import Cache
+from focal.judge import (DEFAULT_TEMPLATE, AnswerError, Judge, Request, answer_schema, fence_tag,
                          parse_answer, render_prompt)
 from focal.rubric import Check, Criterion, Item, Scale
 
@@ -119,9 +120,9 @@ def test_checks_are_local_and_pitfall_and_likert_are_projected(tmp_path):
 def test_cache_makes_a_rerun_free(tmp_path):
     reqs = [Request(ITEM, c, f"GOOD {i}", f"r{i}") for i in range(5) for c in (BINARY, PITFALL, LIKERT)]
     with FakeOpenAI() as server:
-        first = Judge(cfg(), server.base_url, cache=JudgeCache(tmp_path / "c.sqlite")).run(reqs)
+        first = Judge(cfg(), server.base_url, cache=Cache(tmp_path / "c.sqlite")).run(reqs)
         calls = server.calls
-        judge = Judge(cfg(), server.base_url, cache=JudgeCache(tmp_path / "c.sqlite"))
+        judge = Judge(cfg(), server.base_url, cache=Cache(tmp_path / "c.sqlite"))
         second = judge.run(reqs)
     assert calls == 15 and server.calls == 15  # the rerun made zero calls
     assert judge.stats.cache_hits == 15 and judge.stats.metrics()["judge/calls"] == 0
@@ -132,8 +133,8 @@ def test_cache_makes_a_rerun_free(tmp_path):
 def test_failures_are_not_cached(tmp_path):
     reqs = [Request(ITEM, BINARY, "GOOD [[fault:500:all]]", "r1")]
     with FakeOpenAI() as server:
-        Judge(cfg(max_retries=0), server.base_url, cache=JudgeCache(tmp_path / "c.sqlite")).run(reqs)
-        Judge(cfg(max_retries=0), server.base_url, cache=JudgeCache(tmp_path / "c.sqlite")).run(reqs)
+        Judge(cfg(max_retries=0), server.base_url, cache=Cache(tmp_path / "c.sqlite")).run(reqs)
+        Judge(cfg(max_retries=0), server.base_url, cache=Cache(tmp_path / "c.sqlite")).run(reqs)
     assert server.calls == 2
 
 

@@ -57,7 +57,7 @@ def test_judge_stage_writes_the_table(tmp_path):
 def cached_rows(path) -> int:
     try:
         with sqlite3.connect(path, timeout=5) as db:
-            return db.execute("SELECT COUNT(*) FROM judgments").fetchone()[0]
+            return db.execute("SELECT COUNT(*) FROM entries").fetchone()[0]
     except sqlite3.OperationalError:
         return 0
 
