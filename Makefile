@@ -57,10 +57,14 @@ $(VLLM_STAMP):
 
 vllm-env: $(VLLM_STAMP)
 
-run: $(STAMP)
+# The stages that need a model server start it on first use and leave it running
+# (FOCAL_SERVE_KEEP=1) for the next stage; it is stopped at the end, whatever happened.
+run: $(STAMP) $(VLLM_STAMP)
 	@echo "==> dvc repro (the whole pipeline on params.yaml)"
-	$(BIN)/dvc repro
-	@echo "==> done; outputs: dvc status, metrics: dvc metrics show"
+	@start=$$(date +%s); FOCAL_SERVE_KEEP=1 $(BIN)/dvc repro; status=$$?; \
+	  $(BIN)/python -m focal.serve stop; \
+	  echo "==> dvc repro exited $$status after $$(( $$(date +%s) - start )) s; metrics: $(BIN)/dvc metrics show"; \
+	  exit $$status
 
 test: $(STAMP)
 	@echo "==> default test suite (slow tests excluded: make test-slow)"

@@ -16,7 +16,8 @@ from pathlib import Path
 
 def content_key(*parts) -> str:
     """A stable hash of JSON-serialisable parts."""
-    return hashlib.sha256(json.dumps(parts, ensure_ascii=False, sort_keys=True).encode()).hexdigest()
+    blob = json.dumps(parts, ensure_ascii=False, sort_keys=True, default=lambda o: o.item() if hasattr(o, "item") else str(o))
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 class Cache:

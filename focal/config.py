@@ -47,6 +47,7 @@ class Paths:
     eval_prompts: str = knob("data/prompts/eval.parquet", "prompt table of the eval split (prepare)")
     base_model: str = knob("models/base", "the base policy as a plain Hugging Face folder (model)")
     rollouts: str = knob("data/rollouts.parquet", "sampled completions to judge (rollouts)")
+    rollout_cache: str = knob("cache/rollouts.sqlite", "persistent rollout cache: a rerun samples only what is missing")
     judgments: str = knob("data/judgments.parquet", "one row per (rollout, criterion) (judge)")
     judge_cache: str = knob("cache/judge.sqlite", "persistent judge cache: a rerun makes no repeated calls")
     judge_stats: str = knob("metrics/judge.json", "judge counts of the last judge stage run (judge)")
@@ -94,6 +95,34 @@ class Serve:
     def __post_init__(self):
         if self.startup_timeout_s <= 0:
             raise ValueError(f"serve.startup_timeout_s must be > 0, got {self.startup_timeout_s}")
+
+
+@dataclass
+class Rollouts:
+    """The rollouts stage: G completions per prompt of a split from the policy."""
+
+    backend: str = knob("vllm", "'vllm' (the OpenAI-compatible server of `serve`) or 'transformers' (in-process generate)")
+    policy: str = knob("", "policy folder to sample from (empty = paths.base_model); any HF folder or checkpoint")
+    split: str = knob("train", "which prompt table to sample: train or eval")
+    max_prompts: int = knob(8, "sample at most this many prompts of the split (0 = all); the first ones by id")
+    num_generations: int = knob(4, "G: completions per prompt")
+    temperature: float = knob(1.0, "sampling temperature")
+    top_p: float = knob(1.0, "nucleus sampling")
+    max_tokens: int = knob(96, "max completion tokens")
+    concurrency: int = knob(8, "prompts in flight at once (vllm backend)")
+    timeout_s: float = knob(300.0, "per-request timeout (vllm backend)")
+    max_retries: int = knob(3, "retries on timeouts, dropped connections, 429 and 5xx")
+    backoff_s: float = knob(1.0, "first retry delay; doubles each retry")
+    max_backoff_s: float = knob(20.0, "cap on one retry delay")
+    api_key_env: str = knob("FOCAL_POLICY_API_KEY", "environment variable with the API key for serve.base_url (unset = 'EMPTY')")
+
+    def __post_init__(self):
+        if self.backend not in ("vllm", "transformers"):
+            raise ValueError(f"rollouts.backend must be 'vllm' or 'transformers', got {self.backend!r}")
+        if self.split not in ("train", "eval"):
+            raise ValueError(f"rollouts.split must be 'train' or 'eval', got {self.split!r}")
+        if self.num_generations < 1 or self.concurrency < 1 or self.max_tokens < 1:
+            raise ValueError("rollouts.num_generations, rollouts.concurrency and rollouts.max_tokens must be >= 1")
 
 
 @dataclass
@@ -147,6 +176,7 @@ class Params:
     prepare: Prepare = field(default_factory=Prepare)
     model: Model = field(default_factory=Model)
     serve: Serve = field(default_factory=Serve)
+    rollouts: Rollouts = field(default_factory=Rollouts)
     judge: Judge = field(default_factory=Judge)
     validate: Validate = field(default_factory=Validate)
 

@@ -13,14 +13,17 @@ child process in its own process group, on 127.0.0.1. Its log goes to a file; on
 exit exactly that process group is stopped (SIGTERM, then SIGKILL after a grace
 period). With `serve.base_url` set, nothing is started and that endpoint is used.
 
-Sharing within a run: `start` records the server in `serve.state_dir/<name>.json`;
-`serving()` reuses a healthy recorded server for the same model instead of
-starting one, and leaves it running.
+Sharing within a run: `start` records the server in `serve.state_dir`; `serving()`
+reuses a healthy recorded server for the same model instead of starting one, and
+leaves it running. With FOCAL_SERVE_KEEP=1 (set by `make run`), a server that
+`serving()` starts is recorded and left running for the next stage; `python -m
+focal.serve stop` (run by `make run` at the end) stops every recorded server.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import signal
@@ -34,6 +37,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from focal.io import write_json
+
+KEEP_ENV = "FOCAL_SERVE_KEEP"
 
 
 def free_port() -> int:
@@ -131,13 +136,29 @@ def start_server(cfg, model_dir: str) -> tuple[subprocess.Popen, str]:
                        f"last lines of {log_path}:\n{_tail(log_path)}")
 
 
-def _record_path(cfg) -> Path:
-    return Path(cfg.state_dir) / f"{cfg.served_model_name}.json"
+def _record_path(cfg, model_dir: str) -> Path:
+    tag = hashlib.sha256(str(Path(model_dir).resolve()).encode()).hexdigest()[:8]
+    return Path(cfg.state_dir) / f"{cfg.served_model_name}-{tag}.json"
+
+
+def _record(cfg, model_dir: str, proc: subprocess.Popen, base_url: str) -> None:
+    write_json(_record_path(cfg, model_dir), {"pid": proc.pid, "base_url": base_url,
+                                              "model_dir": str(Path(model_dir).resolve())})
+
+
+def stop_recorded(cfg) -> int:
+    """Stop every server recorded in serve.state_dir; returns how many."""
+    stopped = 0
+    for rec in sorted(Path(cfg.state_dir).glob("*.json")):
+        stop_group(json.loads(rec.read_text())["pid"])
+        rec.unlink()
+        stopped += 1
+    return stopped
 
 
 def shared_server(cfg, model_dir: str) -> str | None:
     """The URL of a recorded, healthy server for this model, if any."""
-    path = _record_path(cfg)
+    path = _record_path(cfg, model_dir)
     if not path.exists():
         return None
     rec = json.loads(path.read_text())
@@ -157,6 +178,10 @@ def serving(cfg, model_dir: str):
         yield shared
         return
     proc, base_url = start_server(cfg, model_dir)
+    if os.environ.get(KEEP_ENV) == "1":  # `make run`: later stages reuse it, `focal.serve stop` ends it
+        _record(cfg, model_dir, proc, base_url)
+        yield base_url
+        return
     try:
         yield base_url
     finally:
@@ -174,7 +199,6 @@ def main(argv=None):
     args = ap.parse_args(argv)
     params = load_params(args.params)
     cfg, model_dir = params.serve, args.model or params.paths.base_model
-    record = _record_path(cfg)
     if args.action == "start":
         if cfg.base_url:
             print(cfg.base_url)
@@ -182,12 +206,10 @@ def main(argv=None):
         url = shared_server(cfg, model_dir)
         if url is None:
             proc, url = start_server(cfg, model_dir)
-            write_json(record, {"pid": proc.pid, "base_url": url, "model_dir": str(Path(model_dir).resolve())})
+            _record(cfg, model_dir, proc, url)
         print(url)
-    elif record.exists():
-        stop_group(json.loads(record.read_text())["pid"])
-        record.unlink()
-        print("serve: stopped", file=sys.stderr)
+    else:
+        print(f"serve: stopped {stop_recorded(cfg)} server(s)", file=sys.stderr)
 
 
 if __name__ == "__main__":
