@@ -256,7 +256,7 @@ class Judge:
             if progress:
                 from tqdm import tqdm
 
-                for fut in tqdm(asyncio.as_completed(tasks), total=len(tasks), desc="judge", unit="judgment"):
+                for fut in tqdm(asyncio.as_completed(tasks), total=len(tasks), desc="judge", unit="judgment", mininterval=5):
                     await fut
             return list(await asyncio.gather(*tasks))
 

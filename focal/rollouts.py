@@ -128,7 +128,7 @@ def sample_rollouts(items: list, backend: Backend, sampling: Sampling, policy: s
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(items), initial=len(items) - len(missing), desc="rollouts", unit="prompt")
+        bar = tqdm(total=len(items), initial=len(items) - len(missing), desc="rollouts", unit="prompt", mininterval=5)
     for start in range(0, len(missing), chunk):
         idx = missing[start:start + chunk]
         results = backend.sample([items[i].chat() for i in idx], sampling)
