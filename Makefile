@@ -24,6 +24,10 @@ export PATH := $(BIN):$(PATH)
 VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
 
+# `make run` reproduces this stage and everything upstream of it (the rubrics
+# stage is upstream only when base.rubric_set names its output).
+FINAL_STAGE := validate
+
 .PHONY: run test test-slow install vllm-env bench clean
 
 $(STAMP): pyproject.toml
@@ -61,7 +65,7 @@ vllm-env: $(VLLM_STAMP)
 # (FOCAL_SERVE_KEEP=1) for the next stage; it is stopped at the end, whatever happened.
 run: $(STAMP) $(VLLM_STAMP)
 	@echo "==> dvc repro (the whole pipeline on params.yaml)"
-	@start=$$(date +%s); FOCAL_SERVE_KEEP=1 $(BIN)/dvc repro; status=$$?; \
+	@start=$$(date +%s); FOCAL_SERVE_KEEP=1 $(BIN)/dvc repro $(FINAL_STAGE); status=$$?; \
 	  $(BIN)/python -m focal.serve stop; \
 	  echo "==> dvc repro exited $$status after $$(( $$(date +%s) - start )) s; metrics: $(BIN)/dvc metrics show"; \
 	  exit $$status

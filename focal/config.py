@@ -47,6 +47,8 @@ class Paths:
     eval_prompts: str = knob("data/prompts/eval.parquet", "prompt table of the eval split (prepare)")
     base_model: str = knob("models/base", "the base policy as a plain Hugging Face folder (model)")
     rollouts: str = knob("data/rollouts.parquet", "sampled completions to judge (rollouts)")
+    rubricgen_cache: str = knob("cache/rubricgen.sqlite", "persistent cache of rubric-model answers")
+    rubricgen_report: str = knob("metrics/rubricgen.json", "what the rubrics stage generated and rejected, and why")
     rollout_cache: str = knob("cache/rollouts.sqlite", "persistent rollout cache: a rerun samples only what is missing")
     judgments: str = knob("data/judgments.parquet", "one row per (rollout, criterion) (judge)")
     judge_cache: str = knob("cache/judge.sqlite", "persistent judge cache: a rerun makes no repeated calls")
@@ -126,6 +128,38 @@ class Rollouts:
 
 
 @dataclass
+class Rubricgen:
+    """The rubrics stage: generate rubrics for prompts with an OpenAI-compatible model (RaR, Chasing the Tail)."""
+
+    source_set: str = knob("default", "rubric set whose prompts get new rubrics (its criteria are ignored)")
+    max_prompts: int = knob(2, "generate for at most this many prompts (0 = all); the first ones by id")
+    out_set: str = knob("generated", "write the new rubric set to paths.rubrics/<out_set> (use it with base.rubric_set)")
+    base_url: str = knob("", "endpoint of the rubric model; empty = the local vLLM server with the base model")
+    model: str = knob("policy", "the rubric model's name at that endpoint")
+    api_key_env: str = knob("FOCAL_RUBRIC_API_KEY", "environment variable with its API key (unset = 'EMPTY')")
+    min_criteria: int = knob(7, "fewest criteria in a rubric (RaR: 7-20)")
+    max_criteria: int = knob(20, "most criteria in a rubric")
+    max_attempts: int = knob(3, "attempts per prompt when the answer is not a valid rubric")
+    refine_rounds: int = knob(0, "Chasing-the-Tail refinement rounds (sample responses, rewrite the rubric to separate the best)")
+    refine_samples: int = knob(4, "responses sampled per refinement round")
+    response_tokens: int = knob(96, "max tokens of a sampled response")
+    max_tokens: int = knob(1200, "max tokens of one generated rubric")
+    structured: bool = knob(True, "ask for the rubric's JSON schema (response_format)")
+    concurrency: int = knob(2, "prompts in flight at once")
+    timeout_s: float = knob(600.0, "per-request timeout")
+    max_retries: int = knob(2, "retries on timeouts, dropped connections, 429 and 5xx")
+    backoff_s: float = knob(1.0, "first retry delay; doubles each retry")
+    max_backoff_s: float = knob(20.0, "cap on one retry delay")
+    seed: int = knob(0, "sampling seed sent with each request")
+
+    def __post_init__(self):
+        if not 1 <= self.min_criteria <= self.max_criteria:
+            raise ValueError(f"rubricgen needs 1 <= min_criteria <= max_criteria, got {self.min_criteria}, {self.max_criteria}")
+        if self.max_attempts < 1 or self.concurrency < 1:
+            raise ValueError("rubricgen.max_attempts and rubricgen.concurrency must be >= 1")
+
+
+@dataclass
 class Judge:
     """The LLM judge: one call per (rollout, criterion) through an OpenAI-compatible API."""
 
@@ -176,6 +210,7 @@ class Params:
     prepare: Prepare = field(default_factory=Prepare)
     model: Model = field(default_factory=Model)
     serve: Serve = field(default_factory=Serve)
+    rubricgen: Rubricgen = field(default_factory=Rubricgen)
     rollouts: Rollouts = field(default_factory=Rollouts)
     judge: Judge = field(default_factory=Judge)
     validate: Validate = field(default_factory=Validate)
