@@ -2,7 +2,7 @@
 
     python -m benchmarks.judge [--params params.yaml] [--n 24] [--concurrency 8]
 
-1. raw capacity: the same judge prompts sent as plain concurrent chat requests (no parsing, no cache);
+1. raw capacity: the judge's exact requests sent as plain concurrent chat requests (no parsing, no cache);
 2. the judge (bounded concurrency, retries, schema, parsing) with no cache;
 3. the judge as a sequential client (concurrency 1);
 4. the judge again with the cache of run 2: the number of API calls (must be 0).
@@ -22,7 +22,7 @@ from pathlib import Path
 from focal.api import make_client
 from focal.cache import Cache
 from focal.config import load_params
-from focal.judge import Judge, Request, render_prompt, DEFAULT_TEMPLATE
+from focal.judge import DEFAULT_TEMPLATE, Judge, Request, answer_schema, render_prompt
 from focal.rubric import load_rubric_set
 from focal.serve import serving
 
@@ -44,9 +44,11 @@ async def raw(base_url, params, reqs, concurrency) -> tuple[float, int]:
     async def one(client, r):
         nonlocal tokens
         async with sem:
-            resp = await client.chat.completions.create(
-                model=params.judge.model, max_tokens=params.judge.max_tokens, temperature=0.0,
-                messages=[{"role": "user", "content": render_prompt(DEFAULT_TEMPLATE, r.item, r.criterion, r.response)}])
+            resp = await client.chat.completions.create(  # the judge's exact request, without the judge around it
+                model=params.judge.model, max_tokens=params.judge.max_tokens, temperature=params.judge.temperature,
+                messages=[{"role": "user", "content": render_prompt(DEFAULT_TEMPLATE, r.item, r.criterion, r.response)}],
+                response_format={"type": "json_schema", "json_schema": {
+                    "name": "judgment", "schema": answer_schema(r.criterion), "strict": True}})
             tokens += resp.usage.completion_tokens if resp.usage else 0
 
     t0 = time.perf_counter()

@@ -53,6 +53,8 @@ class Paths:
     judgments: str = knob("data/judgments.parquet", "one row per (rollout, criterion) (judge)")
     judge_cache: str = knob("cache/judge.sqlite", "persistent judge cache: a rerun makes no repeated calls")
     judge_stats: str = knob("metrics/judge.json", "judge counts of the last judge stage run (judge)")
+    trained_model: str = knob("models/trained", "the trained policy, a plain HF folder (train)")
+    train_log: str = knob("dvclive/train", "dvclive folder of the training curves (train): metrics.json, plots/")
     validation_report: str = knob("metrics/validation.json", "data-check report on the judgments (validate)")
 
 
@@ -186,6 +188,52 @@ class Judge:
 
 
 @dataclass
+class Train:
+    """The train stage: GRPO (TRL) on the policy with a rubric reward; the aggregator is a name."""
+
+    aggregator: str = knob("focal", "reward aggregator: static, gdpo, pow3r, focal, strict, min")
+    gamma: float = knob(2.0, "focal: focusing exponent of alpha = max(alpha_min, (1 - s)^gamma); 0 = static")
+    alpha_min: float = knob(0.1, "focal: floor on a saturated criterion's coefficient")
+    kappa: float = knob(4.0, "focal: pseudo-count of the moving-average prior in the saturation estimate")
+    ema_beta: float = knob(0.9, "focal: decay of the per-key moving average m_key")
+    seed_state: bool = knob(True, "seed focal's moving average from the judged base rollouts (paths.judgments)")
+    use_judge: bool = knob(True, "judge criteria without a check through the judge endpoint (false = checks only)")
+    policy: str = knob("", "policy to train (empty = paths.base_model); any HF folder")
+    max_prompts: int = knob(0, "train on at most this many train prompts (0 = all)")
+    max_steps: int = knob(4, "optimizer steps (CPU default: a few)")
+    prompts_per_step: int = knob(2, "P: prompts per step (batch = P * num_generations completions)")
+    num_generations: int = knob(4, "G: completions per prompt (GRPO group size)")
+    max_completion_length: int = knob(48, "max completion tokens during training")
+    temperature: float = knob(1.0, "sampling temperature during training")
+    learning_rate: float = knob(1e-5, "AdamW learning rate")
+    kl_beta: float = knob(0.0, "KL coefficient to the reference policy (0 = none, no reference model kept)")
+    scale_rewards: str = knob("group", "TRL advantage scaling: group, batch or none")
+    lora_r: int = knob(0, "LoRA rank through peft (0 = full fine-tuning)")
+    lora_alpha: int = knob(16, "LoRA alpha")
+    save_steps: int = knob(0, "save a checkpoint every this many steps (0 = only the final policy)")
+    bf16: bool = knob(False, "bf16 training (GPU profile; ignored without CUDA)")
+    use_vllm: bool = knob(False, "GPU profile: generate through TRL's vLLM server mode (`trl vllm-serve`); CUDA only")
+    vllm_server_base_url: str = knob("", "GPU profile: URL of the `trl vllm-serve` server")
+
+    def __post_init__(self):
+        from focal.aggregate import AGGREGATORS
+
+        if self.aggregator not in AGGREGATORS:
+            raise ValueError(f"train.aggregator {self.aggregator!r} is unknown; valid: {', '.join(AGGREGATORS)}")
+        if self.num_generations < 2:
+            raise ValueError(f"train.num_generations must be >= 2 (GRPO compares a group), got {self.num_generations}")
+        if self.prompts_per_step < 1 or self.max_steps < 1:
+            raise ValueError("train.prompts_per_step and train.max_steps must be >= 1")
+        if self.scale_rewards not in ("group", "batch", "none"):
+            raise ValueError(f"train.scale_rewards must be group, batch or none, got {self.scale_rewards!r}")
+
+    def aggregator_params(self) -> dict:
+        if self.aggregator != "focal":
+            return {}
+        return {"gamma": self.gamma, "alpha_min": self.alpha_min, "kappa": self.kappa, "beta": self.ema_beta}
+
+
+@dataclass
 class Validate:
     """Data checks (Great Expectations) on the judgments, between judging and training."""
 
@@ -214,6 +262,7 @@ class Params:
     rollouts: Rollouts = field(default_factory=Rollouts)
     judge: Judge = field(default_factory=Judge)
     validate: Validate = field(default_factory=Validate)
+    train: Train = field(default_factory=Train)
 
     def __post_init__(self):
         if not self.judge.base_url and self.judge.model != self.serve.served_model_name:

@@ -13,6 +13,8 @@ over groups of w'_pc / w_c: 1.0 means the static weight, above 1 more pressure.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from focal.aggregate import MET, Aggregated, _group_index, _group_stats, static, strict
@@ -77,3 +79,34 @@ def step_metrics(r, w, groups, categories, keys, agg: Aggregated) -> dict[str, f
             s = agg.saturation[:, cols][mask]
             out[f"criteria/{k}/saturation"] = float(s.mean()) if s.size else float("nan")
     return out
+
+
+@dataclass
+class Matrix:
+    """A judgments table as METHOD.md's satisfaction matrix: rows = rollouts, columns = (prompt, criterion)."""
+
+    r: np.ndarray  # [N, C]
+    w: np.ndarray  # [C]
+    groups: np.ndarray  # [N] prompt id of each rollout
+    categories: list  # [C]
+    keys: list  # [C]
+    rollout_ids: list  # [N]
+    columns: list  # [C] (prompt_id, criterion_id)
+
+
+def satisfaction_matrix(df) -> Matrix:
+    """Build the matrix from rows with prompt_id, rollout_id, criterion_id, key, category, weight, score."""
+    rollouts = list(dict.fromkeys(df.rollout_id))
+    cols = list(dict.fromkeys(zip(df.prompt_id, df.criterion_id)))
+    ri = {r: i for i, r in enumerate(rollouts)}
+    ci = {c: j for j, c in enumerate(cols)}
+    r = np.full((len(rollouts), len(cols)), np.nan)
+    meta = {}
+    group_of = {}
+    for row in df.itertuples(index=False):
+        r[ri[row.rollout_id], ci[(row.prompt_id, row.criterion_id)]] = row.score
+        meta[(row.prompt_id, row.criterion_id)] = (row.weight, row.category, row.key)
+        group_of[row.rollout_id] = row.prompt_id
+    w, categories, keys = (list(x) for x in zip(*(meta[c] for c in cols))) if cols else ([], [], [])
+    return Matrix(r, np.asarray(w, dtype=float), np.asarray([group_of[x] for x in rollouts]), categories, keys,
+                  rollouts, cols)
