@@ -26,7 +26,7 @@ VLLM_STAMP := $(VLLM_VENV)/.installed
 
 # `make run` reproduces this stage and everything upstream of it (the rubrics
 # stage is upstream only when base.rubric_set names its output).
-FINAL_STAGE := train
+FINAL_STAGE := evaluate
 
 .PHONY: run test test-slow install vllm-env bench clean
 

@@ -55,6 +55,11 @@ class Paths:
     judge_stats: str = knob("metrics/judge.json", "judge counts of the last judge stage run (judge)")
     trained_model: str = knob("models/trained", "the trained policy, a plain HF folder (train)")
     train_log: str = knob("dvclive/train", "dvclive folder of the training curves (train): metrics.json, plots/")
+    eval_rollouts: str = knob("data/eval/rollouts.parquet", "rollouts of every policy on every benchmark (evaluate)")
+    eval_judgments: str = knob("data/eval/judgments.parquet", "their judgments (evaluate)")
+    eval_metrics: str = knob("metrics/eval.json", "evaluation metrics, DVC metrics (evaluate)")
+    eval_report: str = knob("reports/eval.md", "evaluation report in markdown (evaluate)")
+    eval_plots: str = knob("reports/plots", "evaluation plots, PNG (evaluate)")
     validation_report: str = knob("metrics/validation.json", "data-check report on the judgments (validate)")
 
 
@@ -250,6 +255,35 @@ class Validate:
 
 
 @dataclass
+class Evaluate:
+    """The evaluate stage: sample each policy on each benchmark, judge, and compare (paired)."""
+
+    benchmarks: list = knob(["eval"], "benchmarks to run (focal/benchmarks.py): eval, health, writingbench, healthbench")
+    policies: list = knob(["base", "trained"], "policies: 'base' (paths.base_model), 'trained' (paths.trained_model) or 'name=folder'; the first is the reference of the paired comparisons")
+    limit: int = knob(4, "prompts per benchmark (0 = all); the first ones by id")
+    num_generations: int = knob(2, "completions per prompt and policy")
+    max_tokens: int = knob(64, "max completion tokens")
+    temperature: float = knob(0.7, "sampling temperature")
+    backend: str = knob("vllm", "'vllm' (a server per policy) or 'transformers' (in-process)")
+    n_bootstrap: int = knob(1000, "bootstrap resamples for the score std and the paired intervals")
+    writingbench_path: str = knob("", "WritingBench benchmark_all.jsonl (empty = from the inspect-evals package if installed)")
+    healthbench_path: str = knob("", "a HealthBench-format JSONL file for the healthbench benchmark")
+
+    def __post_init__(self):
+        if self.backend not in ("vllm", "transformers"):
+            raise ValueError(f"evaluate.backend must be 'vllm' or 'transformers', got {self.backend!r}")
+        if not self.benchmarks or not self.policies:
+            raise ValueError("evaluate.benchmarks and evaluate.policies need at least one entry each")
+        for p in self.policies:
+            if not isinstance(p, str) or (p not in ("base", "trained") and "=" not in p):
+                raise ValueError(f"evaluate.policies entry {p!r}: use 'base', 'trained' or 'name=folder'")
+
+    def policy_dirs(self, paths) -> dict:
+        named = {"base": paths.base_model, "trained": paths.trained_model}
+        return dict(p.split("=", 1) if "=" in p else (p, named[p]) for p in self.policies)
+
+
+@dataclass
 class Params:
     """The whole params.yaml."""
 
@@ -263,6 +297,7 @@ class Params:
     judge: Judge = field(default_factory=Judge)
     validate: Validate = field(default_factory=Validate)
     train: Train = field(default_factory=Train)
+    evaluate: Evaluate = field(default_factory=Evaluate)
 
     def __post_init__(self):
         if not self.judge.base_url and self.judge.model != self.serve.served_model_name:

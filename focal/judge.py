@@ -25,6 +25,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import math
@@ -151,6 +152,7 @@ class Judgment:
     key: str
     category: str
     weight: float
+    pitfall: bool
     source: str  # "judge" | "check"
     raw: str  # the judge's answer text, or the check's verdict
     score: float  # satisfaction in [0, 1]; NaN when the judgment failed
@@ -214,7 +216,7 @@ class Judge:
     async def _judge(self, client, sem: asyncio.Semaphore, req: Request) -> Judgment:
         c, item = req.criterion, req.item
         row = dict(prompt_id=item.id, rollout_id=req.rollout_id, criterion_id=c.id, key=c.key,
-                   category=c.category, weight=c.weight)
+                   category=c.category, weight=c.weight, pitfall=c.pitfall)
         if c.check is not None:
             met = run_check(c.check.name, c.check.params, req.response)
             self.stats.checks += 1
@@ -262,3 +264,28 @@ class Judge:
 
     def run(self, requests: list[Request], progress: bool = False) -> list[Judgment]:
         return asyncio.run(self.arun(requests, progress))
+
+
+def judge_table(params, requests: list[Request], template: str | None):
+    """Judge requests with the configured endpoint and cache: (judgments DataFrame, JudgeStats).
+
+    The endpoint is judge.base_url, else the local vLLM server with the base model,
+    started only if some request is neither a check nor cached."""
+    from contextlib import nullcontext
+
+    import pandas as pd
+
+    from focal.serve import serving
+
+    cache = Cache(params.paths.judge_cache)
+    try:
+        needed = Judge(params.judge, "", template, cache).pending(requests) > 0
+        endpoint = (nullcontext(params.judge.base_url or "http://127.0.0.1:9/v1")
+                    if params.judge.base_url or not needed else serving(params.serve, params.paths.base_model))
+        with endpoint as base_url:
+            judge = Judge(params.judge, base_url, template, cache)
+            judgments = judge.run(requests, progress=True)
+    finally:
+        cache.close()
+    columns = [f.name for f in dataclasses.fields(Judgment)]
+    return pd.DataFrame([j.__dict__ for j in judgments], columns=columns), judge.stats

@@ -148,3 +148,22 @@ def sample_rollouts(items: list, backend: Backend, sampling: Sampling, policy: s
                          "prompt_tokens": c["prompt_tokens"], "completion_tokens": c["completion_tokens"],
                          "finish_reason": c["finish_reason"], "seed": sampling.seed})
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def sample_policy(params, items: list, policy_dir: str, sampling: Sampling, backend: str) -> pd.DataFrame:
+    """Rollouts of one policy folder with the configured backend (the vLLM server is started if needed)."""
+    from focal.models import fingerprint
+    from focal.serve import serving
+
+    s = params.serve
+    policy = f"{s.served_model_name}@{s.base_url}" if s.base_url else fingerprint(policy_dir)
+    cache = Cache(params.paths.rollout_cache)
+    try:
+        if backend == "transformers":
+            return sample_rollouts(items, TransformersBackend(policy_dir), sampling, policy, cache, progress=True)
+        with serving(s, policy_dir) as base_url:
+            client = OpenAIBackend(base_url, s.served_model_name, params.rollouts)
+            return sample_rollouts(items, client, sampling, policy, cache, chunk=params.rollouts.concurrency,
+                                   progress=True)
+    finally:
+        cache.close()

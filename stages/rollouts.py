@@ -15,41 +15,20 @@ from pathlib import Path
 
 import pandas as pd
 
-from focal.cache import Cache
 from focal.config import Params, run_stage
 from focal.io import write_parquet
-from focal.models import fingerprint
-from focal.rollouts import OpenAIBackend, Sampling, TransformersBackend, sample_rollouts
+from focal.rollouts import Sampling, sample_policy
 from focal.rubric import item_from_row
-from focal.serve import serving
-
-
-def sampling_of(params: Params) -> Sampling:
-    r = params.rollouts
-    return Sampling(r.num_generations, r.temperature, r.top_p, r.max_tokens, params.base.seed)
 
 
 def run(params: Params) -> list[Path]:
     r = params.rollouts
     table = params.paths.train_prompts if r.split == "train" else params.paths.eval_prompts
-    rows = pd.read_parquet(table)
-    items = [item_from_row(row) for _, row in rows.iterrows()][: r.max_prompts or None]
-    policy_dir = r.policy or params.paths.base_model
-    policy = f"{params.serve.served_model_name}@{params.serve.base_url}" if params.serve.base_url else fingerprint(policy_dir)
-    cache = Cache(params.paths.rollout_cache)
-    try:
-        if r.backend == "transformers":
-            df = sample_rollouts(items, TransformersBackend(policy_dir), sampling_of(params), policy, cache,
-                                 progress=True)
-        else:
-            with serving(params.serve, policy_dir) as base_url:
-                backend = OpenAIBackend(base_url, params.serve.served_model_name, r)
-                df = sample_rollouts(items, backend, sampling_of(params), policy, cache, chunk=r.concurrency,
-                                     progress=True)
-    finally:
-        cache.close()
+    items = [item_from_row(row) for _, row in pd.read_parquet(table).iterrows()][: r.max_prompts or None]
+    sampling = Sampling(r.num_generations, r.temperature, r.top_p, r.max_tokens, params.base.seed)
+    df = sample_policy(params, items, r.policy or params.paths.base_model, sampling, r.backend)
     write_parquet(params.paths.rollouts, df)
-    print(f"rollouts: {len(df)} completions for {len(items)} {r.split} prompts from {policy} "
+    print(f"rollouts: {len(df)} completions for {len(items)} {r.split} prompts from {df.policy.iloc[0]} "
           f"({df.completion_tokens.sum()} tokens)")
     return [Path(params.paths.rollouts)]
 

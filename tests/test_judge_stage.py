@@ -17,7 +17,7 @@ from stages import judge as judge_stage
 from stages import prepare
 
 ROOT = Path(__file__).parents[1]
-COLUMNS = ["prompt_id", "rollout_id", "criterion_id", "key", "category", "weight", "source", "raw", "score",
+COLUMNS = ["prompt_id", "rollout_id", "criterion_id", "key", "category", "weight", "pitfall", "source", "raw", "score",
            "reason", "cached", "latency_s"]
 
 

@@ -1,0 +1,73 @@
+"""Benchmarks as data: a prompt set with rubrics, by name. No download at run time.
+
+    items, note = load_benchmark("eval", params)     # note explains a skipped optional source
+
+| name         | what                                                                  |
+|--------------|-----------------------------------------------------------------------|
+| eval         | the eval split of the current rubric set (base.rubric_set)            |
+| health       | the eval split of the second shipped set, rubrics/health              |
+| writingbench | WritingBench from the inspect-evals package, or evaluate.writingbench_path |
+| healthbench  | any HealthBench-format JSONL at evaluate.healthbench_path             |
+
+Each is cut to `evaluate.limit` prompts (0 = all), the first ones by id.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from focal.importers import load_healthbench, load_writingbench
+from focal.rubric import load_rubric_set, with_keys
+
+
+def _writingbench_file(params) -> Path | None:
+    if params.evaluate.writingbench_path:
+        return Path(params.evaluate.writingbench_path)
+    spec = importlib.util.find_spec("inspect_evals")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(spec.submodule_search_locations[0]) / "writingbench" / "benchmark_all.jsonl"
+    return path if path.exists() else None
+
+
+def _set_eval(name: str, params):
+    return load_rubric_set(Path(params.paths.rubrics) / name).split("eval")
+
+
+def _eval(params):
+    return _set_eval(params.base.rubric_set, params), ""
+
+
+def _health(params):
+    return _set_eval("health", params), ""
+
+
+def _writingbench(params):
+    path = _writingbench_file(params)
+    if path is None:
+        return [], ("skipped writingbench: the inspect-evals package is not installed (pip install inspect-evals) "
+                    "and evaluate.writingbench_path is empty")
+    limit = params.evaluate.limit or None
+    return with_keys(load_writingbench(path, 0.0, limit=limit), "category"), ""
+
+
+def _healthbench(params):
+    path = params.evaluate.healthbench_path
+    if not path:
+        return [], "skipped healthbench: set evaluate.healthbench_path to a HealthBench-format JSONL file"
+    if not Path(path).exists():
+        return [], f"skipped healthbench: evaluate.healthbench_path {path!r} does not exist"
+    return with_keys(load_healthbench(Path(path), 0.0), "category"), ""
+
+
+BENCHMARKS = {"eval": _eval, "health": _health, "writingbench": _writingbench, "healthbench": _healthbench}
+
+
+def load_benchmark(name: str, params) -> tuple[list, str]:
+    """(items cut to evaluate.limit, a note when an optional source is missing)."""
+    if name not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark {name!r} in evaluate.benchmarks; valid: {', '.join(BENCHMARKS)}")
+    items, note = BENCHMARKS[name](params)
+    items = sorted(items, key=lambda it: it.id)[: params.evaluate.limit or None]
+    return items, note
