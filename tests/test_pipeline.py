@@ -87,18 +87,22 @@ def dvc(cwd, *args):
 
 
 def test_dvc_repro_runs_prepare_then_is_a_no_op_and_swaps_domain(tmp_path):
+    """The walkthrough of the README: swapping the domain is one value in params.yaml."""
     proj = copy_project(tmp_path)
-    out = dvc(proj, "repro")
+    out = dvc(proj, "repro", "prepare")
     assert "Running stage 'prepare'" in out
     direct = tmp_path / "direct"
     direct.mkdir()
     prepare.run(load_params(params_in(direct)))
     assert (proj / "data/prompts/train.parquet").read_bytes() == (direct / "train.parquet").read_bytes()
-    assert "didn't change" in dvc(proj, "repro") or "up to date" in dvc(proj, "repro")
+    again = dvc(proj, "repro", "prepare")
+    assert "didn't change" in again and "Running" not in again
     # swapping the domain is one value in params.yaml
     params = (proj / "params.yaml").read_text().replace("rubric_set: default", "rubric_set: health")
     (proj / "params.yaml").write_text(params)
-    assert "Running stage 'prepare'" in dvc(proj, "repro")
+    status = dvc(proj, "status", "prepare")
+    assert "prepare:" in status and "base.rubric_set" in status  # only prepare (and what is below it) is stale
+    assert "Running stage 'prepare'" in dvc(proj, "repro", "prepare")
     ids = pd.read_parquet(proj / "data/prompts/train.parquet").prompt_id
     assert ids.str.startswith("h").all()
 
@@ -114,3 +118,14 @@ def test_prefect_flow_writes_the_same_outputs_as_the_stage(tmp_path, prefect_har
     assert sorted(result["prepare"]) == sorted([str(b / "train.parquet"), str(b / "eval.parquet")])
     for name in ("train.parquet", "eval.parquet"):
         assert (a / name).read_bytes() == (b / name).read_bytes()
+
+
+def test_dvc_exp_run_sweeps_a_param_and_exp_show_lists_it(tmp_path):
+    proj = copy_project(tmp_path)
+    env = {**os.environ, "GIT_CONFIG_GLOBAL": str(proj / ".gitconfig")}
+    subprocess.run(["git", "add", "-A"], cwd=proj, check=True, env=env)
+    subprocess.run(["git", "commit", "-qm", "init"], cwd=proj, check=True, env=env)
+    for n in (3, 5):
+        dvc(proj, "exp", "run", "prepare", "-S", f"prepare.max_train_prompts={n}")
+    shown = dvc(proj, "exp", "show", "--md", "--no-pager")
+    assert "prepare.max_train_prompts" in shown and "| 3 " in shown.replace("|3", "| 3") and "5" in shown
