@@ -107,7 +107,32 @@ class Serve:
 
 
 @dataclass
-class Rollouts:
+class Client:
+    """How a stage calls an OpenAI-compatible endpoint (shared by rollouts, rubricgen and judge)."""
+
+    api_key_env: str = knob("FOCAL_API_KEY", "environment variable holding the endpoint's API key (unset = 'EMPTY')")
+    concurrency: int = knob(8, "requests in flight at once")
+    timeout_s: float = knob(60.0, "per-request timeout in seconds")
+    max_retries: int = knob(3, "retries on timeouts, dropped connections, 429 and 5xx (then the call has failed)")
+    backoff_s: float = knob(1.0, "first retry delay in seconds; doubles each retry")
+    max_backoff_s: float = knob(20.0, "cap on one retry delay")
+
+    def __post_init__(self):
+        section = type(self).__name__.lower()
+        if self.concurrency < 1:
+            raise ValueError(f"{section}.concurrency must be >= 1, got {self.concurrency}")
+        for name in ("max_retries", "timeout_s", "backoff_s", "max_backoff_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{section}.{name} must be >= 0, got {getattr(self, name)}")
+
+
+def client_knob(name: str, default):
+    """A Client field with another default (its help stays the one of Client)."""
+    return knob(default, next(f.metadata["help"] for f in dataclasses.fields(Client) if f.name == name))
+
+
+@dataclass
+class Rollouts(Client):
     """The rollouts stage: G completions per prompt of a split from the policy."""
 
     backend: str = knob("vllm", "'vllm' (the OpenAI-compatible server of `serve`) or 'transformers' (in-process generate)")
@@ -118,24 +143,21 @@ class Rollouts:
     temperature: float = knob(1.0, "sampling temperature")
     top_p: float = knob(1.0, "nucleus sampling")
     max_tokens: int = knob(96, "max completion tokens")
-    concurrency: int = knob(8, "prompts in flight at once (vllm backend)")
-    timeout_s: float = knob(300.0, "per-request timeout (vllm backend)")
-    max_retries: int = knob(3, "retries on timeouts, dropped connections, 429 and 5xx")
-    backoff_s: float = knob(1.0, "first retry delay; doubles each retry")
-    max_backoff_s: float = knob(20.0, "cap on one retry delay")
-    api_key_env: str = knob("FOCAL_POLICY_API_KEY", "environment variable with the API key for serve.base_url (unset = 'EMPTY')")
+    api_key_env: str = client_knob("api_key_env", "FOCAL_POLICY_API_KEY")
+    timeout_s: float = client_knob("timeout_s", 300.0)
 
     def __post_init__(self):
+        super().__post_init__()
         if self.backend not in ("vllm", "transformers"):
             raise ValueError(f"rollouts.backend must be 'vllm' or 'transformers', got {self.backend!r}")
         if self.split not in ("train", "eval"):
             raise ValueError(f"rollouts.split must be 'train' or 'eval', got {self.split!r}")
-        if self.num_generations < 1 or self.concurrency < 1 or self.max_tokens < 1:
-            raise ValueError("rollouts.num_generations, rollouts.concurrency and rollouts.max_tokens must be >= 1")
+        if self.num_generations < 1 or self.max_tokens < 1:
+            raise ValueError("rollouts.num_generations and rollouts.max_tokens must be >= 1")
 
 
 @dataclass
-class Rubricgen:
+class Rubricgen(Client):
     """The rubrics stage: generate rubrics for prompts with an OpenAI-compatible model (RaR, Chasing the Tail)."""
 
     source_set: str = knob("default", "rubric set whose prompts get new rubrics (its criteria are ignored)")
@@ -143,7 +165,10 @@ class Rubricgen:
     out_set: str = knob("generated", "write the new rubric set to paths.rubrics/<out_set> (use it with base.rubric_set)")
     base_url: str = knob("", "endpoint of the rubric model; empty = the local vLLM server with the base model")
     model: str = knob("policy", "the rubric model's name at that endpoint")
-    api_key_env: str = knob("FOCAL_RUBRIC_API_KEY", "environment variable with its API key (unset = 'EMPTY')")
+    api_key_env: str = client_knob("api_key_env", "FOCAL_RUBRIC_API_KEY")
+    concurrency: int = client_knob("concurrency", 2)
+    timeout_s: float = client_knob("timeout_s", 600.0)
+    max_retries: int = client_knob("max_retries", 2)
     min_criteria: int = knob(7, "fewest criteria in a rubric (RaR: 7-20)")
     max_criteria: int = knob(20, "most criteria in a rubric")
     max_attempts: int = knob(3, "attempts per prompt when the answer is not a valid rubric")
@@ -152,44 +177,32 @@ class Rubricgen:
     response_tokens: int = knob(96, "max tokens of a sampled response")
     max_tokens: int = knob(1200, "max tokens of one generated rubric")
     structured: bool = knob(True, "ask for the rubric's JSON schema (response_format)")
-    concurrency: int = knob(2, "prompts in flight at once")
-    timeout_s: float = knob(600.0, "per-request timeout")
-    max_retries: int = knob(2, "retries on timeouts, dropped connections, 429 and 5xx")
-    backoff_s: float = knob(1.0, "first retry delay; doubles each retry")
-    max_backoff_s: float = knob(20.0, "cap on one retry delay")
     seed: int = knob(0, "sampling seed sent with each request")
 
     def __post_init__(self):
+        super().__post_init__()
         if not 1 <= self.min_criteria <= self.max_criteria:
             raise ValueError(f"rubricgen needs 1 <= min_criteria <= max_criteria, got {self.min_criteria}, {self.max_criteria}")
-        if self.max_attempts < 1 or self.concurrency < 1:
-            raise ValueError("rubricgen.max_attempts and rubricgen.concurrency must be >= 1")
+        if self.max_attempts < 1:
+            raise ValueError(f"rubricgen.max_attempts must be >= 1, got {self.max_attempts}")
 
 
 @dataclass
-class Judge:
+class Judge(Client):
     """The LLM judge: one call per (rollout, criterion) through an OpenAI-compatible API."""
 
     base_url: str = knob("", "judge endpoint; empty = the local vLLM server of `serve` with the base model")
     model: str = knob("policy", "model name sent to the judge endpoint")
-    api_key_env: str = knob("FOCAL_JUDGE_API_KEY", "environment variable holding the API key (unset = 'EMPTY')")
-    concurrency: int = knob(8, "judge requests in flight at once")
-    timeout_s: float = knob(60.0, "per-request timeout in seconds")
-    max_retries: int = knob(3, "retries on timeouts, dropped connections, 429 and 5xx (then the judgment is NaN)")
-    backoff_s: float = knob(1.0, "first retry delay; doubles each retry")
-    max_backoff_s: float = knob(20.0, "cap on one retry delay")
+    api_key_env: str = client_knob("api_key_env", "FOCAL_JUDGE_API_KEY")
     parse_retries: int = knob(1, "extra attempts when the answer is not valid JSON of the schema")
     max_tokens: int = knob(120, "max tokens of one judge answer (the schema caps the explanation at 200 characters)")
     temperature: float = knob(0.0, "judge sampling temperature")
     structured: bool = knob(True, "ask for a JSON schema (response_format) where the server supports it")
 
     def __post_init__(self):
-        for name in ("concurrency",):
-            if getattr(self, name) < 1:
-                raise ValueError(f"judge.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_retries", "parse_retries", "timeout_s", "backoff_s", "max_backoff_s"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"judge.{name} must be >= 0, got {getattr(self, name)}")
+        super().__post_init__()
+        if self.parse_retries < 0:
+            raise ValueError(f"judge.parse_retries must be >= 0, got {self.parse_retries}")
 
 
 @dataclass
