@@ -24,11 +24,7 @@ export PATH := $(BIN):$(PATH)
 VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
 
-# `make run` reproduces this stage and everything upstream of it (the rubrics
-# stage is upstream only when base.rubric_set names its output).
-FINAL_STAGE := evaluate
-
-.PHONY: run test test-slow install vllm-env bench clean
+.PHONY: run test test-slow install vllm-env bench deploy clean
 
 $(STAMP): pyproject.toml
 	@echo "==> [1/4] creating $(VENV) with $$($(PYTHON) --version)"
@@ -61,20 +57,22 @@ $(VLLM_STAMP):
 
 vllm-env: $(VLLM_STAMP)
 
-# The stages that need a model server start it on first use and leave it running
-# (FOCAL_SERVE_KEEP=1) for the next stage; it is stopped at the end, whatever happened.
+# `focal run`: dvc repro of the final stage (evaluate) and everything upstream; the
+# stages that need a model server start it on first use and leave it running for the
+# next stage; it is stopped at the end, whatever happened.
 run: $(STAMP) $(VLLM_STAMP)
-	@echo "==> dvc repro (the whole pipeline on params.yaml)"
-	@start=$$(date +%s); FOCAL_SERVE_KEEP=1 $(BIN)/dvc repro $(FINAL_STAGE); status=$$?; \
-	  $(BIN)/python -m focal.serve stop; \
-	  echo "==> dvc repro exited $$status after $$(( $$(date +%s) - start )) s; metrics: $(BIN)/dvc metrics show"; \
-	  exit $$status
+	@echo "==> focal run (dvc repro evaluate: the whole pipeline on params.yaml)"
+	$(BIN)/focal run
+	@echo "==> done: $(BIN)/dvc metrics show; reports/eval.md; reports/plots/"
+
+deploy: $(STAMP) $(VLLM_STAMP)
+	$(BIN)/python -m flows.deploy
 
 test: $(STAMP)
 	@echo "==> default test suite (slow tests excluded: make test-slow)"
 	$(BIN)/python -m pytest -m "not slow"
 
-test-slow: $(STAMP)
+test-slow: $(STAMP) $(VLLM_STAMP)
 	$(BIN)/python -m pytest -m slow
 
 bench: $(STAMP)

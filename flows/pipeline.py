@@ -45,6 +45,11 @@ def parse_stages(text: str | None) -> list[str] | None:
     return names or None
 
 
+def add_stages_option(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--stages", type=parse_stages, default=None,
+                    help=f"comma-separated stages to run (default: all): {','.join(STAGES)}")
+
+
 def plan(params_path: str, stages: list[str] | None = None) -> tuple[Params, list[str]]:
     """The params and the stages to run, in dvc.yaml's order; ValueError on a bad file or stage name."""
     params = load_params(params_path)
@@ -102,12 +107,11 @@ def pipeline(params_path: str = "params.yaml", stages: list[str] | None = None) 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml", help="the params file")
-    ap.add_argument("--stages", default=None, help=f"comma-separated stages to run (default: all): {','.join(STAGES)}")
+    add_stages_option(ap)
     args = ap.parse_args(argv)
     try:
-        stages = parse_stages(args.stages)
-        plan(args.params, stages)  # a bad file or stage name fails here in one line, before Prefect starts
-        print(pipeline(args.params, stages))
+        plan(args.params, args.stages)  # a bad file or stage name fails here in one line, before Prefect starts
+        print(pipeline(args.params, args.stages))
     except ValueError as e:
         sys.exit(f"error: {e}")
 

@@ -1,0 +1,215 @@
+"""The `focal` command: a thin front over the stages, the flows and the model server.
+
+    focal run [--params params.yaml] [--stages prepare,judge] [--flow]   # dvc repro (or the Prefect flow)
+    focal serve [--model DIR]                     # vLLM's OpenAI-compatible server until Ctrl-C / SIGTERM
+    focal judge ROLLOUTS [--out OUT]              # judge a rollouts file (parquet or jsonl) ad hoc
+    focal eval                                    # the evaluate stage
+    focal deploy [--cron "0 3 * * 0"] [--interval SECONDS]   # scheduled retraining (flows/deploy.py)
+    python -m focal.cli --help                    # the same, without the installed script
+
+It parses arguments and calls existing functions; the work is in stages/, flows/
+and focal/. A user mistake (a bad params file, a missing file, a ValueError from
+focal) prints one `error: ...` line and a hint, and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import subprocess
+import sys
+import time
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from focal.config import load_params
+
+app = typer.Typer(help=__doc__.split("\n\n")[0], no_args_is_help=True, add_completion=False,
+                  pretty_exceptions_enable=False, rich_markup_mode="markdown")
+
+ParamsOpt = Annotated[str, typer.Option("--params", help="the params file")]
+StagesOpt = Annotated[Optional[list[str]], typer.Option(
+    "--stages", help="stages to run, comma-separated or repeated (default: all)")]
+
+
+def friendly(hint: str):
+    """Turn a user mistake into `error: <one line>` plus `hint: ...` on stderr, exit code 2."""
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except OSError as e:  # a missing or unreadable file
+                message = f"{e.filename}: {e.strerror}" if e.filename else str(e)
+            except ValueError as e:  # config, rubric and data errors name the file, the key and the fix
+                message = str(e)
+            typer.echo(f"error: {' '.join(message.split())}", err=True)
+            typer.echo(f"hint: {hint}", err=True)
+            raise typer.Exit(2)
+
+        return run
+
+    return wrap
+
+
+def stage_list(stages: list[str] | None) -> list[str] | None:
+    """['prepare,judge', 'train'] -> ['prepare', 'judge', 'train']; None -> None (all)."""
+    from flows.pipeline import parse_stages
+
+    return parse_stages(",".join(stages or []))
+
+
+FINAL_STAGE = "evaluate"  # `focal run` (and so `make run`) reproduces this stage and everything upstream of it
+
+
+def dvc_targets(stages: list[str] | None) -> list[str]:
+    """The `dvc repro` targets: the named stages, else the final one (FINAL_STAGE)."""
+    import yaml
+
+    if not Path("dvc.yaml").exists():
+        raise ValueError("dvc.yaml: not found in the current folder; run focal from the repository root")
+    known = list(yaml.safe_load(Path("dvc.yaml").read_text())["stages"])
+    unknown = [s for s in stages or [] if s not in known]
+    if unknown:
+        raise ValueError(f"stage {unknown[0]!r} is not in dvc.yaml; stages: {', '.join(known)}")
+    return stages or [FINAL_STAGE]
+
+
+@app.command()
+@friendly("fix what the line above names (every params key is explained in params.yaml); `focal run --help`")
+def run(params: ParamsOpt = "params.yaml", stages: StagesOpt = None,
+        flow: Annotated[bool, typer.Option("--flow", help="run the Prefect flow (flows/pipeline.py) instead")] = False):
+    """Reproduce the pipeline with `dvc repro` (changed stages only), or run it as a Prefect flow.
+
+    Without --stages, dvc reproduces the final stage (FINAL_STAGE) and what it
+    depends on; with --stages, those stages and their changed upstream stages. --flow runs exactly the named
+    stages (default: all) and can read another params file. A model server started by one stage is reused
+    by the next and stopped at the end.
+    """
+    from focal.serve import KEEP_ENV, stop_recorded
+
+    p, names = load_params(params), stage_list(stages)
+    if flow:
+        from flows.pipeline import pipeline, plan
+
+        plan(params, names)  # fail here, in one line, before Prefect starts
+        typer.echo(pipeline(params, names))
+        return
+    if Path(params).resolve() != Path("params.yaml").resolve():
+        raise ValueError(f"--params {params}: dvc repro reads ./params.yaml; pass --flow to run on another file, "
+                         "or vary a key with `dvc exp run -S section.key=value`")
+    cmd = [sys.executable, "-m", "dvc", "repro", *dvc_targets(names)]
+    env = {**os.environ, KEEP_ENV: "1", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    try:
+        t0 = time.perf_counter()
+        code = subprocess.run(cmd, env=env).returncode
+    finally:
+        stop_recorded(p.serve)
+    typer.echo(f"focal run: `dvc repro` exited {code} after {time.perf_counter() - t0:.0f} s", err=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+@friendly("build vLLM's environment with `make vllm-env`, or build the model with `focal run --stages model`")
+def serve(params: ParamsOpt = "params.yaml",
+          model: Annotated[Optional[str], typer.Option("--model", help="model folder (default: paths.base_model)")] = None):
+    """Start vLLM's OpenAI-compatible server for a model, print its URL, and stop it on Ctrl-C or SIGTERM."""
+    from focal.serve import KEEP_ENV, serving
+
+    p = load_params(params)
+    if p.serve.base_url:
+        typer.echo(f"{p.serve.base_url}  (serve.base_url is set: nothing to start)")
+        return
+    os.environ.pop(KEEP_ENV, None)  # this command owns its server: stopped on the way out
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # leaves the `with` below, which stops the server
+    with serving(p.serve, model or p.paths.base_model) as url:
+        typer.echo(url)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+
+
+def read_rollouts(path: str):
+    """A rollouts table from parquet or jsonl: prompt_id, completion, and rollout_id (derived when absent)."""
+    import pandas as pd
+
+    from focal.rollouts import rollout_id
+
+    if not Path(path).exists():
+        raise FileNotFoundError(2, "not found", path)
+    if path.endswith(".jsonl"):
+        df = pd.read_json(path, lines=True, dtype=False)
+    elif path.endswith(".parquet"):
+        df = pd.read_parquet(path)
+    else:
+        raise ValueError(f"{path}: expected a .parquet or .jsonl file")
+    missing = sorted({"prompt_id", "completion"} - set(df.columns))
+    if missing:
+        raise ValueError(f"{path}: column {missing[0]!r} is missing; a rollouts file needs prompt_id and "
+                         f"completion (rollout_id optional); it has {', '.join(map(str, df.columns))}")
+    if "rollout_id" not in df:
+        index = df.groupby("prompt_id").cumcount()
+        df["rollout_id"] = [rollout_id(Path(path).name, pid, 0, i, text)
+                            for pid, i, text in zip(df.prompt_id, index, df.completion)]
+    return df
+
+
+@app.command()
+@friendly("a rollouts file is .parquet or .jsonl with prompt_id and completion, its prompts in the prompt "
+          "tables of --params (`focal run --stages prepare` writes them)")
+def judge(rollouts: Annotated[str, typer.Argument(help="rollouts file (.parquet or .jsonl): prompt_id, completion, "
+                                                       "optional rollout_id")],
+          out: Annotated[Optional[str], typer.Option("--out", help="judgments parquet "
+                                                     "(default: ROLLOUTS with suffix .judgments.parquet)")] = None,
+          params: ParamsOpt = "params.yaml"):
+    """Judge a rollouts file on its prompts' rubrics (judge.* of the params file; cached like the judge stage)."""
+    from focal.io import write_parquet
+    from focal.judge import judge_table
+    from focal.rubric import load_rubric_set
+    from stages.judge import load_items, requests_for
+
+    p = load_params(params)
+    requests = requests_for(read_rollouts(rollouts), load_items(p), rollouts)
+    template = load_rubric_set(Path(p.paths.rubrics) / p.base.rubric_set).judge_template
+    df, stats = judge_table(p, requests, template)
+    out = out or str(Path(rollouts).with_suffix(".judgments.parquet"))
+    write_parquet(out, df)
+    m = stats.metrics()
+    typer.echo(f"{out}: {len(df)} judgments ({m['judge/checks']} by checks), {m['judge/calls']} API calls, "
+               f"{m['judge/failures']} failures, mean score {df.score.mean():.3f}")
+
+
+@app.command("eval")
+@friendly("the evaluate stage reads the outputs of train; `focal run` builds them")
+def evaluate(params: ParamsOpt = "params.yaml"):
+    """Run the evaluate stage (stages/evaluate.py): every policy on every benchmark, judged and compared."""
+    p = load_params(params)
+    if find_spec("stages.evaluate") is None:
+        raise ValueError("stages/evaluate.py does not exist yet")
+    from stages import evaluate as evaluate_stage
+
+    for path in evaluate_stage.run(p):
+        typer.echo(path)
+
+
+@app.command()
+@friendly("flows/deploy.py shows how to run it against a local Prefect server; `focal deploy --help`")
+def deploy(params: ParamsOpt = "params.yaml",
+           cron: Annotated[Optional[str], typer.Option("--cron", help="cron schedule (default: Sundays 03:00)")] = None,
+           interval: Annotated[Optional[int], typer.Option("--interval", help="every this many seconds instead")] = None,
+           stages: StagesOpt = None):
+    """Serve the pipeline as a scheduled Prefect deployment (recurring retraining) until Ctrl-C or SIGTERM."""
+    from flows.deploy import serve as serve_deployment
+
+    serve_deployment(params, cron, interval, stage_list(stages))
+
+
+if __name__ == "__main__":
+    app()
