@@ -84,6 +84,7 @@ def trajectories_plot(train_log, path, title: str = "") -> Path | None:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for ax, series, label in ((axes[0], sat, "saturation s (estimated)"), (axes[1], weight, "weight w'/w (1 = static)")):
+        ax.set_prop_cycle(color=plt.cm.tab20.colors)  # up to 20 keys with distinct colours
         for key, s in series.items():
             ax.plot(s.index, s.values, marker="o", ms=3, label=key)
         ax.set_xlabel("training step")
