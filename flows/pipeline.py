@@ -8,8 +8,7 @@
 One task per stage, each calling `stages.<name>.run(params)` and returning the
 paths it wrote. Order: model, rubrics (only when base.rubric_set names
 rubricgen.out_set, as in dvc.yaml; or when named in `stages`), prepare, rollouts,
-judge, validate, train, evaluate. A stage whose module does not exist yet is
-skipped with a log line. Only the network-bound stages (rubrics, rollouts, judge)
+judge, validate, train, evaluate. Only the network-bound stages (rubrics, rollouts, judge)
 are retried, twice, 10 s apart; the API clients inside them already retry single
 requests. Unlike `dvc repro`, every selected stage runs: nothing is skipped
 because its inputs did not change (the rollout and judge caches make reruns cheap).
@@ -23,12 +22,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import os
 import sys
 from pathlib import Path
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
 from focal.config import Params, load_params
@@ -62,11 +60,8 @@ def plan(params_path: str, stages: list[str] | None = None) -> tuple[Params, lis
 
 
 @task
-def run_stage(name: str, params: Params) -> list[str] | None:
-    """Run stages.<name>.run(params); the paths it wrote (None: stages/<name>.py does not exist yet)."""
-    if importlib.util.find_spec(f"stages.{name}") is None:
-        get_run_logger().warning(f"{name}: stages/{name}.py does not exist yet; skipped")
-        return None
+def run_stage(name: str, params: Params) -> list[str]:
+    """Run stages.<name>.run(params); the paths it wrote."""
     return [str(p) for p in importlib.import_module(f"stages.{name}").run(params)]
 
 
@@ -89,9 +84,7 @@ def pipeline(params_path: str = "params.yaml", stages: list[str] | None = None) 
     outputs = {}
     try:
         for name in names:
-            paths = TASKS[name](name, params)
-            if paths is not None:
-                outputs[name] = paths
+            outputs[name] = TASKS[name](name, params)
     finally:
         if before is None:
             os.environ.pop(KEEP_ENV)

@@ -20,7 +20,6 @@ import signal
 import subprocess
 import sys
 import time
-from importlib.util import find_spec
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -191,8 +190,6 @@ def judge(rollouts: Annotated[str, typer.Argument(help="rollouts file (.parquet 
 def evaluate(params: ParamsOpt = "params.yaml"):
     """Run the evaluate stage (stages/evaluate.py): every policy on every benchmark, judged and compared."""
     p = load_params(params)
-    if find_spec("stages.evaluate") is None:
-        raise ValueError("stages/evaluate.py does not exist yet")
     from stages import evaluate as evaluate_stage
 
     for path in evaluate_stage.run(p):
