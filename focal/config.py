@@ -160,6 +160,7 @@ class Rollouts(Client):
 class Rubricgen(Client):
     """The rubrics stage: generate rubrics for prompts with an OpenAI-compatible model (RaR, Chasing the Tail)."""
 
+    enabled: bool = knob(False, "generate rubrics (off by default: a 135M model needs ~2 min per prompt and writes poor rubrics)")
     source_set: str = knob("default", "rubric set whose prompts get new rubrics (its criteria are ignored)")
     max_prompts: int = knob(2, "generate for at most this many prompts (0 = all); the first ones by id")
     out_set: str = knob("generated", "write the new rubric set to paths.rubrics/<out_set> (use it with base.rubric_set)")

@@ -7,7 +7,9 @@ rubric model for a RaR-style rubric per prompt (optionally refined, Chasing the
 Tail), validates each with Focal's validator, and writes the valid ones as the set
 `paths.rubrics/<rubricgen.out_set>` (set.yaml + prompts.yaml, written to a temp
 folder then renamed). Everything rejected, and why, goes to `paths.rubricgen_report`.
-Fails, with that report, when no prompt got a valid rubric.
+Fails, with that report, when no prompt got a valid rubric. With `rubricgen.enabled:
+false` (the default) it only writes a report saying so; to use a generated set, run
+it enabled, then set `base.rubric_set` to `rubricgen.out_set`.
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ def write_set(folder: Path, name: str, items: list, model: str) -> None:
 
 def run(params: Params) -> list[Path]:
     g = params.rubricgen
+    if not g.enabled:
+        write_json(params.paths.rubricgen_report, {"enabled": False})
+        print("rubrics: disabled (rubricgen.enabled: false); nothing generated")
+        return [Path(params.paths.rubricgen_report)]
     source = load_rubric_set(Path(params.paths.rubrics) / g.source_set)
     prompts = [(it.id, it.prompt) for it in sorted(source.items, key=lambda it: it.id)][: g.max_prompts or None]
     cache = Cache(params.paths.rubricgen_cache)
@@ -48,7 +54,7 @@ def run(params: Params) -> list[Path]:
     finally:
         cache.close()
     out = Path(params.paths.rubrics) / g.out_set
-    report = {"prompts": len(prompts), "generated": len(result["items"]), "failed_prompts": result["failed_prompts"],
+    report = {"enabled": True, "prompts": len(prompts), "generated": len(result["items"]), "failed_prompts": result["failed_prompts"],
               "rejected": result["rejected"], "api_calls": gen.calls, "out_set": str(out)}
     write_json(params.paths.rubricgen_report, report)
     for r in result["rejected"]:
