@@ -95,9 +95,8 @@ def stop_group(pid: int, grace_s: float = 30.0) -> None:
             os.killpg(pid, 0)
         except ProcessLookupError:
             return
-        try:  # reap our own child so it does not linger as a zombie
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                pass
+        try:  # reap it if it is our own child, so a zombie does not keep the group alive
+            os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
             pass
         time.sleep(0.5)
