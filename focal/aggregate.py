@@ -60,7 +60,7 @@ class Aggregated:
 
 # ---- helpers ------------------------------------------------------------------------
 
-def _group_index(groups) -> list[np.ndarray]:
+def group_index(groups) -> list[np.ndarray]:
     """Row indices of each group, in order of first appearance."""
     groups = np.asarray(groups)
     _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
@@ -77,7 +77,7 @@ def _weighted_score(r: np.ndarray, w_eff: np.ndarray, w: np.ndarray) -> np.ndarr
         return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
 
 
-def _group_stats(rg: np.ndarray):
+def group_stats(rg: np.ndarray):
     """Per column of one group: count judged, sum, mean, population std (NaN-aware)."""
     obs = ~np.isnan(rg)
     n = obs.sum(0)
@@ -104,8 +104,8 @@ def gdpo(r, w, groups, categories, keys, state):
     """GDPO (TRL's normalize_then_sum): A_ic = (r_ic - mean_g r_c) / (std_g r_c + 1e-4);
     R_i = sum_c w_c A_ic; then R is normalized over the batch (same guard)."""
     adv = np.full(r.shape, np.nan)
-    for idx in _group_index(groups):
-        _, _, mean, std = _group_stats(r[idx])
+    for idx in group_index(groups):
+        _, _, mean, std = group_stats(r[idx])
         adv[idx] = (r[idx] - mean) / (std + EPS)
     judged = ~np.isnan(r)
     R = np.where(judged, w[None, :] * np.nan_to_num(adv), 0.0).sum(1)
@@ -123,8 +123,8 @@ def pow3r(r, w, groups, categories, keys, state):
     R_i = sum_c w'_pc r_ic / sum_c w_c."""
     categories = np.asarray(categories)
     w_eff = np.broadcast_to(w, r.shape).copy()
-    for idx in _group_index(groups):
-        n, _, _, a = _group_stats(r[idx])
+    for idx in group_index(groups):
+        n, _, _, a = group_stats(r[idx])
         wp = w.astype(float).copy()
         for k in np.unique(categories[n > 0]):
             in_k = (categories == k) & (n > 0)
@@ -159,7 +159,7 @@ def update_state(state: FocalState, r, groups, keys, beta: float) -> FocalState:
     a key seen for the first time starts at that mean."""
     keys = np.asarray(keys)
     per_key: dict[str, list[float]] = {}
-    for idx in _group_index(groups):
+    for idx in group_index(groups):
         rg = r[idx]
         for k in np.unique(keys):
             vals = rg[:, keys == k]
@@ -182,8 +182,8 @@ def focal(r, w, groups, categories, keys, state, gamma=2.0, alpha_min=0.1, kappa
     keys = list(keys)
     w_eff = np.broadcast_to(w, r.shape).copy()
     sat = np.full(r.shape, np.nan)
-    for idx in _group_index(groups):
-        n, total, _, _ = _group_stats(r[idx])
+    for idx in group_index(groups):
+        n, total, _, _ = group_stats(r[idx])
         s = saturation(n, total, keys, state, kappa)
         s[n == 0] = np.nan
         sat[idx] = s

@@ -55,6 +55,7 @@ class Paths:
     judge_stats: str = knob("metrics/judge.json", "judge counts of the last judge stage run (judge)")
     trained_model: str = knob("models/trained", "the trained policy, a plain HF folder (train)")
     train_log: str = knob("dvclive/train", "dvclive folder of the training curves (train): metrics.json, plots/")
+    train_checkpoints: str = knob("checkpoints/train", "checkpoints of unfinished and finished training runs, one folder per run key (train resumes from them)")
     eval_rollouts: str = knob("data/eval/rollouts.parquet", "rollouts of every policy on every benchmark (evaluate)")
     eval_judgments: str = knob("data/eval/judgments.parquet", "their judgments (evaluate)")
     eval_metrics: str = knob("metrics/eval.json", "evaluation metrics, DVC metrics (evaluate)")
@@ -229,7 +230,8 @@ class Train:
     scale_rewards: str = knob("group", "TRL advantage scaling: group, batch or none")
     lora_r: int = knob(0, "LoRA rank through peft (0 = full fine-tuning)")
     lora_alpha: int = knob(16, "LoRA alpha")
-    save_steps: int = knob(0, "save a checkpoint every this many steps (0 = only the final policy)")
+    steps_per_generation: int = knob(1, "generate for this many optimizer steps at once (TRL; >1 batches generation, slightly off-policy)")
+    save_steps: int = knob(0, "save a checkpoint (with Focal's state) every this many steps, to resume after a crash (0 = none)")
     bf16: bool = knob(False, "bf16 training (GPU profile; ignored without CUDA)")
     use_vllm: bool = knob(False, "GPU profile: generate through TRL's vLLM server mode (`trl vllm-serve`); CUDA only")
     vllm_server_base_url: str = knob("", "GPU profile: URL of the `trl vllm-serve` server")
@@ -298,6 +300,46 @@ class Evaluate:
 
 
 @dataclass
+class Compare:
+    """The evidence protocol (python -m benchmarks.compare_training): aggregators x paired seeds, one record per run."""
+
+    aggregators: list = knob(["static", "focal", "gdpo", "pow3r"], "aggregators to train, in this order (every one on every seed)")
+    seeds: list = knob([0, 1, 2], "training seeds, the same for every aggregator (paired)")
+    checks_only: bool = knob(True, "reward and evaluate only criteria decided by a check (exact: no judge noise)")
+    policy: str = knob("", "policy every run starts from (empty = paths.base_model)")
+    train: dict = knob({"max_steps": 60, "prompts_per_step": 2, "num_generations": 4, "max_completion_length": 48,
+                        "lora_r": 16, "lora_alpha": 32, "learning_rate": 2e-4, "steps_per_generation": 2, "save_steps": 10},
+                       "train.* settings of every run (on top of the train section)")
+    eval_prompts: int = knob(0, "evaluate on this many prompts of the eval split (0 = every one)")
+    eval_samples: int = knob(4, "completions per eval prompt and policy")
+    eval_seed: int = knob(1234, "sampling seed of the evaluation: the same for every policy, base included")
+    eval_max_tokens: int = knob(48, "max completion tokens at evaluation")
+    eval_temperature: float = knob(0.7, "sampling temperature at evaluation")
+    results: str = knob("benchmarks/results/compare_training.json", "one record per finished run (committed)")
+    work_dir: str = knob("runs/compare", "checkpoints of each run (a rerun resumes an unfinished run from here)")
+
+    def __post_init__(self):
+        from focal.aggregate import AGGREGATORS
+
+        bad = [a for a in self.aggregators if a not in AGGREGATORS]
+        if bad or not self.aggregators:
+            raise ValueError(f"compare.aggregators: {bad[0] if bad else 'empty'!r} is not an aggregator; valid: {', '.join(AGGREGATORS)}")
+        if not self.seeds or not all(isinstance(x, int) and not isinstance(x, bool) for x in self.seeds):
+            raise ValueError(f"compare.seeds must be a non-empty list of integers, got {self.seeds!r}")
+        if self.eval_prompts < 0 or self.eval_samples < 1 or self.eval_max_tokens < 1:
+            raise ValueError("compare.eval_prompts must be >= 0, compare.eval_samples and eval_max_tokens >= 1")
+        self.train_config()  # unknown or bad train.* keys fail here
+
+    def train_config(self, **more) -> "Train":
+        """The Train section every run uses: defaults, then compare.train, then `more`."""
+        known = {f.name for f in dataclasses.fields(Train)}
+        unknown = sorted(set(self.train) - known)
+        if unknown:
+            raise ValueError(f"compare.train.{unknown[0]} is not a train.* key; known: {', '.join(sorted(known))}")
+        return Train(**{**self.train, **more})
+
+
+@dataclass
 class Params:
     """The whole params.yaml."""
 
@@ -312,6 +354,7 @@ class Params:
     validate: Validate = field(default_factory=Validate)
     train: Train = field(default_factory=Train)
     evaluate: Evaluate = field(default_factory=Evaluate)
+    compare: Compare = field(default_factory=Compare)
 
     def __post_init__(self):
         if not self.judge.base_url and self.judge.model != self.serve.served_model_name:
@@ -386,7 +429,7 @@ def render_params_yaml(params: Params | None = None) -> str:
         for f in dataclasses.fields(obj):
             out.append(f"  # {f.metadata['help']}")
             dumped = yaml.safe_dump({f.name: getattr(obj, f.name)}, default_flow_style=True, width=1000).strip()
-            out.append("  " + dumped.strip("{}"))
+            out.append("  " + dumped[1:-1])  # drop the outer braces of the one-key mapping
         out.append("")
     return "\n".join(out)
 

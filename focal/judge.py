@@ -161,6 +161,28 @@ class Judgment:
     latency_s: float
 
 
+def _row_ids(req: Request) -> dict:
+    c = req.criterion
+    return dict(prompt_id=req.item.id, rollout_id=req.rollout_id, criterion_id=c.id, key=c.key,
+                category=c.category, weight=c.weight, pitfall=c.pitfall)
+
+
+def check_judgment(req: Request) -> Judgment:
+    """Decide a criterion with a programmatic check, locally (no call)."""
+    c = req.criterion
+    met = run_check(c.check.name, c.check.params, req.response)
+    return Judgment(**_row_ids(req), source="check", raw=json.dumps(met), score=c.satisfaction(met), reason="",
+                    cached=False, latency_s=0.0)
+
+
+def decide_checks(requests: list[Request]) -> list[Judgment]:
+    """Judgments of requests whose criteria all have a check (no judge needed)."""
+    unchecked = [r.criterion.id for r in requests if r.criterion.check is None]
+    if unchecked:
+        raise ValueError(f"criterion {unchecked[0]!r} has no check: it needs a judge")
+    return [check_judgment(r) for r in requests]
+
+
 @dataclass
 class JudgeStats:
     """Counts of one judge's work (METHOD.md's judge/* metrics)."""
@@ -215,13 +237,10 @@ class Judge:
 
     async def _judge(self, client, sem: asyncio.Semaphore, req: Request) -> Judgment:
         c, item = req.criterion, req.item
-        row = dict(prompt_id=item.id, rollout_id=req.rollout_id, criterion_id=c.id, key=c.key,
-                   category=c.category, weight=c.weight, pitfall=c.pitfall)
+        row = _row_ids(req)
         if c.check is not None:
-            met = run_check(c.check.name, c.check.params, req.response)
             self.stats.checks += 1
-            return Judgment(**row, source="check", raw=json.dumps(met), score=c.satisfaction(met), reason="",
-                            cached=False, latency_s=0.0)
+            return check_judgment(req)
         key = self._key(req)
         hit = self.cache.get(key) if self.cache is not None else None
         if hit is not None:

@@ -1,14 +1,30 @@
-"""Metrics over a satisfaction matrix, with METHOD.md's names (explained in the README).
+"""Every metric's one definition (METHOD.md's names, explained in the README), over a satisfaction matrix.
 
-    rubric_summary(r, w, categories, keys)       -> rubric/score, rubric/strict_completion,
-                                                    rubric/min_category, category/<k>/pass_rate
-    step_metrics(r, w, groups, categories, keys, agg)
-                                                 -> the summary plus criteria/<key>/pass_rate,
-                                                    criteria/<key>/saturation, criteria/<key>/weight,
-                                                    rubric/noncontrastive_frac
+Training logs (focal/reward.py), evaluation (focal/evaluate.py) and the simulator all
+call these functions, so a number has the same meaning wherever it is printed.
 
-A criterion is met when r >= aggregate.MET. `criteria/<key>/weight` is the mean
-over groups of w'_pc / w_c: 1.0 means the static weight, above 1 more pressure.
+    response_scores(r, w, pitfall)           HealthBench's score of each rollout
+    strict_rows(r)                           1 if a rollout meets every judged criterion
+    pass_rates(r, labels)                    share of judged entries met, per label (category or key)
+    rubric_summary(r, w, pitfall, categories, groups)
+                                             rubric/score, rubric/strict_completion, rubric/min_category,
+                                             category/<k>/pass_rate
+    step_metrics(r, w, groups, categories, keys, agg, pitfall)
+                                             the summary plus criteria/<key>/{pass_rate,saturation,weight},
+                                             rubric/noncontrastive_frac, rubric/zero_std_frac
+
+- rubric score (HealthBench's grader formula): for one response, (sum of the weights
+  of met positive criteria - sum of the weights of present pitfalls) / (sum of the
+  positive weights), over the criteria judged for it (a failed judgment is left
+  out, never scored 0); likert criteria count w * r. A rubric with no positive
+  weight has no score. The reported score is the mean over prompts of each prompt's
+  mean over its rollouts, clipped to [0, 1].
+- strict completion: share of rollouts meeting every judged criterion (positives
+  met, no pitfall present); rollouts with nothing judged are left out.
+- a criterion is met when r >= aggregate.MET; a pitfall is met when it is absent.
+
+`criteria/<key>/weight` is the mean over groups of w'_pc / w_c: 1.0 means the static
+weight, above 1 more pressure.
 """
 
 from __future__ import annotations
@@ -17,7 +33,30 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from focal.aggregate import MET, Aggregated, _group_index, _group_stats, static, strict
+from focal.aggregate import MET, Aggregated, group_index, group_stats
+
+
+def response_scores(r, w, pitfall) -> np.ndarray:
+    """HealthBench's score of each row of r [N, C]; NaN where no positive criterion was judged."""
+    r = np.asarray(r, float)
+    w = np.broadcast_to(np.asarray(w, float), r.shape)
+    pit = np.broadcast_to(np.asarray(pitfall, bool), r.shape)
+    judged = ~np.isnan(r)
+    x = np.nan_to_num(r)
+    possible = np.where(judged & ~pit, w, 0.0).sum(1)
+    gained = np.where(judged & ~pit, w * x, 0.0).sum(1)
+    lost = np.where(judged & pit, w * (1 - x), 0.0).sum(1)  # a pitfall's r = 1 - present
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(possible > 0, (gained - lost) / np.where(possible > 0, possible, 1.0), np.nan)
+
+
+def strict_rows(r) -> np.ndarray:
+    """1.0 if a row meets every judged criterion, 0.0 if not, NaN if nothing was judged."""
+    r = np.asarray(r, float)
+    judged = ~np.isnan(r)
+    out = np.where(judged, np.nan_to_num(r) >= MET, True).all(1).astype(float)
+    out[~judged.any(1)] = np.nan
+    return out
 
 
 def _mean_met(values: np.ndarray) -> float:
@@ -25,49 +64,82 @@ def _mean_met(values: np.ndarray) -> float:
     return float((values >= MET).mean()) if values.size else float("nan")
 
 
-def pass_rates(r: np.ndarray, labels) -> dict[str, float]:
-    """Share of judged entries that are met, per label (category or key) of the columns."""
-    labels = np.asarray(labels)
-    return {str(k): _mean_met(r[:, labels == k]) for k in dict.fromkeys(labels.tolist())}
+def pass_rates(r, labels) -> dict[str, float]:
+    """Share of judged entries that are met, per label (category or key) of the columns, sorted by label."""
+    r = np.asarray(r, float)
+    labels = np.asarray(labels).astype(str)
+    return {k: _mean_met(r[:, labels == k]) for k in sorted(set(labels.tolist()))}
 
 
-def rubric_summary(r, w, categories, keys) -> dict[str, float]:
-    """Static rubric score (clipped to [0, 1]), strict completion and category balance."""
-    r = np.asarray(r, dtype=float)
-    w = np.asarray(w, dtype=float)
-    scored = ~np.isnan(r).all(1)
-    none = np.zeros(len(r))
-    score = static(r[scored], w, none[scored], categories, keys, None).rewards
-    done = strict(r[scored], w, none[scored], categories, keys, None).rewards
+def prompt_means(values, groups) -> dict:
+    """{group: mean of the non-NaN values of its rows}, groups with no value left out, sorted by group."""
+    values = np.asarray(values, float)
+    groups = np.asarray(groups)
+    out = {}
+    for g in sorted(set(groups.tolist())):
+        v = values[groups == g]
+        v = v[~np.isnan(v)]
+        if v.size:
+            out[g] = float(v.mean())
+    return out
+
+
+def _finite_min(d: dict) -> float:
+    vals = [v for v in d.values() if not np.isnan(v)]
+    return min(vals) if vals else float("nan")
+
+
+def rubric_summary(r, w, pitfall, categories, groups=None) -> dict[str, float]:
+    """The headline figures: rubric score, strict completion and category balance (see the module docstring)."""
+    r = np.asarray(r, float)
+    groups = np.arange(len(r)) if groups is None else np.asarray(groups)
+    per_prompt = list(prompt_means(response_scores(r, w, pitfall), groups).values())
+    done = strict_rows(r)
+    done = done[~np.isnan(done)]
     cats = pass_rates(r, categories)
-    finite = [v for v in cats.values() if not np.isnan(v)]
     out = {
-        "rubric/score": float(np.clip(score, 0, 1).mean()) if score.size else float("nan"),
+        "rubric/score": float(np.clip(np.mean(per_prompt), 0, 1)) if per_prompt else float("nan"),
         "rubric/strict_completion": float(done.mean()) if done.size else float("nan"),
-        "rubric/min_category": min(finite) if finite else float("nan"),
+        "rubric/min_category": _finite_min(cats),
     }
     out.update({f"category/{k}/pass_rate": v for k, v in cats.items()})
     return out
 
 
-def noncontrastive_frac(r: np.ndarray, groups) -> float:
+def noncontrastive_frac(r, groups) -> float:
     """Share of (group, criterion) pairs judged at least twice whose within-group std is 0."""
+    r = np.asarray(r, float)
     flat, total = 0, 0
-    for idx in _group_index(groups):
-        n, _, _, std = _group_stats(r[idx])
+    for idx in group_index(groups):
+        n, _, _, std = group_stats(r[idx])
         seen = n >= 2
         total += int(seen.sum())
         flat += int((std[seen] == 0).sum())
     return flat / total if total else float("nan")
 
 
-def step_metrics(r, w, groups, categories, keys, agg: Aggregated) -> dict[str, float]:
+def zero_std_frac(rewards, groups) -> float:
+    """Share of groups whose rewards are all equal (GRPO learns nothing from them)."""
+    rewards = np.asarray(rewards, float)
+    flat, total = 0, 0
+    for idx in group_index(groups):
+        v = rewards[idx]
+        v = v[~np.isnan(v)]
+        if v.size >= 2:
+            total += 1
+            flat += int(np.ptp(v) == 0)
+    return flat / total if total else float("nan")
+
+
+def step_metrics(r, w, groups, categories, keys, agg: Aggregated, pitfall=None) -> dict[str, float]:
     """Everything METHOD.md asks to log at each training step (judge/* come from the judge)."""
     r = np.asarray(r, dtype=float)
     w = np.asarray(w, dtype=float)
-    keys = np.asarray(keys)
-    out = rubric_summary(r, w, categories, keys)
+    keys = np.asarray(keys).astype(str)
+    pitfall = np.asarray(categories) == "pitfall" if pitfall is None else np.asarray(pitfall, bool)
+    out = rubric_summary(r, w, pitfall, categories, groups)
     out["rubric/noncontrastive_frac"] = noncontrastive_frac(r, groups)
+    out["rubric/zero_std_frac"] = zero_std_frac(agg.rewards, groups)
     judged = ~np.isnan(r)
     for k, rate in pass_rates(r, keys).items():
         cols = keys == k
@@ -92,10 +164,11 @@ class Matrix:
     keys: list  # [C]
     rollout_ids: list  # [N]
     columns: list  # [C] (prompt_id, criterion_id)
+    pitfall: np.ndarray  # [C] bool
 
 
 def satisfaction_matrix(df) -> Matrix:
-    """Build the matrix from rows with prompt_id, rollout_id, criterion_id, key, category, weight, score."""
+    """Build the matrix from rows with prompt_id, rollout_id, criterion_id, key, category, weight, pitfall, score."""
     rollouts = list(dict.fromkeys(df.rollout_id))
     cols = list(dict.fromkeys(zip(df.prompt_id, df.criterion_id)))
     ri = {r: i for i, r in enumerate(rollouts)}
@@ -103,10 +176,12 @@ def satisfaction_matrix(df) -> Matrix:
     r = np.full((len(rollouts), len(cols)), np.nan)
     meta = {}
     group_of = {}
+    has_pitfall = "pitfall" in df.columns
     for row in df.itertuples(index=False):
         r[ri[row.rollout_id], ci[(row.prompt_id, row.criterion_id)]] = row.score
-        meta[(row.prompt_id, row.criterion_id)] = (row.weight, row.category, row.key)
+        pit = bool(row.pitfall) if has_pitfall else row.category == "pitfall"
+        meta[(row.prompt_id, row.criterion_id)] = (row.weight, row.category, row.key, pit)
         group_of[row.rollout_id] = row.prompt_id
-    w, categories, keys = (list(x) for x in zip(*(meta[c] for c in cols))) if cols else ([], [], [])
+    w, categories, keys, pitfall = (list(x) for x in zip(*(meta[c] for c in cols))) if cols else ([], [], [], [])
     return Matrix(r, np.asarray(w, dtype=float), np.asarray([group_of[x] for x in rollouts]), categories, keys,
-                  rollouts, cols)
+                  rollouts, cols, np.asarray(pitfall, bool))

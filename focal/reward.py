@@ -1,17 +1,24 @@
 """FocalReward: a TRL reward function that judges each completion on its rubric and aggregates the batch.
 
     from focal import FocalReward
+    judge = Judge(params.judge, endpoint, cache=Cache("cache/judge.sqlite"))   # cached: a repeat costs no call
     reward = FocalReward(items, aggregator="focal", judge=judge)   # items: {prompt_id: Item}
+    reward = FocalReward(items, aggregator="focal", checks_only=True)   # no judge: only criteria with a check
     trainer = GRPOTrainer(model=..., reward_funcs=[reward], train_dataset=ds, args=cfg)  # ds has prompt_id
 
-Called by TRL once per generation batch (all P*G completions): it judges every
-(completion, criterion) (checks locally, the rest through the cached async judge),
-builds the satisfaction matrix, groups rollouts by prompt, and applies the
-aggregator (`static`, `gdpo`, `pow3r`, `focal`, `strict`, `min`), carrying Focal's
-state across steps. Through TRL's `log_metric` it logs METHOD.md's names:
-criteria/<key>/{pass_rate,saturation,weight}, rubric/*, judge/*, and
-train/aggregate_s (the time the aggregation took). A completion with nothing
-judged gets None (TRL's "could not score").
+Called by TRL once per generation batch (all P*G completions). It is async (TRL
+awaits it on its own event loop), so it also works where a loop is already running
+(a notebook): `await reward(prompts, completions, prompt_id=ids)`. Each call:
+judge every (completion, criterion) (checks locally, the rest through the cached
+judge), build the satisfaction matrix, group rollouts by prompt, apply the
+aggregator (`static`, `gdpo`, `pow3r`, `focal`, `strict`, `min`) and carry
+Focal's state to the next step. A failed judgment is left out of its row (see
+focal/aggregate.py); a completion with nothing judged gets None (TRL's "could not
+score"). Through TRL's `log_metric` it logs METHOD.md's names: criteria/<key>/*,
+rubric/*, judge/*, train/aggregate_s and train/judge_s.
+
+Items with criteria that have no check need a judge: without one the reward
+refuses to start unless `checks_only=True` says to use only the checked criteria.
 """
 
 from __future__ import annotations
@@ -22,7 +29,6 @@ import numpy as np
 import pandas as pd
 
 from focal.aggregate import FocalState, aggregate, get_aggregator, update_state
-from focal.config import Judge as JudgeConfig
 from focal.judge import Judge, Request
 from focal.metrics import satisfaction_matrix, step_metrics
 
@@ -44,15 +50,29 @@ def state_from_judgments(df: pd.DataFrame) -> FocalState:
 
 class FocalReward:
     def __init__(self, items: dict, aggregator: str = "focal", judge: Judge | None = None,
-                 state: FocalState | None = None, use_judge: bool = True, **aggregator_params):
+                 state: FocalState | None = None, checks_only: bool = False, **aggregator_params):
         get_aggregator(aggregator)  # a typo fails here, listing the valid names
+        judged = sorted({c.id for it in items.values() for c in it.criteria if c.check is None})
+        if judge is None and judged and not checks_only:
+            raise ValueError(f"FocalReward: {len(judged)} criteria have no check (e.g. {judged[0]!r}) and need a "
+                             "judge; pass judge=Judge(...), or checks_only=True to reward only the checked criteria")
         self.items, self.aggregator, self.params = items, aggregator, aggregator_params
-        self.judge = judge or Judge(JudgeConfig(), "http://127.0.0.1:9/v1")  # checks only: never called
-        self.use_judge = use_judge and judge is not None
+        self.judge = judge
+        self.checks_only = checks_only or judge is None
         self.state = state or FocalState()
         self.__name__ = f"rubric_{aggregator}"  # TRL logs rewards/<__name__>/mean
         self.step = 0
         self.timings: list[dict] = []
+        self.last_metrics: dict = {}
+
+    def checkpoint(self) -> dict:
+        """What a checkpoint keeps of the reward: Focal's moving average and the step count."""
+        return {"m": dict(self.state.m), "step": self.step, "aggregator": self.aggregator}
+
+    def restore(self, saved: dict) -> None:
+        if saved.get("aggregator", self.aggregator) != self.aggregator:
+            raise ValueError(f"checkpoint was written with aggregator {saved['aggregator']!r}, not {self.aggregator!r}")
+        self.state, self.step = FocalState(dict(saved["m"])), int(saved["step"])
 
     def requests(self, prompt_ids, texts) -> list[Request]:
         reqs = []
@@ -60,16 +80,24 @@ class FocalReward:
             if pid not in self.items:
                 raise ValueError(f"prompt_id {pid!r} has no rubric; the dataset's prompt_id column must match the items")
             reqs += [Request(self.items[pid], c, text, f"s{self.step}-{i}") for c in self.items[pid].criteria
-                     if self.use_judge or c.check is not None]
+                     if not self.checks_only or c.check is not None]
         return reqs
 
-    def __call__(self, prompts, completions, prompt_id=None, log_metric=None, **kwargs) -> list[float | None]:
+    async def __call__(self, prompts, completions, prompt_id=None, log_metric=None, **kwargs) -> list[float | None]:
+        from focal.judge import decide_checks
+
         if prompt_id is None:
             raise ValueError("FocalReward needs a `prompt_id` column in the training dataset")
         t0 = time.perf_counter()
         texts = [completion_text(c) for c in completions]
-        before = self.judge.stats.metrics()
-        judgments = self.judge.run(self.requests(prompt_id, texts))
+        reqs = self.requests(prompt_id, texts)
+        if self.judge is None:
+            judgments, counts = decide_checks(reqs), {"judge/calls": 0, "judge/cache_hits": 0, "judge/failures": 0}
+        else:
+            before = self.judge.stats.metrics()
+            judgments = await self.judge.arun(reqs)
+            after = self.judge.stats.metrics()
+            counts = {k: after[k] - before.get(k, 0) for k in ("judge/calls", "judge/cache_hits", "judge/failures")}
         t1 = time.perf_counter()
         df = pd.DataFrame([j.__dict__ for j in judgments])
         rewards = [None] * len(texts)
@@ -82,13 +110,9 @@ class FocalReward:
             values = out.as_list()
             rewards = [values[index[f"s{self.step}-{i}"]] if f"s{self.step}-{i}" in index else None
                        for i in range(len(texts))]
-            metrics = step_metrics(m.r, m.w, m.groups, m.categories, m.keys, out)
+            metrics = step_metrics(m.r, m.w, m.groups, m.categories, m.keys, out, pitfall=m.pitfall)
         t2 = time.perf_counter()
-        after = self.judge.stats.metrics()
-        metrics.update({k: after[k] - before.get(k, 0) for k in ("judge/calls", "judge/cache_hits", "judge/failures")})
-        calls = metrics["judge/calls"]
-        metrics["judge/latency_s"] = ((after["judge/latency_s"] * after["judge/calls"] -
-                                       before["judge/latency_s"] * before["judge/calls"]) / calls) if calls else 0.0
+        metrics.update(counts)
         metrics["train/aggregate_s"] = t2 - t1
         metrics["train/judge_s"] = t1 - t0
         self.timings.append({"judge_s": t1 - t0, "aggregate_s": t2 - t1})

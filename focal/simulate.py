@@ -118,8 +118,8 @@ def sample(world: World, cfg: SimConfig, mu: np.ndarray, prompts: np.ndarray, G:
 def evaluate(world: World, cfg: SimConfig, mu: np.ndarray, rng) -> dict:
     """Rubric score, strict completion and category balance on the held-out prompts."""
     held_out = np.arange(cfg.n_prompts // 4)
-    _, r, _ = sample(world, cfg, mu, held_out, cfg.eval_samples, rng)
-    return rubric_summary(r, world.weights, world.categories, world.keys)
+    _, r, groups = sample(world, cfg, mu, held_out, cfg.eval_samples, rng)
+    return rubric_summary(r, world.weights, world.pitfall, world.categories, groups)
 
 
 def grpo_advantages(rewards: np.ndarray, groups: np.ndarray) -> np.ndarray:

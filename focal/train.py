@@ -1,7 +1,7 @@
-"""GRPO with a rubric reward (TRL), the aggregator chosen by name.
+"""GRPO with a rubric reward (TRL), the aggregator chosen by name; checkpoints that resume.
 
-    trainer = build_trainer(policy_dir, items, reward, cfg, out_dir, seed, callbacks)
-    trainer.train()
+    trainer = train_policy(policy, items, reward, cfg, work_dir, seed, log_dir)   # resumes if it can
+    save_policy(trainer, "models/trained")
 
 How this differs from plain GRPO (TRL's GRPOTrainer is used unchanged):
 1. One reward function, FocalReward, sees all P*G completions of a generation batch,
@@ -10,14 +10,31 @@ How this differs from plain GRPO (TRL's GRPOTrainer is used unchanged):
    POW3R: toward contrastive ones; GDPO: normalises each criterion first); TRL then
    turns the scalar rewards into group-normalised advantages as usual.
 3. Focal's state (the per-key moving average of satisfaction) persists across
-   steps, seeded from the base policy's judged rollouts when they exist.
+   steps, seeded from the base policy's judged rollouts when they exist, and is
+   saved beside every checkpoint (`focal_state.json`), so a resumed run continues
+   with the state the interrupted one had.
 4. CPU defaults: float32, no bf16, no gradient checkpointing, one thread, short
    completions, few steps; `beta = 0` (no reference model) unless train.kl_beta > 0.
+
+Checkpoints live in `work_dir` (one folder per run identity, see `run_key`): a run
+killed mid-way and started again with the same identity resumes from the last
+checkpoint that has Focal's state beside it; anything else starts fresh.
 """
 
 from __future__ import annotations
 
+import json
+import re
+import time
+from pathlib import Path
+
 import torch
+
+from focal.cache import content_key
+from focal.io import write_json
+
+STATE_FILE = "focal_state.json"
+_CKPT = re.compile(r"^checkpoint-(\d+)$")
 
 
 def prompt_dataset(items: list):
@@ -36,8 +53,8 @@ def grpo_config(cfg, out_dir: str, seed: int):
         per_device_train_batch_size=cfg.prompts_per_step * cfg.num_generations, num_generations=cfg.num_generations,
         max_completion_length=cfg.max_completion_length, temperature=cfg.temperature, beta=cfg.kl_beta,
         learning_rate=cfg.learning_rate, max_steps=cfg.max_steps, seed=seed, logging_steps=1, report_to="none",
-        save_strategy="steps" if cfg.save_steps else "no", save_steps=cfg.save_steps or 500,
-        activation_checkpointing=False, scale_rewards=cfg.scale_rewards, dataloader_num_workers=0,
+        save_strategy="steps" if cfg.save_steps else "no", save_steps=cfg.save_steps or 500, save_total_limit=2,
+        steps_per_generation=cfg.steps_per_generation, activation_checkpointing=False, scale_rewards=cfg.scale_rewards, dataloader_num_workers=0,
         use_vllm=cfg.use_vllm, **({"vllm_mode": "server", "vllm_server_base_url": cfg.vllm_server_base_url}
                                    if cfg.use_vllm else {}))
 
@@ -51,12 +68,12 @@ def lora_config(cfg):
 
 
 def build_trainer(policy_dir, items: list, reward, cfg, out_dir: str, seed: int, callbacks=()):
-    """A GRPOTrainer on `policy_dir` (a folder or a loaded model) with `reward` as the only reward function."""
+    """A GRPOTrainer on `policy_dir` (a folder or a loaded (model, tokenizer)) with `reward` as the only reward."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOTrainer
 
     torch.manual_seed(seed)
-    if isinstance(policy_dir, str):
+    if isinstance(policy_dir, (str, Path)):
         tok = AutoTokenizer.from_pretrained(policy_dir)
         model = AutoModelForCausalLM.from_pretrained(policy_dir, dtype=torch.float32)
     else:
@@ -66,6 +83,92 @@ def build_trainer(policy_dir, items: list, reward, cfg, out_dir: str, seed: int,
     return GRPOTrainer(model=model, reward_funcs=[reward], args=grpo_config(cfg, out_dir, seed),
                        train_dataset=prompt_dataset(items), processing_class=tok, peft_config=lora_config(cfg),
                        callbacks=list(callbacks))
+
+
+def run_key(*identity) -> str:
+    """A short name for a training run from everything that defines it (policy fingerprint, prompts, params, seed)."""
+    return content_key("train-run", *identity)[:16]
+
+
+def last_checkpoint(work_dir) -> Path | None:
+    """The newest checkpoint-N in work_dir that has Focal's state beside it (else None)."""
+    found = []
+    for p in Path(work_dir).glob("checkpoint-*"):
+        m = _CKPT.match(p.name)
+        if m and (p / STATE_FILE).exists() and (p / "trainer_state.json").exists():
+            found.append((int(m.group(1)), p))
+    return max(found)[1] if found else None
+
+
+class _Callback:
+    """A TrainerCallback with every event a no-op (transformers calls them all)."""
+
+    def __getattr__(self, name):
+        if name.startswith("on_"):
+            return lambda *a, **k: None
+        raise AttributeError(name)
+
+
+class SaveFocalState(_Callback):
+    """Writes the reward's state (Focal's moving average, its step) beside each checkpoint TRL saves."""
+
+    def __init__(self, reward):
+        self.reward = reward
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if folder.exists():
+            write_json(folder / STATE_FILE, self.reward.checkpoint())
+
+
+class LiveLog(_Callback):
+    """Every number TRL logs (rewards, loss, criteria/*, rubric/*, judge/*) as a dvclive step."""
+
+    def __init__(self, live):
+        self.live = live
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        self.live.step = state.global_step
+        for name, value in (logs or {}).items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
+                self.live.log_metric(name, float(value))
+        self.live.make_summary()
+
+
+class StepTimer(_Callback):
+    """Records the wall time of each optimizer step (for the aggregation overhead)."""
+
+    def __init__(self):
+        self.durations, self._t0 = [], None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._t0 = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.durations.append(time.perf_counter() - self._t0)
+
+
+def train_policy(policy, items: list, reward, cfg, work_dir, seed: int, log_dir=None, callbacks=()):
+    """Train (resuming from the last checkpoint in work_dir, if any); returns the trainer.
+
+    log_dir: a dvclive folder for the curves (continued, not restarted, on resume)."""
+    work_dir = Path(work_dir)
+    resume = last_checkpoint(work_dir)
+    if resume is not None:
+        reward.restore(json.loads((resume / STATE_FILE).read_text()))
+        print(f"train: resuming from {resume} (step {reward.step} of the reward)")
+    extra = [SaveFocalState(reward), *callbacks]
+    live = None
+    if log_dir is not None:
+        from dvclive import Live
+
+        live = Live(dir=str(log_dir), resume=resume is not None, save_dvc_exp=False, dvcyaml=False)
+        extra.append(LiveLog(live))
+    trainer = build_trainer(policy, items, reward, cfg, str(work_dir), seed, callbacks=extra)
+    trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+    if live is not None:
+        live.end()
+    return trainer
 
 
 def save_policy(trainer, out_dir) -> None:
@@ -78,23 +181,3 @@ def save_policy(trainer, out_dir) -> None:
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         trainer.processing_class.save_pretrained(tmp)
-
-
-class StepTimer:
-    """A TrainerCallback recording the wall time of each optimizer step (for the aggregation overhead)."""
-
-    def __init__(self):
-        import time
-
-        self.clock, self.durations, self._t0 = time.perf_counter, [], None
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        self._t0 = self.clock()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.durations.append(self.clock() - self._t0)
-
-    def __getattr__(self, name):  # every other TrainerCallback event: nothing to do
-        if name.startswith("on_"):
-            return lambda *a, **k: None
-        raise AttributeError(name)

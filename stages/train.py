@@ -6,8 +6,10 @@ Reads the train prompt table, `train.*`, `judge.*` and (to seed Focal's saturati
 state with the base policy's measured satisfaction) `paths.judgments`; writes the
 trained policy to `paths.trained_model` and the curves to `paths.train_log`
 (dvclive: metrics.json and plots/ with criteria/*, rubric/*, judge/*, train/*,
-TRL's reward and loss). The judge's server is started only when some criterion
-needs it (`train.use_judge` and criteria without a check).
+TRL's reward and loss). Checkpoints (every `train.save_steps`, with Focal's state)
+go to `paths.train_checkpoints/<run key>`: run it again after a crash and it
+resumes. The judge's server is started only when some criterion needs it
+(`train.use_judge` and criteria without a check).
 """
 
 from __future__ import annotations
@@ -25,10 +27,14 @@ from focal.judge import Judge
 from focal.reward import FocalReward, state_from_judgments
 from focal.rubric import item_from_row, load_rubric_set
 from focal.serve import serving
-from focal.train import StepTimer, build_trainer, save_policy
+from focal.train import StepTimer, run_key, save_policy, train_policy
 
 
 def run(params: Params) -> list[Path]:
+    from dataclasses import asdict
+
+    from focal.models import fingerprint
+
     t, paths = params.train, params.paths
     rows = pd.read_parquet(paths.train_prompts)
     items = [item_from_row(r) for _, r in rows.iterrows()][: t.max_prompts or None]
@@ -40,30 +46,29 @@ def run(params: Params) -> list[Path]:
     template = load_rubric_set(Path(paths.rubrics) / params.base.rubric_set).judge_template
     endpoint = (nullcontext(params.judge.base_url) if params.judge.base_url or not needs_judge
                 else serving(params.serve, paths.base_model))
-    from dvclive import Live
-    from dvclive.huggingface import DVCLiveCallback
-
-    shutil.rmtree(paths.train_log, ignore_errors=True)
-    work = Path(paths.trained_model).with_name(Path(paths.trained_model).name + ".work")
+    policy = t.policy or paths.base_model
+    key = run_key(fingerprint(policy), [it.id for it in items], asdict(t), params.base.seed, needs_judge,
+                  asdict(params.judge) if needs_judge else None, template, sorted(state.m.items()) if state else None)
+    work = Path(paths.train_checkpoints) / key
     cache = Cache(paths.judge_cache)
     try:
         with endpoint as base_url:
-            judge = Judge(params.judge, base_url or "http://127.0.0.1:9/v1", template, cache)
-            reward = FocalReward({it.id: it for it in items}, t.aggregator, judge, state, use_judge=needs_judge,
+            judge = Judge(params.judge, base_url, template, cache) if needs_judge else None
+            reward = FocalReward({it.id: it for it in items}, t.aggregator, judge, state, checks_only=not needs_judge,
                                  **t.aggregator_params())
             timer = StepTimer()
-            live = Live(dir=paths.train_log, save_dvc_exp=False, dvcyaml=False)
-            trainer = build_trainer(t.policy or paths.base_model, items, reward, t, str(work), params.base.seed,
-                                    callbacks=[DVCLiveCallback(live=live), timer])
-            trainer.train()
+            trainer = train_policy(policy, items, reward, t, work, params.base.seed, log_dir=work / "dvclive",
+                                   callbacks=[timer])
     finally:
         cache.close()
     save_policy(trainer, paths.trained_model)
-    shutil.rmtree(work, ignore_errors=True)
-    agg = np.mean([x["aggregate_s"] for x in reward.timings])
-    step = np.mean(timer.durations)
-    print(f"train: {t.max_steps} steps with {t.aggregator!r} -> {paths.trained_model}; mean step {step:.2f} s, "
-          f"aggregation {agg * 1000:.2f} ms ({agg / step:.3%} of a step), judging {np.mean([x['judge_s'] for x in reward.timings]):.2f} s")
+    shutil.rmtree(paths.train_log, ignore_errors=True)
+    shutil.copytree(work / "dvclive", paths.train_log)
+    if reward.timings and timer.durations:
+        agg, step = np.mean([x["aggregate_s"] for x in reward.timings]), np.mean(timer.durations)
+        print(f"train: {t.max_steps} steps with {t.aggregator!r} -> {paths.trained_model}; mean step {step:.2f} s, "
+              f"aggregation {agg * 1000:.2f} ms ({agg / step:.3%} of a step), "
+              f"judging {np.mean([x['judge_s'] for x in reward.timings]):.2f} s")
     return [Path(paths.trained_model), Path(paths.train_log)]
 
 

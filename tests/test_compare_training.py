@@ -1,0 +1,60 @@
+"""The evidence protocol end to end on the tiny model: 2 aggregators x 1 seed x 2 steps, records, skip, resume."""
+
+import json
+
+import yaml
+
+from benchmarks import compare_training
+from focal.config import load_params
+from tiny import make_tiny_model
+
+
+def write_params(tmp_path, tiny, **compare):
+    raw = {"compare": {"aggregators": ["static", "focal"], "seeds": [0], "policy": str(tiny),
+                       "train": {"max_steps": 2, "prompts_per_step": 1, "num_generations": 2,
+                                 "max_completion_length": 4, "save_steps": 1, "learning_rate": 0.01},
+                       "eval_prompts": 2, "eval_samples": 2, "eval_max_tokens": 4,
+                       "results": str(tmp_path / "results.json"), "work_dir": str(tmp_path / "runs"), **compare}}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return load_params(path)
+
+
+def test_protocol_records_every_run_and_skips_finished_ones(tmp_path, capsys):
+    tiny = make_tiny_model(tmp_path / "tiny")
+    params = write_params(tmp_path, tiny)
+    new = compare_training.run(params)
+    assert [(r["aggregator"], r["seed"]) for r in new] == [("base", None), ("static", 0), ("focal", 0)]
+    records = json.loads((tmp_path / "results.json").read_text())["records"]
+    assert len(records) == 3
+    for r in records[1:]:
+        assert r["steps"] == 2 and r["eval_prompts"] == 2 and r["samples_per_prompt"] == 2
+        assert set(r["prompt_scores"]) == set(records[0]["prompt_scores"])  # paired prompts
+        assert r["key_pass_rates"] and 0 <= r["rubric_score"] <= 1 and r["train_seconds"] > 0
+        assert "reward" in r["curves"] and len(r["curves"]["reward"]) == 2
+    focal_curves = records[2]["curves"]
+    assert any(k.endswith("/saturation") for k in focal_curves)
+    # a rerun trains nothing: every run of this protocol is recorded
+    assert compare_training.run(params) == []
+    assert "recorded, skipped" in capsys.readouterr().out
+    # a changed protocol (more steps) is a new set of runs, resumed from the old checkpoints' identity? no: new key
+    more = write_params(tmp_path, tiny, aggregators=["static"], train={"max_steps": 3, "prompts_per_step": 1,
+                        "num_generations": 2, "max_completion_length": 4, "save_steps": 1, "learning_rate": 0.01})
+    assert [r["aggregator"] for r in compare_training.run(more)] == ["base", "static"]
+
+
+def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path, capsys):
+    tiny = make_tiny_model(tmp_path / "tiny")
+    params = write_params(tmp_path, tiny, aggregators=["focal"])
+    ident, train_items, _, policy = compare_training.protocol(params)
+    key = compare_training.content_key(ident)[:12]
+    work = tmp_path / "runs" / f"focal-s0-{key}"
+    # a first attempt stopped after one step, with its checkpoint (and focal's state) on disk
+    first = params.compare.train.copy()
+    first["max_steps"] = 1
+    short = write_params(tmp_path, tiny, aggregators=["focal"], train=first)
+    compare_training.train_one(short, "focal", 0, train_items, policy, work)
+    assert (work / "checkpoint-1" / "focal_state.json").exists()
+    capsys.readouterr()
+    compare_training.run(params)
+    assert "resuming from" in capsys.readouterr().out
