@@ -15,8 +15,11 @@ Rows with nothing judged get NaN (`Aggregated.as_list()` turns NaN into None, th
 "could not score" of TRL reward functions).
 
 Sums over criteria run over the criteria judged for that row: with no NaN every
-formula is exactly METHOD.md's; with NaN a row's reward is
-`sum_{c judged} w'_pc r_ic / sum_{c judged} w_c`.
+formula is exactly METHOD.md's; with NaN (a failed judgment) a row's reward is
+`sum_{c judged} w'_pc r_ic / sum_{c judged} w'_pc`: the weights are renormalised
+over what was judged, so every reward of static, focal and pow3r stays in [0, 1] and
+a failed judgment never pays more than meeting that criterion would have. GDPO
+gives a failed judgment a zero advantage (neither reward nor penalty).
 
 Group statistics use the population std (ddof = 0) over the rollouts judged on
 that criterion.
@@ -69,10 +72,15 @@ def group_index(groups) -> list[np.ndarray]:
 
 
 def _weighted_score(r: np.ndarray, w_eff: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """R_i = sum_{c judged} w'_ic r_ic / sum_{c judged} w_c; NaN for rows with nothing judged."""
+    """R_i = sum_{c judged} w'_ic r_ic / sum_{c judged} w'_ic; NaN for rows with nothing judged.
+
+    With every criterion judged the denominator is sum_c w_c (focal and pow3r keep the
+    total weight), METHOD.md's formula; with a failed judgment the row's weights are
+    renormalised over what was judged, so R stays in [0, 1] and a failure never pays."""
     judged = ~np.isnan(r)
+    w_eff = np.where((np.where(judged, w_eff, 0.0).sum(1) > 0)[:, None], w_eff, w[None, :])  # all judged w' = 0
     num = np.where(judged, w_eff * np.nan_to_num(r), 0.0).sum(1)
-    den = np.where(judged, w[None, :], 0.0).sum(1)
+    den = np.where(judged, w_eff, 0.0).sum(1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
 

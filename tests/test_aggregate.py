@@ -160,3 +160,15 @@ def test_bad_inputs_say_what_is_wrong():
         run("static", [[1.0]], [0])
     with pytest.raises(ValueError, match="alpha_min"):
         run("focal", [[1.0]], [1], alpha_min=0)
+
+
+@pytest.mark.parametrize("name", ["static", "gdpo", "pow3r", "focal", "strict", "min"])
+def test_a_failed_judgment_never_pays(name):
+    """G = 4: c0 met by all judged, c1 met by two rollouts; rollout 3's c0 judgment failed (NaN).
+    Rollout 0 met everything: the failed-judgment rollout must not be paid more (before: focal 1.43, pow3r 2.00)."""
+    r = [[1, 1], [1, 0], [1, 0], [nan, 1]]
+    out = aggregate(name, r, [1, 1], groups=[0, 0, 0, 0], categories=["essential", "important"], keys=["c0", "c1"],
+                    state=FocalState({"c0": 0.9, "c1": 0.1}) if name == "focal" else None).rewards
+    assert out[3] <= out[0] + 1e-12
+    if name in ("static", "pow3r", "focal", "strict", "min"):
+        assert ((out >= 0) & (out <= 1)).all()

@@ -13,13 +13,36 @@ nan = np.nan
 def test_rubric_summary_hand_computed():
     r = np.array([[1, 0, 1], [1, 1, nan], [nan, nan, nan]])
     w = [2, 1, 1]
-    out = rubric_summary(r, w, ["essential", "important", "pitfall"], ["a", "b", "c"])
-    # rollout 1: (2 + 0 + 1) / 4 = .75; rollout 2: (2 + 1) / 3 = 1; rollout 3 not scored
-    assert out["rubric/score"] == pytest.approx(0.875)
+    out = rubric_summary(r, w, [False, False, True], ["essential", "important", "pitfall"])
+    # HealthBench: rollout 1: (2 + 0 - 0) / 3; rollout 2: (2 + 1) / 3 = 1; rollout 3 not scored
+    assert out["rubric/score"] == pytest.approx((2 / 3 + 1) / 2)
     assert out["rubric/strict_completion"] == 0.5
     assert out["category/essential/pass_rate"] == 1.0
     assert out["category/important/pass_rate"] == 0.5
     assert out["rubric/min_category"] == 0.5
+
+
+def test_one_rubric_score_for_training_logs_and_evaluation():
+    """The issue's case: w = [5, pitfall 4], met and pitfall present -> (5 - 4) / 5 = 0.2 on both paths."""
+    import pandas as pd
+
+    from focal.evaluate import evaluate_judgments
+    from focal.metrics import satisfaction_matrix
+
+    rows = [dict(prompt_id="p", rollout_id=rid, criterion_id=cid, key=cid, category=cat, weight=w, pitfall=pit,
+                 score=score, reason="")
+            for rid, present in (("a", 1.0), ("b", 0.0))
+            for cid, cat, w, pit, score in (("good", "essential", 5.0, False, 1.0),
+                                            ("bad", "pitfall", 4.0, True, 1.0 - present))]
+    df = pd.DataFrame(rows)
+    m = satisfaction_matrix(df)
+    agg = aggregate("static", m.r, m.w, m.groups, m.categories, m.keys)
+    logged = step_metrics(m.r, m.w, m.groups, m.categories, m.keys, agg, pitfall=m.pitfall)
+    evaluated = evaluate_judgments(df, n_bootstrap=10)
+    assert logged["rubric/score"] == evaluated["rubric_score"] == pytest.approx((0.2 + 1.0) / 2)
+    assert logged["rubric/strict_completion"] == evaluated["strict_completion"] == 0.5
+    assert logged["rubric/min_category"] == evaluated["min_category"] == 0.5
+    assert logged["criteria/bad/pass_rate"] == evaluated["key"]["bad"] == 0.5
 
 
 def test_noncontrastive_frac_hand_computed():

@@ -1,5 +1,6 @@
 """GRPO with FocalReward on a tiny random model (no download): parameters change, metrics are logged."""
 
+import asyncio
 import math
 
 import pytest
@@ -23,8 +24,8 @@ ITEMS = [Item(f"p{i}", q, CRITERIA) for i, q in enumerate(["why is the sun green
 def test_reward_alone_matches_the_aggregator():
     reward = FocalReward({it.id: it for it in ITEMS}, aggregator="static")
     logged = {}
-    out = reward(prompts=["x"] * 2, completions=["the sun", "a b c d e f g !"], prompt_id=["p0", "p0"],
-                 log_metric=lambda k, v: logged.__setitem__(k, v))
+    out = asyncio.run(reward(prompts=["x"] * 2, completions=["the sun", "a b c d e f g !"], prompt_id=["p0", "p0"],
+                             log_metric=lambda k, v: logged.__setitem__(k, v)))
     # rollout 1: short met (3), sun met (2), no bang (2) -> 1; rollout 2: 0 + 0 + 0 -> 0
     assert out == [1.0, 0.0]
     assert logged["criteria/short/pass_rate"] == 0.5 and logged["judge/calls"] == 0
@@ -50,3 +51,23 @@ def test_grpo_steps_with_focal_reward_change_parameters_and_log_metrics(tmp_path
         assert name in logs, name
     assert reward.step == 2 and set(reward.state.m) == {"short", "sun", "bang"}
     assert all(math.isfinite(t["aggregate_s"]) for t in reward.timings)
+
+
+def test_reward_works_inside_a_running_event_loop():
+    """A notebook has a running loop: the reward is awaited there, not asyncio.run inside it."""
+    reward = FocalReward({it.id: it for it in ITEMS}, aggregator="focal")
+
+    async def notebook_cell():
+        return await reward(prompts=["x"] * 2, completions=["the sun", "a b"], prompt_id=["p0", "p0"])
+
+    assert asyncio.run(notebook_cell()) == pytest.approx([1.0, 5 / 7], abs=0.3)
+    assert reward.step == 1
+
+
+def test_llm_judged_criteria_without_a_judge_need_checks_only():
+    judged = Criterion("kind", "Is kind.", 1.0, "important", key="kind")
+    items = {"p": Item("p", "q", (CRITERIA[0], judged))}
+    with pytest.raises(ValueError, match="1 criteria have no check .*'kind'.*checks_only=True"):
+        FocalReward(items)
+    reward = FocalReward(items, checks_only=True)
+    assert [r.criterion.id for r in reward.requests(["p"], ["a"])] == ["short"]
