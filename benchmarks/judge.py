@@ -16,7 +16,6 @@ import asyncio
 import dataclasses
 import tempfile
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 from focal.api import make_client
@@ -24,7 +23,7 @@ from focal.cache import Cache
 from focal.config import load_params
 from focal.judge import DEFAULT_TEMPLATE, Judge, Request, answer_schema, render_prompt
 from focal.rubric import load_rubric_set
-from focal.serve import serving
+from focal.endpoints import judge_endpoint
 
 RESPONSES = ["Plants use sunlight, water and carbon dioxide to make sugar and oxygen.",
              "As an AI, I cannot help with that!", "- drink water\n- sleep early\n- walk daily"]
@@ -37,7 +36,7 @@ def requests(params, n: int) -> list[Request]:
     return reqs[:n]
 
 
-async def raw(base_url, params, reqs, concurrency) -> tuple[float, int]:
+async def raw(endpoint, params, reqs, concurrency) -> tuple[float, int]:
     sem = asyncio.Semaphore(concurrency)
     tokens = 0
 
@@ -45,20 +44,20 @@ async def raw(base_url, params, reqs, concurrency) -> tuple[float, int]:
         nonlocal tokens
         async with sem:
             resp = await client.chat.completions.create(  # the judge's exact request, without the judge around it
-                model=params.judge.model, max_tokens=params.judge.max_tokens, temperature=params.judge.temperature,
+                model=endpoint.model, max_tokens=params.judge.max_tokens, temperature=params.judge.temperature,
                 messages=[{"role": "user", "content": render_prompt(DEFAULT_TEMPLATE, r.item, r.criterion, r.response)}],
                 response_format={"type": "json_schema", "json_schema": {
                     "name": "judgment", "schema": answer_schema(r.criterion), "strict": True}})
             tokens += resp.usage.completion_tokens if resp.usage else 0
 
     t0 = time.perf_counter()
-    async with make_client(base_url, params.judge.api_key_env, params.judge.timeout_s) as client:
+    async with make_client(endpoint.base_url, params.judge.api_key_env, params.judge.timeout_s) as client:
         await asyncio.gather(*[one(client, r) for r in reqs])
     return time.perf_counter() - t0, tokens
 
 
-def timed_judge(cfg, base_url, reqs, cache=None):
-    judge = Judge(cfg, base_url, cache=cache)
+def timed_judge(cfg, endpoint, reqs, cache=None):
+    judge = Judge(cfg, endpoint, cache=cache)
     t0 = time.perf_counter()
     out = judge.run(reqs)
     return time.perf_counter() - t0, judge.stats, out
@@ -73,14 +72,13 @@ def main():
     params = load_params(args.params)
     reqs = requests(params, args.n)
     cfg = dataclasses.replace(params.judge, concurrency=args.concurrency)
-    endpoint = nullcontext(params.judge.base_url) if params.judge.base_url else serving(params.serve, params.paths.base_model)
-    with endpoint as base_url, tempfile.TemporaryDirectory() as tmp:
-        asyncio.run(raw(base_url, params, reqs[:2], 2))  # warm-up
-        raw_s, raw_tokens = asyncio.run(raw(base_url, params, reqs, args.concurrency))
+    with judge_endpoint(params) as endpoint, tempfile.TemporaryDirectory() as tmp:
+        asyncio.run(raw(endpoint, params, reqs[:2], 2))  # warm-up
+        raw_s, raw_tokens = asyncio.run(raw(endpoint, params, reqs, args.concurrency))
         cache = Cache(Path(tmp) / "c.sqlite")
-        conc_s, conc_stats, out = timed_judge(cfg, base_url, reqs, cache)
-        seq_s, _, _ = timed_judge(dataclasses.replace(cfg, concurrency=1), base_url, reqs)
-        _, rerun_stats, _ = timed_judge(cfg, base_url, reqs, cache)
+        conc_s, conc_stats, out = timed_judge(cfg, endpoint, reqs, cache)
+        seq_s, _, _ = timed_judge(dataclasses.replace(cfg, concurrency=1), endpoint, reqs)
+        _, rerun_stats, _ = timed_judge(cfg, endpoint, reqs, cache)
     n = len(reqs)
     print(f"| measurement ({n} judgments, SmolLM2-135M on this CPU) | seconds | judgments/s | completion tokens/s |")
     print("|---|---|---|---|")

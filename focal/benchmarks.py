@@ -4,12 +4,13 @@
 
 | name         | what                                                                  |
 |--------------|-----------------------------------------------------------------------|
-| eval         | the eval split of the current rubric set (base.rubric_set)            |
+| eval         | the prepared eval split (paths.eval_prompts) of base.rubric_set       |
 | health       | the eval split of the second shipped set, rubrics/health              |
 | writingbench | WritingBench from the inspect-evals package, or evaluate.writingbench_path |
 | healthbench  | any HealthBench-format JSONL at evaluate.healthbench_path             |
 
-Each is cut to `evaluate.limit` prompts (0 = all), the first ones by id.
+Each is cut to `evaluate.limit` prompts (0 = all), the first ones by id, and judged
+with its rubric set's judge template (the default template for imported sets).
 """
 
 from __future__ import annotations
@@ -32,42 +33,52 @@ def _writingbench_file(params) -> Path | None:
 
 
 def _set_eval(name: str, params):
-    return load_rubric_set(Path(params.paths.rubrics) / name).split("eval")
+    rs = load_rubric_set(Path(params.paths.rubrics) / name)
+    return rs.split("eval"), "", rs.judge_template
 
 
 def _eval(params):
-    return _set_eval(params.base.rubric_set, params), ""
+    """The prepared eval split (paths.eval_prompts, written by prepare) with the current set's judge template."""
+    import pandas as pd
+
+    from focal.rubric import item_from_row
+
+    path = Path(params.paths.eval_prompts)
+    if not path.exists():
+        raise ValueError(f"{path} does not exist; run the prepare stage (`dvc repro prepare`)")
+    items = [item_from_row(row) for _, row in pd.read_parquet(path).iterrows()]
+    return items, "", load_rubric_set(Path(params.paths.rubrics) / params.base.rubric_set).judge_template
 
 
 def _health(params):
-    return _set_eval("health", params), ""
+    return _set_eval("health", params)
 
 
 def _writingbench(params):
     path = _writingbench_file(params)
     if path is None:
         return [], ("skipped writingbench: the inspect-evals package is not installed (pip install inspect-evals) "
-                    "and evaluate.writingbench_path is empty")
+                    "and evaluate.writingbench_path is empty"), None
     limit = params.evaluate.limit or None
-    return with_keys(load_writingbench(path, 0.0, limit=limit), "category"), ""
+    return with_keys(load_writingbench(path, 0.0, limit=limit), "category"), "", None
 
 
 def _healthbench(params):
     path = params.evaluate.healthbench_path
     if not path:
-        return [], "skipped healthbench: set evaluate.healthbench_path to a HealthBench-format JSONL file"
+        return [], "skipped healthbench: set evaluate.healthbench_path to a HealthBench-format JSONL file", None
     if not Path(path).exists():
-        return [], f"skipped healthbench: evaluate.healthbench_path {path!r} does not exist"
-    return with_keys(load_healthbench(Path(path), 0.0), "category"), ""
+        return [], f"skipped healthbench: evaluate.healthbench_path {path!r} does not exist", None
+    return with_keys(load_healthbench(Path(path), 0.0), "category"), "", None
 
 
 BENCHMARKS = {"eval": _eval, "health": _health, "writingbench": _writingbench, "healthbench": _healthbench}
 
 
-def load_benchmark(name: str, params) -> tuple[list, str]:
-    """(items cut to evaluate.limit, a note when an optional source is missing)."""
+def load_benchmark(name: str, params) -> tuple[list, str, str | None]:
+    """(items cut to evaluate.limit, a note when an optional source is missing, the judge template or None)."""
     if name not in BENCHMARKS:
         raise ValueError(f"unknown benchmark {name!r} in evaluate.benchmarks; valid: {', '.join(BENCHMARKS)}")
-    items, note = BENCHMARKS[name](params)
+    items, note, template = BENCHMARKS[name](params)
     items = sorted(items, key=lambda it: it.id)[: params.evaluate.limit or None]
-    return items, note
+    return items, note, template

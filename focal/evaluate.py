@@ -84,3 +84,96 @@ def paired_difference(a: pd.Series, b: pd.Series, n_bootstrap: int = 1000, seed:
     boots = [rng.choice(d, d.size).mean() for _ in range(n_bootstrap)]
     return {"diff": float(d.mean()), "ci_low": float(np.percentile(boots, 2.5)),
             "ci_high": float(np.percentile(boots, 97.5)), "prompts": int(d.size), "missing": missing}
+
+
+# ---- running an evaluation: every policy on every benchmark ------------------------------
+
+def policy_names(params) -> dict[str, tuple[str, str | None]]:
+    """{policy: (folder, name to ask a remote endpoint for)}; with serve.base_url every policy needs its own name.
+
+    'base' is asked for as serve.served_model_name (as the rollouts stage does), every other policy by its name."""
+    e, s = params.evaluate, params.serve
+    out = {p: (folder, s.served_model_name if p == "base" else p) for p, folder in e.policy_dirs(params.paths).items()}
+    if s.base_url:
+        names = [n for _, n in out.values()]
+        dup = next((n for n in names if names.count(n) > 1), None)
+        if dup:
+            raise ValueError(f"evaluate.policies: two policies would be asked for as {dup!r} at serve.base_url; serve each "
+                             "policy under its own name (vLLM --served-model-name or --lora-modules) and name it so")
+    return out
+
+
+def evaluate_policies(params, benchmarks: dict) -> tuple[dict, "pd.DataFrame", "pd.DataFrame"]:
+    """benchmarks: {name: (items, judge template or None)}. Returns (metrics, rollouts, judgments).
+
+    Every policy is sampled with the same prompts, seed and sampling; all are judged by
+    the same judge (the base model when served locally, never the policy being evaluated);
+    every policy after the first is compared with the first on the same prompts."""
+    from pathlib import Path
+
+    from focal.judge import Request, check_failure_budget, judge_table
+    from focal.rollouts import Sampling, sample_policy
+
+    e = params.evaluate
+    sampling = Sampling(e.num_generations, e.temperature, 1.0, e.max_tokens, params.base.seed)
+    rollouts, judgments, metrics, identities = [], [], {}, {}
+    for policy, (folder, name) in policy_names(params).items():
+        if not params.serve.base_url and not Path(folder).exists():
+            raise ValueError(f"evaluate.policies: {policy!r} has no model folder {folder!r}; train it first or "
+                             "remove it from evaluate.policies")
+        for bench, (items, _) in benchmarks.items():
+            df = sample_policy(params, items, folder, sampling, e.backend, name)
+            rollouts.append(df.assign(benchmark=bench, policy_name=policy))
+            identities.setdefault(df.policy.iloc[0], policy)
+            if identities[df.policy.iloc[0]] != policy:
+                raise ValueError(f"evaluate.policies: {policy!r} and {identities[df.policy.iloc[0]]!r} are the same "
+                                 f"model ({df.policy.iloc[0]}); a comparison of a model with itself says nothing")
+    rollouts = pd.concat(rollouts, ignore_index=True)
+    for bench, (items, template) in benchmarks.items():
+        by_id = {it.id: it for it in items}
+        part = rollouts[rollouts.benchmark == bench]
+        reqs = [Request(by_id[r.prompt_id], c, r.completion, f"{r.policy_name}:{r.rollout_id}")
+                for r in part.itertuples() for c in by_id[r.prompt_id].criteria]
+        df, _ = judge_table(params, reqs, template)
+        df["policy_name"] = df.rollout_id.str.split(":", n=1).str[0]
+        df["benchmark"] = bench
+        judgments.append(df)
+        check_failure_budget(df, params.judge.max_failure_share, f"evaluate ({bench})")
+        per_policy, scores = {}, {}
+        for policy, g in df.groupby("policy_name", sort=False):
+            per_policy[policy] = evaluate_judgments(g, e.n_bootstrap, params.base.seed)
+            scores[policy] = prompt_scores(g)
+        names = list(per_policy)
+        metrics[bench] = {"policies": per_policy, "paired": {
+            f"{b}_vs_{names[0]}": paired_difference(scores[names[0]], scores[b], e.n_bootstrap, params.base.seed)
+            for b in names[1:]}}
+    return metrics, rollouts, pd.concat(judgments, ignore_index=True)
+
+
+def report(metrics: dict, notes: list[str], params) -> str:
+    """The evaluation report (markdown): per benchmark, the policies, paired differences, categories, failures."""
+    e = params.evaluate
+    lines = ["# Evaluation", "",
+             f"Policies: {', '.join(e.policies)}; {e.num_generations} completions per prompt, temperature "
+             f"{e.temperature}, seed {params.base.seed}; same prompts and judge for all.", ""]
+    lines += [f"- {n}" for n in notes]
+    for bench, m in metrics.items():
+        lines += ["", f"## {bench}", "", "| policy | rubric score | strict completion | min category | category spread "
+                  "| min key | failed judgments |", "|---|---|---|---|---|---|---|"]
+        for p, v in m["policies"].items():
+            lines.append(f"| {p} | {v['rubric_score']:.3f} ± {v['rubric_score_std']:.3f} | {v['strict_completion']:.3f} | "
+                         f"{v['min_category']:.3f} | {v['category_spread']:.3f} | {v['min_key']:.3f} | "
+                         f"{v['failed_judgments']} of {v['judgments']} |")
+        for name, d in m["paired"].items():
+            missing = f"; {d['missing']} prompts scored for only one policy are left out" if d.get("missing") else ""
+            lines.append(f"\nPaired rubric score, {name.replace('_vs_', ' - ')}: {d['diff']:+.3f} "
+                         f"(95% bootstrap interval {d['ci_low']:+.3f} to {d['ci_high']:+.3f}, {d['prompts']} prompts{missing})")
+        cats = sorted({k for v in m["policies"].values() for k in v["category"]})
+        lines += ["", "| category | " + " | ".join(m["policies"]) + " |", "|---|" + "---|" * len(m["policies"])]
+        lines += [f"| {c} | " + " | ".join(f"{v['category'].get(c, float('nan')):.3f}" for v in m["policies"].values())
+                  + " |" for c in cats]
+        failed = {p: v["failed_by_key"] for p, v in m["policies"].items() if v["failed_judgments"]}
+        if failed:
+            lines += ["", "Failed judgments (left out of every figure above), per policy and criterion key:", ""]
+            lines += [f"- {p}: " + ", ".join(f"{k} {n}" for k, n in keys.items()) for p, keys in failed.items()]
+    return "\n".join(lines) + "\n"

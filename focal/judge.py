@@ -1,6 +1,7 @@
 """The judge: one judgment per (rollout, criterion) through an OpenAI-compatible API.
 
-    judge = Judge(params.judge, base_url, template=rubric_set.judge_template, cache=JudgeCache(path))
+    with judge_endpoint(params) as endpoint:        # focal/endpoints.py: where, and who answers
+        judge = Judge(params.judge, endpoint, template=rubric_set.judge_template, cache=Cache(path))
     judgments = judge.run([Request(item, criterion, response, rollout_id), ...])
 
 - The prompt is a template (the rubric set's, or focal/judge_template.md) with
@@ -17,9 +18,11 @@
   dropped connections, 429 and 5xx, `judge.parse_retries` on invalid answers. A
   judgment that still fails is NaN with its reason, never 0.
 - Criteria with a programmatic check are decided locally, with no call.
-- A persistent SQLite cache keyed by a hash of (judge model, template, conversation,
-  response, criterion): every success is committed at once, so a rerun or a
-  restart after a crash makes no repeated calls.
+- A persistent SQLite cache keyed by a hash of (the judge's identity: its weights'
+  fingerprint or what the remote endpoint reports; every decoding setting; the
+  template text; conversation, response, criterion): every success is committed at
+  once, so a rerun or a restart after a crash makes no repeated calls, and another
+  judge, temperature or template never reuses an answer.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from pathlib import Path
 from focal.api import failure_kind, make_client, with_retries
 from focal.cache import Cache, content_key
 from focal.checks import run_check
+from focal.endpoints import Endpoint
 from focal.rubric import Criterion, Item
 
 DEFAULT_TEMPLATE = (Path(__file__).parent / "judge_template.md").read_text(encoding="utf-8")
@@ -125,9 +129,13 @@ def parse_answer(text: str, c: Criterion):
     return value
 
 
-def cache_key(model: str, template: str, item: Item, c: Criterion, response: str) -> str:
-    return content_key("judge", model, template, item.chat(), response, c.text, c.pitfall, c.scale.kind,
-                       c.scale.min, c.scale.max)
+def cache_key(identity: str, cfg, template: str, item: Item, c: Criterion, response: str) -> str:
+    """Everything that can change an answer: who judges (the endpoint's identity), how (every decoding
+    setting), with which prompt (template text) and on what (conversation, response, criterion)."""
+    decoding = {"temperature": cfg.temperature, "max_tokens": cfg.max_tokens, "structured": cfg.structured,
+                "seed": getattr(cfg, "seed", None)}
+    return content_key("judge", identity, decoding, template, item.chat(), response, c.text, c.pitfall,
+                       c.scale.kind, c.scale.min, c.scale.max)
 
 
 # ---- the judge ----------------------------------------------------------------------
@@ -208,16 +216,19 @@ class JudgeStats:
 class Judge:
     """Judges requests against an OpenAI-compatible endpoint; see the module docstring."""
 
-    def __init__(self, cfg, base_url: str, template: str | None = None, cache: Cache | None = None):
+    def __init__(self, cfg, endpoint: Endpoint, template: str | None = None, cache: Cache | None = None):
+        if not isinstance(endpoint, Endpoint):
+            raise TypeError("Judge needs a focal.endpoints.Endpoint (base_url, model, identity); "
+                            "get one from focal.endpoints.judge_endpoint(params)")
         self.cfg = cfg
-        self.base_url = base_url
+        self.endpoint = endpoint
         self.template = template or DEFAULT_TEMPLATE
         self.cache = cache
         self.stats = JudgeStats()
 
     async def _ask(self, client, prompt: str, c: Criterion) -> str:
         """One answer text (transient failures retried, bounded); raises what finally failed."""
-        kwargs = {"model": self.cfg.model, "messages": [{"role": "user", "content": prompt}],
+        kwargs = {"model": self.endpoint.model, "messages": [{"role": "user", "content": prompt}],
                   "temperature": self.cfg.temperature, "max_tokens": self.cfg.max_tokens}
         if self.cfg.structured:
             kwargs["response_format"] = {"type": "json_schema", "json_schema": {
@@ -228,7 +239,7 @@ class Judge:
         return resp.choices[0].message.content or ""
 
     def _key(self, r: Request) -> str:
-        return cache_key(self.cfg.model, self.template, r.item, r.criterion, r.response)
+        return cache_key(self.endpoint.identity, self.cfg, self.template, r.item, r.criterion, r.response)
 
     def pending(self, requests: list[Request]) -> int:
         """How many requests would need an API call (not a check, not cached)."""
@@ -272,7 +283,7 @@ class Judge:
     async def arun(self, requests: list[Request], progress: bool = False) -> list[Judgment]:
         """Judge all requests (order kept)."""
         sem = asyncio.Semaphore(self.cfg.concurrency)
-        async with make_client(self.base_url, self.cfg.api_key_env, self.cfg.timeout_s) as client:
+        async with make_client(self.endpoint.base_url, self.cfg.api_key_env, self.cfg.timeout_s) as client:
             tasks = [asyncio.ensure_future(self._judge(client, sem, r)) for r in requests]
             if progress:
                 from tqdm import tqdm
@@ -286,25 +297,65 @@ class Judge:
 
 
 def judge_table(params, requests: list[Request], template: str | None):
-    """Judge requests with the configured endpoint and cache: (judgments DataFrame, JudgeStats).
+    """Judge requests with the configured judge and cache: (judgments DataFrame, JudgeStats).
 
-    The endpoint is judge.base_url, else the local vLLM server with the base model,
+    The judge is judge.base_url, else the local vLLM server with the base model,
     started only if some request is neither a check nor cached."""
-    from contextlib import nullcontext
-
     import pandas as pd
 
-    from focal.serve import serving
+    from focal.endpoints import NO_ENDPOINT, judge_endpoint, judge_identity
 
     cache = Cache(params.paths.judge_cache)
     try:
-        needed = Judge(params.judge, "", template, cache).pending(requests) > 0
-        endpoint = (nullcontext(params.judge.base_url or "http://127.0.0.1:9/v1")
-                    if params.judge.base_url or not needed else serving(params.serve, params.paths.base_model))
-        with endpoint as base_url:
-            judge = Judge(params.judge, base_url, template, cache)
+        probe = Endpoint(NO_ENDPOINT, params.judge.model, judge_identity(params))
+        needed = Judge(params.judge, probe, template, cache).pending(requests) > 0
+        with judge_endpoint(params, needed) as endpoint:
+            judge = Judge(params.judge, endpoint, template, cache)
             judgments = judge.run(requests, progress=True)
     finally:
         cache.close()
     columns = [f.name for f in dataclasses.fields(Judgment)]
     return pd.DataFrame([j.__dict__ for j in judgments], columns=columns), judge.stats
+
+
+def load_items(params: Params) -> dict:
+    """prompt_id -> Item, from both prompt tables."""
+    import pandas as pd
+
+    from focal.rubric import item_from_row
+
+    frames = [pd.read_parquet(p) for p in (params.paths.train_prompts, params.paths.eval_prompts)]
+    return {row["prompt_id"]: item_from_row(row) for df in frames for _, row in df.iterrows()}
+
+
+def requests_for(rollouts: pd.DataFrame, items: dict, source: str) -> list[Request]:
+    """One request per (rollout, criterion), in table order."""
+    missing = sorted(set(rollouts.prompt_id) - set(items))
+    if missing:
+        raise ValueError(f"{source}: prompt_id {missing[0]!r} (and {len(missing) - 1} more) is in no prompt table; "
+                         "rerun the prepare stage or regenerate the rollouts")
+    return [Request(items[r.prompt_id], c, r.completion, r.rollout_id)
+            for r in rollouts.itertuples() for c in items[r.prompt_id].criteria]
+
+
+class TooManyFailures(ValueError):
+    """More judge calls failed than the configured budget allows."""
+
+
+def failure_summary(df) -> tuple[int, int, dict]:
+    """(failed judge rows, judge rows, {failure kind: count}) of a judgments table; checks cannot fail and are not counted."""
+    judged = df[df.source == "judge"] if "source" in df else df
+    failed = judged[judged.score.isna()]
+    kinds = failed.reason.fillna("").str.split(":", n=1).str[0].value_counts().sort_index()
+    return int(len(failed)), int(len(judged)), {str(k) or "unknown": int(v) for k, v in kinds.items()}
+
+
+def check_failure_budget(df, max_share: float, where: str) -> None:
+    """Raise TooManyFailures (one line: share, budget, kinds and counts) when failed judge rows exceed max_share."""
+    failed, total, kinds = failure_summary(df)
+    if total and failed / total > max_share:
+        listing = ", ".join(f"{k} {v}" for k, v in kinds.items())
+        raise TooManyFailures(f"{where}: {failed} of {total} judge calls failed ({failed / total:.1%} > "
+                              f"judge.max_failure_share {max_share:.0%}): {listing}; fix the judge endpoint "
+                              "(judge.base_url) and rerun: what succeeded is cached")
+

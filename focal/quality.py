@@ -6,7 +6,7 @@
 Two suites run on an ephemeral GX context (no files, no network):
 - on the judgments table: score in [0, 1] (NaN = failed, counted separately),
   ids not null, (prompt_id, rollout_id, criterion_id) unique, source in {judge,
-  check}, failure share <= validate.max_failure_share;
+  check}, failure share of the judge's rows (checks cannot fail) <= judge.max_failure_share;
 - on one row per criterion key: its mean score within [criterion_mean_min,
   criterion_mean_max], and the share of judged keys whose score is the same on
   every rollout (a degenerate judge) <= validate.max_constant_share.
@@ -71,8 +71,11 @@ def _describe(result, df: pd.DataFrame, table: str, id_columns: list[str]) -> di
     return out
 
 
-def check_judgments(df: pd.DataFrame, cfg) -> dict:
-    """Run both suites; returns {"success", "rows", "failure_share", "checks": [...]}."""
+def check_judgments(df: pd.DataFrame, cfg, max_failure_share: float) -> dict:
+    """Run both suites; returns {"success", "rows", "failure_share", "checks": [...]}.
+
+    failure_share is over the judge's rows only (checks cannot fail); max_failure_share is
+    judge.max_failure_share, the one budget the judge, validate and evaluate stages share."""
     import great_expectations as gx
     import great_expectations.expectations as gxe
     from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -81,7 +84,9 @@ def check_judgments(df: pd.DataFrame, cfg) -> dict:
     missing = [c for c in KEY_COLUMNS + ["key", "score", "source"] if c not in df.columns]
     if missing:
         raise ValueError(f"judgments table has no column {missing[0]!r}; it needs {KEY_COLUMNS + ['key', 'score', 'source']}")
-    table = df.reset_index(drop=True).assign(failed=df.score.isna().astype(float).to_numpy())
+    judged = (df.source == "judge").to_numpy()  # checks cannot fail: only judge rows count toward the failure share
+    failed = np.where(judged, df.score.isna().to_numpy(float), np.nan)
+    table = df.reset_index(drop=True).assign(failed=failed)
     keys = per_key(table, cfg.min_rows_for_constant)
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
@@ -89,7 +94,7 @@ def check_judgments(df: pd.DataFrame, cfg) -> dict:
             *[gxe.ExpectColumnValuesToNotBeNull(column=c) for c in KEY_COLUMNS],
             gxe.ExpectCompoundColumnsToBeUnique(column_list=KEY_COLUMNS),
             gxe.ExpectColumnValuesToBeInSet(column="source", value_set=["judge", "check"]),
-            gxe.ExpectColumnMeanToBeBetween(column="failed", min_value=0.0, max_value=cfg.max_failure_share)]
+            gxe.ExpectColumnMeanToBeBetween(column="failed", min_value=0.0, max_value=max_failure_share)]
     per_criterion = [gxe.ExpectColumnValuesToBeBetween(column="mean", min_value=cfg.criterion_mean_min,
                                                        max_value=cfg.criterion_mean_max),
                      gxe.ExpectColumnMeanToBeBetween(column="constant", min_value=0.0, max_value=cfg.max_constant_share)]
@@ -99,14 +104,14 @@ def check_judgments(df: pd.DataFrame, cfg) -> dict:
     order = {"judgments": 0, "criteria": 1}
     checks.sort(key=lambda c: (c["success"], order[c["table"]], c["expectation"]))
     return {"success": all(c["success"] for c in checks), "rows": len(table),
-            "failure_share": float(table.failed.mean()) if len(table) else 0.0,
+            "failure_share": float(np.nanmean(table.failed)) if judged.any() else 0.0, "judge_rows": int(judged.sum()),
             "constant_keys": keys.loc[keys.constant == 1, "key"].tolist(), "checks": checks}
 
 
 def summarize(report: dict) -> str:
     """A readable console summary: one line per failed check with its rows."""
     lines = [f"validate: {'PASSED' if report['success'] else 'FAILED'}: {len(report['checks'])} checks on "
-             f"{report['rows']} judgments (failure share {report['failure_share']:.1%})"]
+             f"{report['rows']} judgments (failure share {report['failure_share']:.1%} of {report['judge_rows']} judge calls)"]
     if report["constant_keys"]:
         lines.append(f"  note: the judge gave the same score on every rollout for: {', '.join(report['constant_keys'])}")
     for c in report["checks"]:

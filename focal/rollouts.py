@@ -150,20 +150,23 @@ def sample_rollouts(items: list, backend: Backend, sampling: Sampling, policy: s
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def sample_policy(params, items: list, policy_dir: str, sampling: Sampling, backend: str) -> pd.DataFrame:
-    """Rollouts of one policy folder with the configured backend (the vLLM server is started if needed)."""
-    from focal.models import fingerprint
-    from focal.serve import serving
+def sample_policy(params, items: list, policy_dir: str, sampling: Sampling, backend: str,
+                  name: str | None = None) -> pd.DataFrame:
+    """Rollouts of one policy with the configured backend (its endpoint from focal.endpoints).
 
-    s = params.serve
-    policy = f"{s.served_model_name}@{s.base_url}" if s.base_url else fingerprint(policy_dir)
+    The rollouts' `policy` column, their ids and the cache key carry the policy's
+    identity (its weights' fingerprint, or what a remote endpoint reports for `name`),
+    so two policies never share rollouts."""
+    from focal.endpoints import local_identity, policy_endpoint
+
     cache = Cache(params.paths.rollout_cache)
     try:
         if backend == "transformers":
-            return sample_rollouts(items, TransformersBackend(policy_dir), sampling, policy, cache, progress=True)
-        with serving(s, policy_dir) as base_url:
-            client = OpenAIBackend(base_url, s.served_model_name, params.rollouts)
-            return sample_rollouts(items, client, sampling, policy, cache, chunk=params.rollouts.concurrency,
+            return sample_rollouts(items, TransformersBackend(policy_dir), sampling, local_identity(policy_dir), cache,
+                                   progress=True)
+        with policy_endpoint(params, policy_dir, name) as ep:
+            client = OpenAIBackend(ep.base_url, ep.model, params.rollouts)
+            return sample_rollouts(items, client, sampling, ep.identity, cache, chunk=params.rollouts.concurrency,
                                    progress=True)
     finally:
         cache.close()

@@ -1,6 +1,6 @@
 """Rubric generation through an OpenAI-compatible model, following the published recipes.
 
-    gen = RubricGenerator(params.rubricgen, base_url, cache)
+    gen = RubricGenerator(params.rubricgen, endpoint, cache)
     result = gen.run(prompts)        # {"items": [Item], "rejected": [{prompt_id, attempt, reason}]}
 
 - RaR: 7-20 atomic, self-contained criteria with categories essential / important /
@@ -96,17 +96,19 @@ def rubric_text(item: Item) -> str:
 
 
 class RubricGenerator:
-    def __init__(self, cfg, base_url: str, cache: Cache | None = None):
-        self.cfg, self.base_url, self.cache = cfg, base_url, cache
+    def __init__(self, cfg, endpoint, cache: Cache | None = None):
+        """endpoint: a focal.endpoints.Endpoint (its identity keys the cache)."""
+        self.cfg, self.endpoint, self.cache = cfg, endpoint, cache
         self.calls = 0
 
     async def _complete(self, client, content: str, schema: dict | None, n: int = 1, temperature: float = 0.7,
                         max_tokens: int | None = None) -> list[str]:
-        key = content_key("rubricgen", self.cfg.model, content, schema, n, temperature, max_tokens)
+        key = content_key("rubricgen", self.endpoint.identity, self.cfg.seed, content, schema, n, temperature,
+                          max_tokens or self.cfg.max_tokens)
         hit = self.cache.get(key) if self.cache is not None else None
         if hit is not None:
             return hit
-        kwargs = {"model": self.cfg.model, "messages": [{"role": "user", "content": content}], "n": n,
+        kwargs = {"model": self.endpoint.model, "messages": [{"role": "user", "content": content}], "n": n,
                   "temperature": temperature, "max_tokens": max_tokens or self.cfg.max_tokens, "seed": self.cfg.seed}
         if schema:
             kwargs["response_format"] = {"type": "json_schema",
@@ -153,7 +155,7 @@ class RubricGenerator:
     async def arun(self, prompts: list[tuple[str, str]]) -> dict:
         rejected: list = []
         sem = asyncio.Semaphore(self.cfg.concurrency)
-        async with make_client(self.base_url, self.cfg.api_key_env, self.cfg.timeout_s) as client:
+        async with make_client(self.endpoint.base_url, self.cfg.api_key_env, self.cfg.timeout_s) as client:
             items = await asyncio.gather(*[self._one(client, sem, pid, p, rejected) for pid, p in prompts])
         rejected.sort(key=lambda r: (r["prompt_id"], r["round"], r["attempt"]))
         return {"items": [it for it in items if it is not None], "rejected": rejected,

@@ -7,7 +7,9 @@ Reads `paths.rollouts` and the prompt tables; writes `paths.judgments` (one row 
 pitfall, source, raw, score in [0, 1] or NaN, reason, cached, latency_s) and the
 judge's counts to `paths.judge_stats`. Judgments are cached in `paths.judge_cache`:
 a rerun, or a restart after a crash, calls the API only for what is missing. The
-vLLM server is started only if something is left to ask.
+vLLM server is started only if something is left to ask. Fails, writing nothing,
+when more than `judge.max_failure_share` of the judge calls failed (one line with
+the failure kinds and counts).
 """
 
 from __future__ import annotations
@@ -16,26 +18,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from focal.config import Params, run_stage
+from focal.config import Params
 from focal.io import write_json, write_parquet
-from focal.judge import Request, judge_table
-from focal.rubric import item_from_row, load_rubric_set
+from focal.judge import check_failure_budget, judge_table, load_items, requests_for
+from focal.rubric import load_rubric_set
+from focal.stage import run_stage
 
-
-def load_items(params: Params) -> dict:
-    """prompt_id -> Item, from both prompt tables."""
-    frames = [pd.read_parquet(p) for p in (params.paths.train_prompts, params.paths.eval_prompts)]
-    return {row["prompt_id"]: item_from_row(row) for df in frames for _, row in df.iterrows()}
-
-
-def requests_for(rollouts: pd.DataFrame, items: dict, source: str) -> list[Request]:
-    """One request per (rollout, criterion), in table order."""
-    missing = sorted(set(rollouts.prompt_id) - set(items))
-    if missing:
-        raise ValueError(f"{source}: prompt_id {missing[0]!r} (and {len(missing) - 1} more) is in no prompt table; "
-                         "rerun the prepare stage or regenerate the rollouts")
-    return [Request(items[r.prompt_id], c, r.completion, r.rollout_id)
-            for r in rollouts.itertuples() for c in items[r.prompt_id].criteria]
+READS = ('base', 'judge', 'serve')  # params sections this stage reads: dvc.yaml declares exactly these (a test checks)
 
 
 def run(params: Params) -> list[Path]:
@@ -43,8 +32,9 @@ def run(params: Params) -> list[Path]:
     requests = requests_for(rollouts, load_items(params), params.paths.rollouts)
     template = load_rubric_set(Path(params.paths.rubrics) / params.base.rubric_set).judge_template
     df, stats = judge_table(params, requests, template)
-    write_parquet(params.paths.judgments, df)
     m = stats.metrics()
+    check_failure_budget(df, params.judge.max_failure_share, "judge")  # successes stay cached for the rerun
+    write_parquet(params.paths.judgments, df)
     write_json(params.paths.judge_stats, m)
     print(f"judge: {len(df)} judgments ({m['judge/checks']} by checks), {m['judge/calls']} API calls, "
           f"{m['judge/cache_hits']} cache hits, {m['judge/failures']} failures")
@@ -52,4 +42,4 @@ def run(params: Params) -> list[Path]:
 
 
 if __name__ == "__main__":
-    run_stage(run, __doc__)
+    run_stage(run, __doc__, READS)

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from focal.config import Params, run_stage
+from focal.config import Params
 from focal.models import materialize
+from focal.stage import run_stage
+
+READS = ('model',)  # params sections this stage reads: dvc.yaml declares exactly these (a test checks)
 
 
 def run(params: Params) -> list[Path]:
@@ -22,4 +25,4 @@ def run(params: Params) -> list[Path]:
 
 
 if __name__ == "__main__":
-    run_stage(run, __doc__)
+    run_stage(run, __doc__, READS)

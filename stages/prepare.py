@@ -12,9 +12,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from focal.config import Params, run_stage
+from focal.config import Params
 from focal.io import write_parquet
 from focal.rubric import RubricSet, item_to_row, load_rubric_set
+from focal.stage import run_stage
+
+READS = ('base', 'prepare')  # params sections this stage reads: dvc.yaml declares exactly these (a test checks)
 
 
 def prompt_tables(rs: RubricSet, max_train: int = 0, max_eval: int = 0) -> dict[str, pd.DataFrame]:
@@ -40,4 +43,4 @@ def run(params: Params) -> list[Path]:
 
 
 if __name__ == "__main__":
-    run_stage(run, __doc__)
+    run_stage(run, __doc__, READS)

@@ -15,10 +15,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from focal.config import Params, run_stage
+from focal.config import Params
 from focal.io import write_parquet
 from focal.rollouts import Sampling, sample_policy
 from focal.rubric import item_from_row
+from focal.stage import run_stage
+
+READS = ('base', 'rollouts', 'serve')  # params sections this stage reads: dvc.yaml declares exactly these (a test checks)
 
 
 def run(params: Params) -> list[Path]:
@@ -34,4 +37,4 @@ def run(params: Params) -> list[Path]:
 
 
 if __name__ == "__main__":
-    run_stage(run, __doc__)
+    run_stage(run, __doc__, READS)

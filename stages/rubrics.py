@@ -15,17 +15,19 @@ it enabled, then set `base.rubric_set` to `rubricgen.out_set`.
 from __future__ import annotations
 
 import sys
-from contextlib import nullcontext
 from pathlib import Path
 
 import yaml
 
 from focal.cache import Cache
-from focal.config import Params, run_stage
+from focal.config import Params
+from focal.endpoints import rubric_endpoint
 from focal.io import atomic_dir, write_json
 from focal.rubric import RubricError, load_rubric_set
 from focal.rubricgen import RubricGenerator, to_yaml_items
-from focal.serve import serving
+from focal.stage import run_stage
+
+READS = ('rubricgen', 'serve')  # params sections this stage reads: dvc.yaml declares exactly these (a test checks)
 
 
 def write_set(folder: Path, name: str, items: list, model: str) -> None:
@@ -46,10 +48,9 @@ def run(params: Params) -> list[Path]:
     source = load_rubric_set(Path(params.paths.rubrics) / g.source_set)
     prompts = [(it.id, it.prompt) for it in sorted(source.items, key=lambda it: it.id)][: g.max_prompts or None]
     cache = Cache(params.paths.rubricgen_cache)
-    endpoint = nullcontext(g.base_url) if g.base_url else serving(params.serve, params.paths.base_model)
     try:
-        with endpoint as base_url:
-            gen = RubricGenerator(g, base_url, cache)
+        with rubric_endpoint(params) as endpoint:
+            gen = RubricGenerator(g, endpoint, cache)
             result = gen.run(prompts)
     finally:
         cache.close()
@@ -69,4 +70,4 @@ def run(params: Params) -> list[Path]:
 
 
 if __name__ == "__main__":
-    run_stage(run, __doc__)
+    run_stage(run, __doc__, READS)

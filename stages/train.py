@@ -15,19 +15,22 @@ resumes. The judge's server is started only when some criterion needs it
 from __future__ import annotations
 
 import shutil
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from focal.cache import Cache
-from focal.config import Params, run_stage
+from focal.config import Params
+from focal.endpoints import judge_endpoint, judge_identity
+from focal.io import atomic_dir
 from focal.judge import Judge
 from focal.reward import FocalReward, state_from_judgments
 from focal.rubric import item_from_row, load_rubric_set
-from focal.serve import serving
+from focal.stage import run_stage
 from focal.train import StepTimer, run_key, save_policy, train_policy
+
+READS = ('base', 'train', 'judge', 'serve')  # params sections this stage reads: dvc.yaml declares exactly these (a test checks)
 
 
 def run(params: Params) -> list[Path]:
@@ -44,16 +47,16 @@ def run(params: Params) -> list[Path]:
         print(f"train: focal state seeded from {paths.judgments}: {len(state.m)} keys")
     needs_judge = t.use_judge and any(c.check is None for it in items for c in it.criteria)
     template = load_rubric_set(Path(paths.rubrics) / params.base.rubric_set).judge_template
-    endpoint = (nullcontext(params.judge.base_url) if params.judge.base_url or not needs_judge
-                else serving(params.serve, paths.base_model))
     policy = t.policy or paths.base_model
-    key = run_key(fingerprint(policy), [it.id for it in items], asdict(t), params.base.seed, needs_judge,
-                  asdict(params.judge) if needs_judge else None, template, sorted(state.m.items()) if state else None)
+    judge_id = judge_identity(params) if needs_judge else None
+    decoding = {k: v for k, v in asdict(params.judge).items() if k in ("temperature", "max_tokens", "structured")}
+    key = run_key(fingerprint(policy), [it.id for it in items], asdict(t), params.base.seed, judge_id,
+                  decoding if needs_judge else None, template, sorted(state.m.items()) if state else None)
     work = Path(paths.train_checkpoints) / key
     cache = Cache(paths.judge_cache)
     try:
-        with endpoint as base_url:
-            judge = Judge(params.judge, base_url, template, cache) if needs_judge else None
+        with judge_endpoint(params, needs_judge) as endpoint:
+            judge = Judge(params.judge, endpoint, template, cache) if needs_judge else None
             reward = FocalReward({it.id: it for it in items}, t.aggregator, judge, state, checks_only=not needs_judge,
                                  **t.aggregator_params())
             timer = StepTimer()
@@ -62,8 +65,8 @@ def run(params: Params) -> list[Path]:
     finally:
         cache.close()
     save_policy(trainer, paths.trained_model)
-    shutil.rmtree(paths.train_log, ignore_errors=True)
-    shutil.copytree(work / "dvclive", paths.train_log)
+    with atomic_dir(paths.train_log) as tmp:  # the curves of the whole run, resumed parts included
+        shutil.copytree(work / "dvclive", tmp, dirs_exist_ok=True)
     if reward.timings and timer.durations:
         agg, step = np.mean([x["aggregate_s"] for x in reward.timings]), np.mean(timer.durations)
         print(f"train: {t.max_steps} steps with {t.aggregator!r} -> {paths.trained_model}; mean step {step:.2f} s, "
@@ -73,4 +76,4 @@ def run(params: Params) -> list[Path]:
 
 
 if __name__ == "__main__":
-    run_stage(run, __doc__)
+    run_stage(run, __doc__, READS)

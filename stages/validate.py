@@ -14,13 +14,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from focal.config import Params, run_stage
+from focal.config import Params
 from focal.io import write_json
 from focal.quality import ChecksFailed, check_judgments, summarize
+from focal.stage import run_stage
+
+READS = ('validate', 'judge')  # params sections this stage reads: dvc.yaml declares exactly these (a test checks)
 
 
 def run(params: Params) -> list[Path]:
-    report = check_judgments(pd.read_parquet(params.paths.judgments), params.validate)
+    report = check_judgments(pd.read_parquet(params.paths.judgments), params.validate, params.judge.max_failure_share)
     write_json(params.paths.validation_report, report)
     print(summarize(report), file=sys.stdout if report["success"] else sys.stderr)
     if not report["success"]:
@@ -30,4 +33,4 @@ def run(params: Params) -> list[Path]:
 
 
 if __name__ == "__main__":
-    run_stage(run, __doc__)
+    run_stage(run, __doc__, READS)

@@ -7,7 +7,7 @@ the connection without a response). A normal answer says criteria_met = true whe
 the graded response contains "GOOD", and score 4 for likert items.
 
     with FakeOpenAI() as server:
-        server.base_url, server.calls, server.requests
+        server.base_url, server.calls, server.requests    # GET /v1/models lists server.models
 """
 
 import hashlib
@@ -23,7 +23,9 @@ FENCED = re.compile(r"<(RESPONSE-[0-9A-F]+)>\n(.*?)\n</\1>", re.S)
 
 
 class FakeOpenAI:
-    def __init__(self, delay_s: float = 0.0, timeout_sleep_s: float = 3.0):
+    def __init__(self, delay_s: float = 0.0, timeout_sleep_s: float = 3.0,
+                 models=("judge", "fake", "policy", "other"), root: str = "/srv/fake-weights"):
+        self.models, self.root = list(models), root  # what GET /v1/models lists (vLLM: id = served name, root = folder)
         self.delay_s = delay_s
         self.timeout_sleep_s = timeout_sleep_s
         self.attempts = Counter()  # prompt hash -> attempts seen
@@ -83,6 +85,10 @@ class FakeOpenAI:
                 self.wfile.write(data)
 
             def do_GET(self):
+                if self.path.rstrip("/").endswith("/models"):
+                    self.send(200, {"object": "list", "data": [{"id": m, "object": "model", "root": fake.root}
+                                                               for m in fake.models]})
+                    return
                 self.send(200, {"status": "ok"})
 
             def do_POST(self):

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fake_openai import FakeOpenAI
-from focal.cli import app
+from flows.cli import app
 from focal.config import load_params
 from stages import judge as judge_stage
 from test_judge_stage import setup as judge_setup
@@ -49,7 +49,7 @@ def test_user_mistakes_are_one_line_with_exit_code_2(tmp_path):
     result = runner.invoke(app, ["run", "--flow", "--stages", "prepare,nope", "--params", str(good)])
     assert_one_line_error(result.exit_code, result.stderr, "unknown stage 'nope'")
     # the real process, as a user sees it
-    proc = subprocess.run([sys.executable, "-m", "focal.cli", "run", "--params", str(bad)], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--params", str(bad)], cwd=ROOT,
                           capture_output=True, text=True)
     assert_one_line_error(proc.returncode, proc.stderr, str(bad))
 

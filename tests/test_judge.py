@@ -7,6 +7,7 @@ import pytest
 
 from fake_openai import FakeOpenAI
 from focal.config import Judge as JudgeConfig
+from focal.endpoints import Endpoint
 from focal.cache import Cache
 from focal.judge import (DEFAULT_TEMPLATE, AnswerError, Judge, Request, answer_schema, fence_tag,
                          parse_answer, render_prompt)
@@ -17,6 +18,10 @@ PITFALL = Criterion("rude", "The response is rude.", 2.0, "pitfall", pitfall=Tru
 LIKERT = Criterion("clarity", "How clear is it?", 1.0, "optional", scale=Scale("likert", 1, 5))
 CHECKED = Criterion("short", "At most 3 words.", 1.0, check=Check("max_words", {"n": 3}))
 ITEM = Item("p1", "What is 2+2?", (BINARY, PITFALL, LIKERT, CHECKED))
+
+
+def endpoint(server, model="judge"):
+    return Endpoint(server.base_url, model, f"test:{server.base_url}|{model}")
 
 
 def cfg(**kw):
@@ -54,7 +59,7 @@ def test_fenced_response_cannot_escape_or_fill_markers():
 
 def test_injection_does_not_change_what_is_asked():
     with FakeOpenAI() as server:
-        judge = Judge(cfg(), server.base_url)
+        judge = Judge(cfg(), endpoint(server))
         (j,) = judge.run([Request(ITEM, BINARY, INJECTION, "r1")])
     (body,) = server.requests
     assert body["response_format"]["json_schema"]["schema"] == answer_schema(BINARY)
@@ -64,7 +69,7 @@ def test_injection_does_not_change_what_is_asked():
 def run_faults(faults, **kw):
     reqs = [Request(ITEM, BINARY, f"GOOD answer {i} [[fault:{f}]]", f"r{i}") for i, f in enumerate(faults)]
     with FakeOpenAI() as server:
-        judge = Judge(cfg(**kw), server.base_url)
+        judge = Judge(cfg(**kw), endpoint(server))
         out = judge.run(reqs)
     return out, judge.stats, server
 
@@ -108,7 +113,7 @@ def test_mixed_batch_nothing_lost_nothing_invented():
 def test_checks_are_local_and_pitfall_and_likert_are_projected(tmp_path):
     reqs = [Request(ITEM, c, "GOOD four", "r1") for c in ITEM.criteria]
     with FakeOpenAI() as server:
-        out = Judge(cfg(), server.base_url).run(reqs)
+        out = Judge(cfg(), endpoint(server)).run(reqs)
     assert server.calls == 3  # the checked criterion made no call
     by = {j.criterion_id: j for j in out}
     assert by["relevant"].score == 1.0
@@ -120,9 +125,9 @@ def test_checks_are_local_and_pitfall_and_likert_are_projected(tmp_path):
 def test_cache_makes_a_rerun_free(tmp_path):
     reqs = [Request(ITEM, c, f"GOOD {i}", f"r{i}") for i in range(5) for c in (BINARY, PITFALL, LIKERT)]
     with FakeOpenAI() as server:
-        first = Judge(cfg(), server.base_url, cache=Cache(tmp_path / "c.sqlite")).run(reqs)
+        first = Judge(cfg(), endpoint(server), cache=Cache(tmp_path / "c.sqlite")).run(reqs)
         calls = server.calls
-        judge = Judge(cfg(), server.base_url, cache=Cache(tmp_path / "c.sqlite"))
+        judge = Judge(cfg(), endpoint(server), cache=Cache(tmp_path / "c.sqlite"))
         second = judge.run(reqs)
     assert calls == 15 and server.calls == 15  # the rerun made zero calls
     assert judge.stats.cache_hits == 15 and judge.stats.metrics()["judge/calls"] == 0
@@ -133,8 +138,8 @@ def test_cache_makes_a_rerun_free(tmp_path):
 def test_failures_are_not_cached(tmp_path):
     reqs = [Request(ITEM, BINARY, "GOOD [[fault:500:all]]", "r1")]
     with FakeOpenAI() as server:
-        Judge(cfg(max_retries=0), server.base_url, cache=Cache(tmp_path / "c.sqlite")).run(reqs)
-        Judge(cfg(max_retries=0), server.base_url, cache=Cache(tmp_path / "c.sqlite")).run(reqs)
+        Judge(cfg(max_retries=0), endpoint(server), cache=Cache(tmp_path / "c.sqlite")).run(reqs)
+        Judge(cfg(max_retries=0), endpoint(server), cache=Cache(tmp_path / "c.sqlite")).run(reqs)
     assert server.calls == 2
 
 

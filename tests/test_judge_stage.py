@@ -90,3 +90,51 @@ def test_kill_mid_run_then_rerun_equals_an_uninterrupted_run(tmp_path):
     a = pd.read_parquet(clean / "judgments.parquet")[keep]
     b = pd.read_parquet(crash / "judgments.parquet")[keep]
     pd.testing.assert_frame_equal(a, b)
+
+
+def focal_judge(params_path, rollouts, out):
+    """`focal judge ROLLOUTS` through the CLI entry point (typer's runner, in process)."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    result = CliRunner().invoke(app, ["judge", str(rollouts), "--out", str(out), "--params", str(params_path)])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def with_judge(path: Path, **judge) -> Path:
+    raw = yaml.safe_load(path.read_text())
+    raw["judge"].update(judge)
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_judge_cache_is_keyed_by_who_judges_and_how(tmp_path):
+    """A rerun makes 0 calls; a new temperature, model name or endpoint each makes every call again."""
+    with FakeOpenAI() as a, FakeOpenAI(root="/srv/other-weights") as b:
+        path = setup(tmp_path, a.base_url)
+        rollouts, out = load_params(path).paths.rollouts, tmp_path / "out.parquet"
+        focal_judge(path, rollouts, out)
+        first = a.calls
+        assert first > 0
+        focal_judge(path, rollouts, out)
+        assert a.calls == first  # rerun: every answer from the cache
+        focal_judge(with_judge(path, temperature=0.5), rollouts, out)
+        assert a.calls == 2 * first  # new decoding setting: asked again
+        focal_judge(with_judge(path, model="other"), rollouts, out)
+        assert a.calls == 3 * first  # another model name at the same endpoint: asked again
+        focal_judge(with_judge(path, base_url=b.base_url), rollouts, out)
+        assert b.calls == first and a.calls == 3 * first  # another endpoint: asked again, there
+
+
+def test_a_model_the_endpoint_does_not_serve_is_refused(tmp_path):
+    with FakeOpenAI(models=("judge",)) as server:
+        params = load_params(with_judge(setup(tmp_path, server.base_url), model="nope"))
+        try:
+            judge_stage.run(params)
+        except ValueError as e:
+            assert "serves no model named 'nope'" in str(e) and "judge.base_url" in str(e)
+        else:
+            raise AssertionError("judging with a model the endpoint does not serve must fail")
+        assert server.calls == 0

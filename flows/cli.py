@@ -5,7 +5,7 @@
     focal judge ROLLOUTS [--out OUT]              # judge a rollouts file (parquet or jsonl) ad hoc
     focal eval                                    # the evaluate stage
     focal deploy [--cron "0 3 * * 0"] [--interval SECONDS]   # scheduled retraining (flows/deploy.py)
-    python -m focal.cli --help                    # the same, without the installed script
+    python -m flows.cli --help                    # the same, without the installed script
 
 It parses arguments and calls existing functions; the work is in stages/, flows/
 and focal/. A user mistake (a bad params file, a missing file, a ValueError from
@@ -170,9 +170,8 @@ def judge(rollouts: Annotated[str, typer.Argument(help="rollouts file (.parquet 
           params: ParamsOpt = "params.yaml"):
     """Judge a rollouts file on its prompts' rubrics (judge.* of the params file; cached like the judge stage)."""
     from focal.io import write_parquet
-    from focal.judge import judge_table
+    from focal.judge import judge_table, load_items, requests_for
     from focal.rubric import load_rubric_set
-    from stages.judge import load_items, requests_for
 
     p = load_params(params)
     requests = requests_for(read_rollouts(rollouts), load_items(p), rollouts)

@@ -1,0 +1,126 @@
+"""The one owner of model endpoints: a ready judge or policy endpoint, and the identity of what answers.
+
+    with judge_endpoint(params) as ep:            # judge.base_url, or the local vLLM server with the base model
+        Judge(params.judge, ep, template, cache)
+    with policy_endpoint(params, "models/trained", name="trained") as ep:
+        OpenAIBackend(ep, params.rollouts)
+
+An `Endpoint` is where to send requests (`base_url`, the `model` name to ask for)
+and `identity`: what produces the answers, for cache keys and rollout ids.
+- A server this module starts serves a folder: identity = the weights'
+  fingerprint (focal.models.fingerprint), so two folders never share a key and
+  the same weights under another path do.
+- A remote endpoint (`judge.base_url`, `serve.base_url`): identity = its URL, the
+  model name asked for, and the id and root that its `/v1/models` reports for that
+  name (vLLM reports the served folder as `root`). A name the endpoint does not
+  serve is an error that says how to serve it.
+
+Stages, the reward, the CLI and the benchmarks all get endpoints here; nothing
+else decides "use this URL or start a server".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+NO_ENDPOINT = "http://127.0.0.1:9/v1"  # never called: where nothing needs a model (checks, cache hits)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """An OpenAI-compatible endpoint: where (base_url), which model name to ask for, and what answers (identity)."""
+
+    base_url: str
+    model: str
+    identity: str
+
+
+def served_models(base_url: str, api_key_env: str = "", timeout_s: float = 10.0) -> list[dict]:
+    """The `data` list of GET <base_url>/models (bounded by timeout_s); ValueError naming the URL if unreachable."""
+    req = urllib.request.Request(base_url.rstrip("/") + "/models")
+    key = os.environ.get(api_key_env) if api_key_env else None
+    if key:
+        req.add_header("Authorization", f"Bearer {key}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+            return list(json.loads(resp.read().decode()).get("data") or [])
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        reason = getattr(e, "reason", None) or e
+        raise ValueError(f"cannot list the models of {base_url} (GET /models: {reason}); check that the server "
+                         "is up and the URL ends in /v1") from None
+
+
+def remote_identity(base_url: str, model: str, api_key_env: str, param: str, timeout_s: float = 10.0) -> str:
+    """url|name|id|root of `model` at a remote endpoint; ValueError if the endpoint does not serve that name."""
+    models = served_models(base_url, api_key_env, timeout_s)
+    found = next((m for m in models if m.get("id") == model), None)
+    if found is None:
+        names = ", ".join(str(m.get("id")) for m in models) or "none"
+        raise ValueError(f"{param} {base_url} serves no model named {model!r} (it serves: {names}); serve it under "
+                         f"that name (vLLM: --served-model-name {model}, or --lora-modules {model}=<adapter>)")
+    return f"remote:{base_url.rstrip('/')}|{model}|{found.get('id')}|{found.get('root', '')}"
+
+
+def local_identity(model_dir) -> str:
+    from focal.models import fingerprint
+
+    return f"weights:{fingerprint(model_dir)}"
+
+
+def judge_identity(params) -> str:
+    """What answers as the judge: the remote model at judge.base_url, else the base model's weights."""
+    j = params.judge
+    if j.base_url:
+        return remote_identity(j.base_url, j.model, j.api_key_env, "judge.base_url")
+    return local_identity(params.paths.base_model)
+
+
+@contextmanager
+def judge_endpoint(params, needed: bool = True):
+    """The judge's endpoint: judge.base_url (remote), else the local vLLM server with paths.base_model.
+
+    The local judge is always the *base* model, whatever policy is being trained or
+    evaluated. With needed=False (everything is a check or cached) no server is
+    started and the endpoint is never called; its identity is still the judge's."""
+    j = params.judge
+    identity = judge_identity(params)
+    if j.base_url or not needed:
+        yield Endpoint(j.base_url or NO_ENDPOINT, j.model, identity)
+        return
+    from focal.serve import serving
+
+    with serving(params.serve, params.paths.base_model) as url:
+        yield Endpoint(url, params.serve.served_model_name, identity)
+
+
+@contextmanager
+def rubric_endpoint(params):
+    """The rubric-generation model: rubricgen.base_url (remote), else the local vLLM server with the base model."""
+    g = params.rubricgen
+    if g.base_url:
+        yield Endpoint(g.base_url, g.model, remote_identity(g.base_url, g.model, g.api_key_env, "rubricgen.base_url"))
+        return
+    from focal.serve import serving
+
+    with serving(params.serve, params.paths.base_model) as url:
+        yield Endpoint(url, params.serve.served_model_name, local_identity(params.paths.base_model))
+
+
+@contextmanager
+def policy_endpoint(params, policy_dir: str, name: str | None = None):
+    """A policy's endpoint: with serve.base_url, the model called `name` there (default serve.served_model_name;
+    every policy must be served under its own name), else a local vLLM server for policy_dir."""
+    s = params.serve
+    if s.base_url:
+        name = name or s.served_model_name
+        yield Endpoint(s.base_url, name, remote_identity(s.base_url, name, params.rollouts.api_key_env, "serve.base_url"))
+        return
+    from focal.serve import serving
+
+    with serving(s, policy_dir) as url:
+        yield Endpoint(url, s.served_model_name, local_identity(policy_dir))
