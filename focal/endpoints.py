@@ -38,9 +38,10 @@ class Endpoint:
     base_url: str
     model: str
     identity: str
+    param: str = "serve.base_url"  # the params key a user fixes when this endpoint fails
 
 
-def served_models(base_url: str, api_key_env: str = "", timeout_s: float = 10.0) -> list[dict]:
+def served_models(base_url: str, api_key_env: str = "", timeout_s: float = 10.0, param: str = "endpoint") -> list[dict]:
     """The `data` list of GET <base_url>/models (bounded by timeout_s); ValueError naming the URL if unreachable."""
     req = urllib.request.Request(base_url.rstrip("/") + "/models")
     key = os.environ.get(api_key_env) if api_key_env else None
@@ -50,14 +51,16 @@ def served_models(base_url: str, api_key_env: str = "", timeout_s: float = 10.0)
         with urllib.request.urlopen(req, timeout=timeout_s) as resp:
             return list(json.loads(resp.read().decode()).get("data") or [])
     except (urllib.error.URLError, OSError, ValueError) as e:
-        reason = getattr(e, "reason", None) or e
-        raise ValueError(f"cannot list the models of {base_url} (GET /models: {reason}); check that the server "
-                         "is up and the URL ends in /v1") from None
+        from focal.api import scrub
+
+        reason = scrub(str(getattr(e, "reason", None) or e), api_key_env)
+        raise ValueError(f"{param} {base_url}: cannot list its models (GET /models: {reason}); check that the "
+                         f"server is up, the URL ends in /v1 and the API key in ${api_key_env or '-'} is right") from None
 
 
 def remote_identity(base_url: str, model: str, api_key_env: str, param: str, timeout_s: float = 10.0) -> str:
     """url|name|id|root of `model` at a remote endpoint; ValueError if the endpoint does not serve that name."""
-    models = served_models(base_url, api_key_env, timeout_s)
+    models = served_models(base_url, api_key_env, timeout_s, param)
     found = next((m for m in models if m.get("id") == model), None)
     if found is None:
         names = ", ".join(str(m.get("id")) for m in models) or "none"
@@ -90,12 +93,12 @@ def judge_endpoint(params, needed: bool = True):
     j = params.judge
     identity = judge_identity(params)
     if j.base_url or not needed:
-        yield Endpoint(j.base_url or NO_ENDPOINT, j.model, identity)
+        yield Endpoint(j.base_url or NO_ENDPOINT, j.model, identity, "judge.base_url")
         return
     from focal.serve import serving
 
     with serving(params.serve, params.paths.base_model) as url:
-        yield Endpoint(url, params.serve.served_model_name, identity)
+        yield Endpoint(url, params.serve.served_model_name, identity, "the local judge server (serve.*, logs in serve.log_dir)")
 
 
 @contextmanager
@@ -103,12 +106,14 @@ def rubric_endpoint(params):
     """The rubric-generation model: rubricgen.base_url (remote), else the local vLLM server with the base model."""
     g = params.rubricgen
     if g.base_url:
-        yield Endpoint(g.base_url, g.model, remote_identity(g.base_url, g.model, g.api_key_env, "rubricgen.base_url"))
+        yield Endpoint(g.base_url, g.model, remote_identity(g.base_url, g.model, g.api_key_env, "rubricgen.base_url"),
+                       "rubricgen.base_url")
         return
     from focal.serve import serving
 
     with serving(params.serve, params.paths.base_model) as url:
-        yield Endpoint(url, params.serve.served_model_name, local_identity(params.paths.base_model))
+        yield Endpoint(url, params.serve.served_model_name, local_identity(params.paths.base_model),
+                       "the local model server (serve.*, logs in serve.log_dir)")
 
 
 @contextmanager
@@ -118,9 +123,11 @@ def policy_endpoint(params, policy_dir: str, name: str | None = None):
     s = params.serve
     if s.base_url:
         name = name or s.served_model_name
-        yield Endpoint(s.base_url, name, remote_identity(s.base_url, name, params.rollouts.api_key_env, "serve.base_url"))
+        yield Endpoint(s.base_url, name, remote_identity(s.base_url, name, params.rollouts.api_key_env, "serve.base_url"),
+                       "serve.base_url")
         return
     from focal.serve import serving
 
     with serving(s, policy_dir) as url:
-        yield Endpoint(url, s.served_model_name, local_identity(policy_dir))
+        yield Endpoint(url, s.served_model_name, local_identity(policy_dir),
+                       "the local model server (serve.*, logs in serve.log_dir)")

@@ -13,10 +13,12 @@
   (likert), requested as a JSON schema when `judge.structured` and validated
   strictly either way. A pitfall's judgment says whether the bad behaviour is
   present; the satisfaction is projected by focal.rubric.Criterion.satisfaction.
-- Bounded everything: `judge.concurrency` requests in flight, `judge.timeout_s` per
-  request, `judge.max_retries` retries with exponential backoff on timeouts,
-  dropped connections, 429 and 5xx, `judge.parse_retries` on invalid answers. A
-  judgment that still fails is NaN with its reason, never 0.
+- Bounded everything (focal/api.py): `judge.concurrency` requests in flight,
+  `judge.timeout_s` as a deadline on each whole request, `judge.max_retries`
+  retries with jittered exponential backoff on timeouts, dropped connections, 429
+  and 5xx, `judge.parse_retries` on invalid answers. A judgment that still fails
+  is NaN with its (scrubbed) reason, never 0. An endpoint that refuses
+  connections or answers 401/403/404 stops the run at once (EndpointDown).
 - Criteria with a programmatic check are decided locally, with no call.
 - A persistent SQLite cache keyed by a hash of (the judge's identity: its weights'
   fingerprint or what the remote endpoint reports; every decoding setting; the
@@ -38,7 +40,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from focal.api import failure_kind, make_client, with_retries
+from focal.api import Breaker, EndpointDown, failure_kind, make_client, scrub, with_retries
 from focal.cache import Cache, content_key
 from focal.checks import run_check
 from focal.endpoints import Endpoint
@@ -226,14 +228,15 @@ class Judge:
         self.cache = cache
         self.stats = JudgeStats()
 
-    async def _ask(self, client, prompt: str, c: Criterion) -> str:
+    async def _ask(self, client, prompt: str, c: Criterion, slot, breaker) -> str:
         """One answer text (transient failures retried, bounded); raises what finally failed."""
         kwargs = {"model": self.endpoint.model, "messages": [{"role": "user", "content": prompt}],
                   "temperature": self.cfg.temperature, "max_tokens": self.cfg.max_tokens}
         if self.cfg.structured:
             kwargs["response_format"] = {"type": "json_schema", "json_schema": {
                 "name": "judgment", "schema": answer_schema(c), "strict": True}}
-        resp = await with_retries(lambda: client.chat.completions.create(**kwargs), self.cfg, self.stats)
+        resp = await with_retries(lambda: client.chat.completions.create(**kwargs), self.cfg, self.stats,
+                                  slot=slot, breaker=breaker)
         if not resp.choices:
             raise AnswerError("the server returned no choices")
         return resp.choices[0].message.content or ""
@@ -246,7 +249,7 @@ class Judge:
         return sum(r.criterion.check is None and (self.cache is None or self.cache.get(self._key(r)) is None)
                    for r in requests)
 
-    async def _judge(self, client, sem: asyncio.Semaphore, req: Request) -> Judgment:
+    async def _judge(self, client, slot: asyncio.Semaphore, breaker: Breaker, req: Request) -> Judgment:
         c, item = req.criterion, req.item
         row = _row_ids(req)
         if c.check is not None:
@@ -261,36 +264,44 @@ class Judge:
         prompt = render_prompt(self.template, item, c, req.response)
         t0 = time.perf_counter()
         answer, reason = "", ""
-        async with sem:
-            for attempt in range(self.cfg.parse_retries + 1):
-                try:
-                    answer = await self._ask(client, prompt, c)
-                    value = parse_answer(answer, c)
-                except AnswerError as e:
-                    reason = f"invalid_answer: {e}"
-                    continue
-                except Exception as e:  # noqa: BLE001 - becomes an explicit missing value
-                    reason = f"{failure_kind(e)[0]}: {str(e)[:160]}"
-                    break
-                if self.cache is not None:
-                    self.cache.put(key, {"answer": answer, "value": value})
-                return Judgment(**row, source="judge", raw=answer, score=c.satisfaction(value), reason="",
-                                cached=False, latency_s=time.perf_counter() - t0)
+        for attempt in range(self.cfg.parse_retries + 1):
+            try:
+                answer = await self._ask(client, prompt, c, slot, breaker)
+                value = parse_answer(answer, c)
+            except AnswerError as e:
+                reason = f"invalid_answer: {scrub(str(e), self.cfg.api_key_env)}"
+                continue
+            except EndpointDown:
+                raise  # the whole run stops: nothing more can be judged there
+            except Exception as e:  # noqa: BLE001 - becomes an explicit missing value
+                reason = f"{failure_kind(e)[0]}: {scrub(str(e), self.cfg.api_key_env)[:160]}"
+                break
+            if self.cache is not None:
+                self.cache.put(key, {"answer": answer, "value": value})
+            return Judgment(**row, source="judge", raw=answer, score=c.satisfaction(value), reason="",
+                            cached=False, latency_s=time.perf_counter() - t0)
         self.stats.failures[reason.split(":", 1)[0]] += 1
         return Judgment(**row, source="judge", raw=answer, score=math.nan, reason=reason, cached=False,
                         latency_s=time.perf_counter() - t0)
 
     async def arun(self, requests: list[Request], progress: bool = False) -> list[Judgment]:
-        """Judge all requests (order kept)."""
-        sem = asyncio.Semaphore(self.cfg.concurrency)
+        """Judge all requests (order kept). EndpointDown (the endpoint cannot answer at all) stops every request."""
+        slot = asyncio.Semaphore(self.cfg.concurrency)
+        breaker = Breaker(self.endpoint.base_url, self.endpoint.param)
         async with make_client(self.endpoint.base_url, self.cfg.api_key_env, self.cfg.timeout_s) as client:
-            tasks = [asyncio.ensure_future(self._judge(client, sem, r)) for r in requests]
-            if progress:
-                from tqdm import tqdm
+            tasks = [asyncio.ensure_future(self._judge(client, slot, breaker, r)) for r in requests]
+            try:
+                if progress:
+                    from tqdm import tqdm
 
-                for fut in tqdm(asyncio.as_completed(tasks), total=len(tasks), desc="judge", unit="judgment", mininterval=5):
-                    await fut
-            return list(await asyncio.gather(*tasks))
+                    for fut in tqdm(asyncio.as_completed(tasks), total=len(tasks), desc="judge", unit="judgment",
+                                    mininterval=5):
+                        await fut
+                return list(await asyncio.gather(*tasks))
+            finally:
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
 
     def run(self, requests: list[Request], progress: bool = False) -> list[Judgment]:
         return asyncio.run(self.arun(requests, progress))

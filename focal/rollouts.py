@@ -21,7 +21,7 @@ from typing import Protocol
 
 import pandas as pd
 
-from focal.api import make_client, with_retries
+from focal.api import Breaker, EndpointDown, failure_kind, make_client, scrub, with_retries
 from focal.cache import Cache, content_key
 
 COLUMNS = ["prompt_id", "rollout_id", "policy", "sample_index", "completion", "prompt_tokens",
@@ -52,14 +52,19 @@ class Backend(Protocol):
 class OpenAIBackend:
     """Chat completions with n=G from an OpenAI-compatible server (vLLM); bounded concurrency and retries."""
 
-    def __init__(self, base_url: str, model: str, cfg):
-        self.base_url, self.model, self.cfg = base_url, model, cfg
+    def __init__(self, base_url: str, model: str, cfg, param: str = "serve.base_url"):
+        self.base_url, self.model, self.cfg, self.param = base_url, model, cfg, param
 
-    async def _one(self, client, sem, chat, s: Sampling) -> list[Completion]:
-        async with sem:
+    async def _one(self, client, slot, breaker, chat, s: Sampling) -> list[Completion]:
+        try:
             resp = await with_retries(lambda: client.chat.completions.create(
                 model=self.model, messages=chat, n=s.n, temperature=s.temperature, top_p=s.top_p,
-                max_tokens=s.max_tokens, seed=s.seed), self.cfg)
+                max_tokens=s.max_tokens, seed=s.seed), self.cfg, slot=slot, breaker=breaker)
+        except EndpointDown:
+            raise
+        except Exception as e:  # noqa: BLE001 - a rollout cannot be a missing value: stop with one line
+            raise ValueError(f"{self.param} {self.base_url}: sampling failed after {self.cfg.max_retries} retries "
+                             f"({failure_kind(e)[0]}: {scrub(str(e), self.cfg.api_key_env)[:200]})") from None
         if len(resp.choices) != s.n:
             raise RuntimeError(f"the server returned {len(resp.choices)} completions, asked for n={s.n}")
         per = (resp.usage.completion_tokens // s.n) if resp.usage else 0
@@ -68,9 +73,15 @@ class OpenAIBackend:
         return [Completion(ch.message.content or "", prompt_tokens, per, ch.finish_reason or "") for ch in choices]
 
     async def _all(self, chats, s):
-        sem = asyncio.Semaphore(self.cfg.concurrency)
+        slot, breaker = asyncio.Semaphore(self.cfg.concurrency), Breaker(self.base_url, self.param)
         async with make_client(self.base_url, self.cfg.api_key_env, self.cfg.timeout_s) as client:
-            return await asyncio.gather(*[self._one(client, sem, chat, s) for chat in chats])
+            tasks = [asyncio.ensure_future(self._one(client, slot, breaker, chat, s)) for chat in chats]
+            try:
+                return await asyncio.gather(*tasks)
+            finally:
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
 
     def sample(self, chats, sampling):
         return asyncio.run(self._all(chats, sampling))
@@ -165,7 +176,7 @@ def sample_policy(params, items: list, policy_dir: str, sampling: Sampling, back
             return sample_rollouts(items, TransformersBackend(policy_dir), sampling, local_identity(policy_dir), cache,
                                    progress=True)
         with policy_endpoint(params, policy_dir, name) as ep:
-            client = OpenAIBackend(ep.base_url, ep.model, params.rollouts)
+            client = OpenAIBackend(ep.base_url, ep.model, params.rollouts, ep.param)
             return sample_rollouts(items, client, sampling, ep.identity, cache, chunk=params.rollouts.concurrency,
                                    progress=True)
     finally:

@@ -20,7 +20,7 @@ import asyncio
 import json
 import re
 
-from focal.api import failure_kind, make_client, with_retries
+from focal.api import failure_kind, make_client, scrub, with_retries
 from focal.cache import Cache, content_key
 from focal.rubric import CATEGORIES, Item, RubricError, _Where, make_item, parse_criterion
 
@@ -135,7 +135,7 @@ class RubricGenerator:
                     rejected.append({"prompt_id": pid, "round": 0, "attempt": attempt + 1, "reason": str(e)})
                 except Exception as e:  # noqa: BLE001 - reported, never invented
                     rejected.append({"prompt_id": pid, "round": 0, "attempt": attempt + 1,
-                                     "reason": f"{failure_kind(e)[0]}: {str(e)[:160]}"})
+                                     "reason": f"{failure_kind(e)[0]}: {scrub(str(e), self.cfg.api_key_env)[:160]}"})
                     break
             for rnd in range(1, self.cfg.refine_rounds + 1 if item else 0):
                 try:
@@ -149,7 +149,7 @@ class RubricGenerator:
                     rejected.append({"prompt_id": pid, "round": rnd, "attempt": 1, "reason": str(e)})
                 except Exception as e:  # noqa: BLE001
                     rejected.append({"prompt_id": pid, "round": rnd, "attempt": 1,
-                                     "reason": f"{failure_kind(e)[0]}: {str(e)[:160]}"})
+                                     "reason": f"{failure_kind(e)[0]}: {scrub(str(e), self.cfg.api_key_env)[:160]}"})
             return item
 
     async def arun(self, prompts: list[tuple[str, str]]) -> dict:

@@ -2,8 +2,10 @@
 
 A prompt containing `[[fault:KIND:N]]` fails its first N attempts with KIND, then
 answers normally (N = "all" fails every time). KIND: timeout (sleeps past the
-client's timeout), 429, 500, malformed (200 with a non-JSON answer), drop (closes
-the connection without a response). A normal answer says criteria_met = true when
+client's timeout), 429, 500, 401, malformed (200 with a non-JSON answer), drop (closes
+the connection without a response), trickle (a valid answer sent 4 bytes at a time,
+`trickle_s` apart). Error messages echo the request's Authorization header, as some
+servers do with a bad key. A normal answer says criteria_met = true when
 the graded response contains "GOOD", and score 4 for likert items.
 
     with FakeOpenAI() as server:
@@ -23,10 +25,10 @@ FENCED = re.compile(r"<(RESPONSE-[0-9A-F]+)>\n(.*?)\n</\1>", re.S)
 
 
 class FakeOpenAI:
-    def __init__(self, delay_s: float = 0.0, timeout_sleep_s: float = 3.0,
+    def __init__(self, delay_s: float = 0.0, timeout_sleep_s: float = 3.0, trickle_s: float = 0.25,
                  models=("judge", "fake", "policy", "other"), root: str = "/srv/fake-weights"):
         self.models, self.root = list(models), root  # what GET /v1/models lists (vLLM: id = served name, root = folder)
-        self.delay_s = delay_s
+        self.delay_s, self.trickle_s = delay_s, trickle_s
         self.timeout_sleep_s = timeout_sleep_s
         self.attempts = Counter()  # prompt hash -> attempts seen
         self.requests = []  # request bodies
@@ -45,7 +47,10 @@ class FakeOpenAI:
             n = self.attempts[h]
         m = FAULT.search(prompt)
         if m and (m.group(2) == "all" or n <= int(m.group(2))):
-            return {"timeout": 0, "429": 429, "500": 500, "malformed": 1, "drop": -1}[m.group(1)], None, m.group(1)
+            kind = m.group(1)
+            if kind == "trickle":
+                return 200, self.completion(body, json.dumps({"explanation": "slow", "criteria_met": True})), kind
+            return {"timeout": 0, "429": 429, "500": 500, "401": 401, "malformed": 1, "drop": -1}[kind], None, kind
         fenced = FENCED.search(prompt)
         graded = fenced.group(2) if fenced else prompt
         if '"score"' in prompt.split("# How to answer")[-1]:
@@ -107,8 +112,21 @@ class FakeOpenAI:
                 if kind == "malformed":
                     self.send(200, fake.completion(body, "I think yes, it meets it."))
                     return
+                if kind == "trickle":
+                    data = json.dumps(obj).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    for i in range(0, len(data), 4):
+                        self.wfile.write(data[i:i + 4])
+                        self.wfile.flush()
+                        time.sleep(fake.trickle_s)
+                    return
                 if status != 200:
-                    self.send(status, {"error": {"message": f"injected {status}", "type": "fault", "code": status}})
+                    auth = self.headers.get("Authorization", "")
+                    self.send(status, {"error": {"message": f"injected {status}; you sent {auth}", "type": "fault",
+                                                 "code": status}})
                     return
                 self.send(200, obj)
 

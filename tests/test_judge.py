@@ -2,11 +2,13 @@
 
 import json
 import math
+import time
 
 import pytest
 
 from fake_openai import FakeOpenAI
 from focal.config import Judge as JudgeConfig
+from focal.api import EndpointDown
 from focal.endpoints import Endpoint
 from focal.cache import Cache
 from focal.judge import (DEFAULT_TEMPLATE, AnswerError, Judge, Request, answer_schema, fence_tag,
@@ -149,3 +151,50 @@ def test_stats_metric_names():
     assert m["judge/calls"] == 3 and m["judge/failures"] == 1 and m["judge/failures/server_error"] == 1
     assert m["judge/prompt_tokens"] == 10 and m["judge/latency_s"] >= 0
     json.dumps(m)
+
+
+def test_timeout_is_a_deadline_over_the_whole_call():
+    """A server trickling a valid answer 4 bytes at a time used to hold a call for 85 s and count as a success."""
+    t0 = time.perf_counter()
+    (j,), stats, server = run_faults(["trickle:all"], timeout_s=0.5, max_retries=1)
+    assert time.perf_counter() - t0 < 5
+    assert math.isnan(j.score) and j.reason.startswith("timeout")
+    assert server.calls == 2  # one retry, then it counted as failed
+
+
+def test_backoff_sleeps_outside_the_concurrency_slot():
+    reqs = [Request(ITEM, BINARY, "GOOD a [[fault:500:1]]", "a"), Request(ITEM, BINARY, "GOOD b", "b")]
+    with FakeOpenAI() as server:
+        Judge(cfg(concurrency=1, backoff_s=0.3, max_backoff_s=0.3), endpoint(server)).run(reqs)
+    order = ["a" if "GOOD a" in b["messages"][0]["content"] else "b" for b in server.requests]
+    assert order == ["a", "b", "a"]  # b ran while a slept; before, a held the slot: a, a, b
+
+
+def test_an_endpoint_that_refuses_connections_stops_the_run_within_seconds():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once the socket closes
+    dead = Endpoint(f"http://127.0.0.1:{port}/v1", "judge", "dead", "judge.base_url")
+    reqs = [Request(ITEM, BINARY, f"GOOD {i}", f"r{i}") for i in range(40)]
+    judge = Judge(cfg(max_retries=3, backoff_s=0.05), dead)
+    t0 = time.perf_counter()
+    with pytest.raises(EndpointDown, match=f"judge.base_url http://127.0.0.1:{port}/v1 refused the connection"):
+        judge.run(reqs)
+    assert time.perf_counter() - t0 < 5
+    assert judge.stats.calls < 40  # not every retry of every judgment (before: 160 calls)
+
+
+def test_401_stops_at_once_and_the_key_never_reaches_stored_text(monkeypatch):
+    monkeypatch.setenv("FOCAL_JUDGE_API_KEY", "sk-verysecretkey123456")
+    reqs = [Request(ITEM, BINARY, f"GOOD {i} [[fault:401:all]]", f"r{i}") for i in range(20)]
+    with FakeOpenAI() as server:
+        judge = Judge(cfg(concurrency=2), endpoint(server))
+        with pytest.raises(EndpointDown, match="refused the API key .401.") as err:
+            judge.run(reqs)
+        assert server.calls <= 2  # the requests in flight, not 20 x retries
+    assert "verysecret" not in str(err.value)
+    with FakeOpenAI() as server:  # a 500 that echoes the key: the stored reason has it scrubbed
+        (j,) = Judge(cfg(max_retries=0), endpoint(server)).run([Request(ITEM, BINARY, "GOOD [[fault:500:all]]", "x")])
+    assert math.isnan(j.score) and "you sent Bearer ***" in j.reason and "verysecret" not in j.reason
