@@ -13,6 +13,21 @@ child process in its own process group, on 127.0.0.1. Its log goes to a file; on
 exit exactly that process group is stopped (SIGTERM, then SIGKILL after a grace
 period). With `serve.base_url` set, nothing is started and that endpoint is used.
 
+A server dies with the process that owns it, however that process ends:
+- the server is launched by `focal/watchdog.py`, which leads the server's process
+  group (so vLLM's engine process is in it too) and kills the whole group within
+  about a second of its owner's death: kill -9 of a stage is covered without the
+  stage's help (on Linux, the server also gets SIGTERM if the watchdog dies);
+- while `serving()` runs a server it started, in the main thread, the first SIGTERM
+  raises SystemExit (exit code 143), so the `with` block unwinds and stops the
+  server; the previous SIGTERM handler is restored afterwards. A handler the
+  program installed itself is left alone.
+The owner is the process that starts the server, with two exceptions for servers
+meant to outlive it: a server kept for later stages (FOCAL_SERVE_KEEP=1) is owned
+by FOCAL_SERVE_OWNER_PID if that is set (the orchestrator of the run, e.g.
+`focal run`), and one from `python -m focal.serve start` by FOCAL_SERVE_OWNER_PID
+or, when it is unset, by nobody (only `stop` ends it).
+
 Sharing within a run: `start` records the server in `serve.state_dir`; `serving()`
 reuses a healthy recorded server for the same model instead of starting one, and
 leaves it running. With FOCAL_SERVE_KEEP=1 (set by `make run`), a server that
@@ -30,6 +45,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -39,6 +55,8 @@ from pathlib import Path
 from focal.io import write_json
 
 KEEP_ENV = "FOCAL_SERVE_KEEP"
+OWNER_ENV = "FOCAL_SERVE_OWNER_PID"
+WATCHDOG = Path(__file__).with_name("watchdog.py")
 
 
 def free_port() -> int:
@@ -66,6 +84,24 @@ def vllm_command(cfg, model_dir: str, port: int) -> list[str]:
     if cfg.enforce_eager:
         cmd.append("--enforce-eager")
     return cmd + list(cfg.extra_args)
+
+
+def launch_command(cfg, model_dir: str, port: int, owner: int) -> list[str]:
+    """The server command under focal/watchdog.py, which kills its process group when `owner` dies (0: never).
+
+    The watchdog runs on this python in isolated mode: it needs only the standard library.
+    """
+    return [sys.executable, "-I", str(WATCHDOG), "--owner", str(owner), "--", *vllm_command(cfg, model_dir, port)]
+
+
+def env_owner() -> int | None:
+    """FOCAL_SERVE_OWNER_PID as a pid (the orchestrator that owns kept servers), or None if unset."""
+    text = os.environ.get(OWNER_ENV, "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"{OWNER_ENV} must be a process id (or unset), got {text!r}")
+    return int(text)
 
 
 def server_env(cfg) -> dict:
@@ -106,8 +142,12 @@ def stop_group(pid: int, grace_s: float = 30.0) -> None:
         pass
 
 
-def start_server(cfg, model_dir: str) -> tuple[subprocess.Popen, str]:
-    """Start vLLM; wait (bounded by cfg.startup_timeout_s) until /health answers. Returns (process, base_url)."""
+def start_server(cfg, model_dir: str, owner: int | None = None) -> tuple[subprocess.Popen, str]:
+    """Start vLLM; wait (bounded by cfg.startup_timeout_s) until /health answers. Returns (process, base_url).
+
+    The process is the watchdog leading the server's group (stop it with stop_group); the server dies
+    with `owner` (default: this process; 0: no owner).
+    """
     if not Path(cfg.python).exists():
         raise ValueError(f"serve.python {cfg.python!r} does not exist; build vLLM's environment with "
                          f"`make vllm-env`, or set serve.base_url to a running OpenAI-compatible server")
@@ -117,21 +157,31 @@ def start_server(cfg, model_dir: str) -> tuple[subprocess.Popen, str]:
     base_url = f"http://127.0.0.1:{port}/v1"
     log_path = Path(cfg.log_dir) / f"vllm-{cfg.served_model_name}-{port}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    owner = os.getpid() if owner is None else owner
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(vllm_command(cfg, model_dir, port), stdout=log, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(launch_command(cfg, model_dir, port, owner), stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env=server_env(cfg), start_new_session=True)
     print(f"serve: starting vLLM for {model_dir} on {base_url} (log: {log_path})", file=sys.stderr)
-    deadline = time.monotonic() + cfg.startup_timeout_s
+    try:
+        _wait_healthy(proc, base_url, cfg.startup_timeout_s, log_path)
+    except BaseException:  # also SystemExit from SIGTERM and KeyboardInterrupt: no half-started server is left
+        stop_group(proc.pid)
+        raise
+    return proc, base_url
+
+
+def _wait_healthy(proc: subprocess.Popen, base_url: str, timeout_s: float, log_path: Path) -> None:
+    """Poll /health every 2 s until it answers; RuntimeError if the server exits, TimeoutError after timeout_s."""
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"vLLM exited with code {proc.returncode} while starting; last lines of "
                                f"{log_path}:\n{_tail(log_path)}")
         if healthy(base_url):
-            print(f"serve: ready after {cfg.startup_timeout_s - (deadline - time.monotonic()):.0f} s", file=sys.stderr)
-            return proc, base_url
+            print(f"serve: ready after {timeout_s - (deadline - time.monotonic()):.0f} s", file=sys.stderr)
+            return
         time.sleep(2)
-    stop_group(proc.pid)
-    raise TimeoutError(f"vLLM did not become healthy within serve.startup_timeout_s={cfg.startup_timeout_s} s; "
+    raise TimeoutError(f"vLLM did not become healthy within serve.startup_timeout_s={timeout_s} s; "
                        f"last lines of {log_path}:\n{_tail(log_path)}")
 
 
@@ -167,6 +217,29 @@ def shared_server(cfg, model_dir: str) -> str | None:
 
 
 @contextmanager
+def sigterm_exits():
+    """In the main thread, while SIGTERM has its default action: the first SIGTERM raises SystemExit(143).
+
+    So `finally` blocks and context managers run (a second SIGTERM kills as usual). Restored on the way out;
+    a handler the program set itself, and other threads, are left alone.
+    """
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def exit_on_sigterm(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@contextmanager
 def serving(cfg, model_dir: str):
     """Yield the base URL of an OpenAI-compatible server for model_dir, starting one if needed."""
     if cfg.base_url:
@@ -176,16 +249,18 @@ def serving(cfg, model_dir: str):
     if shared:
         yield shared
         return
-    proc, base_url = start_server(cfg, model_dir)
-    if os.environ.get(KEEP_ENV) == "1":  # `make run`: later stages reuse it, `focal.serve stop` ends it
-        _record(cfg, model_dir, proc, base_url)
-        yield base_url
-        return
-    try:
-        yield base_url
-    finally:
-        stop_group(proc.pid)
-        proc.wait(timeout=60)
+    keep = os.environ.get(KEEP_ENV) == "1"  # `make run`: later stages reuse it, `focal.serve stop` ends it
+    with sigterm_exits():
+        proc, base_url = start_server(cfg, model_dir, owner=env_owner() if keep else None)
+        if keep:
+            _record(cfg, model_dir, proc, base_url)
+            yield base_url
+            return
+        try:
+            yield base_url
+        finally:
+            stop_group(proc.pid)
+            proc.wait(timeout=60)
 
 
 def main(argv=None):
@@ -203,8 +278,8 @@ def main(argv=None):
             print(cfg.base_url)
             return
         url = shared_server(cfg, model_dir)
-        if url is None:
-            proc, url = start_server(cfg, model_dir)
+        if url is None:  # outlives this command: owned by FOCAL_SERVE_OWNER_PID, else by nobody
+            proc, url = start_server(cfg, model_dir, owner=env_owner() or 0)
             _record(cfg, model_dir, proc, url)
         print(url)
     else:
