@@ -71,3 +71,79 @@ def test_llm_judged_criteria_without_a_judge_need_checks_only():
         FocalReward(items)
     reward = FocalReward(items, checks_only=True)
     assert [r.criterion.id for r in reward.requests(["p"], ["a"])] == ["short"]
+
+
+def test_grpo_with_focal_reward_calling_a_loopback_judge(tmp_path):
+    """LLM-judged criteria go to the judge (cached); a criterion whose judgment always fails is left out of the
+    reward, which stays finite; a repeated batch is answered from the cache."""
+    from fake_openai import FakeOpenAI
+    from focal.cache import Cache
+    from focal.config import Judge as JudgeConfig
+    from focal.endpoints import Endpoint
+    from focal.judge import Judge
+
+    judged = Criterion("on_topic", "Stays on topic.", 2.0, "important", key="on_topic")
+    broken = Criterion("broken", "Always fails [[fault:500:all]].", 2.0, "important", key="broken")
+    items = [Item(it.id, it.prompt, it.criteria + (judged, broken)) for it in ITEMS]
+    folder = make_tiny_model(tmp_path / "tiny")
+    cfg = JudgeConfig(model="judge", max_retries=0, backoff_s=0.01, timeout_s=5.0)
+    with FakeOpenAI() as server:
+        judge = Judge(cfg, Endpoint(server.base_url, "judge", "fake-judge"), cache=Cache(tmp_path / "j.sqlite"))
+        reward = FocalReward({it.id: it for it in items}, aggregator="focal", judge=judge)
+        train = Train(max_steps=2, prompts_per_step=2, num_generations=4, max_completion_length=8, learning_rate=1e-2)
+        trainer = build_trainer(str(folder), items, reward, train, str(tmp_path / "out"), seed=0)
+        trainer.train()
+        assert server.calls == judge.stats.calls > 0
+        logs = [e for e in trainer.state.log_history if "judge/calls" in e]
+        assert logs and all(e["judge/failures"] >= 1 for e in logs)  # the broken criterion, every step
+        assert all(math.isfinite(e["reward"]) for e in logs)  # its failures never reach the reward
+        assert "criteria/broken/pass_rate" not in {k for e in logs for k in e}  # nothing judged: no pass rate
+        # the same batch twice: the second time only the failing criterion is asked again
+        batch = dict(prompts=["x"] * 4, completions=["the sun", "a b", "sun sun", "why"], prompt_id=["p0"] * 4)
+        first = asyncio.run(reward(**batch))
+        calls = server.calls
+        second = asyncio.run(reward(**batch))
+    assert server.calls - calls == 4  # 4 rollouts x the broken criterion; on_topic came from the cache
+    assert reward.last_metrics["judge/cache_hits"] == 4 and reward.last_metrics["judge/failures"] == 4
+    assert len(first) == len(second) == 4 and all(r is not None for r in second)
+
+
+class _Kill:
+    """A TrainerCallback that 'kills' training at the start of a given step (after the checkpoint before it)."""
+
+    def __init__(self, at: int):
+        self.at = at
+
+    def __getattr__(self, name):
+        return lambda *a, **k: None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step == self.at:
+            raise KeyboardInterrupt("killed")
+
+
+def test_a_killed_run_resumes_from_its_checkpoint_and_ends_like_an_uninterrupted_one(tmp_path):
+    from focal.train import last_checkpoint, train_policy
+
+    folder = str(make_tiny_model(tmp_path / "tiny"))
+    cfg = Train(max_steps=4, prompts_per_step=2, num_generations=4, max_completion_length=8, learning_rate=1e-2,
+                save_steps=2)
+
+    def reward():
+        return FocalReward({it.id: it for it in ITEMS}, aggregator="focal", gamma=2.0)
+
+    whole = reward()
+    full = train_policy(folder, ITEMS, whole, cfg, tmp_path / "a", seed=0)
+    first = reward()
+    with pytest.raises(KeyboardInterrupt):
+        train_policy(folder, ITEMS, first, cfg, tmp_path / "b", seed=0, callbacks=[_Kill(at=2)])
+    assert last_checkpoint(tmp_path / "b").name == "checkpoint-2"
+    resumed = reward()  # a new process: nothing in memory but what the checkpoint holds
+    again = train_policy(folder, ITEMS, resumed, cfg, tmp_path / "b", seed=0)
+    assert again.state.global_step == 4 and resumed.step == whole.step == 4
+    assert resumed.state.m == pytest.approx(whole.state.m, abs=1e-12)  # Focal's state, as if never interrupted
+    steps = [(e["step"], e["reward"], e["loss"]) for e in full.state.log_history if "reward" in e]
+    assert [(e["step"], e["reward"], e["loss"]) for e in again.state.log_history if "reward" in e] == steps
+    # the weights agree to optimizer noise (measured: at most 3e-3 after 4 steps at lr 1e-2 on this model)
+    for (name, p), q in zip(full.model.named_parameters(), again.model.parameters()):
+        assert torch.allclose(p, q, atol=1e-2), name
