@@ -90,7 +90,7 @@ def run(params: ParamsOpt = "params.yaml", stages: StagesOpt = None,
     stages (default: all) and can read another params file. A model server started by one stage is reused
     by the next and stopped at the end.
     """
-    from focal.serve import KEEP_ENV, stop_recorded
+    from focal.serve import KEEP_ENV, OWNER_ENV, stop_recorded
 
     p, names = load_params(params), stage_list(stages)
     if flow:
@@ -103,7 +103,7 @@ def run(params: ParamsOpt = "params.yaml", stages: StagesOpt = None,
         raise ValueError(f"--params {params}: dvc repro reads ./params.yaml; pass --flow to run on another file, "
                          "or vary a key with `dvc exp run -S section.key=value`")
     cmd = [sys.executable, "-m", "dvc", "repro", *dvc_targets(names)]
-    env = {**os.environ, KEEP_ENV: "1", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {**os.environ, KEEP_ENV: "1", OWNER_ENV: str(os.getpid()), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     try:
         t0 = time.perf_counter()
         code = subprocess.run(cmd, env=env).returncode

@@ -5,8 +5,8 @@
 
 import math
 import os
-import signal
 import subprocess
+import time
 
 import pytest
 
@@ -17,7 +17,7 @@ from focal.models import materialize
 from focal.rollouts import COLUMNS, OpenAIBackend, Sampling, sample_rollouts
 from focal.rubric import load_rubric_set
 from focal.rubricgen import RubricGenerator
-from focal.serve import serving, start_server, stop_group
+from focal.serve import start_server, stop_group
 
 pytestmark = pytest.mark.slow
 ROOT = os.path.dirname(os.path.dirname(__file__))
@@ -40,8 +40,10 @@ def params(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(params):
-    with serving(params.serve, params.paths.base_model) as base_url:
-        yield base_url
+    from focal.endpoints import judge_endpoint
+
+    with judge_endpoint(params) as endpoint:  # the local server with the base model
+        yield endpoint
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +64,7 @@ def test_judge_real_pairs(params, server, items):
 
 
 def test_rollouts_real_schema_and_resume(params, server, items, tmp_path):
-    backend = OpenAIBackend(server, params.serve.served_model_name, params.rollouts)
+    backend = OpenAIBackend(server.base_url, server.model, params.rollouts)
     s = Sampling(n=2, max_tokens=24, seed=0, temperature=0.8)
     cache = Cache(tmp_path / "r.sqlite")
     df = sample_rollouts(items, backend, s, "smol", cache)
@@ -82,17 +84,19 @@ def test_rubric_generation_real_is_valid_or_reported(params, server, items):
     assert len(result["items"]) + len(result["failed_prompts"]) == 1
     for it in result["items"]:
         assert 3 <= len(it.criteria) <= 20 and any(c.pitfall for c in it.criteria)
-    for r in result["rejected"]:
-        assert r["reason"] and r["prompt_id"] == items[0].id
+    if result["failed_prompts"]:  # a 135M model may fail: then every attempt's rejection is reported, with its reason
+        assert len(result["rejected"]) == 1 and result["rejected"][0]["reason"]
+    assert all(r["reason"] and r["prompt_id"] == items[0].id for r in result["rejected"])
 
 
 def test_serving_stops_exactly_the_processes_it_started(params):
     proc, url = start_server(params.serve, params.paths.base_model)
     children = subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True, text=True).stdout.split()
-    assert str(proc.pid) in children
-    stop_group(proc.pid)
+    assert str(proc.pid) in children and len(children) >= 2  # the launcher and vLLM (and its engine)
+    t0 = time.monotonic()
+    stop_group(proc.pid, grace_s=30.0)
     proc.wait(timeout=60)
+    assert time.monotonic() - t0 < 25  # SIGTERM was enough: SIGKILL only comes after the 30 s grace period
     for pid in children:
         with pytest.raises(ProcessLookupError):
             os.kill(int(pid), 0)
-    assert signal.SIGTERM  # the group got SIGTERM first (stop_group), SIGKILL only after the grace period
