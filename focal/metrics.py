@@ -12,6 +12,7 @@ call these functions, so a number has the same meaning wherever it is printed.
     step_metrics(r, w, groups, categories, keys, agg, pitfall)
                                              the summary plus criteria/<key>/{pass_rate,saturation,weight},
                                              rubric/noncontrastive_frac, rubric/zero_std_frac
+    constant_by_key(r, groups, keys)          criteria/<key>/judge_constant (on the judge's rows)
 
 - rubric score (HealthBench's grader formula): for one response, (sum of the weights
   of met positive criteria - sum of the weights of present pitfalls) / (sum of the
@@ -106,16 +107,29 @@ def rubric_summary(r, w, pitfall, categories, groups=None) -> dict[str, float]:
     return out
 
 
-def noncontrastive_frac(r, groups) -> float:
-    """Share of (group, criterion) pairs judged at least twice whose within-group std is 0."""
+def _constant(r, groups):
+    """[C] (constant, seen): per column, how many groups judged it at least twice, and in how many of those it was constant."""
     r = np.asarray(r, float)
-    flat, total = 0, 0
+    flat, seen = np.zeros(r.shape[1]), np.zeros(r.shape[1])
     for idx in group_index(groups):
         n, _, _, std = group_stats(r[idx])
-        seen = n >= 2
-        total += int(seen.sum())
-        flat += int((std[seen] == 0).sum())
-    return flat / total if total else float("nan")
+        seen += n >= 2
+        flat += (n >= 2) & (std == 0)
+    return flat, seen
+
+
+def noncontrastive_frac(r, groups) -> float:
+    """Share of (group, criterion) pairs judged at least twice whose within-group std is 0."""
+    flat, seen = _constant(r, groups)
+    return float(flat.sum() / seen.sum()) if seen.sum() else float("nan")
+
+
+def constant_by_key(r, groups, keys) -> dict[str, float]:
+    """Per criterion key: share of its (group, criterion) pairs judged at least twice that got one verdict for all."""
+    flat, seen = _constant(r, groups)
+    keys = np.asarray(keys).astype(str)
+    return {k: float(flat[keys == k].sum() / seen[keys == k].sum())
+            for k in sorted(set(keys.tolist())) if seen[keys == k].sum()}
 
 
 def zero_std_frac(rewards, groups) -> float:

@@ -15,7 +15,10 @@ aggregator (`static`, `gdpo`, `pow3r`, `focal`, `strict`, `min`) and carry
 Focal's state to the next step. A failed judgment is left out of its row (see
 focal/aggregate.py); a completion with nothing judged gets None (TRL's "could not
 score"). Through TRL's `log_metric` it logs METHOD.md's names: criteria/<key>/*,
-rubric/*, judge/*, train/aggregate_s and train/judge_s.
+rubric/*, judge/*, train/aggregate_s and train/judge_s; rubric/zero_std_frac (groups
+whose rewards are all equal: no gradient) and criteria/<key>/judge_constant (groups
+in which the judge gave every rollout the same verdict) say whether anything can be
+learned (focal.train.SignalGate acts on them).
 
 Items with criteria that have no check need a judge: without one the reward
 refuses to start unless `checks_only=True` says to use only the checked criteria.
@@ -30,7 +33,7 @@ import pandas as pd
 
 from focal.aggregate import FocalState, aggregate, get_aggregator, update_state
 from focal.judge import Judge, Request
-from focal.metrics import satisfaction_matrix, step_metrics
+from focal.metrics import constant_by_key, satisfaction_matrix, step_metrics
 
 
 def completion_text(c) -> str:
@@ -111,6 +114,11 @@ class FocalReward:
             rewards = [values[index[f"s{self.step}-{i}"]] if f"s{self.step}-{i}" in index else None
                        for i in range(len(texts))]
             metrics = step_metrics(m.r, m.w, m.groups, m.categories, m.keys, out, pitfall=m.pitfall)
+            judged = df[df.source == "judge"]
+            if len(judged):  # a judge that gives every rollout of a group the same verdict teaches nothing
+                jm = satisfaction_matrix(judged)
+                metrics.update({f"criteria/{k}/judge_constant": v
+                                for k, v in constant_by_key(jm.r, jm.groups, jm.keys).items()})
         t2 = time.perf_counter()
         metrics.update(counts)
         metrics["train/aggregate_s"] = t2 - t1

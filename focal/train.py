@@ -135,6 +135,32 @@ class LiveLog(_Callback):
         self.live.make_summary()
 
 
+class SignalGate(_Callback):
+    """Warns when a reward call had no learning signal (every group's rewards equal) for `warn_after` calls in a
+    row, and stops training after `max_flat` such calls (0 = never stop); `stopped` then says why."""
+
+    def __init__(self, reward, max_flat: int = 0, warn_after: int = 3):
+        self.reward, self.max_flat, self.warn_after = reward, max_flat, warn_after
+        self.flat, self.seen_step, self.stopped = 0, reward.step, None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.reward.step == self.seen_step:  # no new generation batch this step (steps_per_generation > 1)
+            return
+        self.seen_step = self.reward.step
+        m = self.reward.last_metrics
+        self.flat = self.flat + 1 if m.get("rubric/zero_std_frac") == 1.0 else 0
+        if self.flat < self.warn_after:
+            return
+        constant = sorted(k.split("/")[1] for k, v in m.items() if k.endswith("/judge_constant") and v == 1.0)
+        why = (f"no learning signal for {self.flat} generation batches in a row: every group's rewards were equal "
+               f"(rubric/zero_std_frac = 1)" + (f"; the judge gave one verdict to every rollout on: "
+                                               f"{', '.join(constant)}" if constant else ""))
+        print(f"train: warning: {why}")
+        if self.max_flat and self.flat >= self.max_flat:
+            self.stopped = f"{why}; stopped by train.max_zero_std_steps = {self.max_flat}"
+            control.should_training_stop = True
+
+
 class StepTimer(_Callback):
     """Records the wall time of each optimizer step (for the aggregation overhead)."""
 

@@ -9,7 +9,9 @@ trained policy to `paths.trained_model` and the curves to `paths.train_log`
 TRL's reward and loss). Checkpoints (every `train.save_steps`, with Focal's state)
 go to `paths.train_checkpoints/<run key>`: run it again after a crash and it
 resumes. The judge's server is started only when some criterion needs it
-(`train.use_judge` and criteria without a check).
+(`train.use_judge` and criteria without a check). When no group's rewards differ
+for several generation batches in a row, it warns (naming the criteria the judge
+gave one verdict everywhere) and, after `train.max_zero_std_steps`, stops and fails.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from focal.judge import Judge
 from focal.reward import FocalReward, state_from_judgments
 from focal.rubric import item_from_row, load_rubric_set
 from focal.stage import run_stage
-from focal.train import StepTimer, run_key, save_policy, train_policy
+from focal.train import SignalGate, StepTimer, run_key, save_policy, train_policy
 
 READS = ('base', 'train', 'judge', 'serve')  # params sections this stage reads: dvc.yaml declares exactly these (a test checks)
 
@@ -59,11 +61,14 @@ def run(params: Params) -> list[Path]:
             judge = Judge(params.judge, endpoint, template, cache) if needs_judge else None
             reward = FocalReward({it.id: it for it in items}, t.aggregator, judge, state, checks_only=not needs_judge,
                                  **t.aggregator_params())
-            timer = StepTimer()
+            timer, gate = StepTimer(), SignalGate(reward, t.max_zero_std_steps)
             trainer = train_policy(policy, items, reward, t, work, params.base.seed, log_dir=work / "dvclive",
-                                   callbacks=[timer])
+                                   callbacks=[timer, gate])
     finally:
         cache.close()
+    if gate.stopped:
+        raise ValueError(f"train: {gate.stopped}; nothing was saved (fix the judge or the rubric, or raise "
+                         "train.max_zero_std_steps)")
     save_policy(trainer, paths.trained_model)
     with atomic_dir(paths.train_log) as tmp:  # the curves of the whole run, resumed parts included
         shutil.copytree(work / "dvclive", tmp, dirs_exist_ok=True)

@@ -70,3 +70,11 @@ def test_simulator_is_paired_deterministic_and_learns():
     assert a[0] == train(world, "focal", cfg, seed=3)[0]  # same start for every aggregator
     assert a[-1]["rubric/score"] > a[0]["rubric/score"]
     assert all(world.applies[p, world.pitfall].any() for p in range(cfg.n_prompts))
+
+
+def test_constant_by_key_hand_computed():
+    from focal.metrics import constant_by_key
+
+    # group 0: a varies, b constant; group 1: a constant, b constant; c judged once per group: not counted
+    r = np.array([[1, 1, 1], [0, 1, nan], [1, 0, 0], [1, 0, nan]])
+    assert constant_by_key(r, [0, 0, 1, 1], ["a", "b", "c"]) == {"a": 0.5, "b": 1.0}

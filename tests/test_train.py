@@ -147,3 +147,20 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_ends_like_an_uninterrupted
     # the weights agree to optimizer noise (measured: at most 3e-3 after 4 steps at lr 1e-2 on this model)
     for (name, p), q in zip(full.model.named_parameters(), again.model.parameters()):
         assert torch.allclose(p, q, atol=1e-2), name
+
+
+def test_no_learning_signal_warns_and_stops_training(tmp_path, capsys):
+    """Every completion meets the only criterion: every group's rewards are equal, the gradient is 0."""
+    from focal.train import SignalGate, train_policy
+
+    always = Criterion("long_enough", "At most 1000 words.", 1.0, "important", check=Check("max_words", {"n": 1000}),
+                       key="long_enough")
+    items = [Item(it.id, it.prompt, (always,)) for it in ITEMS]
+    reward = FocalReward({it.id: it for it in items}, aggregator="static")
+    gate = SignalGate(reward, max_flat=3, warn_after=2)
+    cfg = Train(max_steps=6, prompts_per_step=2, num_generations=4, max_completion_length=8)
+    trainer = train_policy(str(make_tiny_model(tmp_path / "tiny")), items, reward, cfg, tmp_path / "w", seed=0,
+                           callbacks=[gate])
+    assert trainer.state.global_step == 3 and reward.last_metrics["rubric/zero_std_frac"] == 1.0
+    assert gate.stopped and "no learning signal for 3 generation batches" in gate.stopped
+    assert "warning: no learning signal for 2" in capsys.readouterr().out
