@@ -31,7 +31,7 @@ def failed(report):
 
 
 def test_good_judgments_pass():
-    report = check_judgments(table(), Validate())
+    report = check_judgments(table(), Validate(), 0.2)
     assert report["success"], report
     json.dumps(report)
 
@@ -41,20 +41,20 @@ def test_out_of_range_duplicate_and_failures_are_named():
     df.loc[3, "score"] = 1.7
     df = pd.concat([df, df.iloc[[5]]], ignore_index=True)  # a duplicate key
     df.loc[[0, 2, 4, 6, 8], "score"] = math.nan
-    report = check_judgments(df, Validate(max_failure_share=0.1))
+    report = check_judgments(df, Validate(), 0.1)
     assert not report["success"]
     bad = failed(report)
     assert bad[("judgments", "score")]["rows"][0] == {"prompt_id": "p1", "rollout_id": "r1",
                                                       "criterion_id": "short", "score": 1.7, "row": 3}
     dup = bad[("judgments", ("prompt_id", "rollout_id", "criterion_id"))]
     assert dup["unexpected_count"] == 2 and {r["row"] for r in dup["rows"]} == {5, 20}
-    assert bad[("judgments", "failed")]["observed"] == pytest.approx(5 / 21)
+    assert bad[("judgments", "failed")]["observed"] == pytest.approx(5 / 10)  # of the 10 judge rows (checks cannot fail)
 
 
 def test_constant_judge_and_criterion_means():
     df = table()
     df.loc[df.criterion_id == "relevant", "score"] = 1.0  # the judge says yes to everything
-    report = check_judgments(df, Validate(max_constant_share=0.0, criterion_mean_max=0.9, min_rows_for_constant=5))
+    report = check_judgments(df, Validate(max_constant_share=0.0, criterion_mean_max=0.9, min_rows_for_constant=5), 0.2)
     bad = failed(report)
     assert report["constant_keys"] == ["relevant"]
     assert bad[("criteria", "constant")]["observed"] == 0.5  # 1 of 2 keys (checks never count as a judge)
@@ -74,3 +74,20 @@ def test_validate_stage_fails_on_all_failures_with_a_readable_report(tmp_path):
     assert "observed 1.0" in proc.stderr and "Traceback" not in proc.stderr
     report = json.loads((tmp_path / "v.json").read_text())
     assert report["success"] is False and report["failure_share"] == 1.0
+
+
+def test_failure_share_counts_only_the_judges_rows():
+    """34% of judge calls failing (75% on one criterion) passed at "17.6%" when check rows, which cannot fail,
+    were counted too."""
+    rows = []
+    for r in range(40):
+        for c, key, source in (("relevant", "relevant", "judge"), ("correct", "correct", "judge"),
+                               ("short", "word_limit", "check"), ("lower", "lowercase", "check")):
+            rows.append({"prompt_id": f"p{r % 4}", "rollout_id": f"r{r}", "criterion_id": c, "key": key,
+                         "source": source, "score": 1.0, "reason": ""})
+    df = pd.DataFrame(rows)
+    judged = df.index[df.source == "judge"]
+    df.loc[judged[:27], "score"] = math.nan  # 27 of 80 judge calls
+    report = check_judgments(df, Validate(), 0.2)
+    assert report["failure_share"] == pytest.approx(27 / 80) and report["judge_rows"] == 80
+    assert not report["success"] and failed(report)[("judgments", "failed")]["observed"] == pytest.approx(27 / 80)
