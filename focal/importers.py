@@ -1,8 +1,10 @@
 """Importers: rubric formats users already have, turned into Focal items.
 
-Each loader reads one file and returns a list of focal.rubric.Item; a rubric set
-picks one with `format:` in its set.yaml. Row converters are exposed for use on
-data already in memory.
+Each loader reads one file and returns a list of focal.items.Item; a rubric set
+picks one with `format:` in its set.yaml (focal/rubric.py's FORMATS). Every
+criterion is built as a Focal criterion mapping and validated by
+focal.items.parse_criterion, the same validator as Focal's own YAML. Row
+converters are exposed for use on data already in memory.
 
 | format           | file                | one row                                                        |
 |------------------|---------------------|----------------------------------------------------------------|
@@ -27,8 +29,7 @@ import json
 import re
 from pathlib import Path
 
-from focal.rubric import (Criterion, Item, RubricError, Scale, _Where, hash_split,
-                          load_focal_items, make_item)
+from focal.items import Criterion, Item, RubricError, Where, hash_split, make_item, parse_criterion, read_text
 
 _RAR_CATEGORY = re.compile(r"^\s*(essential|important|optional|pitfall)\s+criteri(?:a|on)\s*:\s*", re.I)
 _WB_LEVELS = ("1-2", "3-4", "5-6", "7-8", "9-10")
@@ -37,11 +38,7 @@ _WB_LEVELS = ("1-2", "3-4", "5-6", "7-8", "9-10")
 def read_jsonl(path: Path) -> list[tuple[int, dict]]:
     """(line number, row) for each non-empty line; bad JSON names the line."""
     rows = []
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise RubricError(f"{path}: file not found") from None
-    for n, line in enumerate(lines, 1):
+    for n, line in enumerate(read_text(path).splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -54,7 +51,7 @@ def read_jsonl(path: Path) -> list[tuple[int, dict]]:
     return rows
 
 
-def _req(row: dict, key: str, where: _Where, kind=str):
+def _req(row: dict, key: str, where: Where, kind=str):
     v = row.get(key)
     if not isinstance(v, kind) or (kind is str and not v.strip()) or (kind is list and not v):
         raise where.error(key, "is missing or empty" if v in (None, "", []) else f"has the wrong type ({type(v).__name__})",
@@ -62,7 +59,7 @@ def _req(row: dict, key: str, where: _Where, kind=str):
     return v
 
 
-def _weight(v, where: _Where, key: str) -> float:
+def _weight(v, where: Where, key: str) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or v == 0:
         raise where.error(key, f"must be a non-zero number, got {v!r}", f"write e.g. `\"{key}\": 3`")
     return float(v)
@@ -70,10 +67,10 @@ def _weight(v, where: _Where, key: str) -> float:
 
 # ---- HealthBench --------------------------------------------------------------------
 
-def healthbench_item(row: dict, where: _Where, eval_fraction: float) -> Item:
+def healthbench_item(row: dict, where: Where, eval_fraction: float) -> Item:
     """A HealthBench row: rubric items with points (negative = pitfall) and axis tags."""
     iid = str(row.get("prompt_id") or row.get("id") or where.item)
-    where = _Where(where.path, where.line, iid)
+    where = Where(where.path, where.line, iid)
     prompt = row.get("prompt")
     if isinstance(prompt, str):
         messages = ({"role": "user", "content": prompt},)
@@ -84,28 +81,29 @@ def healthbench_item(row: dict, where: _Where, eval_fraction: float) -> Item:
     last_user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), messages[-1]["content"])
     criteria = []
     for j, rb in enumerate(_req(row, "rubrics", where, list)):
-        cw = _Where(where.path, where.line, iid, f"c{j + 1}")
+        cw = Where(where.path, where.line, iid, f"c{j + 1}")
         if not isinstance(rb, dict):
             raise cw.error("rubrics", f"entries must be objects, got {rb!r}", "write {criterion, points, tags}")
         points = _weight(rb.get("points"), cw, "points")
         axis = next((t.split(":", 1)[1] for t in rb.get("tags", []) if isinstance(t, str) and t.startswith("axis:")), None)
-        criteria.append(Criterion(f"c{j + 1}", _req(rb, "criterion", cw), abs(points),
-                                  axis or ("pitfall" if points < 0 else "important"), points < 0))
+        criteria.append(parse_criterion({"id": f"c{j + 1}", "text": _req(rb, "criterion", cw), "weight": abs(points),
+                                         "category": axis or ("pitfall" if points < 0 else "important"),
+                                         "pitfall": points < 0}, cw))
     split = row.get("split") or hash_split(iid, eval_fraction)
     return make_item(iid, last_user, criteria, split, where, messages if len(messages) > 1 else ())
 
 
 def load_healthbench(path: Path, eval_fraction: float) -> list[Item]:
-    return [healthbench_item(row, _Where(path, n, f"line {n}"), eval_fraction) for n, row in read_jsonl(path)]
+    return [healthbench_item(row, Where(path, n, f"line {n}"), eval_fraction) for n, row in read_jsonl(path)]
 
 
 # ---- RaR (Rubrics as Rewards) -------------------------------------------------------
 
-def rar_criteria(rubric: list, where: _Where) -> list[Criterion]:
+def rar_criteria(rubric: list, where: Where) -> list[Criterion]:
     """RaR items {title, description, weight}; category from the 'X Criteria:' prefix."""
     out = []
     for j, rb in enumerate(rubric):
-        cw = _Where(where.path, where.line, where.item, f"r{j + 1}")
+        cw = Where(where.path, where.line, where.item, f"r{j + 1}")
         if not isinstance(rb, dict):
             raise cw.error("rubric", f"entries must be objects, got {rb!r}", "write {title, description, weight}")
         description = _req(rb, "description", cw)
@@ -113,7 +111,8 @@ def rar_criteria(rubric: list, where: _Where) -> list[Criterion]:
         m = _RAR_CATEGORY.match(description) or _RAR_CATEGORY.match(str(rb.get("title", "")))
         category = m.group(1).lower() if m else ("pitfall" if weight < 0 else "important")
         text = _RAR_CATEGORY.sub("", description).strip() or description
-        out.append(Criterion(f"r{j + 1}", text, abs(weight), category, weight < 0 or category == "pitfall"))
+        out.append(parse_criterion({"id": f"r{j + 1}", "text": text, "weight": abs(weight), "category": category,
+                                    "pitfall": weight < 0 or category == "pitfall"}, cw))
     return out
 
 
@@ -121,7 +120,7 @@ def load_rar(path: Path, eval_fraction: float) -> list[Item]:
     items = []
     for n, row in read_jsonl(path):
         iid = str(row.get("id") or f"rar{n}")
-        where = _Where(path, n, iid)
+        where = Where(path, n, iid)
         prompt = row.get("prompt") or row.get("question")
         if not isinstance(prompt, str) or not prompt.strip():
             raise where.error("prompt", "is missing (also looked for `question`)", "each row needs the prompt text")
@@ -135,18 +134,19 @@ def load_rar(path: Path, eval_fraction: float) -> list[Item]:
 _CTT_CATEGORY = {1: "optional", 2: "important", 3: "essential"}
 
 
-def chasing_the_tail_criteria(rubric: list, where: _Where) -> list[Criterion]:
+def chasing_the_tail_criteria(rubric: list, where: Where) -> list[Criterion]:
     """Chasing-the-Tail rubric JSON [{criterion, weight 1-3}], judged yes/no."""
     out = []
     for j, rb in enumerate(rubric):
-        cw = _Where(where.path, where.line, where.item, f"t{j + 1}")
+        cw = Where(where.path, where.line, where.item, f"t{j + 1}")
         if not isinstance(rb, dict):
             raise cw.error("rubric", f"entries must be objects, got {rb!r}", "write {criterion, weight}")
         weight = _weight(rb.get("weight"), cw, "weight")
         if weight < 0:
             raise cw.error("weight", f"must be 1-3, got {weight:g}", "Chasing-the-Tail weights are positive")
         category = _CTT_CATEGORY.get(int(weight), "essential" if weight > 3 else "optional")
-        out.append(Criterion(f"t{j + 1}", _req(rb, "criterion", cw), weight, category))
+        out.append(parse_criterion({"id": f"t{j + 1}", "text": _req(rb, "criterion", cw), "weight": weight,
+                                    "category": category}, cw))
     return out
 
 
@@ -154,7 +154,7 @@ def load_chasing_the_tail(path: Path, eval_fraction: float) -> list[Item]:
     items = []
     for n, row in read_jsonl(path):
         iid = str(row.get("id") or f"ctt{n}")
-        where = _Where(path, n, iid)
+        where = Where(path, n, iid)
         criteria = chasing_the_tail_criteria(_req(row, "rubric", where, list), where)
         items.append(make_item(iid, _req(row, "prompt", where).strip(), criteria,
                                row.get("split") or hash_split(iid, eval_fraction), where))
@@ -163,36 +163,29 @@ def load_chasing_the_tail(path: Path, eval_fraction: float) -> list[Item]:
 
 # ---- WritingBench -------------------------------------------------------------------
 
-def writingbench_item(row: dict, where: _Where, eval_fraction: float) -> Item:
+def writingbench_item(row: dict, where: Where, eval_fraction: float) -> Item:
     """A WritingBench query with its checklist of 1-10 criteria and level descriptors."""
     iid = f"wb{row['index']}" if "index" in row else str(where.item)
-    where = _Where(where.path, where.line, iid)
+    where = Where(where.path, where.line, iid)
     criteria = []
     for j, ck in enumerate(_req(row, "checklist", where, list)):
-        cw = _Where(where.path, where.line, iid, f"w{j + 1}")
+        cw = Where(where.path, where.line, iid, f"w{j + 1}")
         if not isinstance(ck, dict):
             raise cw.error("checklist", f"entries must be objects, got {ck!r}", "write {name, criteria_description, 1-2..9-10}")
         levels = "; ".join(f"{lv}: {ck[lv]}" for lv in _WB_LEVELS if ck.get(lv))
         text = f"{_req(ck, 'name', cw)}: {_req(ck, 'criteria_description', cw)}"
         if levels:
             text += f" Scoring levels: {levels}"
-        criteria.append(Criterion(f"w{j + 1}", text, 1.0, "writing", False, Scale("likert", 1.0, 10.0)))
+        criteria.append(parse_criterion({"id": f"w{j + 1}", "text": text, "weight": 1, "category": "writing",
+                                         "scale": {"kind": "likert", "min": 1, "max": 10}}, cw))
     return make_item(iid, _req(row, "query", where).strip(), criteria,
                      row.get("split") or hash_split(iid, eval_fraction), where)
 
 
 def load_writingbench(path: Path, eval_fraction: float, limit: int | None = None) -> list[Item]:
     rows = read_jsonl(path)[:limit]
-    return [writingbench_item(row, _Where(path, n, f"line {n}"), eval_fraction) for n, row in rows]
+    return [writingbench_item(row, Where(path, n, f"line {n}"), eval_fraction) for n, row in rows]
 
 
-FORMATS = {
-    "focal": load_focal_items,
-    "healthbench": load_healthbench,
-    "rar": load_rar,
-    "chasing_the_tail": load_chasing_the_tail,
-    "writingbench": load_writingbench,
-}
-
-__all__ = ["FORMATS", "read_jsonl", "healthbench_item", "rar_criteria",
-           "chasing_the_tail_criteria", "writingbench_item"]
+__all__ = ["read_jsonl", "load_healthbench", "load_rar", "load_chasing_the_tail", "load_writingbench",
+           "healthbench_item", "rar_criteria", "chasing_the_tail_criteria", "writingbench_item"]

@@ -1,6 +1,9 @@
 """Atomic file writes: write to a temp file beside the target, then rename.
 
-A crash never leaves a half-written output behind.
+A crash never leaves a half-written output behind. The temp file or folder is
+created with mode 0666 / 0777 and the kernel applies the user's umask (and any
+default ACL), so the result has the mode any ordinary write would give it, not
+mkstemp's 0600.
 
     from focal.io import write_parquet, write_json, write_text
 """
@@ -9,24 +12,40 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
+
+
+def _create_beside(path: Path, make) -> Path:
+    """A new, unused temp name beside `path`, created by `make(name)` (which fails if it exists)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(100):  # a clash of 48 random bits is already unlikely; 100 in a row is not going to happen
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            make(tmp)
+            return tmp
+        except FileExistsError:  # another writer's temp: draw another name
+            continue
+    raise FileExistsError(f"{path.parent}: no free temp name for {path.name} after 100 tries")
+
+
+def _new_file(p: Path) -> None:
+    os.close(os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
 
 
 @contextmanager
 def atomic_path(path):
     """Yield a temp path in the target's folder; on success rename it onto `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = _create_beside(path, _new_file)
     try:
-        yield Path(tmp)
+        yield tmp
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        if tmp.exists():
+            tmp.unlink()
 
 
 def write_text(path, text: str) -> None:
@@ -46,14 +65,10 @@ def write_parquet(path, df) -> None:
 @contextmanager
 def atomic_dir(path):
     """Yield a temp folder beside `path`; on success it replaces `path` (old contents removed)."""
-    import shutil
-
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = _create_beside(path, lambda p: os.mkdir(p, 0o777))
     try:
         yield tmp
-        tmp.chmod(0o755)  # mkdtemp makes it 0700
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)

@@ -1,16 +1,19 @@
 """Rubric schema: projection, validation errors that name file/item/field, importers, the shipped sets."""
 
+import ast
 import math
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 
-from focal.importers import FORMATS
-from focal.rubric import Criterion, RubricError, Scale, load_rubric_set
+from focal.rubric import (FORMATS, REQUIRED_MARKERS, TEMPLATE_MARKERS, Check, Criterion, Item, RubricError, Scale,
+                          check_template, criterion_from_dict, criterion_to_dict, load_rubric_set)
 
 FIXTURES = Path(__file__).parent / "fixtures"
-RUBRICS = Path(__file__).parents[1] / "rubrics"
+ROOT = Path(__file__).parents[1]
+RUBRICS = ROOT / "rubrics"
 
 
 def test_satisfaction_projection():
@@ -67,6 +70,147 @@ def test_load_focal_format(tmp_path):
 def test_broken_rubric_files_name_file_item_and_field(tmp_path, broken, expected):
     with pytest.raises(RubricError, match=expected.replace("[", r"\[").replace("(", r"\(")):
         load_rubric_set(write_set(tmp_path, broken))
+
+
+@pytest.mark.parametrize("check, expected", [
+    ('{max_words: "ten"}', "prompts.yaml:4: item 'p1' criterion 'short' field 'check' check 'max_words' parameter 'n' "
+                           "must be an integer >= 0, got 'ten'; write `check: {max_words: <integer >= 0>}`"),
+    ("{max_words: -5}", "criterion 'short' field 'check' check 'max_words' parameter 'n' must be an integer >= 0, got -5"),
+    ("{contains_any: ai}", "prompts.yaml:4: item 'p1' criterion 'short' field 'check' check 'contains_any' parameter "
+                           "'words' must be a non-empty list of non-empty texts, got 'ai'; "
+                           "write `check: {contains_any: [<non-empty text>, ...]}`"),
+    ("{max_count: {text: '!', n: true}}", "field 'check' check 'max_count' parameter 'n' must be an integer >= 0, got True"),
+    ("{regex: '[a-'}", "field 'check' check 'regex' parameter 'pattern' does not compile"),
+])
+def test_check_params_are_type_checked_when_the_set_loads(tmp_path, check, expected):
+    with pytest.raises(RubricError, match=re.escape(expected)):
+        load_rubric_set(write_set(tmp_path, GOOD.replace("{max_words: 5}", check)))
+
+
+def test_a_check_is_validated_wherever_it_is_built():
+    with pytest.raises(ValueError, match=re.escape("check 'contains_any' parameter 'words' must be a non-empty list")):
+        Check("contains_any", {"words": "ai"})
+    row = criterion_to_dict(Criterion("c", "t", check=Check("max_words", {"n": 5})))
+    row["check"]["params"] = {"n": "5"}  # a hand-edited prompt table
+    with pytest.raises(ValueError, match=re.escape("check 'max_words' parameter 'n' must be an integer >= 0, got '5'")):
+        criterion_from_dict(row)
+
+
+TEMPLATE = ("Grade it.\n<<conversation>>\n<<fence_open>>\n<<response>>\n<<fence_close>>\n"
+            "Rubric item: <<rubric_item>>\n<<answer_format>>\n")
+
+
+def set_with_template(tmp_path, template: str) -> Path:
+    folder = write_set(tmp_path, GOOD, "format: focal\njudge_template: judge.md\n")
+    (folder / "judge.md").write_text(template)
+    return folder
+
+
+def test_a_sets_judge_template_is_loaded(tmp_path):
+    assert load_rubric_set(set_with_template(tmp_path, TEMPLATE)).judge_template == TEMPLATE
+
+
+@pytest.mark.parametrize("template, expected", [
+    (TEMPLATE.replace("<<rubric_item>>", "<<rubric>>"),
+     r"judge.md:6: judge template marker <<rubric>> is unknown; use only <<conversation>>, <<response>>"),
+    (TEMPLATE.replace("<<fence_open>>", "BEGIN").replace("<<fence_close>>", "END"),
+     r"judge.md: judge template lacks <<fence_open>>, <<fence_close>>; add them"),
+    (TEMPLATE.replace("<<response>>\n", ""), r"judge.md: judge template lacks <<response>>"),
+    (TEMPLATE.replace("<<response>>\n", "") + "<<response>>\n",
+     r"judge.md: judge template must put <<response>> between <<fence_open>> and <<fence_close>>"),
+])
+def test_judge_template_markers_are_checked_at_load(tmp_path, template, expected):
+    with pytest.raises(RubricError, match=re.escape(expected)) as info:
+        load_rubric_set(set_with_template(tmp_path, template))
+    assert str(info.value).startswith(str(tmp_path / "myset" / "judge.md"))
+
+
+def test_template_markers_agree_with_the_judge():
+    from focal.judge import DEFAULT_TEMPLATE, render_prompt
+
+    assert check_template(DEFAULT_TEMPLATE, "focal/judge_template.md") == DEFAULT_TEMPLATE
+    every = " ".join(f"<<{n}>>" for n in TEMPLATE_MARKERS)
+    c = Criterion("c", "Is short.")
+    assert "<<" not in render_prompt(every, Item("p", "hi", (c,)), c, "ok")  # the judge fills every marker
+    assert set(REQUIRED_MARKERS) <= set(TEMPLATE_MARKERS)
+
+
+@pytest.mark.parametrize("name, meta", [
+    ("prompts.yaml", "format: focal\n"),
+    ("set.yaml", "format: focal\n"),
+    ("judge.md", "format: focal\njudge_template: judge.md\n"),
+])
+def test_a_file_that_is_not_utf8_is_named(tmp_path, name, meta):
+    folder = write_set(tmp_path, GOOD, meta)
+    (folder / "judge.md").write_text(TEMPLATE)
+    target = folder / name
+    target.write_bytes(target.read_bytes().replace(b"\n", "\n# caf\u00e9\n".encode("latin-1"), 1))
+    with pytest.raises(RubricError, match=re.escape(f"{target}:2: is not UTF-8 text (byte 0xe9 at offset")
+                       + r".*; save the file as UTF-8"):
+        load_rubric_set(folder)
+
+
+def test_a_jsonl_file_that_is_not_utf8_is_named(tmp_path):
+    folder = tmp_path / "hb"
+    folder.mkdir()
+    (folder / "set.yaml").write_text("format: healthbench\nfile: x.jsonl\n")
+    (folder / "x.jsonl").write_bytes('{"prompt_id": "caf\u00e9"}\n'.encode("latin-1"))
+    with pytest.raises(RubricError, match=re.escape(f"{folder / 'x.jsonl'}:1: is not UTF-8 text")):
+        load_rubric_set(folder)
+
+
+def test_a_missing_file_is_named_with_the_field_that_names_it(tmp_path):
+    folder = write_set(tmp_path, GOOD, "format: focal\nfile: items.yaml\n")
+    with pytest.raises(RubricError, match=re.escape(f"set.yaml: field 'file' names {folder / 'items.yaml'}, "
+                                                    "which does not exist; create it or fix the name")):
+        load_rubric_set(folder)
+    (folder / "prompts.yaml").unlink()
+    (folder / "set.yaml").write_text("format: focal\n")
+    with pytest.raises(RubricError, match=re.escape(f"field 'file' names {folder / 'prompts.yaml'}, which does not exist")):
+        load_rubric_set(folder)
+    (folder / "set.yaml").unlink()
+    with pytest.raises(RubricError, match=re.escape(f"{folder / 'set.yaml'}: file not found")):
+        load_rubric_set(folder)
+
+
+def focal_imports() -> dict:
+    """module -> [(imported module, names)] for every import in focal/, at any depth (lazy ones too)."""
+    out = {}
+    for path in sorted((ROOT / "focal").glob("*.py")):
+        found = []
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.append((node.module, [a.name for a in node.names]))
+            elif isinstance(node, ast.Import):
+                found += [(a.name, []) for a in node.names]
+        out[f"focal.{path.stem}"] = found
+    return out
+
+
+def test_focal_imports_have_no_cycle_and_no_upward_or_private_import():
+    graph = {m: {dep for dep, _ in deps if dep in focal_imports_cache} for m, deps in focal_imports_cache.items()}
+    done, on_path = set(), []
+
+    def visit(m):
+        assert m not in on_path, f"import cycle: {' -> '.join(on_path[on_path.index(m):] + [m])}"
+        if m not in done:
+            on_path.append(m)
+            for dep in sorted(graph[m]):
+                visit(dep)
+            on_path.pop()
+            done.add(m)
+
+    for m in sorted(graph):
+        visit(m)
+    for m, deps in focal_imports_cache.items():
+        for dep, names in deps:
+            assert dep.split(".")[0] not in ("stages", "flows", "benchmarks"), f"{m} imports {dep}: focal/ is the library"
+            private = [n for n in names if n.startswith("_")] if dep.startswith("focal.") else []
+            if (m, dep, tuple(private)) != ("focal.rubricgen", "focal.rubric", ("_Where",)):  # owned elsewhere, to fix
+                assert not private, f"{m} imports the private {private} from {dep}; make it public or move it"
+
+
+focal_imports_cache = focal_imports()
 
 
 def test_bad_set_yaml_names_the_field(tmp_path):
