@@ -284,6 +284,8 @@ class Judge(Client):
                            at_least(1))
     temperature: float = knob(0.0, "judge sampling temperature", at_least(0))
     structured: bool = knob(True, "ask for a JSON schema (response_format) where the server supports it")
+    max_failure_share: float = knob(0.2, "the judge, validate and evaluate stages fail when more than this share of "
+                                    "the judge's calls failed (checks cannot fail and are not counted)", SHARE)
 
 
 @dataclass
@@ -315,6 +317,8 @@ class Train(Section):
                                      at_least(1))
     save_steps: int = knob(0, "save a checkpoint (with Focal's state) every this many steps, to resume after a crash (0 = none)",
                            at_least(0))
+    max_zero_std_steps: int = knob(0, "stop and fail when this many generation batches in a row had no learning signal "
+                                   "(every group's rewards equal; a warning comes after 3); 0 = never stop", at_least(0))
     bf16: bool = knob(False, "bf16 training (GPU profile; ignored without CUDA)")
     use_vllm: bool = knob(False, "GPU profile: generate through TRL's vLLM server mode (`trl vllm-serve`); CUDA only")
     vllm_server_base_url: str = knob("", "GPU profile: URL of the `trl vllm-serve` server")
@@ -329,7 +333,6 @@ class Train(Section):
 class Validate(Section):
     """Data checks (Great Expectations) on the judgments, between judging and training."""
 
-    max_failure_share: float = knob(0.2, "fail if more than this share of judgments failed (NaN)", SHARE)
     min_rows_for_constant: int = knob(8, "a judged criterion needs this many rows before a constant score counts as degenerate",
                                       at_least(1))
     max_constant_share: float = knob(1.0, "fail if more than this share of judged criteria score the same on every rollout (1.0 = report only)",

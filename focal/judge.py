@@ -44,11 +44,10 @@ from focal.api import Breaker, EndpointDown, failure_kind, make_client, scrub, w
 from focal.cache import Cache, content_key
 from focal.checks import run_check
 from focal.endpoints import Endpoint
-from focal.rubric import Criterion, Item
+from focal.rubric import MARKER, Criterion, Item
 
 DEFAULT_TEMPLATE = (Path(__file__).parent / "judge_template.md").read_text(encoding="utf-8")
 EXPLANATION_CHARS = 200  # keeps answers inside judge.max_tokens when the schema is enforced
-_MARKER = re.compile(r"<<(\w+)>>")
 _FENCED_JSON = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.S)
 
 
@@ -92,7 +91,7 @@ def render_prompt(template: str, item: Item, c: Criterion, response: str) -> str
             raise ValueError(f"judge template has an unknown marker <<{m.group(1)}>>; known: {sorted(values)}")
         return values[m.group(1)]
 
-    return _MARKER.sub(fill, template)
+    return MARKER.sub(fill, template)
 
 
 def answer_schema(c: Criterion) -> dict:

@@ -48,7 +48,6 @@ from focal.importers import load_chasing_the_tail, load_healthbench, load_rar, l
 from focal.items import (CATEGORIES, Check, Criterion, Item, RubricError, Scale, Where, make_item, number,
                          parse_criterion, parse_item, read_text)
 
-_Where = Where  # old name, still imported by focal/rubricgen.py: import focal.items.Where there instead
 
 # Judge-template markers (filled by focal/judge.py's render_prompt, which should import these).
 MARKER = re.compile(r"<<(\w+)>>")

@@ -22,7 +22,8 @@ import re
 
 from focal.api import failure_kind, make_client, scrub, with_retries
 from focal.cache import Cache, content_key
-from focal.rubric import CATEGORIES, Item, RubricError, _Where, make_item, parse_criterion
+from focal.items import Where
+from focal.rubric import CATEGORIES, Item, RubricError, make_item, parse_criterion
 
 GENERATE = """You write grading rubrics for answers to a user's request.
 
@@ -65,7 +66,7 @@ def _norm(text: str) -> str:
 
 def parse_rubric(answer: str, prompt_id: str, prompt: str, lo: int, hi: int) -> Item:
     """Validate a generated rubric with Focal's validator; dedupe; RubricError says what is wrong."""
-    where = _Where("generated", None, prompt_id)
+    where = Where("generated", None, prompt_id)
     try:
         obj = json.loads(answer)
     except json.JSONDecodeError:

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import yaml
 
 from benchmarks import compare_training
@@ -34,6 +35,15 @@ def test_protocol_records_every_run_and_skips_finished_ones(tmp_path, capsys):
         assert "reward" in r["curves"] and len(r["curves"]["reward"]) == 2
     focal_curves = records[2]["curves"]
     assert any(k.endswith("/saturation") for k in focal_curves)
+    # the report pairs focal with static on the same seed and prompts, and draws the picture
+    from benchmarks import compare_report
+
+    runs = compare_report.by_aggregator(records)
+    p = compare_report.paired(runs["static"], runs["focal"], n_boot=50)
+    d = [records[2]["prompt_scores"][k] - records[1]["prompt_scores"][k] for k in sorted(records[1]["prompt_scores"])]
+    assert p["seeds"] == 1 and p["prompts"] == 2 and p["diff"] == pytest.approx(sum(d) / 2)
+    compare_report.report(tmp_path / "results.json")
+    assert (tmp_path / "results.png").read_bytes()[:4] == b"\x89PNG"
     # a rerun trains nothing: every run of this protocol is recorded
     assert compare_training.run(params) == []
     assert "recorded, skipped" in capsys.readouterr().out

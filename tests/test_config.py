@@ -42,7 +42,7 @@ def test_defaults_and_the_committed_params_are_valid():
     ("serve", "port", -1, "serve.port must be in [0, 65535], got -1"),
     # shares, temperatures, timeouts
     ("serve", "gpu_memory_utilization", 1.5, "serve.gpu_memory_utilization must be in (0, 1], got 1.5"),
-    ("validate", "max_failure_share", 1.2, "validate.max_failure_share must be in [0, 1], got 1.2"),
+    ("judge", "max_failure_share", 1.2, "judge.max_failure_share must be in [0, 1], got 1.2"),
     ("rollouts", "top_p", 0, "rollouts.top_p must be in (0, 1], got 0.0"),
     ("train", "alpha_min", 0, "train.alpha_min must be in (0, 1], got 0.0"),
     ("train", "ema_beta", 1, "train.ema_beta must be in [0, 1), got 1.0"),

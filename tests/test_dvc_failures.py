@@ -38,8 +38,11 @@ def tiny_settings(proj: Path, judge_url: str, **train) -> None:
 def test_a_failed_train_run_keeps_the_last_good_model(tmp_path):
     proj = copy_project(tmp_path)
     make_tiny_model(proj / "models" / "base")
+    env = {**os.environ, "GIT_CONFIG_GLOBAL": str(proj / ".gitconfig")}
     with FakeOpenAI() as judge:
         tiny_settings(proj, judge.base_url)
+        subprocess.run(["git", "add", "-A"], cwd=proj, check=True, env=env)
+        subprocess.run(["git", "commit", "-qm", "tiny"], cwd=proj, check=True, env=env)
         for stage in ("prepare", "rollouts", "judge", "validate", "train"):
             dvc(proj, "repro", "--single-item", stage)
         assert judge.calls > 0
@@ -50,6 +53,6 @@ def test_a_failed_train_run_keeps_the_last_good_model(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "dvc", "repro", "--single-item", "train"], cwd=proj, env=env,
                           capture_output=True, text=True)
     assert proc.returncode != 0
-    assert "train.aggregator 'focla' is unknown" in proc.stdout + proc.stderr
+    assert "error: params.yaml: train.aggregator must be one of static, gdpo, pow3r, focal, strict, min, got 'focla'" in proc.stderr
     assert tree_hash(proj / "models" / "trained") == good  # nothing to restore: it was never removed
     assert (proj / "dvclive" / "train" / "metrics.json").exists()

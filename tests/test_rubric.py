@@ -206,8 +206,7 @@ def test_focal_imports_have_no_cycle_and_no_upward_or_private_import():
         for dep, names in deps:
             assert dep.split(".")[0] not in ("stages", "flows", "benchmarks"), f"{m} imports {dep}: focal/ is the library"
             private = [n for n in names if n.startswith("_")] if dep.startswith("focal.") else []
-            if (m, dep, tuple(private)) != ("focal.rubricgen", "focal.rubric", ("_Where",)):  # owned elsewhere, to fix
-                assert not private, f"{m} imports the private {private} from {dep}; make it public or move it"
+            assert not private, f"{m} imports the private {private} from {dep}; make it public or move it"
 
 
 focal_imports_cache = focal_imports()
