@@ -138,3 +138,38 @@ def test_a_model_the_endpoint_does_not_serve_is_refused(tmp_path):
         else:
             raise AssertionError("judging with a model the endpoint does not serve must fail")
         assert server.calls == 0
+
+
+def test_focal_judge_against_a_dead_endpoint_fails_fast_in_one_line(tmp_path):
+    """Acceptance (issue 11): judge.base_url at a port where nothing listens -> non-zero within 30 s, one line
+    naming the URL and the param."""
+    from focal.serve import free_port
+
+    with FakeOpenAI() as server:
+        path = setup(tmp_path, server.base_url)  # prompt tables and rollouts
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    with_judge(path, base_url=dead)
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", "judge", str(load_params(path).paths.rollouts),
+                           "--params", str(path)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert time.monotonic() - t0 < 30
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    error = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and dead in error[0] and "judge.base_url" in error[0]
+
+
+def test_the_judge_stage_fails_when_too_many_calls_fail(tmp_path):
+    with FakeOpenAI() as server:
+        path = setup(tmp_path, server.base_url)
+        rollouts = pd.read_parquet(load_params(path).paths.rollouts)
+        rollouts["completion"] = rollouts.completion + " [[fault:500:all]]"  # every judge call fails
+        rollouts.to_parquet(load_params(path).paths.rollouts)
+        params = load_params(with_judge(path, max_retries=0))
+        try:
+            judge_stage.run(params)
+        except ValueError as e:
+            message = str(e)
+        else:
+            raise AssertionError("the judge stage must fail when every call fails")
+    assert "judge: 27 of 27 judge calls failed (100.0% > judge.max_failure_share 20%): server_error 27" in message
+    assert not Path(params.paths.judgments).exists()  # nothing half-good is written
