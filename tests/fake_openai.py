@@ -25,10 +25,11 @@ FENCED = re.compile(r"<(RESPONSE-[0-9A-F]+)>\n(.*?)\n</\1>", re.S)
 
 
 class FakeOpenAI:
-    def __init__(self, delay_s: float = 0.0, timeout_sleep_s: float = 3.0, trickle_s: float = 0.25,
+    def __init__(self, delay_s: float = 0.0, timeout_sleep_s: float = 3.0, trickle_s: float = 0.25, always: str = "",
                  models=("judge", "fake", "policy", "other"), root: str = "/srv/fake-weights"):
         self.models, self.root = list(models), root  # what GET /v1/models lists (vLLM: id = served name, root = folder)
         self.delay_s, self.trickle_s = delay_s, trickle_s
+        self.always = always  # a fault KIND applied to every request (e.g. "500"), as if every prompt asked for it
         self.timeout_sleep_s = timeout_sleep_s
         self.attempts = Counter()  # prompt hash -> attempts seen
         self.requests = []  # request bodies
@@ -45,7 +46,7 @@ class FakeOpenAI:
             self.requests.append(body)
             self.attempts[h] += 1
             n = self.attempts[h]
-        m = FAULT.search(prompt)
+        m = FAULT.search(prompt if not self.always else f"[[fault:{self.always}:all]]")
         if m and (m.group(2) == "all" or n <= int(m.group(2))):
             kind = m.group(1)
             if kind == "trickle":
@@ -62,8 +63,8 @@ class FakeOpenAI:
     @staticmethod
     def completion(body, content):
         return {"id": "cmpl-1", "object": "chat.completion", "created": 0, "model": body.get("model", "m"),
-                "choices": [{"index": 0, "finish_reason": "stop",
-                             "message": {"role": "assistant", "content": content}}],
+                "choices": [{"index": i, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}
+                            for i in range(body.get("n") or 1)],
                 "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}
 
     def __enter__(self):

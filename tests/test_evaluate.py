@@ -89,3 +89,77 @@ def test_plots_write_pngs(tmp_path):
             pd.DataFrame({"step": [0, 1, 2], kind: np.linspace(0.2, 0.9, 3)}).to_csv(log / key / f"{kind}.tsv", sep="\t", index=False)
     assert trajectories_plot(tmp_path / "log", tmp_path / "c.png").exists()
     assert trajectories_plot(tmp_path / "nothing", tmp_path / "d.png") is None
+
+
+# ---- evaluation runs against loopback endpoints: identities, names, failures ------------------------------
+
+def eval_params(tmp_path, serve_url, judge_url, **evaluate):
+    from pathlib import Path
+
+    import yaml
+
+    from focal.config import load_params
+    from stages import prepare
+
+    root = Path(__file__).parents[1]
+    raw = {"paths": {"rubrics": str(root / "rubrics"), **{k: str(tmp_path / v) for k, v in {
+               "train_prompts": "train.parquet", "eval_prompts": "eval.parquet", "rollout_cache": "r.sqlite",
+               "judge_cache": "j.sqlite", "trained_model": "trained", "base_model": "base"}.items()}},
+           "prepare": {"max_train_prompts": 1, "max_eval_prompts": 2},
+           "serve": {"base_url": serve_url},
+           "rollouts": {"backoff_s": 0.01, "max_retries": 0},
+           "judge": {"base_url": judge_url, "model": "judge", "backoff_s": 0.01, "max_retries": 0, "timeout_s": 5.0},
+           "evaluate": {"limit": 2, "num_generations": 2, "n_bootstrap": 20, **evaluate}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    params = load_params(tmp_path / "params.yaml")
+    prepare.run(params)
+    return params
+
+
+def eval_items(params):
+    from focal.benchmarks import load_benchmark
+
+    items, _, template = load_benchmark("eval", params)
+    return {"eval": (items, template)}
+
+
+def test_remote_policies_are_each_asked_for_by_their_own_name(tmp_path):
+    """With serve.base_url, base and trained used to share one id and trained reused base's rollouts (diff 0)."""
+    from fake_openai import FakeOpenAI
+    from focal.evaluate import evaluate_policies
+
+    with FakeOpenAI(models=("policy", "trained", "judge")) as server:
+        params = eval_params(tmp_path, server.base_url, server.base_url)
+        metrics, rollouts, _ = evaluate_policies(params, eval_items(params))
+        asked = {b["model"] for b in server.requests if "n" in b}
+    assert asked == {"policy", "trained"}
+    ids = rollouts.groupby("policy_name").policy.first()
+    assert ids["base"] != ids["trained"] and "|trained|" in ids["trained"]
+    assert not set(rollouts[rollouts.policy_name == "base"].rollout_id) & set(
+        rollouts[rollouts.policy_name == "trained"].rollout_id)
+    assert metrics["eval"]["paired"]["trained_vs_base"]["prompts"] == 2
+    with FakeOpenAI(models=("policy", "judge")) as server:  # nothing is served as 'trained'
+        params = eval_params(tmp_path, server.base_url, server.base_url)
+        with pytest.raises(ValueError, match="serve.base_url .* serves no model named 'trained'"):
+            evaluate_policies(params, eval_items(params))
+
+
+def test_evaluation_fails_when_the_judge_fails_and_reports_failures(tmp_path):
+    from fake_openai import FakeOpenAI
+    from focal.evaluate import evaluate_policies, report
+    from focal.judge import TooManyFailures
+
+    with FakeOpenAI(models=("policy", "trained")) as policy, FakeOpenAI(models=("judge",), always="500") as judge:
+        params = eval_params(tmp_path, policy.base_url, judge.base_url)
+        with pytest.raises(TooManyFailures, match=r"evaluate \(eval\): \d+ of \d+ judge calls failed \(100.0%"):
+            evaluate_policies(params, eval_items(params))
+    # under the budget, the report shows the failures per policy and criterion
+    with FakeOpenAI(models=("policy", "trained")) as policy, FakeOpenAI(models=("judge",), always="500") as judge:
+        (tmp_path / "b").mkdir()
+        params = eval_params(tmp_path / "b", policy.base_url, judge.base_url)
+        params.judge.max_failure_share = 1.0
+        metrics, _, _ = evaluate_policies(params, eval_items(params))
+    base = metrics["eval"]["policies"]["base"]
+    assert base["failed_judgments"] > 0 and sum(base["failed_by_key"].values()) == base["failed_judgments"]
+    text = report(metrics, [], params)
+    assert f"| {base['failed_judgments']} of {base['judgments']} |" in text and "Failed judgments" in text

@@ -1,173 +1,158 @@
-"""The Prefect flow and its scheduled deployment, on tiny settings with a fake judge: no vLLM, no network.
+"""The pipeline flow runs its stages through DVC: same plan as `dvc repro`, same lock, same skipping.
 
-- the flow's outputs equal the stage functions' outputs (prepare, judge, validate);
-- the flow stops the model servers recorded during the run and publishes its outputs table;
-- `python -m flows.deploy --interval 5` against a temporary `prefect server` completes a scheduled run.
+- the stage plan is DVC's: dvc.yaml's stages, targets with what is upstream, unknown names listed;
+- acceptance: after the flow runs `prepare` with a changed `prepare` param, `dvc status prepare` is clean,
+  and a second run skips it;
+- only a transient network failure is retried; a configuration error fails at once, in one line;
+- helpers shared by tests/test_retrain.py and tests/test_cli.py: a copy of this repository as a fresh
+  git + DVC project, and a synthetic one whose train and evaluate stages take a second.
 """
 
-import contextlib
-import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import yaml
-
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, DeploymentFilter, DeploymentFilterId
-from prefect.exceptions import ObjectNotFound
-from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-from fake_openai import FakeOpenAI
-from flows.deploy import DEPLOYMENT
-from flows.pipeline import ARTIFACT_KEY, STAGES, pipeline, plan
-from focal.config import load_params
-from focal.serve import KEEP_ENV, free_port, healthy
-from stages import judge, prepare, validate
+import flows.pipeline
+from flows.pipeline import ARTIFACT_KEY, pipeline
+from flows.workspace import DvcFailed, error_line, plan, transient
 
 ROOT = Path(__file__).parents[1]
+STAGES = ["model", "rubrics", "prepare", "rollouts", "judge", "validate", "train", "evaluate"]
 
 
-def tiny_params(folder: Path, judge_url: str = "") -> Path:
-    """params.yaml for 3 train prompts whose every output (and server record) lives in `folder`."""
-    folder.mkdir(parents=True, exist_ok=True)
-    outs = {"train_prompts": "train.parquet", "eval_prompts": "eval.parquet", "rollouts": "rollouts.parquet",
-            "judgments": "judgments.parquet", "judge_cache": "judge.sqlite", "judge_stats": "judge.json",
-            "validation_report": "validation.json"}
-    raw = {"paths": {"rubrics": str(ROOT / "rubrics"), **{k: str(folder / v) for k, v in outs.items()}},
-           "prepare": {"max_train_prompts": 3, "max_eval_prompts": 1},
-           "serve": {"state_dir": str(folder / "servers"), "log_dir": str(folder / "logs")}}
-    if judge_url:
-        raw["judge"] = {"base_url": judge_url, "model": "fake", "concurrency": 2, "backoff_s": 0.01, "timeout_s": 5.0}
-    path = folder / "params.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
+@pytest.fixture
+def git_identity(tmp_path, monkeypatch):
+    """A git identity for the test (commits, `dvc exp save` and GTO's tags need one), in a file of its own."""
+    cfg = tmp_path / "gitconfig"
+    cfg.write_text("[user]\n\tname = focal-test\n\temail = test@localhost\n")
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(cfg))
 
 
-def write_rollouts(params_path: Path, prompt_ids) -> None:
-    rows = [{"prompt_id": pid, "rollout_id": f"{pid}-r{g}", "completion": f"answer {g} {'GOOD' if g % 2 else 'meh'}"}
-            for pid in prompt_ids for g in range(3)]
-    pd.DataFrame(rows).to_parquet(load_params(params_path).paths.rollouts)
+def sh(cwd, *cmd, check=True) -> subprocess.CompletedProcess:
+    """Run a command in cwd with this python's bin first on PATH."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(list(cmd), cwd=cwd, env=env, capture_output=True, text=True)
+    if check:
+        assert proc.returncode == 0, f"{' '.join(cmd)}:\n{proc.stdout}\n{proc.stderr}"
+    return proc
 
 
-def test_plan_follows_dvc_order_and_the_rubrics_rule(tmp_path):
-    path = tiny_params(tmp_path)
-    assert plan(str(path))[1] == [s for s in STAGES if s != "rubrics"]
-    assert plan(str(path), ["validate", "prepare"])[1] == ["prepare", "validate"]
-    raw = yaml.safe_load(path.read_text()) | {"base": {"rubric_set": "generated"}}
-    path.write_text(yaml.safe_dump(raw))  # base.rubric_set names rubricgen.out_set: rubrics runs first
-    assert plan(str(path))[1][:3] == ["model", "rubrics", "prepare"]
-    with pytest.raises(ValueError, match="unknown stage 'judg'; stages: model, rubrics"):
-        plan(str(path), ["judg"])
+def dvc(cwd, *args) -> str:
+    return sh(cwd, sys.executable, "-m", "dvc", *args).stdout
 
 
-def test_flow_equals_the_stage_functions_and_stops_recorded_servers(tmp_path, prefect_harness):
-    direct, flowed = tmp_path / "direct", tmp_path / "flow"
-    with FakeOpenAI() as server:
-        direct_params, flow_params = tiny_params(direct, server.base_url), tiny_params(flowed, server.base_url)
-        outs = [prepare.run(load_params(direct_params))]
-        ids = pd.read_parquet(direct / "train.parquet").prompt_id
-        write_rollouts(direct_params, ids)
-        write_rollouts(flow_params, ids)
-        outs += [judge.run(load_params(direct_params)), validate.run(load_params(direct_params))]
-        # a model server recorded during the run (a stand-in process): the flow stops it at the end
-        stand_in = subprocess.Popen(["sleep", "120"], start_new_session=True)
-        record = flowed / "servers" / "policy-test.json"
-        record.parent.mkdir()
-        record.write_text(json.dumps({"pid": stand_in.pid, "base_url": "http://127.0.0.1:9/v1", "model_dir": "x"}))
-        try:
-            result = pipeline(str(flow_params), ["validate", "judge", "prepare"])
-        finally:
-            if stand_in.poll() is None:
-                stand_in.kill()
-    assert result == {s: [str(p).replace(str(direct), str(flowed)) for p in o]
-                      for s, o in zip(["prepare", "judge", "validate"], outs)}
-    assert list(result) == ["prepare", "judge", "validate"]  # dvc.yaml's order, whatever the order asked
-    for name in ("train.parquet", "eval.parquet", "validation.json"):
-        assert (direct / name).read_bytes() == (flowed / name).read_bytes(), name
-    # judgments and judge stats differ only in measured latencies
-    keep = lambda df: df.drop(columns=["latency_s"])  # noqa: E731
-    pd.testing.assert_frame_equal(keep(pd.read_parquet(direct / "judgments.parquet")),
-                                  keep(pd.read_parquet(flowed / "judgments.parquet")))
-    a, b = ({k: v for k, v in json.loads((d / "judge.json").read_text()).items() if k != "judge/latency_s"}
-            for d in (direct, flowed))
-    assert a == b and a["judge/calls"] > 0
-    assert stand_in.wait(timeout=5) is not None and not record.exists()
-    assert KEEP_ENV not in os.environ
+def project(dst: Path, dvc_yaml: str | None = None, commit: bool = True) -> Path:
+    """This repository's tracked files (as they are in the working tree) in dst, as a fresh git repo (with one
+    commit), optionally with another dvc.yaml (and no dvc.lock). Needs the git_identity fixture."""
+    dst.mkdir(parents=True, exist_ok=True)
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    for rel in files.splitlines():
+        if (ROOT / rel).is_file():
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            (dst / rel).write_bytes((ROOT / rel).read_bytes())
+    if dvc_yaml is not None:
+        (dst / "dvc.yaml").write_text(dvc_yaml)
+        (dst / "dvc.lock").unlink(missing_ok=True)
+    sh(dst, "git", "init", "-q")
+    if commit:
+        sh(dst, "git", "add", "-A")
+        sh(dst, "git", "commit", "-qm", "project")
+    return dst
+
+
+def set_params(proj: Path, **sections) -> None:
+    """Update params.yaml: set_params(proj, prepare={"max_train_prompts": 2})."""
+    raw = yaml.safe_load((proj / "params.yaml").read_text())
+    for section, values in sections.items():
+        raw.setdefault(section, {}).update(values)
+    (proj / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+def artifacts(key: str) -> list:
     with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[ARTIFACT_KEY])))
-    assert any(str(flowed / "judgments.parquet") in a.data for a in artifacts)
+        return client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
 
 
-def wait_for(check, timeout_s: float, what: str, proc: subprocess.Popen | None = None, log: Path | None = None):
-    """Poll check() until it returns a truthy value; fail naming `what` (and the log) after timeout_s."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            break
-        value = check()
-        if value:
-            return value
-        time.sleep(1)
-    pytest.fail(f"{what} within {timeout_s} s; log:\n{log.read_text()[-3000:] if log else ''}")
+def test_the_plan_is_dvcs():
+    assert plan(ROOT) == STAGES  # every stage of dvc.yaml, in `dvc repro`'s order
+    assert plan(ROOT, ["evaluate"]) == [s for s in STAGES if s != "rubrics"]  # rubrics is upstream of nothing
+    assert plan(ROOT, ["prepare"]) == ["prepare"]
+    assert plan(ROOT, ["judge", "prepare"]) == ["model", "prepare", "rollouts", "judge"]
+    with pytest.raises(ValueError, match="stage 'judg' is not in dvc.yaml; stages: model, rubrics, prepare"):
+        plan(ROOT, ["judg"])
 
 
-def stop(proc: subprocess.Popen) -> int:
-    """SIGTERM the process (STACK.md: how a served flow stops); its exit code."""
-    os.kill(proc.pid, signal.SIGTERM)
-    return proc.wait(timeout=90)  # a served process first lets its run in flight finish
+@pytest.mark.parametrize("lines, expected", [
+    (["Running stage 'judge':", "error: judge: 3 of 4 judge calls failed (75.0% > judge.max_failure_share 20%): "
+      "timeout 2, server_error 1; fix the judge endpoint", "ERROR: failed to reproduce 'judge'"], True),
+    (["error: serve.base_url http://x/v1: sampling failed after 3 retries (rate_limited: 429)"], True),
+    (["openai.APIConnectionError: Connection error.", "ERROR: failed to reproduce 'rubrics'"], False),  # DVC's line
+    (["error: judge.base_url http://127.0.0.1:9/v1 refused the connection (4 attempts in a row); check the "
+      "server and judge.base_url"], False),
+    (["error: params.yaml: `prepare.max_train` is not a known key; known keys of `prepare`: max_train_prompts"], False),
+    (["error: train.aggregator 'focla' is unknown; aggregators: static, focal"], False),
+])
+def test_only_transient_network_failures_are_transient(lines, expected):
+    assert transient(lines) is expected
+    assert error_line(lines) == next((x[7:] for x in lines if x.startswith("error: ")), lines[-1][7:])
 
 
-@contextlib.contextmanager
-def client_of(api: str):
-    with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
-        yield client
+def test_flow_runs_prepare_through_dvc_and_dvc_status_is_clean(tmp_path, prefect_harness, git_identity):
+    """The acceptance test: the flow's prepare is `dvc repro`'s prepare, lock and all."""
+    proj = project(tmp_path / "proj")
+    set_params(proj, prepare={"max_train_prompts": 3})
+    assert "prepare" in dvc(proj, "status", "prepare")  # changed: the param
+    assert pipeline(["prepare"], repo=str(proj)) == {"prepare": "ran"}
+    assert "up to date" in dvc(proj, "status", "prepare")
+    lock = yaml.safe_load((proj / "dvc.lock").read_text())["stages"]["prepare"]
+    assert lock["params"]["params.yaml"]["prepare"]["max_train_prompts"] == 3
+    assert pipeline(["prepare"], repo=str(proj)) == {"prepare": "skipped"}  # nothing changed: DVC skips it
+    rows = artifacts(ARTIFACT_KEY)[0].data
+    assert "prepare" in rows and "skipped" in rows and "parquet" not in rows  # what ran, not file paths
 
 
-@pytest.mark.timeout(240)
-def test_scheduled_deployment_completes_a_run(tmp_path):
-    params_path = tiny_params(tmp_path / "run")
-    port = free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_API_URL": api,
-           "PREFECT_RUNNER_POLL_FREQUENCY": "2", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
-    server_log, served_log = tmp_path / "server.log", tmp_path / "served.log"
-    deployment = f"focal-pipeline/{DEPLOYMENT}"
-    with open(server_log, "w") as log:
-        server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                                   "--port", str(port), "--no-ui"], env=env, cwd=tmp_path, stdout=log,
-                                  stderr=subprocess.STDOUT, start_new_session=True)
-    served = None
-    try:
-        wait_for(lambda: healthy(api), 120, "the Prefect server was not healthy", server, server_log)  # GET /api/health
-        with open(served_log, "w") as log:
-            served = subprocess.Popen([sys.executable, "-m", "flows.deploy", "--interval", "5", "--params",
-                                       str(params_path), "--stages", "prepare"], env=env, cwd=ROOT, stdout=log,
-                                      stderr=subprocess.STDOUT, start_new_session=True)
+FLAKY = """\
+stages:
+  flaky:
+    cmd: python flaky.py
+    deps: [flaky.py]
+    outs: [out.txt]
+  broken:
+    cmd: python broken.py
+    deps: [out.txt]
+    outs: [never.txt]
+"""
+FLAKY_PY = """\
+import pathlib, sys
+log = pathlib.Path("flaky.log")
+log.write_text(log.read_text() + "x" if log.exists() else "x")
+if len(log.read_text()) < 3:
+    sys.exit("error: judge: 2 of 2 judge calls failed (100.0% > judge.max_failure_share 20%): timeout 2")
+pathlib.Path("out.txt").write_text("ok")
+"""
+BROKEN_PY = """\
+import sys
+print("tried", file=open("broken.log", "a"))
+sys.exit("error: params.yaml: `judge.temprature` is not a known key")
+"""
 
-        def completed_runs():
-            with client_of(api) as client:
-                try:
-                    dep = client.read_deployment_by_name(deployment)
-                except ObjectNotFound:  # not registered yet
-                    return None
-                runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep.id])))
-            failed = [r for r in runs if r.state and r.state.is_final() and not r.state.is_completed()]
-            assert not failed, f"{failed[0].state}; log:\n{served_log.read_text()[-3000:]}"
-            return [r for r in runs if r.state and r.state.is_completed()]
 
-        runs = wait_for(completed_runs, 150, "no scheduled run completed", served, served_log)
-        assert runs[0].parameters["stages"] == ["prepare"]
-        assert (tmp_path / "run" / "train.parquet").exists()
-        assert stop(served) == 0
-        assert stop(server) is not None
-    finally:
-        for proc in (p for p in (served, server) if p is not None):  # what is left of the groups we started
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+def test_transient_failures_are_retried_and_config_errors_are_not(tmp_path, prefect_harness, git_identity,
+                                                                     monkeypatch):
+    proj = project(tmp_path / "proj", FLAKY, commit=False)
+    (proj / "flaky.py").write_text(FLAKY_PY)
+    (proj / "broken.py").write_text(BROKEN_PY)
+    monkeypatch.setattr(flows.pipeline, "run_stage", flows.pipeline.run_stage.with_options(retry_delay_seconds=0))
+    with pytest.raises(DvcFailed) as failed:
+        pipeline(["broken"], repo=str(proj))
+    assert (proj / "flaky.log").read_text() == "xxx"  # two transient failures, retried; the third attempt passed
+    assert (proj / "broken.log").read_text() == "tried\n"  # a configuration error: one attempt
+    assert str(failed.value) == ("stage 'broken' failed (exit 1): params.yaml: `judge.temprature` is not a "
+                                 "known key")
+    assert "flaky" in yaml.safe_load((proj / "dvc.lock").read_text())["stages"]  # what succeeded is recorded
