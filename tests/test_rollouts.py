@@ -61,3 +61,18 @@ def test_openai_backend_asks_for_n_with_the_sampling_settings():
     body = server.requests[0]
     assert (body["n"], body["temperature"], body["top_p"], body["max_tokens"], body["seed"]) == (1, 0.7, 0.9, 5, 3)
     assert body["messages"][0]["role"] == "user"
+
+
+def test_a_dead_or_failing_policy_endpoint_is_one_line_naming_url_and_param():
+    """Before: a 120-line traceback. Now: a ValueError (the stage prints it as one `error:` line)."""
+    from focal.serve import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    backend = OpenAIBackend(dead, "policy", Rollouts(max_retries=1, backoff_s=0.01), "serve.base_url")
+    with pytest.raises(ValueError, match=f"serve.base_url {dead} refused the connection"):
+        backend.sample([it.chat() for it in ITEMS], Sampling(n=2, max_tokens=4))
+    with FakeOpenAI(always="500") as server:
+        backend = OpenAIBackend(server.base_url, "policy", Rollouts(max_retries=1, backoff_s=0.01))
+        with pytest.raises(ValueError, match=r"serve.base_url http://127.0.0.1:\d+/v1: sampling failed after 1 "
+                                             r"retries \(server_error"):
+            backend.sample([ITEMS[0].chat()], Sampling(n=2, max_tokens=4))
