@@ -1,4 +1,4 @@
-"""Aggregators: one scalar reward per rollout from the satisfaction matrix (METHOD.md).
+"""Aggregators: one scalar reward per rollout from the satisfaction matrix (docs/method.md).
 
 Every aggregator is a pure function with the same signature:
 
@@ -15,7 +15,7 @@ Rows with nothing judged get NaN (`Aggregated.as_list()` turns NaN into None, th
 "could not score" of TRL reward functions).
 
 Sums over criteria run over the criteria judged for that row: with no NaN every
-formula is exactly METHOD.md's; with NaN (a failed judgment) a row's reward is
+formula is exactly docs/method.md's; with NaN (a failed judgment) a row's reward is
 `sum_{c judged} w'_pc r_ic / sum_{c judged} w'_pc`: the weights are renormalised
 over what was judged, so every reward of static, focal and pow3r stays in [0, 1] and
 a failed judgment never pays more than meeting that criterion would have. GDPO
@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-EPS = 1e-4  # GDPO's std guard (METHOD.md)
+EPS = 1e-4  # GDPO's std guard (docs/method.md)
 MET = 0.5  # a criterion counts as met when r >= MET (binary: r == 1)
 
 
@@ -75,7 +75,7 @@ def _weighted_score(r: np.ndarray, w_eff: np.ndarray, w: np.ndarray) -> np.ndarr
     """R_i = sum_{c judged} w'_ic r_ic / sum_{c judged} w'_ic; NaN for rows with nothing judged.
 
     With every criterion judged the denominator is sum_c w_c (focal and pow3r keep the
-    total weight), METHOD.md's formula; with a failed judgment the row's weights are
+    total weight), docs/method.md's formula; with a failed judgment the row's weights are
     renormalised over what was judged, so R stays in [0, 1] and a failure never pays."""
     judged = ~np.isnan(r)
     w_eff = np.where((np.where(judged, w_eff, 0.0).sum(1) > 0)[:, None], w_eff, w[None, :])  # all judged w' = 0

@@ -1,4 +1,4 @@
-"""Evaluation of one policy's judged rollouts, and paired comparisons (METHOD.md, "Evaluation metrics").
+"""Evaluation of one policy's judged rollouts, and paired comparisons (docs/method.md, "Evaluation metrics").
 
     per_prompt = prompt_scores(judgments)              # HealthBench score of each rollout, mean per prompt
     summary = evaluate_judgments(judgments, seed=0)    # rubric score, strict completion, balance, failures

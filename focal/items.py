@@ -9,7 +9,7 @@ functions, so every format goes through the same validation.
                          "check": {"max_words": 40}}, Where("prompts.yaml", 12, "p001"))
     c.satisfaction(True)  # 1.0
 
-Satisfaction (METHOD.md): binary met -> 1/0; likert s -> (s - min) / (max - min);
+Satisfaction (docs/method.md): binary met -> 1/0; likert s -> (s - min) / (max - min);
 a pitfall's judgment says whether the bad behaviour is *present*, and its
 satisfaction is 1 - present. A failed judgment is NaN, never 0.
 """
@@ -56,7 +56,7 @@ class Check:
 
 @dataclass(frozen=True)
 class Criterion:
-    """One rubric criterion (METHOD.md 'Data')."""
+    """One rubric criterion (docs/method.md 'Data')."""
 
     id: str
     text: str

@@ -194,7 +194,7 @@ def decide_checks(requests: list[Request]) -> list[Judgment]:
 
 @dataclass
 class JudgeStats:
-    """Counts of one judge's work (METHOD.md's judge/* metrics)."""
+    """Counts of one judge's work (docs/method.md's judge/* metrics)."""
 
     calls: int = 0
     cache_hits: int = 0

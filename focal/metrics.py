@@ -1,4 +1,4 @@
-"""Every metric's one definition (METHOD.md's names, explained in the README), over a satisfaction matrix.
+"""Every metric's one definition (docs/method.md's names, explained in the README), over a satisfaction matrix.
 
 Training logs (focal/reward.py), evaluation (focal/evaluate.py) and the simulator all
 call these functions, so a number has the same meaning wherever it is printed.
@@ -146,7 +146,7 @@ def zero_std_frac(rewards, groups) -> float:
 
 
 def step_metrics(r, w, groups, categories, keys, agg: Aggregated, pitfall=None) -> dict[str, float]:
-    """Everything METHOD.md asks to log at each training step (judge/* come from the judge)."""
+    """Everything docs/method.md asks to log at each training step (judge/* come from the judge)."""
     r = np.asarray(r, dtype=float)
     w = np.asarray(w, dtype=float)
     keys = np.asarray(keys).astype(str)
@@ -169,7 +169,7 @@ def step_metrics(r, w, groups, categories, keys, agg: Aggregated, pitfall=None) 
 
 @dataclass
 class Matrix:
-    """A judgments table as METHOD.md's satisfaction matrix: rows = rollouts, columns = (prompt, criterion)."""
+    """A judgments table as docs/method.md's satisfaction matrix: rows = rollouts, columns = (prompt, criterion)."""
 
     r: np.ndarray  # [N, C]
     w: np.ndarray  # [C]

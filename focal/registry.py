@@ -44,12 +44,12 @@ CANDIDATE = "trained"  # the candidate's name in evaluate.policies and metrics/e
 class PromotionRule:
     """When a trained candidate replaces the champion: every benchmark must pass all three checks."""
 
-    min_ci_low: float = 0.0
-    """the paired rubric-score difference (candidate - reference): its 95% interval's lower bound must be above this"""
-    max_min_category_drop: float = 0.02
-    """the minimum category pass rate may be at most this much below the reference's"""
-    max_strict_drop: float = 0.02
-    """the strict completion rate may be at most this much below the reference's"""
+    min_ci_low: float = field(default=0.0, metadata={"help": "the paired rubric-score difference (candidate - "
+                              "reference) must have its 95% interval's lower bound above this"})
+    max_min_category_drop: float = field(default=0.02, metadata={"help": "the minimum category pass rate may be at "
+                                         "most this much below the reference's"})
+    max_strict_drop: float = field(default=0.02, metadata={"help": "the strict completion rate may be at most this "
+                                   "much below the reference's"})
 
     def __post_init__(self):
         for name in ("max_min_category_drop", "max_strict_drop"):
@@ -173,8 +173,9 @@ def record(repo: str | Path, body: dict, promote: bool, why: str) -> Record:
     return Record(version=reg.version, **fields)
 
 
-def materialize(repo: str | Path, rec: Record, root: str | Path) -> Path:
-    """The record's model as the folder root/<version> (fetched once, through DVC: cache, else the remote)."""
+def materialize(repo: str | Path, rec: Record, root: str | Path, remote: str | None = None) -> Path:
+    """The record's model as the folder root/<version> (fetched once, through DVC: the cache, else `remote`
+    or the default DVC remote)."""
     from dvc.api import DVCFileSystem
 
     dest = Path(root) / rec.version
@@ -184,7 +185,7 @@ def materialize(repo: str | Path, rec: Record, root: str | Path) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.parent.mkdir(parents=True, exist_ok=True)
     try:
-        DVCFileSystem(str(repo), rev=rec.commit).get(rec.model, str(tmp), recursive=True)
+        DVCFileSystem(str(repo), rev=rec.commit, remote=remote).get(rec.model, str(tmp), recursive=True)
         os.replace(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
