@@ -6,7 +6,7 @@ For each benchmark of `evaluate.benchmarks` (focal/benchmarks.py; `eval` is the
 prepared eval split, paths.eval_prompts) and each policy of `evaluate.policies`:
 sample `evaluate.num_generations` completions per prompt (same prompts, seed and
 sampling for every policy), judge them with the same judge and the benchmark's
-judge template, and compute METHOD.md's metrics (focal/evaluate.py). Every policy
+judge template, and compute docs/method.md's metrics (focal/evaluate.py). Every policy
 after the first is compared with the first on the same prompts. Fails when more
 than `judge.max_failure_share` of the judge calls failed.
 

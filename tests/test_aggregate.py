@@ -1,4 +1,4 @@
-"""Aggregators: hand-computed numbers for each, and METHOD.md's required properties."""
+"""Aggregators: hand-computed numbers for each, and docs/method.md's required properties."""
 
 import numpy as np
 import pytest
