@@ -286,6 +286,9 @@ class Judge(Client):
     structured: bool = knob(True, "ask for a JSON schema (response_format) where the server supports it")
     max_failure_share: float = knob(0.2, "the judge, validate and evaluate stages fail when more than this share of "
                                     "the judge's calls failed (checks cannot fail and are not counted)", SHARE)
+    agreement_share: float = knob(0.25, "share of the check-decided (rollout, criterion) pairs also asked to the judge, "
+                                  "to measure its agreement with the checks (metrics/judge.json agreement/*; never "
+                                  "trained on); picked by a hash of the ids", SHARE)
 
 
 @dataclass
@@ -339,6 +342,9 @@ class Validate(Section):
                                      SHARE)
     criterion_mean_min: float = knob(0.0, "fail if a criterion's mean score is below this", SHARE)
     criterion_mean_max: float = knob(1.0, "fail if a criterion's mean score is above this", SHARE)
+    min_judge_agreement: float = knob(0.0, "fail if the judge agrees with the programmatic checks on less than this share "
+                                      "of the sampled pairs (agreement/overall in paths.judge_stats; 0 = report only)",
+                                      SHARE)
 
     def __post_init__(self):
         super().__post_init__()

@@ -1,6 +1,6 @@
 """Data checks on judge scores with Great Expectations, between judging and training.
 
-    report = check_judgments(df, params.validate)    # {"success": bool, "checks": [...]}
+    report = check_judgments(df, params.validate, max_failure_share, judge_stats)  # {"success": bool, "checks": [...]}
     print(summarize(report))
 
 Two suites run on an ephemeral GX context (no files, no network):
@@ -9,7 +9,10 @@ Two suites run on an ephemeral GX context (no files, no network):
   check}, failure share of the judge's rows (checks cannot fail) <= judge.max_failure_share;
 - on one row per criterion key: its mean score within [criterion_mean_min,
   criterion_mean_max], and the share of judged keys whose score is the same on
-  every rollout (a degenerate judge) <= validate.max_constant_share.
+  every rollout (a degenerate judge) <= validate.max_constant_share;
+- on the judge's agreement with the programmatic checks (agreement/overall of the
+  judge stage's metrics, focal/agreement.py): >= validate.min_judge_agreement, and
+  measured at all when that minimum is above 0.
 Each failed check names the column, the expectation and the offending rows.
 """
 
@@ -71,11 +74,12 @@ def _describe(result, df: pd.DataFrame, table: str, id_columns: list[str]) -> di
     return out
 
 
-def check_judgments(df: pd.DataFrame, cfg, max_failure_share: float) -> dict:
-    """Run both suites; returns {"success", "rows", "failure_share", "checks": [...]}.
+def check_judgments(df: pd.DataFrame, cfg, max_failure_share: float, judge_stats: dict | None = None) -> dict:
+    """Run the suites; returns {"success", "rows", "failure_share", "judge_agreement", "checks": [...]}.
 
     failure_share is over the judge's rows only (checks cannot fail); max_failure_share is
-    judge.max_failure_share, the one budget the judge, validate and evaluate stages share."""
+    judge.max_failure_share, the one budget the judge, validate and evaluate stages share.
+    judge_stats is the judge stage's metrics (agreement/overall, agreement/n); None = not measured."""
     import great_expectations as gx
     import great_expectations.expectations as gxe
     from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -98,20 +102,36 @@ def check_judgments(df: pd.DataFrame, cfg, max_failure_share: float) -> dict:
     per_criterion = [gxe.ExpectColumnValuesToBeBetween(column="mean", min_value=cfg.criterion_mean_min,
                                                        max_value=cfg.criterion_mean_max),
                      gxe.ExpectColumnMeanToBeBetween(column="constant", min_value=0.0, max_value=cfg.max_constant_share)]
+    stats = judge_stats or {}
+    agreement = pd.DataFrame({"scope": ["overall"], "n": [stats.get("agreement/n") or 0],
+                              "agreement": [np.nan if stats.get("agreement/overall") is None
+                                            else float(stats["agreement/overall"])]})
+    with_checks = [gxe.ExpectColumnValuesToBeBetween(column="agreement", min_value=cfg.min_judge_agreement, max_value=1.0)]
+    if cfg.min_judge_agreement > 0:  # a minimum asked for must be measured
+        with_checks.append(gxe.ExpectColumnValuesToNotBeNull(column="agreement"))
     checks = [_describe(r, table, "judgments", KEY_COLUMNS) for r in _suite_results(context, "judgments", table, main)]
     if len(keys):
         checks += [_describe(r, keys, "criteria", ["key"]) for r in _suite_results(context, "criteria", keys, per_criterion)]
-    order = {"judgments": 0, "criteria": 1}
+    checks += [_describe(r, agreement, "judge", ["scope", "n"])
+               for r in _suite_results(context, "judge", agreement, with_checks)]
+    order = {"judgments": 0, "criteria": 1, "judge": 2}
     checks.sort(key=lambda c: (c["success"], order[c["table"]], c["expectation"]))
     return {"success": all(c["success"] for c in checks), "rows": len(table),
             "failure_share": float(np.nanmean(table.failed)) if judged.any() else 0.0, "judge_rows": int(judged.sum()),
-            "constant_keys": keys.loc[keys.constant == 1, "key"].tolist(), "checks": checks}
+            "constant_keys": keys.loc[keys.constant == 1, "key"].tolist(),
+            "judge_agreement": {"agreement": stats.get("agreement/overall"), "kappa": stats.get("agreement/kappa"),
+                                "n": int(agreement.n[0]), "min": cfg.min_judge_agreement},
+            "checks": checks}
 
 
 def summarize(report: dict) -> str:
     """A readable console summary: one line per failed check with its rows."""
     lines = [f"validate: {'PASSED' if report['success'] else 'FAILED'}: {len(report['checks'])} checks on "
              f"{report['rows']} judgments (failure share {report['failure_share']:.1%} of {report['judge_rows']} judge calls)"]
+    a = report.get("judge_agreement") or {}
+    if a.get("n"):
+        lines.append(f"  judge agreement with the checks: {a['agreement']} (kappa {a['kappa']}) on {a['n']} sampled pairs"
+                     f"{'' if a['min'] else ' (report only: validate.min_judge_agreement is 0)'}")
     if report["constant_keys"]:
         lines.append(f"  note: the judge gave the same score on every rollout for: {', '.join(report['constant_keys'])}")
     for c in report["checks"]:

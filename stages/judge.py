@@ -10,6 +10,12 @@ a rerun, or a restart after a crash, calls the API only for what is missing. The
 vLLM server is started only if something is left to ask. Fails, writing nothing,
 when more than `judge.max_failure_share` of the judge calls failed (one line with
 the failure kinds and counts).
+
+It also measures the judge against the checks: on `judge.agreement_share` of the
+check-decided pairs (a hash of rollout and criterion ids), the judge answers as if
+the criterion had no check; its agreement, Cohen's kappa and confusion counts with
+the checks, overall and per criterion key, go to `paths.judge_stats` (agreement/*,
+focal/agreement.py), and those extra judgments never enter `paths.judgments`.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from focal.agreement import check_probes, with_checks
 from focal.config import Params
 from focal.io import write_json, write_parquet
 from focal.judge import check_failure_budget, judge_table, load_items, requests_for
@@ -31,13 +38,16 @@ def run(params: Params) -> list[Path]:
     rollouts = pd.read_parquet(params.paths.rollouts)
     requests = requests_for(rollouts, load_items(params), params.paths.rollouts)
     template = load_rubric_set(Path(params.paths.rubrics) / params.base.rubric_set).judge_template
-    df, stats = judge_table(params, requests, template)
-    m = stats.metrics()
+    probes = check_probes(requests, params.judge.agreement_share)
+    both, stats = judge_table(params, requests + probes, template)  # one endpoint, one cache for both
+    df, probed = both.iloc[:len(requests)].reset_index(drop=True), both.iloc[len(requests):]
+    m = stats.metrics() | with_checks(df, probed, params.judge.agreement_share)  # judge/* count the probes too
     check_failure_budget(df, params.judge.max_failure_share, "judge")  # successes stay cached for the rerun
     write_parquet(params.paths.judgments, df)
     write_json(params.paths.judge_stats, m)
     print(f"judge: {len(df)} judgments ({m['judge/checks']} by checks), {m['judge/calls']} API calls, "
-          f"{m['judge/cache_hits']} cache hits, {m['judge/failures']} failures")
+          f"{m['judge/cache_hits']} cache hits, {m['judge/failures']} failures; agreement with the checks "
+          f"{m['agreement/overall']} (kappa {m['agreement/kappa']}) on {m['agreement/n']} sampled pairs")
     return [Path(params.paths.judgments), Path(params.paths.judge_stats)]
 
 

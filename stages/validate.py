@@ -2,13 +2,15 @@
 
     python -m stages.validate [--params params.yaml]
 
-Reads `paths.judgments` and `validate.*`; writes `paths.validation_report` (JSON)
+Reads `paths.judgments`, the judge's agreement with the checks in `paths.judge_stats`
+(absent = not measured) and `validate.*`; writes `paths.validation_report` (JSON)
 and prints a summary. Exits non-zero, naming each failed check's column and rows,
 when a check fails; the report is written either way.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -23,7 +25,10 @@ READS = ('validate', 'judge')  # params sections this stage reads: dvc.yaml decl
 
 
 def run(params: Params) -> list[Path]:
-    report = check_judgments(pd.read_parquet(params.paths.judgments), params.validate, params.judge.max_failure_share)
+    stats = Path(params.paths.judge_stats)
+    judge_stats = json.loads(stats.read_text(encoding="utf-8")) if stats.exists() else None
+    report = check_judgments(pd.read_parquet(params.paths.judgments), params.validate, params.judge.max_failure_share,
+                             judge_stats)
     write_json(params.paths.validation_report, report)
     print(summarize(report), file=sys.stdout if report["success"] else sys.stderr)
     if not report["success"]:
