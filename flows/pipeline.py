@@ -1,40 +1,43 @@
-"""The pipeline as a Prefect flow: the same stage functions `dvc repro` runs, in dvc.yaml's order.
+"""The pipeline as a Prefect flow: one task per dvc.yaml stage, each run through `dvc repro`.
 
-    python -m flows.pipeline [--params params.yaml] [--stages prepare,judge,validate]
+    python -m flows.pipeline [--stages prepare,judge] [--repo .]
 
     from flows.pipeline import pipeline
-    pipeline("params.yaml", stages=["prepare"])   # {"prepare": ["data/prompts/train.parquet", ...]}
+    pipeline(stages=["prepare"])          # {"prepare": "ran"}; "skipped" when nothing it depends on changed
 
-One task per stage, each calling `stages.<name>.run(params)` and returning the
-paths it wrote. Order: model, rubrics (only when base.rubric_set names
-rubricgen.out_set, as in dvc.yaml; or when named in `stages`), prepare, rollouts,
-judge, validate, train, evaluate. Only the network-bound stages (rubrics, rollouts, judge)
-are retried, twice, 10 s apart; the API clients inside them already retry single
-requests. Unlike `dvc repro`, every selected stage runs: nothing is skipped
-because its inputs did not change (the rollout and judge caches make reruns cheap).
+One pipeline, two front doors: the flow runs what `dvc repro [TARGETS]` runs, in its
+order, and each task is `dvc repro --single-item <stage>` in the repository. So a
+stage whose code, data and params did not change is skipped, dvc.lock records what
+ran, outputs go to DVC's cache, and `dvc status` is clean afterwards, whether a
+person typed `dvc repro` or the scheduler ran the flow. Which stages exist, their
+order, and whether the rubric-generation stage runs are read from dvc.yaml through
+DVC's graph (flows/workspace.py): `--stages` are targets, run with everything
+upstream of them; without them, every stage of dvc.yaml.
 
-While the flow runs, FOCAL_SERVE_KEEP=1: a vLLM server started by one stage is
-reused by the next; every recorded server is stopped at the end, whatever
-happened. The flow publishes a markdown artifact listing each stage's outputs.
+A failed stage fails its task with the stage's own one-line error. Only a transient
+network failure (a timeout, a dropped connection, 429, 5xx, after the stage's own
+per-request retries) is retried, twice, 10 s apart (`retry_transient`); a
+configuration or data error never is. Each task has a timeout (`stage_timeout_s`).
+Ctrl-C, SIGTERM or a timeout stops the stage's whole process group (DVC, the stage,
+a server the stage started) within seconds, and a model server kept for the next
+stage is stopped when the flow ends, however it ends. The flow publishes a table
+artifact: what each stage did and how long it took.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import os
 import sys
-from pathlib import Path
+import time
 
 from prefect import flow, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_table_artifact
 
-from focal.config import Params, load_params
-from focal.serve import KEEP_ENV, stop_recorded
+from flows.workspace import DvcFailed, kept_servers, outcome, plan, run_dvc
 
-STAGES = ("model", "rubrics", "prepare", "rollouts", "judge", "validate", "train", "evaluate")  # dvc.yaml's order
-NETWORK = ("rubrics", "rollouts", "judge")  # the only stages retried
-ARTIFACT_KEY = "focal-pipeline-outputs"
+ARTIFACT_KEY = "focal-pipeline"
+STAGE_TIMEOUT_S = 6 * 3600.0  # a task that runs longer fails (and its stage is stopped)
+RETRIES, RETRY_DELAY_S = 2, 10
 
 
 def parse_stages(text: str | None) -> list[str] | None:
@@ -45,67 +48,55 @@ def parse_stages(text: str | None) -> list[str] | None:
 
 def add_stages_option(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--stages", type=parse_stages, default=None,
-                    help=f"comma-separated stages to run (default: all): {','.join(STAGES)}")
+                    help="comma-separated dvc.yaml stages to reproduce, with what is upstream (default: all)")
 
 
-def plan(params_path: str, stages: list[str] | None = None) -> tuple[Params, list[str]]:
-    """The params and the stages to run, in dvc.yaml's order; ValueError on a bad file or stage name."""
-    params = load_params(params_path)
-    if stages is None:
-        return params, [s for s in STAGES if s != "rubrics" or params.base.rubric_set == params.rubricgen.out_set]
-    unknown = [s for s in stages if s not in STAGES]
-    if unknown:
-        raise ValueError(f"unknown stage {unknown[0]!r}; stages: {', '.join(STAGES)}")
-    return params, [s for s in STAGES if s in stages]
+def retry_transient(task, task_run, state) -> bool:
+    """Prefect's retry_condition_fn: retry only a stage that failed on a transient network error."""
+    exc = state.result(raise_on_failure=False)
+    return isinstance(exc, DvcFailed) and exc.transient
 
 
-@task
-def run_stage(name: str, params: Params) -> list[str]:
-    """Run stages.<name>.run(params); the paths it wrote."""
-    return [str(p) for p in importlib.import_module(f"stages.{name}").run(params)]
+@task(retries=RETRIES, retry_delay_seconds=RETRY_DELAY_S, retry_condition_fn=retry_transient)
+def run_stage(stage: str, repo: str = ".", pull: bool = False) -> str:
+    """`dvc repro --single-item STAGE` (with --pull: missing outputs come from the DVC remote); what DVC did."""
+    args = ["repro", "--single-item", *(["--pull"] if pull else []), stage]
+    return outcome(run_dvc(repo, *args, what=f"stage {stage!r}"))
 
 
-TASKS = {name: run_stage.with_options(name=name, retries=2 if name in NETWORK else 0,
-                                      retry_delay_seconds=10 if name in NETWORK else 0) for name in STAGES}
+def stage_task(stage: str, timeout_s: float):
+    return run_stage.with_options(name=stage, timeout_seconds=timeout_s)
 
 
-def outputs_markdown(outputs: dict[str, list[str]]) -> str:
-    """A link table: one row per output of each stage."""
-    rows = [f"| {stage} | [{p}]({Path(p).resolve().as_uri()}) |" for stage, paths in outputs.items() for p in paths]
-    return "\n".join(["# Focal pipeline outputs", "", "| stage | output |", "|---|---|", *rows])
+def run_stages(stages: list[str], repo: str, timeout_s: float, pull: bool = False) -> list[dict]:
+    """Each stage as its task, in order; one row per stage: stage, result (ran / skipped / restored), seconds."""
+    rows = []
+    with kept_servers(repo):
+        for stage in stages:
+            t0 = time.monotonic()
+            result = stage_task(stage, timeout_s)(stage, repo, pull)
+            rows.append({"stage": stage, "result": result, "seconds": round(time.monotonic() - t0, 1)})
+    return rows
 
 
 @flow(name="focal-pipeline", log_prints=True)
-def pipeline(params_path: str = "params.yaml", stages: list[str] | None = None) -> dict[str, list[str]]:
-    """Run the stages (all, or only `stages`) in dvc.yaml's order; returns {stage: written paths}."""
-    params, names = plan(params_path, stages)
-    before = os.environ.get(KEEP_ENV)
-    os.environ[KEEP_ENV] = "1"  # a server started by one stage stays up for the next
-    outputs = {}
-    try:
-        for name in names:
-            outputs[name] = TASKS[name](name, params)
-    finally:
-        if before is None:
-            os.environ.pop(KEEP_ENV)
-        else:
-            os.environ[KEEP_ENV] = before
-        if stopped := stop_recorded(params.serve):
-            print(f"pipeline: stopped {stopped} model server(s)")
-    create_markdown_artifact(outputs_markdown(outputs), key=ARTIFACT_KEY,
-                             description=f"outputs of {', '.join(outputs) or 'no stage'} ({params_path})")
-    return outputs
+def pipeline(stages: list[str] | None = None, repo: str = ".", stage_timeout_s: float = STAGE_TIMEOUT_S,
+             pull: bool = False) -> dict[str, str]:
+    """Reproduce the stages (dvc.yaml's targets `stages` and what is upstream; default all) through DVC."""
+    rows = run_stages(plan(repo, stages), repo, stage_timeout_s, pull)
+    create_table_artifact(rows, key=ARTIFACT_KEY, description=f"dvc repro {' '.join(stages or [])} in {repo}")
+    return {r["stage"]: r["result"] for r in rows}
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--params", default="params.yaml", help="the params file")
+    ap.add_argument("--repo", default=".", help="the DVC repository (default: the current folder)")
     add_stages_option(ap)
     args = ap.parse_args(argv)
     try:
-        plan(args.params, args.stages)  # a bad file or stage name fails here in one line, before Prefect starts
-        print(pipeline(args.params, args.stages))
-    except ValueError as e:
+        plan(args.repo, args.stages)  # an unknown stage fails here in one line, before Prefect starts
+        print(pipeline(args.stages, args.repo))
+    except (ValueError, DvcFailed) as e:
         sys.exit(f"error: {e}")
 
 

@@ -17,6 +17,7 @@ import pytest
 import yaml
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.sorting import ArtifactSort
 
 import flows.pipeline
 from flows.pipeline import ARTIFACT_KEY, pipeline
@@ -75,8 +76,10 @@ def set_params(proj: Path, **sections) -> None:
 
 
 def artifacts(key: str) -> list:
+    """The artifacts with this key, newest first."""
     with get_client(sync_client=True) as client:
-        return client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+        return client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+                                     sort=ArtifactSort.CREATED_DESC)
 
 
 def test_the_plan_is_dvcs():
@@ -153,6 +156,6 @@ def test_transient_failures_are_retried_and_config_errors_are_not(tmp_path, pref
         pipeline(["broken"], repo=str(proj))
     assert (proj / "flaky.log").read_text() == "xxx"  # two transient failures, retried; the third attempt passed
     assert (proj / "broken.log").read_text() == "tried\n"  # a configuration error: one attempt
-    assert str(failed.value) == ("stage 'broken' failed (exit 1): params.yaml: `judge.temprature` is not a "
+    assert str(failed.value) == ("stage 'broken' failed: params.yaml: `judge.temprature` is not a "
                                  "known key")
     assert "flaky" in yaml.safe_load((proj / "dvc.lock").read_text())["stages"]  # what succeeded is recorded
