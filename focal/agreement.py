@@ -41,7 +41,7 @@ from focal.aggregate import MET
 from focal.cache import content_key
 from focal.importers import healthbench_item, read_jsonl
 from focal.items import Where
-from focal.judge import Request
+from focal.judge import Request, judge_table
 
 FIGURES = ("agreement", "kappa", "n", "tp", "fp", "fn", "tn", "missing")
 
@@ -141,6 +141,16 @@ def check_probes(requests: list[Request], share: float) -> list[Request]:
             if r.criterion.check is not None and sampled(r.rollout_id, r.criterion.id, share)]
 
 
+def judge_measured(params, requests: list[Request], template: str | None):
+    """Judge requests like focal.judge.judge_table, and on judge.agreement_share of the check-decided ones
+    also ask the judge (one endpoint, one cache): (the judgments of `requests` only, judge/* and agreement/*
+    metrics). judge/* count the probes' calls too; the probes never enter the returned table."""
+    probes = check_probes(requests, params.judge.agreement_share)
+    both, stats = judge_table(params, requests + probes, template)
+    df, probed = both.iloc[:len(requests)].reset_index(drop=True), both.iloc[len(requests):]
+    return df, stats.metrics() | with_checks(df, probed, params.judge.agreement_share)
+
+
 def with_checks(judgments, probes, share: float) -> dict:
     """agreement/* metrics of the judge's answers on the probes (a judgments table of check_probes)
     against the checks' verdicts in `judgments`, overall and per criterion key."""
@@ -205,7 +215,5 @@ def with_labels(labelled: list[Labelled], judged_scores) -> dict:
 def judge_labelled(params, labelled: list[Labelled]) -> dict:
     """Judge the labelled requests with the configured judge and cache (focal.judge.judge_table) and
     return labels/* metrics (a failed judgment is counted in labels/missing, not compared)."""
-    from focal.judge import judge_table
-
     df, _ = judge_table(params, [x.request for x in labelled], None)
     return with_labels(labelled, df.score.tolist())

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from focal.agreement import check_probes, with_checks
+from focal.agreement import judge_measured
 from focal.config import Params
 from focal.io import write_json, write_parquet
-from focal.judge import check_failure_budget, judge_table, load_items, requests_for
+from focal.judge import check_failure_budget, load_items, requests_for
 from focal.rubric import load_rubric_set
 from focal.stage import run_stage
 
@@ -38,10 +38,7 @@ def run(params: Params) -> list[Path]:
     rollouts = pd.read_parquet(params.paths.rollouts)
     requests = requests_for(rollouts, load_items(params), params.paths.rollouts)
     template = load_rubric_set(Path(params.paths.rubrics) / params.base.rubric_set).judge_template
-    probes = check_probes(requests, params.judge.agreement_share)
-    both, stats = judge_table(params, requests + probes, template)  # one endpoint, one cache for both
-    df, probed = both.iloc[:len(requests)].reset_index(drop=True), both.iloc[len(requests):]
-    m = stats.metrics() | with_checks(df, probed, params.judge.agreement_share)  # judge/* count the probes too
+    df, m = judge_measured(params, requests, template)  # agreement/*: the judge against the checks
     check_failure_budget(df, params.judge.max_failure_share, "judge")  # successes stay cached for the rerun
     write_parquet(params.paths.judgments, df)
     write_json(params.paths.judge_stats, m)

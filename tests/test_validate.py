@@ -91,3 +91,19 @@ def test_failure_share_counts_only_the_judges_rows():
     report = check_judgments(df, Validate(), 0.2)
     assert report["failure_share"] == pytest.approx(27 / 80) and report["judge_rows"] == 80
     assert not report["success"] and failed(report)[("judgments", "failed")]["observed"] == pytest.approx(27 / 80)
+
+
+def test_judge_agreement_gate():
+    """Report only by default; a minimum above the measured agreement, or a minimum with nothing measured, fails."""
+    stats = {"agreement/overall": 0.6, "agreement/kappa": 0.2, "agreement/n": 20}
+    report = check_judgments(table(), Validate(), 0.2, stats)
+    assert report["success"] and report["judge_agreement"] == {"agreement": 0.6, "kappa": 0.2, "n": 20, "min": 0.0}
+    assert check_judgments(table(), Validate(), 0.2, None)["success"]  # not measured, not asked for
+    report = check_judgments(table(), Validate(min_judge_agreement=0.7), 0.2, stats)
+    bad = failed(report)
+    assert list(bad) == [("judge", "agreement")] and bad[("judge", "agreement")]["rows"] == [
+        {"scope": "overall", "n": 20, "agreement": 0.6, "row": 0}]
+    assert check_judgments(table(), Validate(min_judge_agreement=0.6), 0.2, stats)["success"]
+    report = check_judgments(table(), Validate(min_judge_agreement=0.5), 0.2, {"agreement/n": 0})
+    assert not report["success"] and failed(report)[("judge", "agreement")]["expectation"] == \
+           "expect_column_values_to_not_be_null"
