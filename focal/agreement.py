@@ -3,7 +3,7 @@
     figures([True, True, False, False], [True, False, False, False])
     # {"n": 4, "agreement": 0.75, "kappa": 0.5, "tp": 1, "fp": 0, "fn": 1, "tn": 2, "missing": 0}
 
-Two sources of known verdicts:
+Three measures, each reported overall and per criterion key (or category):
 1. Programmatic checks (`with_checks`): on a share `judge.agreement_share` of the
    check-decided (rollout, criterion) pairs, picked by a hash of the two ids, the
    judge stage also asks the LLM judge, as if the criterion had no check
@@ -13,6 +13,12 @@ Two sources of known verdicts:
    meta-evaluation rows {prompt, completion, rubric, binary_labels, category,
    prompt_id}; the verdict is the majority of the physicians' labels.
    `python -m benchmarks.judge_agreement --labels FILE` prints the figures.
+3. Consistency (`with_restated`): on a share `judge.consistency_share` of the
+   judge-decided pairs, the judge stage asks again at the configured temperature
+   with the rubric item restated (`RESTATED`); the self-agreement is the agreement
+   of the two answers (the first answer plays "truth"). Per-criterion judgments
+   have no answer order to swap. An identical second request would be answered by
+   the cache; asking it afresh needs a repeat index in focal/judge.py's cache key.
 
 The math, with the reference verdict ("truth": the check, or the physicians) and the
 judge's verdict, both "criterion met" (satisfaction r >= aggregate.MET; a pitfall is
@@ -44,6 +50,7 @@ from focal.items import Where
 from focal.judge import Request, judge_table
 
 FIGURES = ("agreement", "kappa", "n", "tp", "fp", "fn", "tn", "missing")
+RESTATED = "Consider this rubric item carefully: {text}"  # the rewording of consistency probes
 
 
 # ---- the math ---------------------------------------------------------------------
@@ -127,7 +134,7 @@ def markdown(metrics: dict, prefix: str) -> str:
     return "\n".join(f"| {c} |" for c in cells)
 
 
-# ---- 1. agreement with programmatic checks ------------------------------------------
+# ---- 1. and 3.: probes in the judge stage (the checks; the judge, restated) ----------
 
 def sampled(rollout_id: str, criterion_id: str, share: float) -> bool:
     """Whether the pair is in the deterministic sample of `share` (a hash of the two ids)."""
@@ -141,23 +148,43 @@ def check_probes(requests: list[Request], share: float) -> list[Request]:
             if r.criterion.check is not None and sampled(r.rollout_id, r.criterion.id, share)]
 
 
+def restated_probes(requests: list[Request], share: float) -> list[Request]:
+    """The sampled judge-decided requests with their rubric item restated (RESTATED), to ask again."""
+    return [dataclasses.replace(r, criterion=dataclasses.replace(r.criterion, text=RESTATED.format(text=r.criterion.text)))
+            for r in requests if r.criterion.check is None and sampled(r.rollout_id, r.criterion.id, share)]
+
+
 def judge_measured(params, requests: list[Request], template: str | None):
-    """Judge requests like focal.judge.judge_table, and on judge.agreement_share of the check-decided ones
-    also ask the judge (one endpoint, one cache): (the judgments of `requests` only, judge/* and agreement/*
-    metrics). judge/* count the probes' calls too; the probes never enter the returned table."""
-    probes = check_probes(requests, params.judge.agreement_share)
-    both, stats = judge_table(params, requests + probes, template)
-    df, probed = both.iloc[:len(requests)].reset_index(drop=True), both.iloc[len(requests):]
-    return df, stats.metrics() | with_checks(df, probed, params.judge.agreement_share)
+    """Judge requests like focal.judge.judge_table, plus the check probes (judge.agreement_share) and the
+    restated probes (judge.consistency_share), in one call (one endpoint, one cache): (the judgments of
+    `requests` only, judge/*, agreement/* and consistency/* metrics). judge/* count the probes' calls too;
+    the probes never enter the returned table."""
+    cfg = params.judge
+    checks, again = check_probes(requests, cfg.agreement_share), restated_probes(requests, cfg.consistency_share)
+    everything, stats = judge_table(params, requests + checks + again, template)
+    n, k = len(requests), len(checks)
+    df = everything.iloc[:n].reset_index(drop=True)
+    return df, (stats.metrics() | with_checks(df, everything.iloc[n:n + k], cfg.agreement_share)
+                | with_restated(df, everything.iloc[n + k:], cfg.consistency_share))
+
+
+def _against(reference, probes, prefix: str) -> dict:
+    """agreement_metrics of the probes' scores against the reference rows of the same (rollout, criterion)."""
+    ref = reference.set_index(["rollout_id", "criterion_id"]).score
+    truth = [ref.get((r, c), math.nan) for r, c in zip(probes.rollout_id, probes.criterion_id, strict=True)]
+    return agreement_metrics(truth, probes.score.tolist(), probes.key.tolist(), prefix, "by_key")
 
 
 def with_checks(judgments, probes, share: float) -> dict:
     """agreement/* metrics of the judge's answers on the probes (a judgments table of check_probes)
     against the checks' verdicts in `judgments`, overall and per criterion key."""
-    checks = judgments[judgments.source == "check"].set_index(["rollout_id", "criterion_id"]).score
-    truth = [checks.get((r, c), math.nan) for r, c in zip(probes.rollout_id, probes.criterion_id, strict=True)]
-    return {"agreement/share": share,
-            **agreement_metrics(truth, probes.score.tolist(), probes.key.tolist(), "agreement", "by_key")}
+    return {"agreement/share": share, **_against(judgments[judgments.source == "check"], probes, "agreement")}
+
+
+def with_restated(judgments, probes, share: float) -> dict:
+    """consistency/* metrics: the judge's answers on the restated probes against its first answers in `judgments`
+    (self-agreement), overall and per criterion key."""
+    return {"consistency/share": share, **_against(judgments[judgments.source == "judge"], probes, "consistency")}
 
 
 # ---- 2. agreement with labels people already have ------------------------------------

@@ -289,6 +289,9 @@ class Judge(Client):
     agreement_share: float = knob(0.25, "share of the check-decided (rollout, criterion) pairs also asked to the judge, "
                                   "to measure its agreement with the checks (metrics/judge.json agreement/*; never "
                                   "trained on); picked by a hash of the ids", SHARE)
+    consistency_share: float = knob(0.25, "share of the judge-decided pairs asked again with the rubric item restated, "
+                                    "to measure the judge's self-agreement (metrics/judge.json consistency/*; never "
+                                    "trained on); picked by a hash of the ids", SHARE)
 
 
 @dataclass

@@ -15,7 +15,9 @@ It also measures the judge against the checks: on `judge.agreement_share` of the
 check-decided pairs (a hash of rollout and criterion ids), the judge answers as if
 the criterion had no check; its agreement, Cohen's kappa and confusion counts with
 the checks, overall and per criterion key, go to `paths.judge_stats` (agreement/*,
-focal/agreement.py), and those extra judgments never enter `paths.judgments`.
+focal/agreement.py). Likewise, on `judge.consistency_share` of the judge-decided
+pairs it asks again with the rubric item restated: the judge's self-agreement
+(consistency/*). Those extra judgments never enter `paths.judgments`.
 """
 
 from __future__ import annotations
@@ -38,13 +40,14 @@ def run(params: Params) -> list[Path]:
     rollouts = pd.read_parquet(params.paths.rollouts)
     requests = requests_for(rollouts, load_items(params), params.paths.rollouts)
     template = load_rubric_set(Path(params.paths.rubrics) / params.base.rubric_set).judge_template
-    df, m = judge_measured(params, requests, template)  # agreement/*: the judge against the checks
+    df, m = judge_measured(params, requests, template)  # agreement/*, consistency/*: the judge measured
     check_failure_budget(df, params.judge.max_failure_share, "judge")  # successes stay cached for the rerun
     write_parquet(params.paths.judgments, df)
     write_json(params.paths.judge_stats, m)
     print(f"judge: {len(df)} judgments ({m['judge/checks']} by checks), {m['judge/calls']} API calls, "
           f"{m['judge/cache_hits']} cache hits, {m['judge/failures']} failures; agreement with the checks "
-          f"{m['agreement/overall']} (kappa {m['agreement/kappa']}) on {m['agreement/n']} sampled pairs")
+          f"{m['agreement/overall']} (kappa {m['agreement/kappa']}) on {m['agreement/n']} sampled pairs, "
+          f"self-agreement {m['consistency/overall']} on {m['consistency/n']}")
     return [Path(params.paths.judgments), Path(params.paths.judge_stats)]
 
 

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from fake_openai import FakeOpenAI
-from focal.agreement import (check_probes, cohen_kappa, figures, load_labelled, markdown, rows, sampled, with_checks,
-                             with_labels)
+from focal.agreement import (RESTATED, check_probes, cohen_kappa, figures, load_labelled, markdown, restated_probes,
+                             rows, sampled, with_checks, with_labels, with_restated)
 from focal.config import load_params
 from focal.items import RubricError
 from focal.judge import Request, load_items, requests_for
@@ -74,6 +74,10 @@ def test_probes_are_the_sampled_checks_asked_without_their_check(tmp_path):
     assert [(p.rollout_id, p.criterion.id, p.criterion.text) for p in probes] == \
            [(r.rollout_id, r.criterion.id, r.criterion.text) for r in checked]
     assert check_probes(reqs, 0.0) == []
+    again = restated_probes(reqs, 1.0)
+    judged = [r for r in reqs if r.criterion.check is None]
+    assert [(p.rollout_id, p.criterion.id, p.criterion.text) for p in again] == \
+           [(r.rollout_id, r.criterion.id, RESTATED.format(text=r.criterion.text)) for r in judged]
 
 
 def test_with_checks_compares_each_probe_with_its_check():
@@ -88,6 +92,17 @@ def test_with_checks_compares_each_probe_with_its_check():
     assert m["agreement/by_key/w/agreement"] == 0.5 and m["agreement/share"] == 0.25
     assert [r["scope"] for r in rows(m, "agreement")] == ["overall", "by_key/w"]
     assert markdown(m, "agreement").splitlines()[2].startswith("| overall | 0.5 | 0.0 | 2 |")
+
+
+def test_with_restated_is_the_judges_self_agreement():
+    judgments = pd.DataFrame({"rollout_id": ["a", "b", "c", "d", "a"], "criterion_id": ["rel"] * 4 + ["w"],
+                              "key": ["rel"] * 4 + ["w"], "source": ["judge"] * 4 + ["check"],
+                              "score": [1.0, 1.0, 0.0, 0.0, 1.0]})
+    again = pd.DataFrame({"rollout_id": ["a", "b", "c", "d"], "criterion_id": ["rel"] * 4, "key": ["rel"] * 4,
+                          "score": [1.0, 0.0, 0.0, 0.0]})
+    m = with_restated(judgments, again, 0.5)  # the first answers play truth: tp 1, fn 1, tn 2 (kappa 1/2, by hand above)
+    assert (m["consistency/overall"], m["consistency/kappa"], m["consistency/fn"]) == (0.75, 0.5, 1)
+    assert m["consistency/by_key/rel/n"] == 4 and m["consistency/share"] == 0.5
 
 
 def random_rollouts(params, seed=0):
@@ -116,11 +131,15 @@ def test_judge_stage_reports_agreement_and_validate_gates_on_it(tmp_path):
         params = load_params(path)
         judge_stage.run(params)
         calls = server.calls
+        judge_stage.run(params)
+        assert server.calls == calls  # a rerun asks nothing: the probes are cached too
     stats = json.loads(Path(params.paths.judge_stats).read_text())
     df = pd.read_parquet(params.paths.judgments)
     n_requests = len(requests_for(pd.read_parquet(params.paths.rollouts), load_items(params), "rollouts"))
     assert len(df) == n_requests  # the probes are not training data
-    assert calls == (df.source == "judge").sum() + stats["agreement/n"] + stats["agreement/missing"]
+    probes = sum(stats[f"{m}/{k}"] for m in ("agreement", "consistency") for k in ("n", "missing"))
+    assert calls == (df.source == "judge").sum() + probes
+    assert stats["consistency/n"] > 10 and stats["consistency/overall"] == 1.0  # the fake ignores the wording
     assert stats["agreement/n"] > 10 and stats["agreement/share"] == 0.25
     measured = stats["agreement/overall"]
     assert 0.2 < measured < 0.8  # a judge answering at random
