@@ -62,12 +62,13 @@ def confusion(truth, judged) -> dict:
         if _missing(t) or _missing(j):
             counts["missing"] += 1
         else:
-            counts[("t" if bool(t) == bool(j) else "f") + ("p" if j else "n")] += 1
+            counts[("tp" if j else "fn") if t else ("fp" if j else "tn")] += 1
     return counts
 
 
 def cohen_kappa(tp: int, fp: int, fn: int, tn: int) -> float:
-    """Cohen's kappa of a 2x2 confusion; NaN when nothing was compared or neither rater varies."""
+    """Cohen's kappa of a 2x2 confusion; NaN when nothing was compared, or when both raters give one and the
+    same verdict throughout (chance agreement 1); see the module docstring."""
     n = tp + fp + fn + tn
     if n == 0:
         return math.nan
