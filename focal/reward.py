@@ -22,6 +22,14 @@ learned (focal.train.SignalGate acts on them).
 
 Items with criteria that have no check need a judge: without one the reward
 refuses to start unless `checks_only=True` says to use only the checked criteria.
+
+Under data parallelism (accelerate, torchrun, DeepSpeed) TRL calls the reward on
+each process's share of the batch, and a prompt's group can be split across
+processes. Each process judges its own share (so judging is spread), then the
+judged rows of all processes are gathered (`torch.distributed.all_gather_object`), the
+whole global batch is aggregated once, identically on every process, and each
+returns its own share's rewards: the group statistics are global and every process
+carries the same Focal state. One process behaves exactly as before.
 """
 
 from __future__ import annotations
@@ -34,6 +42,25 @@ import pandas as pd
 from focal.aggregate import FocalState, aggregate, get_aggregator, update_state
 from focal.judge import Judge, Request
 from focal.metrics import constant_by_key, satisfaction_matrix, step_metrics
+
+
+def world() -> tuple[int, int]:
+    """(number of processes, this process's index) once torch.distributed is set up (accelerate, torchrun,
+    DeepSpeed all do it); (1, 0) in a plain process."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
+
+
+def gather_rows(rows: list, processes: int) -> list:
+    """Every process's rows, in process order, on every process (torch.distributed.all_gather_object)."""
+    import torch.distributed as dist
+
+    parts = [None] * processes
+    dist.all_gather_object(parts, rows)
+    return [row for part in parts for row in part]
 
 
 def completion_text(c) -> str:
@@ -77,12 +104,13 @@ class FocalReward:
             raise ValueError(f"checkpoint was written with aggregator {saved['aggregator']!r}, not {self.aggregator!r}")
         self.state, self.step = FocalState(dict(saved["m"])), int(saved["step"])
 
-    def requests(self, prompt_ids, texts) -> list[Request]:
+    def requests(self, prompt_ids, texts, tag: str = "") -> list[Request]:
+        """One request per (completion, criterion); rollout ids `<tag>-<i>` (tag: step and process)."""
         reqs = []
         for i, (pid, text) in enumerate(zip(prompt_ids, texts)):
             if pid not in self.items:
                 raise ValueError(f"prompt_id {pid!r} has no rubric; the dataset's prompt_id column must match the items")
-            reqs += [Request(self.items[pid], c, text, f"s{self.step}-{i}") for c in self.items[pid].criteria
+            reqs += [Request(self.items[pid], c, text, f"{tag or f's{self.step}'}-{i}") for c in self.items[pid].criteria
                      if not self.checks_only or c.check is not None]
         return reqs
 
@@ -93,7 +121,9 @@ class FocalReward:
             raise ValueError("FocalReward needs a `prompt_id` column in the training dataset")
         t0 = time.perf_counter()
         texts = [completion_text(c) for c in completions]
-        reqs = self.requests(prompt_id, texts)
+        processes, rank = world()
+        tag = f"s{self.step}-r{rank}"
+        reqs = self.requests(prompt_id, texts, tag)
         if self.judge is None:
             judgments, counts = decide_checks(reqs), {"judge/calls": 0, "judge/cache_hits": 0, "judge/failures": 0}
         else:
@@ -102,7 +132,10 @@ class FocalReward:
             after = self.judge.stats.metrics()
             counts = {k: after[k] - before.get(k, 0) for k in ("judge/calls", "judge/cache_hits", "judge/failures")}
         t1 = time.perf_counter()
-        df = pd.DataFrame([j.__dict__ for j in judgments])
+        rows = [j.__dict__ for j in judgments]
+        if processes > 1:  # TRL gives each process its share of the batch (a group may be split): aggregate it whole
+            rows = gather_rows(rows, processes)
+        df = pd.DataFrame(rows)
         rewards = [None] * len(texts)
         metrics = {}
         if len(df):
@@ -111,8 +144,7 @@ class FocalReward:
             self.state = out.state
             index = {rid: k for k, rid in enumerate(m.rollout_ids)}
             values = out.as_list()
-            rewards = [values[index[f"s{self.step}-{i}"]] if f"s{self.step}-{i}" in index else None
-                       for i in range(len(texts))]
+            rewards = [values[index[f"{tag}-{i}"]] if f"{tag}-{i}" in index else None for i in range(len(texts))]
             metrics = step_metrics(m.r, m.w, m.groups, m.categories, m.keys, out, pitfall=m.pitfall)
             judged = df[df.source == "judge"]
             if len(judged):  # a judge that gives every rollout of a group the same verdict teaches nothing
