@@ -46,3 +46,13 @@ def test_two_processes_aggregate_the_global_batch_and_share_one_state(tmp_path):
             got = r["steps"][step]
             assert got["rewards"] == pytest.approx([whole[i] for i in got["indices"]], abs=1e-12), (step, got)
     assert ranks[0]["state"] == ranks[1]["state"] == pytest.approx(single.state.m, abs=1e-12)
+
+
+@pytest.mark.distributed
+def test_grpo_steps_data_parallel_end_with_one_focal_state(tmp_path):
+    torchrun(HERE / "distributed" / "grpo_dp.py", tmp_path)
+    ranks = [json.loads((tmp_path / f"grpo-rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["processes"] for r in ranks] == [2, 2] and [r["step"] for r in ranks] == [2, 2]
+    assert set(ranks[0]["state"]) == {"short", "sun", "bang"}
+    assert ranks[0]["state"] == ranks[1]["state"]  # the same global batch aggregated on both processes
+    assert ranks[0]["rewards"] == ranks[1]["rewards"]  # TRL's logged batch reward: the same global figure

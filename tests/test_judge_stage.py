@@ -48,9 +48,11 @@ def test_judge_stage_writes_the_table(tmp_path):
     df = pd.read_parquet(params.paths.judgments)
     assert list(df.columns) == COLUMNS
     judged = df[df.source == "judge"]
-    assert calls == len(judged) > 0 and (df.source == "check").any()
     assert df.score.between(0, 1).all() and not df.duplicated(["rollout_id", "criterion_id"]).any()
     stats = yaml.safe_load(Path(params.paths.judge_stats).read_text())
+    probes = sum(stats[f"{m}/{k}"] for m in ("agreement", "consistency") for k in ("n", "missing"))
+    assert probes > 0  # the judge is measured too (against checks, and against itself)
+    assert calls == len(judged) + probes and (df.source == "check").any()
     assert stats["judge/calls"] == calls and stats["judge/failures"] == 0
 
 

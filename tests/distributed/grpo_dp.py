@@ -1,0 +1,37 @@
+"""Run under `torchrun --nproc_per_node 2`: two GRPO steps of the tiny model with FocalReward, data parallel on
+CPU (gloo); writes each process's Focal state to OUT/grpo-rank<k>.json.
+
+    torchrun --standalone --nproc_per_node 2 tests/distributed/grpo_dp.py OUT
+"""
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parents[1]))
+
+import torch.distributed as dist  # noqa: E402
+
+from focal.config import Train  # noqa: E402
+from focal.reward import FocalReward  # noqa: E402
+from focal.train import build_trainer  # noqa: E402
+from test_train import ITEMS  # noqa: E402
+from tiny import make_tiny_model  # noqa: E402
+
+
+def main(out: Path):
+    import os
+
+    rank = int(os.environ["RANK"])
+    folder = make_tiny_model(out / f"tiny-{rank}")  # the same seed: the same model on every process
+    reward = FocalReward({it.id: it for it in ITEMS}, aggregator="focal", gamma=2.0)
+    cfg = Train(max_steps=2, prompts_per_step=1, num_generations=4, max_completion_length=6, learning_rate=1e-2)
+    trainer = build_trainer(str(folder), ITEMS, reward, cfg, str(out / f"run-{rank}"), seed=0)
+    trainer.train()
+    (out / f"grpo-rank{rank}.json").write_text(json.dumps({
+        "processes": dist.get_world_size(), "step": reward.step, "state": reward.state.m,
+        "rewards": [e["reward"] for e in trainer.state.log_history if "reward" in e]}))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
