@@ -1,19 +1,25 @@
 """The `focal` command: a thin front over the stages, the flows and the model server.
 
-    focal run [--params params.yaml] [--stages prepare,judge] [--flow]   # dvc repro (or the Prefect flow)
+    focal run [--stages prepare,judge] [--flow]   # dvc repro (or the same through the Prefect flow)
+    focal retrain [--aggregator A] [--rubric-set S] [--steps N]   # one retraining run (flows/retrain.py)
     focal serve [--model DIR]                     # vLLM's OpenAI-compatible server until Ctrl-C / SIGTERM
     focal judge ROLLOUTS [--out OUT]              # judge a rollouts file (parquet or jsonl) ad hoc
     focal eval                                    # the evaluate stage
-    focal deploy [--cron "0 3 * * 0"] [--interval SECONDS]   # scheduled retraining (flows/deploy.py)
+    focal deploy [--cron "0 3 * * 0"] [--interval SECONDS]   # scheduled retraining, served (flows/deploy.py)
     python -m flows.cli --help                    # the same, without the installed script
 
 It parses arguments and calls existing functions; the work is in stages/, flows/
 and focal/. A user mistake (a bad params file, a missing file, a ValueError from
-focal) prints one `error: ...` line and a hint, and exits with code 2.
+focal) prints one `error: ...` line and a hint, and exits with code 2. A flow
+(`run --flow`, `retrain`) runs in a child process of its own session, with its
+temporary Prefect server: Ctrl-C or SIGTERM reaches the flow as SIGTERM, and it
+stops its stages and model servers and marks the run crashed before the server
+goes away (Ctrl-C in a terminal would otherwise kill the server first).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import signal
@@ -79,31 +85,59 @@ def dvc_targets(stages: list[str] | None) -> list[str]:
     return stages or [FINAL_STAGE]
 
 
+STOP_WAIT_S = 60.0  # after forwarding Ctrl-C / SIGTERM, how long a flow has to clean up before it is killed
+
+
+def run_flow(module: str, *args: str) -> int:
+    """`python -m MODULE ARGS` in a session of its own; Ctrl-C or SIGTERM is forwarded as one SIGTERM, and the
+    child's whole group is killed if it has not exited STOP_WAIT_S later. Returns its exit code."""
+    proc = subprocess.Popen([sys.executable, "-m", module, *args], start_new_session=True)
+
+    def forward(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            typer.echo(f"focal: stopping {module} (SIGTERM; it stops its stages and servers)", err=True)
+            proc.send_signal(signal.SIGTERM)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not orphan the child
+            try:
+                proc.wait(timeout=STOP_WAIT_S)
+            except subprocess.TimeoutExpired:
+                pass
+            return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of its group (its temporary Prefect server)
+        proc.wait()
+
+
 @app.command()
 @friendly("fix what the line above names (every params key is explained in params.yaml); `focal run --help`")
 def run(params: ParamsOpt = "params.yaml", stages: StagesOpt = None,
-        flow: Annotated[bool, typer.Option("--flow", help="run the Prefect flow (flows/pipeline.py) instead")] = False):
-    """Reproduce the pipeline with `dvc repro` (changed stages only), or run it as a Prefect flow.
+        flow: Annotated[bool, typer.Option("--flow", help="run it as the Prefect flow (flows/pipeline.py)")] = False):
+    """Reproduce the pipeline with `dvc repro` (changed stages only), directly or as a Prefect flow.
 
-    Without --stages, dvc reproduces the final stage (FINAL_STAGE) and what it
-    depends on; with --stages, those stages and their changed upstream stages. --flow runs exactly the named
-    stages (default: all) and can read another params file. A model server started by one stage is reused
-    by the next and stopped at the end.
+    Without --stages, the final stage (FINAL_STAGE) and what it depends on; with --stages, those stages and
+    what they depend on. --flow runs the same stages as one Prefect task each (`dvc repro --single-item`).
+    A model server started by one stage is reused by the next and stopped at the end.
     """
     from focal.serve import KEEP_ENV, OWNER_ENV, stop_recorded
 
     p, names = load_params(params), stage_list(stages)
-    if flow:
-        from flows.pipeline import pipeline, plan
-
-        plan(params, names)  # fail here, in one line, before Prefect starts
-        typer.echo(pipeline(params, names))
-        return
     if Path(params).resolve() != Path("params.yaml").resolve():
-        raise ValueError(f"--params {params}: dvc repro reads ./params.yaml; pass --flow to run on another file, "
-                         "or vary a key with `dvc exp run -S section.key=value`")
-    cmd = [sys.executable, "-m", "dvc", "repro", *dvc_targets(names)]
-    env = {**os.environ, KEEP_ENV: "1", OWNER_ENV: str(os.getpid()), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+        raise ValueError(f"--params {params}: dvc repro reads ./params.yaml; vary a key with "
+                         "`dvc exp run -S section.key=value`")
+    targets = dvc_targets(names)
+    if flow:
+        raise typer.Exit(run_flow("flows.pipeline", "--stages", ",".join(targets)))
+    cmd = [sys.executable, "-m", "dvc", "repro", *targets]
+    env = {**os.environ, KEEP_ENV: "1", OWNER_ENV: str(os.getpid()),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     try:
         t0 = time.perf_counter()
         code = subprocess.run(cmd, env=env).returncode
@@ -111,6 +145,22 @@ def run(params: ParamsOpt = "params.yaml", stages: StagesOpt = None,
         stop_recorded(p.serve)
     typer.echo(f"focal run: `dvc repro` exited {code} after {time.perf_counter() - t0:.0f} s", err=True)
     raise typer.Exit(code)
+
+
+@app.command()
+@friendly("a setting is a params value (params.yaml explains each); `focal retrain --help`")
+def retrain(aggregator: Annotated[Optional[str], typer.Option(help="train.aggregator (default: as committed)")] = None,
+            rubric_set: Annotated[Optional[str], typer.Option(help="base.rubric_set (default: as committed)")] = None,
+            steps: Annotated[Optional[int], typer.Option(help="train.max_steps (default: as committed)")] = None,
+            seed: Annotated[Optional[int], typer.Option(help="sampling seed (default: a new one)")] = None,
+            remote: Annotated[Optional[str], typer.Option(help="DVC remote (default: the repository's)")] = None):
+    """One retraining run (flows/retrain.py): a DVC experiment, promoted to champion only if it beats it."""
+    from flows.retrain import configured
+
+    configured(".", aggregator, rubric_set, steps)  # a bad setting fails here, in one line
+    args = [f"--{k.replace('_', '-')}={v}" for k, v in dict(aggregator=aggregator, rubric_set=rubric_set, steps=steps,
+                                                            seed=seed, remote=remote).items() if v is not None]
+    raise typer.Exit(run_flow("flows.retrain", *args))
 
 
 @app.command()
@@ -197,14 +247,17 @@ def evaluate(params: ParamsOpt = "params.yaml"):
 
 @app.command()
 @friendly("flows/deploy.py shows how to run it against a local Prefect server; `focal deploy --help`")
-def deploy(params: ParamsOpt = "params.yaml",
-           cron: Annotated[Optional[str], typer.Option("--cron", help="cron schedule (default: Sundays 03:00)")] = None,
+def deploy(cron: Annotated[Optional[str], typer.Option("--cron", help="cron schedule (default: Sundays 03:00)")] = None,
            interval: Annotated[Optional[int], typer.Option("--interval", help="every this many seconds instead")] = None,
-           stages: StagesOpt = None):
-    """Serve the pipeline as a scheduled Prefect deployment (recurring retraining) until Ctrl-C or SIGTERM."""
+           aggregator: Annotated[Optional[str], typer.Option(help="train.aggregator of every run")] = None,
+           rubric_set: Annotated[Optional[str], typer.Option(help="base.rubric_set of every run")] = None,
+           steps: Annotated[Optional[int], typer.Option(help="train.max_steps of every run")] = None):
+    """Serve scheduled retraining (flows/retrain.py) from this process until Ctrl-C or SIGTERM; prefect.yaml is
+    the same deployment for `prefect deploy` to a work pool."""
     from flows.deploy import serve as serve_deployment
 
-    serve_deployment(params, cron, interval, stage_list(stages))
+    settings = {k: v for k, v in dict(aggregator=aggregator, rubric_set=rubric_set, steps=steps).items() if v is not None}
+    serve_deployment(".", cron, interval, **settings)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,12 @@
-"""The `focal` command: every --help, user mistakes in one line (exit 2), `focal judge` against a fake judge."""
+"""The `focal` command: every --help, user mistakes in one line (exit 2), `focal judge` against a fake judge,
+and Ctrl-C on `focal run --flow` stopping the flow, its stage and the server it started within seconds."""
 
+import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -13,13 +18,14 @@ from flows.cli import app
 from focal.config import load_params
 from stages import judge as judge_stage
 from test_judge_stage import setup as judge_setup
+from test_flows import git_identity, project  # noqa: F401 - git_identity is a fixture
 from test_pipeline import copy_project
 
 ROOT = Path(__file__).parents[1]
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["serve"], ["judge"], ["eval"], ["deploy"]])
+@pytest.mark.parametrize("command", [[], ["run"], ["retrain"], ["serve"], ["judge"], ["eval"], ["deploy"]])
 def test_every_command_has_help(command):
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0, result.output
@@ -35,7 +41,7 @@ def assert_one_line_error(code: int, stderr: str, *expected: str):
         assert text in lines[0]
 
 
-def test_user_mistakes_are_one_line_with_exit_code_2(tmp_path):
+def test_user_mistakes_are_one_line_with_exit_code_2(tmp_path, monkeypatch):
     bad = tmp_path / "bad.yaml"
     bad.write_text("prepare:\n  max_train: 3\n")
     for args in (["run", "--flow", "--params", str(bad)], ["judge", "r.parquet", "--params", str(bad)],
@@ -46,8 +52,13 @@ def test_user_mistakes_are_one_line_with_exit_code_2(tmp_path):
     good.write_text("{}\n")
     result = runner.invoke(app, ["judge", str(tmp_path / "missing.jsonl"), "--params", str(good)])
     assert_one_line_error(result.exit_code, result.stderr, "missing.jsonl: not found")
-    result = runner.invoke(app, ["run", "--flow", "--stages", "prepare,nope", "--params", str(good)])
-    assert_one_line_error(result.exit_code, result.stderr, "unknown stage 'nope'")
+    monkeypatch.chdir(ROOT)
+    result = runner.invoke(app, ["run", "--flow", "--stages", "prepare,nope"])
+    assert_one_line_error(result.exit_code, result.stderr, "stage 'nope' is not in dvc.yaml")
+    result = runner.invoke(app, ["retrain", "--rubric-set", "nope"])
+    assert_one_line_error(result.exit_code, result.stderr, "rubric set 'nope' is not a folder of rubrics/")
+    result = runner.invoke(app, ["retrain", "--steps", "0"])
+    assert_one_line_error(result.exit_code, result.stderr, "train.max_steps must be >= 1")
     # the real process, as a user sees it
     proc = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--params", str(bad)], cwd=ROOT,
                           capture_output=True, text=True)
@@ -89,3 +100,58 @@ def test_focal_run_is_dvc_repro(tmp_path, monkeypatch):
     (proj / "other.yaml").write_text((proj / "params.yaml").read_text())
     result = runner.invoke(app, ["run", "--params", "other.yaml"])  # another file needs --flow
     assert result.exit_code == 2 and "dvc repro reads ./params.yaml" in result.stderr
+
+
+SLOW_DVC = """\
+stages:
+  slow:
+    cmd: python slow.py
+    deps: [slow.py]
+    outs: [never.txt]
+"""
+SLOW_PY = """\
+import json, os, pathlib, subprocess, time
+# a stand-in model server, recorded where focal.serve records a server kept for the next stage
+server = subprocess.Popen(["sleep", "300"], start_new_session=True)
+pathlib.Path(".focal/servers").mkdir(parents=True, exist_ok=True)
+pathlib.Path(".focal/servers/policy-test.json").write_text(json.dumps(
+    {"pid": server.pid, "base_url": "http://127.0.0.1:9/v1", "model_dir": "models/base"}))
+pathlib.Path("pids.json").write_text(json.dumps({"stage": os.getpid(), "server": server.pid}))
+time.sleep(300)
+"""
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+
+
+@pytest.mark.timeout(240)
+def test_ctrl_c_stops_the_flow_its_stage_and_its_server_within_seconds(tmp_path, git_identity):
+    proj = project(tmp_path / "proj", SLOW_DVC, commit=False)
+    (proj / "slow.py").write_text(SLOW_PY)
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home")}
+    cli = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", "--flow", "--stages", "slow"], cwd=proj,
+                           env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not (proj / "pids.json").exists() and cli.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert (proj / "pids.json").exists(), cli.communicate(timeout=5)[0] if cli.poll() is not None else "no stage"
+        time.sleep(0.5)
+        pids = json.loads((proj / "pids.json").read_text())
+        t0 = time.monotonic()
+        os.killpg(cli.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: SIGINT to the foreground group
+        out = cli.communicate(timeout=90)[0]
+        took = time.monotonic() - t0
+    finally:
+        if cli.poll() is None:
+            os.killpg(cli.pid, signal.SIGKILL)
+    assert cli.returncode == 130, out
+    assert took < 20, f"{took:.1f} s:\n{out}"
+    assert not alive(pids["stage"]) and not alive(pids["server"]), out
+    assert not (proj / ".focal/servers/policy-test.json").exists()
+    assert "Crash detected" in out or "TerminationSignal" in out or "terminated" in out.lower(), out[-3000:]

@@ -9,10 +9,10 @@ Slow: the real pipeline on a tiny model, deployed from prefect.yaml to a process
 Prefect server, two scheduled runs (README walkthrough).
 """
 
+import contextlib
 import json
 import math
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -266,3 +266,133 @@ def test_retrain_promotes_warm_starts_rejects_and_undoes_a_failed_run(tmp_path, 
     failure = artifacts(FAILURE_KEY)[0].data
     assert "'evl' is not a benchmark" in failure and "champion is unchanged (v0.0.1" in failure
     assert not list((proj / ".dvc/tmp").glob("focal-snapshot-*"))
+
+
+# ---- for real: a tiny model, prefect.yaml, a process work pool, a real Prefect server --------------------
+
+TINY = {"prepare": {"max_train_prompts": 2, "max_eval_prompts": 2},
+        "rollouts": {"backend": "transformers", "max_prompts": 2, "num_generations": 2, "max_tokens": 4},
+        "train": {"max_steps": 1, "prompts_per_step": 1, "num_generations": 2, "max_completion_length": 4,
+                  "use_judge": False},
+        "evaluate": {"backend": "transformers", "limit": 2, "num_generations": 2, "max_tokens": 4, "n_bootstrap": 50}}
+EASY = {"min_ci_low": -1.0, "max_min_category_drop": 1.0, "max_strict_drop": 1.0}  # promotes anything measured
+HARD = {"min_ci_low": 1.0, "max_min_category_drop": 0.0, "max_strict_drop": 0.0}  # a difference above 1: never
+
+
+def tiny_project(tmp_path: Path, judge_url: str) -> Path:
+    """This repository, committed with tiny settings: a tiny random model as the base model (model.source),
+    transformers for sampling, the loopback fake judge, one training step."""
+    from tiny import make_tiny_model
+
+    proj = project(tmp_path / "proj", commit=False)
+    raw = yaml.safe_load((proj / "params.yaml").read_text())
+    for section, values in TINY.items():
+        raw[section].update(values)
+    raw["model"]["source"] = str(make_tiny_model(tmp_path / "tiny"))
+    raw["judge"].update(base_url=judge_url, model="judge", backoff_s=0.01, timeout_s=5.0)
+    (proj / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    dvc(proj, "remote", "add", "-d", "store", str(tmp_path / "dvc-remote"))  # a local-directory DVC remote
+    sh(proj, "git", "add", "-A")
+    sh(proj, "git", "commit", "-qm", "tiny settings")
+    return proj
+
+
+def prefect(proj: Path, env: dict, *args: str) -> str:
+    proc = subprocess.run([sys.executable, "-m", "prefect", *args], cwd=proj, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, f"prefect {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+def wait_for(check, timeout_s: float, what: str, logs=()):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(2)
+    pytest.fail(f"{what} within {timeout_s} s; logs:\n" + "\n".join(Path(p).read_text()[-4000:] for p in logs))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_two_scheduled_runs_warm_start_and_a_losing_challenger_keeps_the_champion(tmp_path, git_identity):
+    """README walkthrough: prefect.yaml deployed to a process work pool; run 1 is promoted against the base
+    model; the user tightens the promotion rule from the UI; run 2 warm-starts from run 1's model, loses,
+    and the champion stays. After each: `dvc status` clean; `dvc exp show` lists both runs."""
+    from fake_openai import FakeOpenAI
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import DeploymentUpdate
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from focal.serve import free_port, healthy
+
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_API_URL": api,
+           "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2", "PREFECT_WORKER_QUERY_SECONDS": "2",
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", "OMP_NUM_THREADS": "1"}
+    logs = {name: tmp_path / f"{name}.log" for name in ("server", "worker")}
+    procs = []
+
+    def start(name, *args):
+        with open(logs[name], "w") as log:
+            procs.append(subprocess.Popen([sys.executable, "-m", "prefect", *args], cwd=proj, env=env, stdout=log,
+                                          stderr=subprocess.STDOUT, start_new_session=True))
+
+    with FakeOpenAI() as judge:
+        proj = tiny_project(tmp_path, judge.base_url)
+        try:
+            start("server", "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui")
+            wait_for(lambda: healthy(api), 120, "the Prefect server was not healthy", logs.values())
+            prefect(proj, env, "work-pool", "create", "focal-process", "--type", "process")
+            prefect(proj, env, "--no-prompt", "deploy", "--name", "focal-retrain", "--interval", "10",
+                    "--params", json.dumps({"rule": EASY}))
+            start("worker", "worker", "start", "--pool", "focal-process")
+            with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+                dep = client.read_deployment_by_name("focal-retrain/focal-retrain")
+
+                def runs():
+                    found = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep.id])))
+                    crashed = [r for r in found if r.state and r.state.is_final() and not r.state.is_completed()]
+                    assert not crashed, f"{crashed[0].name}: {crashed[0].state}\n{logs['worker'].read_text()[-5000:]}"
+                    return found
+
+                first = wait_for(lambda: [r for r in runs() if r.state.is_running()], 300, "no run started",
+                                 logs.values())[0]
+                client.pause_deployment(dep.id)  # the user pauses the schedule while run 1 is running ...
+                wait_for(lambda: client.read_flow_run(first.id).state.is_completed(), 600, "run 1 did not complete",
+                         logs.values())
+                assert "up to date" in dvc(proj, "status")
+                assert registry.champion(proj).run == client.read_flow_run(first.id).name
+                # ... tightens the promotion rule from the UI, and resumes: the next scheduled run uses it
+                client.update_deployment(dep.id, DeploymentUpdate(parameters={"rule": HARD}))
+                client.resume_deployment(dep.id)
+                second = wait_for(lambda: [r for r in runs() if r.id != first.id and r.state.is_completed()], 600,
+                                  "run 2 did not complete", logs.values())[0]
+                client.pause_deployment(dep.id)
+                assert second.parameters["rule"] == HARD and first.parameters["rule"] == EASY
+        finally:
+            for proc in reversed(procs):  # SIGTERM: how a served process stops (STACK.md); then its whole group
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    pass
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    assert "up to date" in dvc(proj, "status")
+    champ, history = registry.champion(proj), registry.history(proj)
+    assert [r.decision for r in history] == ["rejected", "promoted"] and champ.version == "v0.0.1"
+    assert history[0].run == second.name and "FAIL: lower bound <= 1" in history[0].why
+    assert history[0].reference == "champion v0.0.1" and history[1].reference == "base model"
+    # run 2 sampled from, warm-started from and was compared with run 1's promoted model
+    params = yaml.safe_load(sh(proj, "git", "show", f"{history[0].commit}:params.yaml").stdout)
+    assert params["train"]["policy"] == params["rollouts"]["policy"] == "models/champions/v0.0.1"
+    assert params["evaluate"]["policies"] == ["champion=models/champions/v0.0.1", "trained"]
+    assert params["base"]["seed"] != yaml.safe_load(sh(proj, "git", "show", f"{history[1].commit}:params.yaml")
+                                                    .stdout)["base"]["seed"]
+    assert exp_names(proj) == sorted([first.name, second.name])
+    assert (tmp_path / "dvc-remote" / "files" / "md5").is_dir()  # each run pushed what it made
