@@ -111,7 +111,8 @@ def evaluate_policies(params, benchmarks: dict) -> tuple[dict, "pd.DataFrame", "
     every policy after the first is compared with the first on the same prompts."""
     from pathlib import Path
 
-    from focal.judge import Request, check_failure_budget, judge_table
+    from focal.agreement import judge_measured
+    from focal.judge import Request, check_failure_budget
     from focal.rollouts import Sampling, sample_policy
 
     e = params.evaluate
@@ -134,7 +135,7 @@ def evaluate_policies(params, benchmarks: dict) -> tuple[dict, "pd.DataFrame", "
         part = rollouts[rollouts.benchmark == bench]
         reqs = [Request(by_id[r.prompt_id], c, r.completion, f"{r.policy_name}:{r.rollout_id}")
                 for r in part.itertuples() for c in by_id[r.prompt_id].criteria]
-        df, _ = judge_table(params, reqs, template)
+        df, judged = judge_measured(params, reqs, template)  # + the judge measured against checks and itself
         df["policy_name"] = df.rollout_id.str.split(":", n=1).str[0]
         df["benchmark"] = bench
         judgments.append(df)
@@ -146,7 +147,7 @@ def evaluate_policies(params, benchmarks: dict) -> tuple[dict, "pd.DataFrame", "
         names = list(per_policy)
         metrics[bench] = {"policies": per_policy, "paired": {
             f"{b}_vs_{names[0]}": paired_difference(scores[names[0]], scores[b], e.n_bootstrap, params.base.seed)
-            for b in names[1:]}}
+            for b in names[1:]}, "judge": {k: v for k, v in judged.items() if k.split("/")[0] in ("agreement", "consistency")}}
     return metrics, rollouts, pd.concat(judgments, ignore_index=True)
 
 
@@ -172,6 +173,15 @@ def report(metrics: dict, notes: list[str], params) -> str:
         lines += ["", "| category | " + " | ".join(m["policies"]) + " |", "|---|" + "---|" * len(m["policies"])]
         lines += [f"| {c} | " + " | ".join(f"{v['category'].get(c, float('nan')):.3f}" for v in m["policies"].values())
                   + " |" for c in cats]
+        from focal.agreement import markdown
+
+        for prefix, what in (("agreement", "The judge against the checks (check-decided criteria also asked to "
+                                            "the judge; judge.agreement_share)"),
+                             ("consistency", "The judge against itself (the rubric item restated; "
+                                             "judge.consistency_share)")):
+            table = markdown(m.get("judge", {}), prefix)
+            if table:
+                lines += ["", f"{what}:", "", table]
         failed = {p: v["failed_by_key"] for p, v in m["policies"].items() if v["failed_judgments"]}
         if failed:
             lines += ["", "Failed judgments (left out of every figure above), per policy and criterion key:", ""]

@@ -138,6 +138,10 @@ def test_remote_policies_are_each_asked_for_by_their_own_name(tmp_path):
     assert not set(rollouts[rollouts.policy_name == "base"].rollout_id) & set(
         rollouts[rollouts.policy_name == "trained"].rollout_id)
     assert metrics["eval"]["paired"]["trained_vs_base"]["prompts"] == 2
+    assert metrics["eval"]["judge"]["agreement/n"] > 0  # the judge measured on the evaluation's own checks
+    from focal.evaluate import report
+
+    assert "The judge against the checks" in report(metrics, [], params)
     with FakeOpenAI(models=("policy", "judge")) as server:  # nothing is served as 'trained'
         params = eval_params(tmp_path, server.base_url, server.base_url)
         with pytest.raises(ValueError, match="serve.base_url .* serves no model named 'trained'"):
