@@ -284,7 +284,8 @@ def sample(bandit: Bandit, mu: np.ndarray, prompts: np.ndarray, G: int, rng):
 
 def evaluate(bandit: Bandit, cfg: SimConfig, mu: np.ndarray, rng) -> dict:
     """On the held-out prompts: rubric/score, rubric/strict_completion, rubric/min_category, category/<k>/pass_rate,
-    rubric/min_key (lowest pass rate over criterion ids) and criteria/<id>/pass_rate."""
+    rubric/min_key (lowest pass rate over criterion ids), criteria/<id>/pass_rate, and policy/norm = |mu|
+    (at the world's radius once capacity binds)."""
     held_out = np.arange(bandit.world.n_prompts // 4)
     _, r, groups = sample(bandit, mu, held_out, cfg.eval_samples, rng)
     out = rubric_summary(r, bandit.weights, bandit.pitfall, bandit.categories, groups)
@@ -292,6 +293,7 @@ def evaluate(bandit: Bandit, cfg: SimConfig, mu: np.ndarray, rng) -> dict:
     seen = [v for v in per_key.values() if not np.isnan(v)]
     out["rubric/min_key"] = min(seen) if seen else float("nan")
     out.update({f"criteria/{k}/pass_rate": v for k, v in per_key.items()})
+    out["policy/norm"] = float(np.linalg.norm(mu))
     return out
 
 
