@@ -346,7 +346,9 @@ def test_two_scheduled_runs_warm_start_and_a_losing_challenger_keeps_the_champio
             start("server", "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui")
             wait_for(lambda: healthy(api), 120, "the Prefect server was not healthy", logs.values())
             prefect(proj, env, "work-pool", "create", "focal-process", "--type", "process")
-            prefect(proj, env, "--no-prompt", "deploy", "--name", "focal-retrain", "--interval", "10",
+            # every 60 s: run 2 is not due before the test pauses the schedule while run 1 runs (a run already
+            # waiting for the concurrency slot would survive the pause, with the old parameters)
+            prefect(proj, env, "--no-prompt", "deploy", "--name", "focal-retrain", "--interval", "60",
                     "--params", json.dumps({"rule": EASY}))
             start("worker", "worker", "start", "--pool", "focal-process")
             with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
