@@ -32,6 +32,7 @@ import time
 
 from prefect import flow, task
 from prefect.artifacts import create_table_artifact
+from prefect.states import Failed, State
 
 from flows.workspace import DvcFailed, kept_servers, outcome, plan, run_dvc
 
@@ -79,11 +80,20 @@ def run_stages(stages: list[str], repo: str, timeout_s: float, pull: bool = Fals
     return rows
 
 
+def failed(error: Exception) -> State:
+    """A flow's end on a user-facing error (a stage's error line, a bad setting): Failed with that one line, and
+    no traceback in the log; calling the flow still raises the error."""
+    return Failed(message=str(error), data=error)
+
+
 @flow(name="focal-pipeline", log_prints=True)
 def pipeline(stages: list[str] | None = None, repo: str = ".", stage_timeout_s: float = STAGE_TIMEOUT_S,
              pull: bool = False) -> dict[str, str]:
     """Reproduce the stages (dvc.yaml's targets `stages` and what is upstream; default all) through DVC."""
-    rows = run_stages(plan(repo, stages), repo, stage_timeout_s, pull)
+    try:
+        rows = run_stages(plan(repo, stages), repo, stage_timeout_s, pull)
+    except (DvcFailed, ValueError) as e:
+        return failed(e)
     create_table_artifact(rows, key=ARTIFACT_KEY, description=f"dvc repro {' '.join(stages or [])} in {repo}")
     return {r["stage"]: r["result"] for r in rows}
 

@@ -51,7 +51,7 @@ import yaml
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from flows.pipeline import STAGE_TIMEOUT_S, retry_transient, run_stages
+from flows.pipeline import STAGE_TIMEOUT_S, failed, retry_transient, run_stages
 from flows.workspace import DvcFailed, git, head_params, plan, restore, run_dvc, save_experiment, snapshot
 from focal import registry
 from focal.config import Params, load_params, params_from_dict, render_params_yaml
@@ -136,9 +136,13 @@ def default_remote(repo: str, remote: str | None) -> str | None:
         return r.config["core"].get("remote") or None
 
 
+class Busy(Exception):
+    """Another retrain holds the repository's lock."""
+
+
 @contextmanager
 def one_run_at_a_time(repo: str):
-    """Hold the repository's retrain lock for the block; RuntimeError at once if another run holds it."""
+    """Hold the repository's retrain lock for the block; Busy at once if another run holds it."""
     path = Path(repo) / LOCK
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as f:
@@ -146,8 +150,8 @@ def one_run_at_a_time(repo: str):
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             f.seek(0)
-            raise RuntimeError(f"another retrain is running in {Path(repo).resolve()} ({f.read().strip()}); "
-                               "one run at a time") from None
+            raise Busy(f"another retrain is running in {Path(repo).resolve()} ({f.read().strip()}); "
+                       "one run at a time") from None
         f.seek(0)
         f.truncate()
         f.write(f"pid {os.getpid()}\n")
@@ -161,10 +165,8 @@ def one_run_at_a_time(repo: str):
 # ---- the tasks -------------------------------------------------------------------------------------
 
 @task
-def start(repo: str, name: str, aggregator: str | None, rubric_set: str | None, steps: int | None,
-          seed: int | None, remote: str | None) -> Run:
-    """Resolve the run (settings, seed, champion) and write its params.yaml."""
-    params = configured(repo, aggregator, rubric_set, steps)
+def start(repo: str, name: str, params: Params, seed: int | None, remote: str | None) -> Run:
+    """Resolve the run (seed, champion, remote) on the configured params and write its params.yaml."""
     champ = registry.champion(repo)
     remote = default_remote(repo, remote)
     policy = ""
@@ -331,12 +333,21 @@ def retrain(aggregator: str | None = None, rubric_set: str | None = None, steps:
     """
     from prefect.runtime import flow_run
 
-    name = flow_run.name or run_name()
+    try:
+        return run_once(flow_run.name or run_name(), aggregator, rubric_set, steps, seed, rule, repo, remote,
+                        git_remote, stage_timeout_s)
+    except (DvcFailed, ValueError, Busy) as e:  # the error line says it all: no traceback in the log
+        return failed(e)
+
+
+def run_once(name: str, aggregator, rubric_set, steps, seed, rule, repo, remote, git_remote, stage_timeout_s) -> dict:
+    """The flow's body: its tasks in order, the workspace restored if anything fails."""
+    params = configured(repo, aggregator, rubric_set, steps)  # a bad setting fails here, before anything changes
     with one_run_at_a_time(repo):
         snap = snapshot(repo, Path(repo) / f".dvc/tmp/focal-snapshot-{os.getpid()}")
         champ_before = registry.champion(repo)
         try:
-            run = start(repo, name, aggregator, rubric_set, steps, seed, remote)
+            run = start(repo, name, params, seed, remote)
             stages = plan(repo)
             rows = run_stages(stages, repo, stage_timeout_s, pull=bool(run.remote))
             promote, why, numbers = judge_candidate(run, rule)
@@ -378,7 +389,7 @@ def main(argv=None) -> None:
         configured(a.repo, a.aggregator, a.rubric_set, a.steps)  # a bad setting fails here, before Prefect starts
         print(json.dumps(retrain(a.aggregator, a.rubric_set, a.steps, a.seed, rule, a.repo, a.remote, a.git_remote),
                          indent=2, default=str))
-    except (ValueError, RuntimeError, DvcFailed) as e:
+    except (ValueError, DvcFailed, Busy) as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         sys.exit(2)
 
