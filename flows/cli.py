@@ -256,7 +256,8 @@ def deploy(cron: Annotated[Optional[str], typer.Option("--cron", help="cron sche
     the same deployment for `prefect deploy` to a work pool."""
     from flows.deploy import serve as serve_deployment
 
-    settings = {k: v for k, v in dict(aggregator=aggregator, rubric_set=rubric_set, steps=steps).items() if v is not None}
+    settings = {k: v for k, v in dict(aggregator=aggregator, rubric_set=rubric_set, steps=steps).items()
+                if v is not None}
     serve_deployment(".", cron, interval, **settings)
 
 

@@ -120,7 +120,7 @@ def run_name() -> str:
     try:
         params = configured(p.get("repo", "."), p.get("aggregator"), p.get("rubric_set"), p.get("steps"))
         champ = registry.champion(p.get("repo", "."))
-    except Exception:  # noqa: BLE001 - the flow's first task raises the real error, with its fix
+    except Exception:  # noqa: BLE001 - the flow itself raises the real error, with its fix
         return f"retrain-{stamp}"
     return _slug(f"retrain-{stamp}-{params.train.aggregator}-{params.base.rubric_set}-{params.train.max_steps}steps"
                  f"-from-{champ.version if champ else 'base'}")
@@ -197,7 +197,8 @@ def judge_candidate(run: Run, rule: PromotionRule) -> tuple[bool, str, dict]:
 
 @task
 def whats_new(run: Run) -> dict:
-    """What this run saw that the last registered run did not: prompts (new, changed, removed), rubric sets, settings."""
+    """What this run saw that the last registered run did not: prompts (new, changed, removed), rubric sets,
+    settings."""
     from dvc.api import DVCFileSystem
     import pandas as pd
 
@@ -237,13 +238,13 @@ def push(run: Run) -> None:
 
 
 @task
-def register(run: Run, commit: str, promote: bool, why: str, numbers: dict) -> registry.Record:
+def register(run: Run, commit: str, rule: PromotionRule, promote: bool, why: str, numbers: dict) -> registry.Record:
     """A new registry version on the experiment's commit: champion or rejected, with the record."""
     params = load_params(Path(run.repo) / "params.yaml")
     reference = f"champion {run.champion['version']}" if run.champion else "base model"
     body = {"run": run.name, "commit": commit, "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "model": params.paths.trained_model, "reference": reference, "seed": run.seed,
-            "settings": run.settings, "metrics": numbers}
+            "settings": run.settings, "rule": asdict(rule), "metrics": numbers}
     rec = registry.record(run.repo, body, promote, why)
     print(f"registry: {registry.ARTIFACT} {rec.version} {rec.decision} ({rec.run})")
     return rec
@@ -274,11 +275,12 @@ def metrics_rows(numbers: dict, reference: str) -> list[dict]:
 
 
 def news_markdown(news: dict) -> list[str]:
+    """What was new, as markdown lines: prompts per split, rubric sets added, settings changed, notes."""
     if not news["since"]:
         return ["First registered run: everything is new."]
     lines = [f"Since {news['since']}:"]
     for split, ch in news["splits"].items():
-        parts = [f"{len(ch[k])} {k}" + (f" ({', '.join(ch[k][:8])}{', ...' if len(ch[k]) > 8 else ''})" if ch[k] else "")
+        parts = [f"{len(ch[k])} {k}" + (f" ({', '.join(ch[k][:8])}{', ...' * (len(ch[k]) > 8)})" if ch[k] else "")
                  for k in ("new", "changed", "removed")]
         lines.append(f"- {split} prompts: {'; '.join(parts)}")
     if news["rubric_sets_added"]:
@@ -355,7 +357,7 @@ def run_once(name: str, aggregator, rubric_set, steps, seed, rule, repo, remote,
             commit = save_run(run, stages, why)
             if run.remote:
                 push(run)
-            rec = register(run, commit, promote, why, numbers)
+            rec = register(run, commit, rule, promote, why, numbers)
         except BaseException as e:
             restore(repo, snap)
             if isinstance(e, Exception):

@@ -31,7 +31,7 @@ from pathlib import Path
 from focal.serve import KEEP_ENV, OWNER_ENV, WATCHDOG, stop_group, stop_recorded
 
 STOP_GRACE_S = 10.0  # after SIGTERM, a stage has this long to stop (and stop its server) before SIGKILL
-BIG_FILE = 16 << 20  # snapshot: files at least this big are hard-linked, not copied (writers replace files, see restore)
+BIG_FILE = 16 << 20  # snapshot: files this big are hard-linked, not copied (writers replace files, see _copy)
 # failure kinds as the stages name them (focal/api.py failure_kind): "timeout 2, server_error 1" (judge) or
 # "(rate_limited: ...)" (rollouts); "refused the connection" (nothing listens there) is not one of them
 TRANSIENT = re.compile(r"\b(timeout|connection|rate_limited|server_error|http_5\d\d)(?=: | \d)")

@@ -9,8 +9,8 @@
 Every trained candidate is registered with GTO (DVC's model registry: annotated git
 tags, `gto show` lists them) as a new version of the artifact `policy`, on the
 commit of the DVC experiment that made it. The registration's message is the
-record, JSON: run, commit, when, decision, why, the metrics it was judged on, the
-reference it was compared with, the seed and the settings. Then the version is
+record, JSON: run, commit, when, decision, why, the metrics and the rule it was
+judged on, the reference it was compared with, the seed and the settings. Then the version is
 assigned the stage `champion` (it replaces the current one) or `rejected` (kept,
 with the reason). The champion is the version most recently assigned `champion`.
 Weights are not copied anywhere: the experiment's commit pins the model output in
@@ -117,6 +117,7 @@ class Record:
     reference: str = "base"
     seed: int | None = None
     settings: dict = field(default_factory=dict)
+    rule: dict = field(default_factory=dict)  # the promotion rule it was judged by
     metrics: dict = field(default_factory=dict)
 
     @property

@@ -20,6 +20,7 @@ from stages import judge as judge_stage
 from test_judge_stage import setup as judge_setup
 from test_flows import git_identity, project  # noqa: F401 - git_identity is a fixture
 from test_pipeline import copy_project
+from test_serve import running
 
 ROOT = Path(__file__).parents[1]
 runner = CliRunner()
@@ -121,14 +122,6 @@ time.sleep(300)
 """
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-
-
 @pytest.mark.timeout(240)
 def test_ctrl_c_stops_the_flow_its_stage_and_its_server_within_seconds(tmp_path, git_identity):
     proj = project(tmp_path / "proj", SLOW_DVC, commit=False)
@@ -152,6 +145,6 @@ def test_ctrl_c_stops_the_flow_its_stage_and_its_server_within_seconds(tmp_path,
             os.killpg(cli.pid, signal.SIGKILL)
     assert cli.returncode == 130, out
     assert took < 20, f"{took:.1f} s:\n{out}"
-    assert not alive(pids["stage"]) and not alive(pids["server"]), out
+    assert not running(pids["stage"]) and not running(pids["server"]), out
     assert not (proj / ".focal/servers/policy-test.json").exists()
     assert "Crash detected" in out or "TerminationSignal" in out or "terminated" in out.lower(), out[-3000:]

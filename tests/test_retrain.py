@@ -26,7 +26,7 @@ import yaml
 from flows.workspace import DvcFailed
 from focal import registry
 from focal.registry import PromotionRule, decide, prompt_changes
-from test_flows import ROOT, artifacts, dvc, git_identity, project, sh  # noqa: F401 - git_identity is a fixture
+from test_flows import artifacts, dvc, git_identity, project, sh  # noqa: F401 - git_identity is a fixture
 
 RULE = PromotionRule(min_ci_low=0.0, max_min_category_drop=0.05, max_strict_drop=0.1)
 
@@ -66,6 +66,17 @@ def test_prompt_changes():
     new = pd.DataFrame({"prompt_id": ["p2", "p3", "p4"], "prompt": ["b", "c", "d"], "criteria": ["y", "z2", "w"]})
     assert prompt_changes(old, new) == {"new": ["p4"], "changed": ["p3"], "removed": ["p1"]}
     assert prompt_changes(None, new) == {"new": ["p2", "p3", "p4"], "changed": [], "removed": []}
+
+
+def test_one_run_at_a_time(tmp_path):
+    from flows.retrain import Busy, one_run_at_a_time
+
+    with one_run_at_a_time(str(tmp_path)):
+        with pytest.raises(Busy, match=f"another retrain is running in {tmp_path} \\(pid {os.getpid()}\\)"):
+            with one_run_at_a_time(str(tmp_path)):
+                pass
+    with one_run_at_a_time(str(tmp_path)):  # released
+        pass
 
 
 # ---- the registry on a tiny repo ----------------------------------------------------------------
@@ -222,6 +233,7 @@ def test_retrain_promotes_warm_starts_rejects_and_undoes_a_failed_run(tmp_path, 
     first = retrain(repo=str(proj), seed=11, rule=RULE)
     assert first["decision"] == "promoted" and first["version"] == "v0.0.1" and first["reference"] == "base model"
     assert first["run"].startswith("retrain-") and first["run"].endswith("-focal-default-3steps-from-base")
+    assert first["rule"]["max_strict_drop"] == 0.1 and first["settings"]["seed"] == 11
     params = yaml.safe_load((proj / "params.yaml").read_text())
     assert params["base"]["seed"] == 11 and params["train"]["policy"] == "" and params["evaluate"]["policies"] == \
         ["base", "trained"]
@@ -355,7 +367,8 @@ def test_two_scheduled_runs_warm_start_and_a_losing_challenger_keeps_the_champio
                 dep = client.read_deployment_by_name("focal-retrain/focal-retrain")
 
                 def runs():
-                    found = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep.id])))
+                    only = DeploymentFilter(id=DeploymentFilterId(any_=[dep.id]))
+                    found = client.read_flow_runs(deployment_filter=only)
                     crashed = [r for r in found if r.state and r.state.is_final() and not r.state.is_completed()]
                     assert not crashed, f"{crashed[0].name}: {crashed[0].state}\n{logs['worker'].read_text()[-5000:]}"
                     return found
