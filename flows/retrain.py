@@ -31,8 +31,8 @@ failed run publishes a failure artifact naming the stage and its error line. One
 run at a time per repository (a lock file; the deployment's concurrency limit is 1).
 """
 
-from __future__ import annotations
-
+# no `from __future__ import annotations`: Prefect validates the flow's parameters with pydantic, which cannot
+# resolve the string "PromotionRule" when a served runner loads the flow from its entrypoint
 import argparse
 import base64
 import fcntl

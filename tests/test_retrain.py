@@ -26,7 +26,7 @@ import yaml
 from flows.workspace import DvcFailed
 from focal import registry
 from focal.registry import PromotionRule, decide, prompt_changes
-from test_flows import artifacts, dvc, git_identity, project, sh  # noqa: F401 - git_identity is a fixture
+from test_flows import ROOT, artifacts, dvc, git_identity, project, sh  # noqa: F401 - git_identity is a fixture
 
 RULE = PromotionRule(min_ci_low=0.0, max_min_category_drop=0.05, max_strict_drop=0.1)
 
@@ -325,6 +325,62 @@ def wait_for(check, timeout_s: float, what: str, logs=()):
     pytest.fail(f"{what} within {timeout_s} s; logs:\n" + "\n".join(Path(p).read_text()[-4000:] for p in logs))
 
 
+@contextlib.contextmanager
+def prefect_server(tmp_path: Path, cwd: Path):
+    """A real `prefect server` on loopback (scheduler every 2 s); yields (api, env, start) where start(name, *args)
+    runs `python -m prefect ARGS` (or `python -m MODULE` when args[0] is "-m") in cwd, logging to name.log.
+    Everything started is stopped on the way out: SIGTERM (STACK.md), then SIGKILL to what is left of each group."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from focal.serve import free_port, healthy
+
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_API_URL": api,
+           "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2", "PREFECT_WORKER_QUERY_SECONDS": "2",
+           "PREFECT_RUNNER_POLL_FREQUENCY": "2", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
+           "OMP_NUM_THREADS": "1"}
+    procs, logs = [], []
+
+    def start(name, *args):
+        logs.append(tmp_path / f"{name}.log")
+        cmd = [sys.executable, *(args if args[0] == "-m" else ("-m", "prefect", *args))]
+        with open(logs[-1], "w") as log:
+            procs.append(subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                          start_new_session=True))
+        return procs[-1]
+
+    try:
+        start("server", "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui")
+        wait_for(lambda: healthy(api), 120, "the Prefect server was not healthy", logs)
+        with temporary_settings({PREFECT_API_URL: api}):
+            yield api, env, start, logs
+    finally:
+        for proc in reversed(procs):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=60)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def deployment_runs(client, deployment: str, logs) -> list:
+    """The deployment's flow runs; fails at once, with the logs, if one ended other than Completed."""
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        dep = client.read_deployment_by_name(deployment)
+    except ObjectNotFound:  # not registered yet
+        return []
+    found = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep.id])))
+    bad = [r for r in found if r.state and r.state.is_final() and not r.state.is_completed()]
+    assert not bad, f"{bad[0].name}: {bad[0].state}\n" + "\n".join(Path(p).read_text()[-5000:] for p in logs)
+    return found
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_two_scheduled_runs_warm_start_and_a_losing_challenger_keeps_the_champion(tmp_path, git_identity):
@@ -334,70 +390,30 @@ def test_two_scheduled_runs_warm_start_and_a_losing_challenger_keeps_the_champio
     from fake_openai import FakeOpenAI
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import DeploymentUpdate
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    from focal.serve import free_port, healthy
-
-    port = free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_API_URL": api,
-           "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2", "PREFECT_WORKER_QUERY_SECONDS": "2",
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", "OMP_NUM_THREADS": "1"}
-    logs = {name: tmp_path / f"{name}.log" for name in ("server", "worker")}
-    procs = []
-
-    def start(name, *args):
-        with open(logs[name], "w") as log:
-            procs.append(subprocess.Popen([sys.executable, "-m", "prefect", *args], cwd=proj, env=env, stdout=log,
-                                          stderr=subprocess.STDOUT, start_new_session=True))
 
     with FakeOpenAI() as judge:
         proj = tiny_project(tmp_path, judge.base_url)
-        try:
-            start("server", "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui")
-            wait_for(lambda: healthy(api), 120, "the Prefect server was not healthy", logs.values())
+        with prefect_server(tmp_path, proj) as (api, env, start, logs), get_client(sync_client=True) as client:
             prefect(proj, env, "work-pool", "create", "focal-process", "--type", "process")
             # every 60 s: run 2 is not due before the test pauses the schedule while run 1 runs (a run already
             # waiting for the concurrency slot would survive the pause, with the old parameters)
             prefect(proj, env, "--no-prompt", "deploy", "--name", "focal-retrain", "--interval", "60",
                     "--params", json.dumps({"rule": EASY}))
             start("worker", "worker", "start", "--pool", "focal-process")
-            with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
-                dep = client.read_deployment_by_name("focal-retrain/focal-retrain")
-
-                def runs():
-                    only = DeploymentFilter(id=DeploymentFilterId(any_=[dep.id]))
-                    found = client.read_flow_runs(deployment_filter=only)
-                    crashed = [r for r in found if r.state and r.state.is_final() and not r.state.is_completed()]
-                    assert not crashed, f"{crashed[0].name}: {crashed[0].state}\n{logs['worker'].read_text()[-5000:]}"
-                    return found
-
-                first = wait_for(lambda: [r for r in runs() if r.state.is_running()], 300, "no run started",
-                                 logs.values())[0]
-                client.pause_deployment(dep.id)  # the user pauses the schedule while run 1 is running ...
-                wait_for(lambda: client.read_flow_run(first.id).state.is_completed(), 600, "run 1 did not complete",
-                         logs.values())
-                assert "up to date" in dvc(proj, "status")
-                assert registry.champion(proj).run == client.read_flow_run(first.id).name
-                # ... tightens the promotion rule from the UI, and resumes: the next scheduled run uses it
-                client.update_deployment(dep.id, DeploymentUpdate(parameters={"rule": HARD}))
-                client.resume_deployment(dep.id)
-                second = wait_for(lambda: [r for r in runs() if r.id != first.id and r.state.is_completed()], 600,
-                                  "run 2 did not complete", logs.values())[0]
-                client.pause_deployment(dep.id)
-                assert second.parameters["rule"] == HARD and first.parameters["rule"] == EASY
-        finally:
-            for proc in reversed(procs):  # SIGTERM: how a served process stops (STACK.md); then its whole group
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    pass
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            dep = client.read_deployment_by_name("focal-retrain/focal-retrain")
+            runs = lambda: deployment_runs(client, "focal-retrain/focal-retrain", logs)  # noqa: E731
+            first = wait_for(lambda: [r for r in runs() if r.state.is_running()], 300, "no run started", logs)[0]
+            client.pause_deployment(dep.id)  # the user pauses the schedule while run 1 is running ...
+            wait_for(lambda: client.read_flow_run(first.id).state.is_completed(), 600, "run 1 did not complete", logs)
+            assert "up to date" in dvc(proj, "status")
+            assert registry.champion(proj).run == client.read_flow_run(first.id).name
+            # ... tightens the promotion rule from the UI, and resumes: the next scheduled run uses it
+            client.update_deployment(dep.id, DeploymentUpdate(parameters={"rule": HARD}))
+            client.resume_deployment(dep.id)
+            second = wait_for(lambda: [r for r in runs() if r.id != first.id and r.state.is_completed()], 600,
+                              "run 2 did not complete", logs)[0]
+            client.pause_deployment(dep.id)
+            assert second.parameters["rule"] == HARD and first.parameters["rule"] == EASY
     assert "up to date" in dvc(proj, "status")
     champ, history = registry.champion(proj), registry.history(proj)
     assert [r.decision for r in history] == ["rejected", "promoted"] and champ.version == "v0.0.1"
@@ -411,3 +427,20 @@ def test_two_scheduled_runs_warm_start_and_a_losing_challenger_keeps_the_champio
                                                     .stdout)["base"]["seed"]
     assert exp_names(proj) == sorted([first.name, second.name])
     assert (tmp_path / "dvc-remote" / "files" / "md5").is_dir()  # each run pushed what it made
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_served_deployment_runs_the_retrain_flow(tmp_path, git_identity):
+    """The local shortcut (flows/deploy.py, flow.serve) schedules the same flow: a run completes, promoted."""
+    from prefect.client.orchestration import get_client
+
+    proj = synthetic(tmp_path)
+    with prefect_server(tmp_path, ROOT) as (api, env, start, logs), get_client(sync_client=True) as client:
+        served = start("served", "-m", "flows.deploy", "--interval", "5", "--repo", str(proj), "--steps", "2")
+        runs = lambda: deployment_runs(client, "focal-retrain/focal-retrain", logs)  # noqa: E731
+        done = wait_for(lambda: [r for r in runs() if r.state.is_completed()], 300, "no served run completed", logs)
+        os.kill(served.pid, signal.SIGTERM)
+        assert served.wait(timeout=120) == 0
+    assert done[0].parameters["steps"] == 2
+    assert registry.champion(proj).run == done[0].name and done[0].name.endswith("-2steps-from-base")
