@@ -156,8 +156,8 @@ def _mean_curve(series: list[list], smooth: int = 5):
         return np.array([]), np.array([])
     steps = sorted(set.intersection(*(set(c) for c in series)))
     mean = np.array([np.mean([c[s] for c in series]) for s in steps])
-    if mean.size >= smooth:
-        mean = np.convolve(mean, np.ones(smooth) / smooth, mode="same")
+    half = smooth // 2  # a centred running mean over the points that exist (no zero padding at the ends)
+    mean = np.array([mean[max(0, i - half): i + half + 1].mean() for i in range(mean.size)])
     return np.array(steps), mean
 
 
