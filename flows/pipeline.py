@@ -92,7 +92,7 @@ def pipeline(stages: list[str] | None = None, repo: str = ".", stage_timeout_s: 
     """Reproduce the stages (dvc.yaml's targets `stages` and what is upstream; default all) through DVC."""
     try:
         rows = run_stages(plan(repo, stages), repo, stage_timeout_s, pull)
-    except (DvcFailed, ValueError) as e:
+    except (DvcFailed, ValueError, TimeoutError) as e:
         return failed(e)
     create_table_artifact(rows, key=ARTIFACT_KEY, description=f"dvc repro {' '.join(stages or [])} in {repo}")
     return {r["stage"]: r["result"] for r in rows}

@@ -338,7 +338,7 @@ def retrain(aggregator: str | None = None, rubric_set: str | None = None, steps:
     try:
         return run_once(flow_run.name or run_name(), aggregator, rubric_set, steps, seed, rule, repo, remote,
                         git_remote, stage_timeout_s)
-    except (DvcFailed, ValueError, Busy) as e:  # the error line says it all: no traceback in the log
+    except (DvcFailed, ValueError, TimeoutError, Busy) as e:  # the error line says it all: no traceback
         return failed(e)
 
 

@@ -3,7 +3,8 @@
 - the stage plan is DVC's: dvc.yaml's stages, targets with what is upstream, unknown names listed;
 - acceptance: after the flow runs `prepare` with a changed `prepare` param, `dvc status prepare` is clean,
   and a second run skips it;
-- only a transient network failure is retried; a configuration error fails at once, in one line;
+- only a transient network failure is retried; a configuration error fails at once, in one line; a stage
+  that outlives its task's timeout is stopped;
 - helpers shared by tests/test_retrain.py and tests/test_cli.py: a copy of this repository as a fresh
   git + DVC project, and a synthetic one whose train and evaluate stages take a second.
 """
@@ -11,6 +12,7 @@
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,7 @@ from prefect.client.schemas.sorting import ArtifactSort
 import flows.pipeline
 from flows.pipeline import ARTIFACT_KEY, pipeline
 from flows.workspace import DvcFailed, error_line, plan, transient
+from test_serve import running
 
 ROOT = Path(__file__).parents[1]
 STAGES = ["model", "rubrics", "prepare", "rollouts", "judge", "validate", "train", "evaluate"]
@@ -130,6 +133,10 @@ stages:
     cmd: python broken.py
     deps: [out.txt]
     outs: [never.txt]
+  sleepy:
+    cmd: python sleepy.py
+    deps: [sleepy.py]
+    outs: [slept.txt]
 """
 FLAKY_PY = """\
 import pathlib, sys
@@ -139,6 +146,11 @@ if len(log.read_text()) < 3:
     sys.exit("error: judge: 2 of 2 judge calls failed (100.0% > judge.max_failure_share 20%): timeout 2")
 pathlib.Path("out.txt").write_text("ok")
 """
+SLEEPY_PY = """\
+import os, pathlib, time
+pathlib.Path("sleepy.pid").write_text(str(os.getpid()))
+time.sleep(300)
+"""
 BROKEN_PY = """\
 import sys
 print("tried", file=open("broken.log", "a"))
@@ -146,11 +158,12 @@ sys.exit("error: params.yaml: `judge.temprature` is not a known key")
 """
 
 
-def test_transient_failures_are_retried_and_config_errors_are_not(tmp_path, prefect_harness, git_identity,
+def test_transient_failures_are_retried_config_errors_are_not_and_timeouts_stop(tmp_path, prefect_harness, git_identity,
                                                                      monkeypatch):
     proj = project(tmp_path / "proj", FLAKY, commit=False)
     (proj / "flaky.py").write_text(FLAKY_PY)
     (proj / "broken.py").write_text(BROKEN_PY)
+    (proj / "sleepy.py").write_text(SLEEPY_PY)
     monkeypatch.setattr(flows.pipeline, "run_stage", flows.pipeline.run_stage.with_options(retry_delay_seconds=0))
     with pytest.raises(DvcFailed) as failed:
         pipeline(["broken"], repo=str(proj))
@@ -159,3 +172,8 @@ def test_transient_failures_are_retried_and_config_errors_are_not(tmp_path, pref
     assert str(failed.value) == ("stage 'broken' failed: params.yaml: `judge.temprature` is not a "
                                  "known key")
     assert "flaky" in yaml.safe_load((proj / "dvc.lock").read_text())["stages"]  # what succeeded is recorded
+    # a stage that outlives its task's timeout is stopped, with DVC, within seconds
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError):
+        pipeline(["sleepy"], repo=str(proj), stage_timeout_s=5)
+    assert time.monotonic() - t0 < 30 and not running(int((proj / "sleepy.pid").read_text()))
