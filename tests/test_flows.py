@@ -158,7 +158,7 @@ sys.exit("error: params.yaml: `judge.temprature` is not a known key")
 """
 
 
-def test_transient_failures_are_retried_config_errors_are_not_and_timeouts_stop(tmp_path, prefect_harness, git_identity,
+def test_retries_only_transient_failures_and_a_timeout_stops_the_stage(tmp_path, prefect_harness, git_identity,
                                                                      monkeypatch):
     proj = project(tmp_path / "proj", FLAKY, commit=False)
     (proj / "flaky.py").write_text(FLAKY_PY)
