@@ -106,8 +106,9 @@ def main(argv=None) -> None:
     try:
         plan(args.repo, args.stages)  # an unknown stage fails here in one line, before Prefect starts
         print(pipeline(args.stages, args.repo))
-    except (ValueError, DvcFailed) as e:
-        sys.exit(f"error: {e}")
+    except (ValueError, DvcFailed, TimeoutError) as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -391,7 +391,7 @@ def main(argv=None) -> None:
         configured(a.repo, a.aggregator, a.rubric_set, a.steps)  # a bad setting fails here, before Prefect starts
         print(json.dumps(retrain(a.aggregator, a.rubric_set, a.steps, a.seed, rule, a.repo, a.remote, a.git_remote),
                          indent=2, default=str))
-    except (ValueError, DvcFailed, Busy) as e:
+    except (ValueError, DvcFailed, TimeoutError, Busy) as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         sys.exit(2)
 
