@@ -74,7 +74,9 @@ def test_focal_judge_equals_the_judge_stage(tmp_path):
         assert result.exit_code == 0, result.output
         calls = server.calls
         judge_stage.run(params)
-        assert server.calls == calls  # the same cache: the stage asks nothing again
+        stats = json.loads(Path(params.paths.judge_stats).read_text())
+        probes = sum(stats[f"{m}/{k}"] for m in ("agreement", "consistency") for k in ("n", "missing"))
+        assert server.calls == calls + probes  # the same cache: the stage asks only its measurement probes
         # a jsonl file without rollout ids: they are derived from the content, one per row
         adhoc = tmp_path / "adhoc.jsonl"
         pd.read_parquet(params.paths.rollouts)[["prompt_id", "completion"]].to_json(adhoc, orient="records",
