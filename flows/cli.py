@@ -96,7 +96,7 @@ def run_flow(module: str, *args: str) -> int:
     def forward(signum, frame):
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, forward)
+    previous = signal.signal(signal.SIGTERM, forward), signal.getsignal(signal.SIGINT)
     try:
         try:
             return proc.wait()
@@ -110,7 +110,8 @@ def run_flow(module: str, *args: str) -> int:
                 pass
             return 130
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGINT, previous[1])
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of its group (its temporary Prefect server)
         proc.wait()
