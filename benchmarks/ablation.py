@@ -23,6 +23,8 @@ import argparse
 import dataclasses
 import time
 
+import numpy as np
+
 from benchmarks.aggregators import METRICS, WORLDS_DIR, finals, markdown_table, upto
 from focal.io import write_json, write_text
 from focal.simulate import SimConfig, Variant, final, load_world, run_paired
@@ -68,6 +70,22 @@ def course(results: dict, metric_of, steps: list[int]) -> dict:
             for name, runs in results.items()}
 
 
+def criteria_course(runs: list, names: list, steps: list[int], weighted: bool) -> tuple[str, dict]:
+    """Rows: criteria; columns: steps; each cell the mean over seeds of the held-out pass rate, and with
+    `weighted` (Focal keyed by criterion id) of the weight w'/w in the training batch in brackets."""
+    numbers, lines = {}, ["| criterion | " + " | ".join(f"step {s}" for s in steps) + " |", "|---" * (1 + len(steps)) + "|"]
+    for k in names:
+        cells = []
+        for s in steps:
+            rate = float(np.mean([final(upto(h, s), f"criteria/{k}/pass_rate") for h in runs]))
+            weight = float(np.nanmean([final(upto(h, s), f"batch/criteria/{k}/weight") for h in runs])) if weighted \
+                else float("nan")
+            numbers[f"{k} @ {s}"] = {"pass_rate": rate, "weight": weight}
+            cells.append(f"{rate:.2f} ({weight:.2f})" if weighted else f"{rate:.2f}")
+        lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    return "\n".join(lines), numbers
+
+
 def run(worlds: list[str], variants: dict, long_world: str, long_variants: list, cfg: SimConfig, long_steps: int,
         seeds: int) -> dict:
     """{world: {variant: [history per seed]}}; in long_world the long variants run long_steps (their first
@@ -107,12 +125,20 @@ def report(results: dict, at: list[int], long_world: str, long_variants: list, l
             "min key": lambda i: "rubric/min_key",
             "Focal's weight w'/w on that criterion in the training batch (static: 1)":
                 lambda i: f"batch/criteria/{worst[i]}/weight",
+            "share of training groups in which that criterion gets one verdict for all G rollouts "
+            "(no contrast: no weight acts there)": lambda i: f"batch/criteria/{worst[i]}/constant",
             "|mu| (the policy's norm; capacity binds at the radius)": lambda i: "policy/norm",
         }
         for title, metric_of in courses.items():
             values = course(res, metric_of, steps)
             numbers[f"{long_world} course: {title}"] = values
             md += [f"#### {long_world}, time course: {title}", "", markdown_table(values), ""]
+        for name, runs in res.items():
+            v = VARIANTS[name]
+            weighted = v.aggregator == "focal" and v.saturation_key == "id"
+            text, numbers[f"{long_world} criteria: {name}"] = criteria_course(runs, names, steps, weighted)
+            what = "held-out pass rate (Focal's weight w'/w in the training batch)" if weighted else "held-out pass rate"
+            md += [f"#### {long_world}, {name}: {what} per criterion, mean over seeds", "", text, ""]
     return "\n".join(md), numbers
 
 

@@ -39,7 +39,7 @@ import yaml
 
 from focal.aggregate import FocalState, aggregate, aggregator_params, get_aggregator, update_state
 from focal.config import NONEMPTY, TEXT, Rule, Section, above, at_least, between, knob
-from focal.metrics import pass_rates, rubric_summary, step_metrics
+from focal.metrics import constant_by_key, pass_rates, rubric_summary, step_metrics
 
 SATURATION_KEYS = ("id", "category")  # Focal's saturation key: the criterion's id, or its category
 SAMPLERS = ("uniform", "unsaturated")  # how training prompts are drawn
@@ -310,7 +310,8 @@ def grpo_advantages(rewards: np.ndarray, groups: np.ndarray) -> np.ndarray:
 
 def train(bandit: Bandit, variant: Variant, cfg: SimConfig, seed: int) -> list[dict]:
     """Train mu with `variant`; returns held-out evaluations [{step, rubric/score, ...}] every eval_every
-    steps, each with the last training batch's criteria/<key>/{pass_rate, weight, saturation} under batch/.
+    steps, each with the last training batch's criteria/<key>/{pass_rate, weight, saturation, constant} under
+    batch/ (constant: share of the key's groups in which every rollout got the same verdict).
     The same seed gives every variant the same noise streams (paired); with uniform sampling also the
     same prompts."""
     world = bandit.world
@@ -342,6 +343,7 @@ def train(bandit: Bandit, variant: Variant, cfg: SimConfig, seed: int) -> list[d
             mu *= world.radius / norm
         if step % cfg.eval_every == 0:
             batch = step_metrics(r, bandit.weights, groups, bandit.categories, keys, out, bandit.pitfall)
+            batch.update({f"criteria/{k}/constant": v for k, v in constant_by_key(r, groups, keys).items()})
             history.append({"step": step, **evaluate(bandit, cfg, mu, eval_rng),
                             **{f"batch/{k}": v for k, v in batch.items() if k.startswith("criteria/")}})
     return history

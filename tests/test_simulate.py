@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 
 from benchmarks.aggregators import WORLDS_DIR
-from focal.simulate import (SimConfig, Variant, load_world, make_bandit, paired, train, unsaturated_probabilities,
-                            world_names)
+from focal.aggregate import aggregate
+from focal.metrics import response_scores
+from focal.simulate import (SimConfig, Variant, grpo_advantages, load_world, make_bandit, paired, train,
+                            unsaturated_probabilities, world_names)
 
 TINY = SimConfig(steps=40, eval_every=10, eval_samples=8)
 
@@ -113,6 +115,22 @@ def test_simulator_is_paired_deterministic_and_learns():
     u = train(bandit, Variant("focal", sampling="unsaturated"), TINY, seed=4)
     np.testing.assert_equal(u, train(bandit, Variant("focal", sampling="unsaturated"), TINY, seed=4))
     assert u[0] == a[0] and u != a  # same start, other prompts
+
+
+def test_static_climbs_the_rubric_score_itself():
+    """Why no reweighting can beat static's plateau in mean score here: within a prompt static's reward is
+    (W_positive * score + W_pitfall) / W, an affine function of HealthBench's score, so GRPO's advantages agree."""
+    # w = [4, pitfall 3]: (met, pitfall absent) -> static 7/7 = 1, score 4/4 = 1;
+    # (unmet, pitfall present) -> static 0/7 = 0, score (0 - 3)/4 = -0.75; and (4 * -0.75 + 3) / 7 = 0
+    r = np.array([[1.0, 1.0], [0.0, 0.0]])
+    assert aggregate("static", r, [4, 3], [0, 0], ["essential", "pitfall"], ["a", "p"]).rewards.tolist() == [1, 0]
+    assert response_scores(r, [4, 3], [False, True]).tolist() == [1.0, -0.75]
+    r = (np.random.default_rng(0).random((8, 5)) < 0.5).astype(float)
+    w, cats = [4, 2, 1, 3, 3], ["essential", "important", "optional", "pitfall", "pitfall"]
+    groups = np.zeros(8, int)
+    static = aggregate("static", r, w, groups, cats, cats).rewards
+    score = response_scores(r, w, [c == "pitfall" for c in cats])
+    assert grpo_advantages(static, groups) == pytest.approx(grpo_advantages(score, groups), abs=1e-3)  # 1e-4 guard
 
 
 def test_benchmark_commands_smoke(tmp_path, capsys):
