@@ -24,7 +24,7 @@ export PATH := $(BIN):$(PATH)
 VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: run test test-slow install vllm-env bench deploy clean
+.PHONY: run test test-slow install vllm-env bench deploy retrain clean
 
 $(STAMP): pyproject.toml
 	@echo "==> [1/4] creating $(VENV) with $$($(PYTHON) --version)"
@@ -67,6 +67,9 @@ run: $(STAMP) $(VLLM_STAMP)
 
 deploy: $(STAMP) $(VLLM_STAMP)
 	$(BIN)/python -m flows.deploy
+
+retrain: $(STAMP) $(VLLM_STAMP)
+	$(BIN)/focal retrain
 
 test: $(STAMP)
 	@echo "==> default test suite (slow tests excluded: make test-slow)"

@@ -110,16 +110,17 @@ def test_dvc_repro_runs_prepare_then_is_a_no_op_and_swaps_domain(tmp_path):
 
 
 def test_prefect_flow_writes_the_same_outputs_as_the_stage(tmp_path, prefect_harness):
+    """The flow's prepare is `dvc repro --single-item prepare`: the same bytes as the stage function."""
     from flows.pipeline import pipeline
 
-    a, b = tmp_path / "stage", tmp_path / "flow"
-    a.mkdir()
-    b.mkdir()
-    prepare.run(load_params(params_in(a)))
-    result = pipeline(str(params_in(b)), ["prepare"])  # the flow runs every stage by default
-    assert sorted(result["prepare"]) == sorted([str(b / "train.parquet"), str(b / "eval.parquet")])
+    direct, proj = tmp_path / "stage", tmp_path / "proj"
+    direct.mkdir()
+    proj.mkdir()
+    prepare.run(load_params(params_in(direct)))
+    copy_project(proj)
+    assert pipeline(["prepare"], repo=str(proj)) == {"prepare": "ran"}
     for name in ("train.parquet", "eval.parquet"):
-        assert (a / name).read_bytes() == (b / name).read_bytes()
+        assert (direct / name).read_bytes() == (proj / "data" / "prompts" / name).read_bytes()
 
 
 def test_dvc_exp_run_sweeps_a_param_and_exp_show_lists_it(tmp_path):
