@@ -103,13 +103,18 @@ def run(worlds: list[str], variants: dict, long_world: str, long_variants: list,
 
 def report(results: dict, at: list[int], long_world: str, long_variants: list, long_steps: int) -> tuple[str, dict]:
     """Markdown tables and the per-seed numbers behind them."""
-    md, numbers = [], {}
+    md, numbers, summary = [], {}, {}
     for w, res in results.items():
         names = [c.name for c in load_world(w, WORLDS_DIR).criteria]
         for step in at:
             values = table_values(res, names, step)
             numbers[f"{w} @ {step}"] = values
             md += [f"### {w}, {step} steps", "", markdown_table(values), ""]
+            for name, cols in values.items():
+                summary.setdefault(name, {})[f"{w}: score @ {step}"] = cols["rubric score"]
+                if step == at[-1]:
+                    summary[name][f"{w}: min key @ {step}"] = cols["min key"]
+    md = ["### Summary: every variant against static, paired", "", markdown_table(summary), ""] + md
     if long_world in results and long_variants:
         res = {k: v for k, v in results[long_world].items() if k in long_variants}
         names = [c.name for c in load_world(long_world, WORLDS_DIR).criteria]
