@@ -138,6 +138,14 @@ def report(results: dict, at: list[int], long_world: str, long_variants: list, l
             values = course(res, metric_of, steps)
             numbers[f"{long_world} course: {title}"] = values
             md += [f"#### {long_world}, time course: {title}", "", markdown_table(values), ""]
+        mid = max([m for m in steps if m <= long_steps // 2] or steps[:1])
+        per_seed = {name: [[final(upto(h, t), f"criteria/{k}/pass_rate") for t in (mid, long_steps)]
+                           for h, k in zip(runs, worst)] for name, runs in res.items()}
+        numbers[f"{long_world} per seed: static's weakest at steps {mid}, {long_steps}"] = per_seed
+        md += [f"#### {long_world}, per seed: pass rate of static's weakest criterion, step {mid} → step {long_steps}",
+               "", "| seed | " + " | ".join(per_seed) + " |", "|---" * (1 + len(per_seed)) + "|"]
+        md += [f"| {i} | " + " | ".join(f"{v[i][0]:.3f} → {v[i][1]:.3f}" for v in per_seed.values()) + " |"
+               for i in range(len(worst))] + [""]
         for name, runs in res.items():
             v = VARIANTS[name]
             weighted = v.aggregator == "focal" and v.saturation_key == "id"
