@@ -58,7 +58,6 @@ from focal.config import Params, load_params, params_from_dict, render_params_ya
 from focal.io import write_text
 from focal.registry import PromotionRule
 
-CHAMPIONS = "models/champions"  # the champion's weights, one folder per version (ignored by git: /models/)
 LOCK = ".dvc/tmp/focal-retrain.lock"
 METRICS_KEY, REPORT_KEY, FAILURE_KEY = "focal-retrain-metrics", "focal-retrain-report", "focal-retrain-failure"
 
@@ -171,7 +170,7 @@ def start(repo: str, name: str, params: Params, seed: int | None, remote: str | 
     remote = default_remote(repo, remote)
     policy = ""
     if champ:
-        policy = os.path.relpath(registry.materialize(repo, champ, Path(repo) / CHAMPIONS, remote), repo)
+        policy = os.path.relpath(registry.materialize(repo, champ, Path(repo) / params.paths.champions, remote), repo)
     seed = secrets.randbelow(2**31) if seed is None else seed
     params = with_run(params, seed, policy)
     write_text(Path(repo) / "params.yaml", render_params_yaml(params))

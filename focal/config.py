@@ -155,6 +155,7 @@ class Paths(Section):
     judge_stats: str = path_knob("metrics/judge.json", "judge counts of the last judge stage run (judge)")
     trained_model: str = path_knob("models/trained", "the trained policy, a plain HF folder (train)")
     train_log: str = path_knob("dvclive/train", "dvclive folder of the training curves (train): metrics.json, plots/")
+    champions: str = path_knob("models/champions", "the registry champion's weights, one folder per version (focal retrain; ignored by git)")
     train_checkpoints: str = path_knob("checkpoints/train", "checkpoints of unfinished and finished training runs, one folder per run key (train resumes from them)")
     eval_rollouts: str = path_knob("data/eval/rollouts.parquet", "rollouts of every policy on every benchmark (evaluate)")
     eval_judgments: str = path_knob("data/eval/judgments.parquet", "their judgments (evaluate)")
