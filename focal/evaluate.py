@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from focal.metrics import pass_rates, prompt_means, response_scores, satisfaction_matrix, strict_rows
+from focal.metrics import pass_rates, prompt_means, response_scores, rubric_summary, satisfaction_matrix
 
 
 def response_score(weights, pitfall, r) -> float | None:
@@ -54,17 +54,16 @@ def evaluate_judgments(judgments: pd.DataFrame, n_bootstrap: int = 1000, seed: i
     m = satisfaction_matrix(judgments)
     scores = prompt_scores(judgments)
     mean, std = clipped_mean_and_std(scores.to_numpy(), n_bootstrap, seed)
-    done = strict_rows(m.r)
-    done = done[~np.isnan(done)]
+    summary = rubric_summary(m.r, m.w, m.pitfall, m.categories, m.groups, m.keys)
     cats, keys = pass_rates(m.r, m.categories), pass_rates(m.r, m.keys)
     cats = {k: v for k, v in cats.items() if not np.isnan(v)}
     keys = {k: v for k, v in keys.items() if not np.isnan(v)}
     return {
         "rubric_score": mean, "rubric_score_std": std, "prompts": int(len(scores)),
-        "strict_completion": float(done.mean()) if done.size else float("nan"),
-        "min_category": min(cats.values()) if cats else float("nan"),
+        "strict_completion": summary["rubric/strict_completion"],
+        "min_category": summary["rubric/min_category"],
         "category_spread": (max(cats.values()) - min(cats.values())) if cats else float("nan"),
-        "min_key": min(keys.values()) if keys else float("nan"),
+        "min_key": summary["rubric/min_key"],
         "key_spread": (max(keys.values()) - min(keys.values())) if keys else float("nan"),
         "category": cats, "key": keys, "judgments": int(len(judgments)),
         **failures(judgments),

@@ -90,8 +90,9 @@ def _finite_min(d: dict) -> float:
     return min(vals) if vals else float("nan")
 
 
-def rubric_summary(r, w, pitfall, categories, groups=None) -> dict[str, float]:
-    """The headline figures: rubric score, strict completion and category balance (see the module docstring)."""
+def rubric_summary(r, w, pitfall, categories, groups=None, keys=None) -> dict[str, float]:
+    """The headline figures: rubric score, strict completion and category balance, and with `keys` (one per column)
+    the weakest criterion key's pass rate (see the module docstring)."""
     r = np.asarray(r, float)
     groups = np.arange(len(r)) if groups is None else np.asarray(groups)
     per_prompt = list(prompt_means(response_scores(r, w, pitfall), groups).values())
@@ -103,6 +104,8 @@ def rubric_summary(r, w, pitfall, categories, groups=None) -> dict[str, float]:
         "rubric/strict_completion": float(done.mean()) if done.size else float("nan"),
         "rubric/min_category": _finite_min(cats),
     }
+    if keys is not None:
+        out["rubric/min_key"] = _finite_min(pass_rates(r, keys))
     out.update({f"category/{k}/pass_rate": v for k, v in cats.items()})
     return out
 
@@ -151,7 +154,7 @@ def step_metrics(r, w, groups, categories, keys, agg: Aggregated, pitfall=None) 
     w = np.asarray(w, dtype=float)
     keys = np.asarray(keys).astype(str)
     pitfall = np.asarray(categories) == "pitfall" if pitfall is None else np.asarray(pitfall, bool)
-    out = rubric_summary(r, w, pitfall, categories, groups)
+    out = rubric_summary(r, w, pitfall, categories, groups, keys)
     out["rubric/noncontrastive_frac"] = noncontrastive_frac(r, groups)
     out["rubric/zero_std_frac"] = zero_std_frac(agg.rewards, groups)
     judged = ~np.isnan(r)

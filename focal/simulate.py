@@ -288,10 +288,8 @@ def evaluate(bandit: Bandit, cfg: SimConfig, mu: np.ndarray, rng) -> dict:
     (at the world's radius once capacity binds)."""
     held_out = np.arange(bandit.world.n_prompts // 4)
     _, r, groups = sample(bandit, mu, held_out, cfg.eval_samples, rng)
-    out = rubric_summary(r, bandit.weights, bandit.pitfall, bandit.categories, groups)
+    out = rubric_summary(r, bandit.weights, bandit.pitfall, bandit.categories, groups, bandit.names)
     per_key = pass_rates(r, bandit.names)
-    seen = [v for v in per_key.values() if not np.isnan(v)]
-    out["rubric/min_key"] = min(seen) if seen else float("nan")
     out.update({f"criteria/{k}/pass_rate": v for k, v in per_key.items()})
     out["policy/norm"] = float(np.linalg.norm(mu))
     return out

@@ -42,6 +42,7 @@ def test_one_rubric_score_for_training_logs_and_evaluation():
     assert logged["rubric/strict_completion"] == evaluated["strict_completion"] == 0.5
     assert logged["rubric/min_category"] == evaluated["min_category"] == 0.5
     assert logged["criteria/bad/pass_rate"] == evaluated["key"]["bad"] == 0.5
+    assert logged["rubric/min_key"] == evaluated["min_key"] == 0.5  # "good" is met by both (1.0), "bad" by one
 
 
 def test_noncontrastive_frac_hand_computed():
@@ -58,6 +59,7 @@ def test_step_metrics_names_and_weights():
     assert m["criteria/a/saturation"] == 1.0 and m["criteria/b/saturation"] == 0.5
     assert m["criteria/a/weight"] == pytest.approx(4 / 7) and m["criteria/b/weight"] == pytest.approx(10 / 7)
     assert m["rubric/noncontrastive_frac"] == 0.5
+    assert m["rubric/min_key"] == 0.5  # b
 
 
 def test_constant_by_key_hand_computed():
