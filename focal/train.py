@@ -53,6 +53,7 @@ def grpo_config(cfg, out_dir: str, seed: int):
         per_device_train_batch_size=cfg.prompts_per_step * cfg.num_generations, num_generations=cfg.num_generations,
         max_completion_length=cfg.max_completion_length, temperature=cfg.temperature, beta=cfg.kl_beta,
         learning_rate=cfg.learning_rate, max_steps=cfg.max_steps, seed=seed, logging_steps=1, report_to="none",
+        log_completions=cfg.log_completions,
         save_strategy="steps" if cfg.save_steps else "no", save_steps=cfg.save_steps or 500, save_total_limit=2,
         steps_per_generation=cfg.steps_per_generation, activation_checkpointing=False, scale_rewards=cfg.scale_rewards, dataloader_num_workers=0,
         use_vllm=cfg.use_vllm, **({"vllm_mode": "server", "vllm_server_base_url": cfg.vllm_server_base_url}
