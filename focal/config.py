@@ -155,6 +155,8 @@ class Paths(Section):
     judge_stats: str = path_knob("metrics/judge.json", "judge counts of the last judge stage run (judge)")
     trained_model: str = path_knob("models/trained", "the trained policy, a plain HF folder (train)")
     train_log: str = path_knob("dvclive/train", "dvclive folder of the training curves (train): metrics.json, plots/")
+    train_report: str = path_knob("reports/train", "training report (train): report.md (audit gap per criterion, "
+                                  "flagged when it grows) and audit_gap.png")
     champions: str = path_knob("models/champions", "the registry champion's weights, one folder per version (focal retrain; ignored by git)")
     train_checkpoints: str = path_knob("checkpoints/train", "checkpoints of unfinished and finished training runs, one folder per run key (train resumes from them)")
     eval_rollouts: str = path_knob("data/eval/rollouts.parquet", "rollouts of every policy on every benchmark (evaluate)")
@@ -326,6 +328,8 @@ class Train(Section):
                            at_least(0))
     max_zero_std_steps: int = knob(0, "stop and fail when this many generation batches in a row had no learning signal "
                                    "(every group's rewards equal; a warning comes after 3); 0 = never stop", at_least(0))
+    log_completions: bool = knob(False, "write TRL's completions table each step (<checkpoints>/completions/*.parquet, "
+                                 "with each completion's per-criterion verdicts and audit pairs) and print it")
     bf16: bool = knob(False, "bf16 training (GPU profile; ignored without CUDA)")
     use_vllm: bool = knob(False, "GPU profile: generate through TRL's vLLM server mode (`trl vllm-serve`); CUDA only")
     vllm_server_base_url: str = knob("", "GPU profile: URL of the `trl vllm-serve` server")
@@ -334,6 +338,30 @@ class Train(Section):
         if self.aggregator != "focal":
             return {}
         return {"gamma": self.gamma, "alpha_min": self.alpha_min, "kappa": self.kappa, "beta": self.ema_beta}
+
+
+@dataclass
+class Audit(Section):
+    """A reward-hacking audit during training: a second opinion on a share of each step's completions (focal/audit.py)."""
+
+    share: float = knob(0.25, "share of each generation batch's completions audited (0 = off), picked by a hash of the "
+                        "rollout id; logs criteria/<key>/audit_gap = training judge's pass rate - the audit's", SHARE)
+    source: str = knob("checks", "the audit's truth: 'checks' (the training judge is also asked the criteria that have "
+                       "a programmatic check, never trained on; the check decides) or 'endpoint' (the model at "
+                       "audit.base_url judges the LLM-judged criteria)", one_of("checks", "endpoint"))
+    base_url: str = knob("", "audit endpoint for source 'endpoint' (e.g. http://other-box:8000/v1); decoding, timeouts "
+                         "and retries are judge.*'s")
+    model: str = knob("audit", "model name asked for at audit.base_url", NONEMPTY)
+    api_key_env: str = knob("FOCAL_AUDIT_API_KEY", "environment variable holding the audit endpoint's API key "
+                            "(unset = 'EMPTY')", NONEMPTY)
+    max_gap_growth: float = knob(0.1, "the training report flags a criterion whose audit gap grows: mean of its last "
+                                 "third of steps minus mean of its first third > this", at_least(0))
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.source == "endpoint" and self.share > 0 and not self.base_url:
+            raise ValueError("audit.source 'endpoint' needs audit.base_url (the audit judge's endpoint); "
+                             "or use audit.source: checks, or audit.share: 0 to turn the audit off")
 
 
 @dataclass
@@ -438,6 +466,7 @@ class Params:
     judge: Judge = field(default_factory=Judge)
     validate: Validate = field(default_factory=Validate)
     train: Train = field(default_factory=Train)
+    audit: Audit = field(default_factory=Audit)
     evaluate: Evaluate = field(default_factory=Evaluate)
     compare: Compare = field(default_factory=Compare)
 
