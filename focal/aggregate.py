@@ -164,20 +164,27 @@ def focal_weights(s: np.ndarray, w: np.ndarray, gamma: float, alpha_min: float) 
 
 def update_state(state: FocalState, r, groups, keys, beta: float) -> FocalState:
     """m_key <- beta m_key + (1 - beta) * (mean over this step's groups of the group mean);
-    a key seen for the first time starts at that mean."""
-    keys = np.asarray(keys)
-    per_key: dict[str, list[float]] = {}
-    for idx in group_index(groups):
-        rg = r[idx]
-        for k in np.unique(keys):
-            vals = rg[:, keys == k]
-            vals = vals[~np.isnan(vals)]
-            if vals.size:
-                per_key.setdefault(str(k), []).append(float(vals.mean()))
+    a key seen for the first time starts at that mean. The group mean of a key pools every judged
+    value of the key's columns in the group's rows (one pass: group x row and column x key indicators)."""
+    r = np.asarray(r, dtype=float)
     m = dict(state.m)
-    for k, means in per_key.items():
-        step = float(np.mean(means))
-        m[k] = beta * m[k] + (1 - beta) * step if k in m else step
+    if r.size == 0:
+        return FocalState(m)
+    _, g = np.unique(np.asarray(groups), return_inverse=True)
+    names, k = np.unique(np.asarray(keys).astype(str), return_inverse=True)
+    rows = np.zeros((g.max() + 1, r.shape[0]))
+    rows[g, np.arange(r.shape[0])] = 1.0
+    cols = np.zeros((r.shape[1], len(names)))
+    cols[np.arange(r.shape[1]), k] = 1.0
+    obs = ~np.isnan(r)
+    total = rows @ np.where(obs, r, 0.0) @ cols  # [groups, keys]
+    count = rows @ obs.astype(float) @ cols
+    seen = count > 0
+    means = total / np.maximum(count, 1.0)
+    for j, name in enumerate(names.tolist()):
+        if seen[:, j].any():
+            step = float(means[seen[:, j], j].mean())
+            m[name] = beta * m[name] + (1 - beta) * step if name in m else step
     return FocalState(m)
 
 

@@ -131,3 +131,13 @@ def policy_endpoint(params, policy_dir: str, name: str | None = None):
     with serving(s, policy_dir) as url:
         yield Endpoint(url, s.served_model_name, local_identity(policy_dir),
                        "the local model server (serve.*, logs in serve.log_dir)")
+
+
+def audit_endpoint(params) -> Endpoint:
+    """The training audit's judge (audit.source 'endpoint'): the remote model at audit.base_url, with its identity
+    (so its cache keys are its own). Remote only: the audit is a second opinion, not the local base model again."""
+    a = params.audit
+    if not a.base_url:
+        raise ValueError("audit.source 'endpoint' needs audit.base_url (an OpenAI-compatible endpoint, .../v1)")
+    return Endpoint(a.base_url, a.model, remote_identity(a.base_url, a.model, a.api_key_env, "audit.base_url"),
+                    "audit.base_url")

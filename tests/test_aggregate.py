@@ -90,6 +90,15 @@ def test_focal_state_mean_over_groups_of_group_means():
     assert m == pytest.approx({"a": 0.375, "b": 1.0})
 
 
+def test_focal_state_pools_a_keys_columns_within_a_group():
+    # key "a" has two columns (0 and 2), pooled within each group
+    r = np.array([[1, 0, 1], [1, nan, 0], [0, 0, 1]])
+    m = update_state(FocalState(), r, ["p", "p", "q"], ["a", "b", "a"], beta=0.9).m
+    # a: p pools r[0,0], r[0,2], r[1,0], r[1,2] = 1, 1, 1, 0 -> .75; q: 0, 1 -> .5; step (.75 + .5) / 2
+    # b: p: 0 (r[1,1] not judged) -> 0; q: 0 -> 0
+    assert m == pytest.approx({"a": 0.625, "b": 0.0})
+
+
 def random_batch(seed, N=24, C=6, nan_share=0.2, binary=True):
     rng = np.random.default_rng(seed)
     r = (rng.random((N, C)) < rng.random(C)).astype(float) if binary else rng.random((N, C))
