@@ -214,7 +214,8 @@ class Client(Section):
     timeout_s: float = knob(60.0, "per-request timeout in seconds", TIMEOUT)
     max_retries: int = knob(3, "retries on timeouts, dropped connections, 429 and 5xx (then the call has failed)",
                             at_least(0))
-    backoff_s: float = knob(1.0, "first retry delay in seconds; doubles each retry", at_least(0))
+    backoff_s: float = knob(1.0, "first retry delay in seconds; doubles each retry, full jitter (a 429/503's "
+                            "Retry-After is honoured on top, up to 120 s)", at_least(0))
     max_backoff_s: float = knob(20.0, "cap on one retry delay", at_least(0))
 
 
@@ -275,11 +276,22 @@ class Rubricgen(Client):
             raise ValueError(f"rubricgen needs 1 <= min_criteria <= max_criteria, got {self.min_criteria}, {self.max_criteria}")
 
 
+def _urls(text: str) -> list[str]:
+    return [u.strip() for u in text.split(",")]
+
+
+URLS = Rule("empty, or one or more distinct http(s):// URLs separated by commas",
+            lambda v: not v.strip() or (all(u.startswith(("http://", "https://")) and " " not in u for u in _urls(v))
+                                        and len(set(_urls(v))) == len(_urls(v))))
+
+
 @dataclass
 class Judge(Client):
     """The LLM judge: one call per (rollout, criterion) through an OpenAI-compatible API."""
 
-    base_url: str = knob("", "judge endpoint; empty = the local vLLM server of `serve` with the base model")
+    base_url: str = knob("", "judge endpoint, or several replicas of the same judge separated by commas (requests go "
+                         "to the one with the fewest in flight; every replica must report the same model); empty = "
+                         "the local vLLM server of `serve` with the base model", URLS)
     model: str = knob("policy", "model name sent to the judge endpoint", NONEMPTY)
     api_key_env: str = client_knob("api_key_env", "FOCAL_JUDGE_API_KEY")
     parse_retries: int = knob(1, "extra attempts when the answer is not valid JSON of the schema", at_least(0))
@@ -295,6 +307,16 @@ class Judge(Client):
     consistency_share: float = knob(0.25, "share of the judge-decided pairs asked again with the rubric item restated, "
                                     "to measure the judge's self-agreement (metrics/judge.json consistency/*; never "
                                     "trained on); picked by a hash of the ids", SHARE)
+    rpm: int = knob(0, "client-side limit on judge requests per minute, all replicas together (0 = off; for hosted "
+                    "APIs)", at_least(0))
+    tpm: int = knob(0, "client-side limit on judge tokens per minute: a call is charged prompt chars / 4 + max_tokens "
+                    "before it is sent, corrected with the usage the server reports (0 = off)", at_least(0))
+    price_prompt_per_mtok: float = knob(0.0, "USD per million prompt tokens, for judge/cost_usd (0 = free: a local "
+                                        "server)", at_least(0))
+    price_completion_per_mtok: float = knob(0.0, "USD per million completion tokens, for judge/cost_usd", at_least(0))
+    progress_min_calls: int = knob(64, "during training, show a judging progress bar (at most a line per 5 s) when a "
+                                   "step has at least this many API calls to make (0 = never; the stages always show "
+                                   "it)", at_least(0))
 
 
 @dataclass

@@ -14,6 +14,11 @@ and `identity`: what produces the answers, for cache keys and rollout ids.
   model name asked for, and the id and root that its `/v1/models` reports for that
   name (vLLM reports the served folder as `root`). A name the endpoint does not
   serve is an error that says how to serve it.
+- Replicas of the judge (`judge.base_url: "http://a/v1,http://b/v1"`): every
+  replica must report the same id and root for the model; identity = those, without
+  the URLs (`remote-pool:name|id|root`), so adding or moving a replica keeps the
+  cache. Replicas that disagree are refused, naming each URL and what it reports:
+  one cache key for answers of two different models would poison the cache.
 
 Stages, the reward, the CLI and the benchmarks all get endpoints here; nothing
 else decides "use this URL or start a server".
@@ -39,6 +44,16 @@ class Endpoint:
     model: str
     identity: str
     param: str = "serve.base_url"  # the params key a user fixes when this endpoint fails
+
+    @property
+    def base_urls(self) -> list[str]:
+        """The replicas: base_url holds one URL or several separated by commas (judge.base_url)."""
+        return split_urls(self.base_url)
+
+
+def split_urls(text: str) -> list[str]:
+    """'http://a/v1, http://b/v1' -> ['http://a/v1', 'http://b/v1'] (empty parts dropped)."""
+    return [u.strip() for u in text.split(",") if u.strip()]
 
 
 def served_models(base_url: str, api_key_env: str = "", timeout_s: float = 10.0, param: str = "endpoint") -> list[dict]:
@@ -69,6 +84,20 @@ def remote_identity(base_url: str, model: str, api_key_env: str, param: str, tim
     return f"remote:{base_url.rstrip('/')}|{model}|{found.get('id')}|{found.get('root', '')}"
 
 
+def pool_identity(base_urls: list[str], model: str, api_key_env: str, param: str, timeout_s: float = 10.0) -> str:
+    """remote_identity for one URL; for replicas, `remote-pool:name|id|root` that every replica reports alike,
+    else a ValueError naming each replica and what it serves as `model`."""
+    if len(base_urls) == 1:
+        return remote_identity(base_urls[0], model, api_key_env, param, timeout_s)
+    served = {u: remote_identity(u, model, api_key_env, param, timeout_s).split("|", 1)[1] for u in base_urls}
+    if len(set(served.values())) > 1:
+        listing = "; ".join(f"{u} serves {what!r}" for u, what in served.items())
+        raise ValueError(f"{param}: the replicas do not serve the same model as {model!r} ({listing}); every replica "
+                         "must serve the same weights under the same name (the judge cache is keyed by it): "
+                         "remove the odd ones from " + param)
+    return "remote-pool:" + next(iter(served.values()))
+
+
 def local_identity(model_dir) -> str:
     from focal.models import fingerprint
 
@@ -76,10 +105,10 @@ def local_identity(model_dir) -> str:
 
 
 def judge_identity(params) -> str:
-    """What answers as the judge: the remote model at judge.base_url, else the base model's weights."""
+    """What answers as the judge: the remote model at judge.base_url (every replica alike), else the base model's weights."""
     j = params.judge
     if j.base_url:
-        return remote_identity(j.base_url, j.model, j.api_key_env, "judge.base_url")
+        return pool_identity(split_urls(j.base_url), j.model, j.api_key_env, "judge.base_url")
     return local_identity(params.paths.base_model)
 
 

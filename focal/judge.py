@@ -40,7 +40,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from focal.api import Breaker, EndpointDown, failure_kind, make_client, scrub, with_retries
+from focal.api import EndpointDown, Limiter, Pool, estimate_tokens, failure_kind, scrub, with_retries
 from focal.cache import Cache, content_key
 from focal.checks import run_check
 from focal.endpoints import Endpoint
@@ -204,11 +204,21 @@ class JudgeStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     latency_s: float = 0.0
+    rate_wait_s: float = 0.0  # time calls waited for the client-side rate limits (judge.rpm, judge.tpm)
+    price_prompt_per_mtok: float = 0.0  # USD per million tokens (judge.price_*): judge/cost_usd
+    price_completion_per_mtok: float = 0.0
+
+    def cost_usd(self) -> float:
+        """Estimated cost of the tokens counted so far, at the configured prices (0 for a local judge)."""
+        return (self.prompt_tokens * self.price_prompt_per_mtok
+                + self.completion_tokens * self.price_completion_per_mtok) / 1e6
 
     def metrics(self) -> dict:
         out = {"judge/calls": self.calls, "judge/cache_hits": self.cache_hits, "judge/checks": self.checks,
                "judge/failures": sum(self.failures.values()), "judge/retries": self.retries,
                "judge/prompt_tokens": self.prompt_tokens, "judge/completion_tokens": self.completion_tokens,
+               "judge/tokens": self.prompt_tokens + self.completion_tokens,
+               "judge/cost_usd": round(self.cost_usd(), 6), "judge/rate_wait_s": round(self.rate_wait_s, 3),
                "judge/latency_s": round(self.latency_s / self.calls, 4) if self.calls else 0.0}
         out.update({f"judge/failures/{k}": v for k, v in sorted(self.failures.items())})
         return out
@@ -225,17 +235,21 @@ class Judge:
         self.endpoint = endpoint
         self.template = template or DEFAULT_TEMPLATE
         self.cache = cache
-        self.stats = JudgeStats()
+        self.stats = JudgeStats(price_prompt_per_mtok=cfg.price_prompt_per_mtok,
+                                price_completion_per_mtok=cfg.price_completion_per_mtok)
+        self.limiter = Limiter(cfg.rpm, cfg.tpm)  # one per judge, across runs
+        self.sent: dict = {}  # base_url -> attempts sent there (every run of this judge)
 
-    async def _ask(self, client, prompt: str, c: Criterion, slot, breaker) -> str:
+    async def _ask(self, pool: Pool, prompt: str, c: Criterion, slot) -> str:
         """One answer text (transient failures retried, bounded); raises what finally failed."""
         kwargs = {"model": self.endpoint.model, "messages": [{"role": "user", "content": prompt}],
                   "temperature": self.cfg.temperature, "max_tokens": self.cfg.max_tokens}
         if self.cfg.structured:
             kwargs["response_format"] = {"type": "json_schema", "json_schema": {
                 "name": "judgment", "schema": answer_schema(c), "strict": True}}
-        resp = await with_retries(lambda: client.chat.completions.create(**kwargs), self.cfg, self.stats,
-                                  slot=slot, breaker=breaker)
+        resp = await with_retries(lambda client: client.chat.completions.create(**kwargs), self.cfg, self.stats,
+                                  slot=slot, pool=pool, limiter=self.limiter,
+                                  tokens=estimate_tokens(prompt, self.cfg.max_tokens))
         if not resp.choices:
             raise AnswerError("the server returned no choices")
         return resp.choices[0].message.content or ""
@@ -248,7 +262,7 @@ class Judge:
         return sum(r.criterion.check is None and (self.cache is None or self.cache.get(self._key(r)) is None)
                    for r in requests)
 
-    async def _judge(self, client, slot: asyncio.Semaphore, breaker: Breaker, req: Request) -> Judgment:
+    async def _judge(self, pool: Pool, slot: asyncio.Semaphore, req: Request) -> Judgment:
         c, item = req.criterion, req.item
         row = _row_ids(req)
         if c.check is not None:
@@ -265,7 +279,7 @@ class Judge:
         answer, reason = "", ""
         for attempt in range(self.cfg.parse_retries + 1):
             try:
-                answer = await self._ask(client, prompt, c, slot, breaker)
+                answer = await self._ask(pool, prompt, c, slot)
                 value = parse_answer(answer, c)
             except AnswerError as e:
                 reason = f"invalid_answer: {scrub(str(e), self.cfg.api_key_env)}"
@@ -283,12 +297,18 @@ class Judge:
         return Judgment(**row, source="judge", raw=answer, score=math.nan, reason=reason, cached=False,
                         latency_s=time.perf_counter() - t0)
 
-    async def arun(self, requests: list[Request], progress: bool = False) -> list[Judgment]:
-        """Judge all requests (order kept). EndpointDown (the endpoint cannot answer at all) stops every request."""
+    async def arun(self, requests: list[Request], progress: bool | None = None) -> list[Judgment]:
+        """Judge all requests (order kept). EndpointDown (no replica can answer at all) stops every request.
+
+        progress: a tqdm bar (at most a line per 5 s); None = when at least judge.progress_min_calls
+        requests need an API call (the training reward's case)."""
+        if progress is None:
+            least = self.cfg.progress_min_calls
+            progress = least > 0 and self.pending(requests) >= least
         slot = asyncio.Semaphore(self.cfg.concurrency)
-        breaker = Breaker(self.endpoint.base_url, self.endpoint.param)
-        async with make_client(self.endpoint.base_url, self.cfg.api_key_env, self.cfg.timeout_s) as client:
-            tasks = [asyncio.ensure_future(self._judge(client, slot, breaker, r)) for r in requests]
+        pool = Pool.connect(self.endpoint.base_urls, self.cfg.api_key_env, self.cfg.timeout_s, self.endpoint.param)
+        async with pool:
+            tasks = [asyncio.ensure_future(self._judge(pool, slot, r)) for r in requests]
             try:
                 if progress:
                     from tqdm import tqdm
@@ -301,8 +321,10 @@ class Judge:
                 for t in tasks:
                     t.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
+                for r in pool.replicas:
+                    self.sent[r.base_url] = self.sent.get(r.base_url, 0) + r.sent
 
-    def run(self, requests: list[Request], progress: bool = False) -> list[Judgment]:
+    def run(self, requests: list[Request], progress: bool | None = None) -> list[Judgment]:
         return asyncio.run(self.arun(requests, progress))
 
 
