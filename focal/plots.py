@@ -3,6 +3,7 @@
     pass_rates_plot(metrics["eval"], "reports/plots/pass_rates.png")        # per criterion key, each policy
     policies_plot(metrics["eval"], "reports/plots/policies.png")            # policies / aggregators side by side
     trajectories_plot("dvclive/train", "reports/plots/focal_trajectories.png")  # Focal's saturation and weight
+    audit_gap_plot("dvclive/train", "reports/train/audit_gap.png")           # the reward-hacking audit's gap
 """
 
 from __future__ import annotations
@@ -68,6 +69,11 @@ def policies_plot(bench: dict, path, title: str = "") -> Path:
     return _save(fig, path)
 
 
+def read_series(folder, kind: str) -> dict[str, pd.Series]:
+    """{criterion key: values by step} of a dvclive folder's criteria/<key>/<kind> (e.g. audit_gap)."""
+    return _read_series(Path(folder), kind)
+
+
 def _read_series(folder: Path, kind: str) -> dict[str, pd.Series]:
     out = {}
     for f in sorted((folder / "plots" / "metrics" / "criteria").glob(f"*/{kind}.tsv")):
@@ -98,4 +104,29 @@ def trajectories_plot(train_log, path, title: str = "") -> Path | None:
     fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, title="criterion key")
     fig.suptitle(title or "Focal Reward during training")
     fig.tight_layout()
+    return _save(fig, path)
+
+
+def audit_gap_plot(train_log, path, title: str = "") -> Path | None:
+    """The audit gap over training steps: criteria/<key>/audit_gap per key and audit/gap overall (focal/audit.py);
+    None when nothing was audited."""
+    folder = Path(train_log)
+    series = read_series(folder, "audit_gap")
+    if not series:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    ax.set_prop_cycle(color=plt.cm.tab20.colors)
+    for key, s in series.items():
+        ax.plot(s.index, s.values, marker="o", ms=3, label=key)
+    overall = folder / "plots" / "metrics" / "audit" / "gap.tsv"
+    if overall.exists():
+        df = pd.read_csv(overall, sep="\t")
+        ax.plot(df.step, df[df.columns[-1]], color="black", lw=2, ls="--", label="all criteria")
+    ax.axhline(0.0, color="grey", lw=0.8)
+    ax.set_ylim(-1.05, 1.05)
+    ax.set_xlabel("training step")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("training judge's pass rate - audit's")
+    ax.set_title(title or "Audit gap per criterion key (above 0: the training judge passes what the audit fails)")
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, title="criterion key")
     return _save(fig, path)

@@ -18,7 +18,16 @@ score"). Through TRL's `log_metric` it logs docs/method.md's names: criteria/<ke
 rubric/*, judge/*, train/aggregate_s and train/judge_s; rubric/zero_std_frac (groups
 whose rewards are all equal: no gradient) and criteria/<key>/judge_constant (groups
 in which the judge gave every rollout the same verdict) say whether anything can be
-learned (focal.train.SignalGate acts on them).
+learned (focal.train.SignalGate acts on them). judge/* are this call's share of every
+numeric count the judge's `stats.metrics()` reports (calls, cache hits, failures,
+tokens, ...; a per-call mean such as judge/latency_s is this call's mean).
+
+With `audit=focal.audit.Audit(...)`, a share of the completions also gets a second
+opinion (the checks, or another endpoint) and criteria/<key>/audit_gap, audit/* are
+logged (focal/audit.py). Through TRL's `log_extra`, every completion's per-criterion
+satisfactions go to TRL's completions table (column `criteria`, JSON {criterion id: r,
+null = failed}) and, with an audit, the audited pairs (column `audit`, JSON {criterion
+id: [training judge's r, audit's r]}, null when not audited).
 
 Items with criteria that have no check need a judge: without one the reward
 refuses to start unless `checks_only=True` says to use only the checked criteria.
@@ -34,12 +43,14 @@ carries the same Focal state. One process behaves exactly as before.
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
 import pandas as pd
 
 from focal.aggregate import FocalState, aggregate, get_aggregator, update_state
+from focal.audit import Audit, gap_metrics
 from focal.judge import Judge, Request
 from focal.metrics import constant_by_key, satisfaction_matrix, step_metrics
 
@@ -72,6 +83,44 @@ def completion_text(c) -> str:
     return str(c)
 
 
+PER_CALL_MEANS = ("judge/latency_s",)  # judge metrics that are means over calls, not running totals
+
+
+def judge_deltas(before: dict, after: dict) -> dict:
+    """What one reward call added to the judge's metrics: every numeric judge/* key of `stats.metrics()` as the
+    difference of its totals, except PER_CALL_MEANS, which become the mean over this call's calls."""
+    calls = after.get("judge/calls", 0) - before.get("judge/calls", 0)
+    out = {}
+    for k, v in after.items():
+        if not k.startswith("judge/") or isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        if k in PER_CALL_MEANS:
+            total = v * after.get("judge/calls", 0) - before.get(k, 0) * before.get("judge/calls", 0)
+            out[k] = total / calls if calls else 0.0
+        else:
+            out[k] = v - before.get(k, 0)
+    return out
+
+
+def verdict_columns(judgments, n: int, tag: str, pairs: list[dict] | None) -> dict[str, list]:
+    """TRL completions-table columns of this process's n completions: `criteria` (JSON {criterion id: r}) and, with
+    an audit, `audit` (JSON {criterion id: [training r, audit r]}, None when the completion was not audited)."""
+    def r(x):
+        return None if x != x else round(float(x), 4)
+
+    by_row = [{} for _ in range(n)]
+    for j in judgments:
+        by_row[int(j.rollout_id.rsplit("-", 1)[1])][j.criterion_id] = r(j.score)
+    out = {"criteria": [json.dumps(v, sort_keys=True) for v in by_row]}
+    if pairs is not None:
+        audited = [{} for _ in range(n)]
+        for p in pairs:
+            if p["rollout_id"].startswith(f"{tag}-"):
+                audited[int(p["rollout_id"].rsplit("-", 1)[1])][p["criterion_id"]] = [r(p["trained"]), r(p["audit"])]
+        out["audit"] = [json.dumps(v, sort_keys=True) if v else None for v in audited]
+    return out
+
+
 def state_from_judgments(df: pd.DataFrame) -> FocalState:
     """Seed Focal's moving average with the base policy's judged rollouts (its measured saturation)."""
     m = satisfaction_matrix(df)
@@ -80,7 +129,8 @@ def state_from_judgments(df: pd.DataFrame) -> FocalState:
 
 class FocalReward:
     def __init__(self, items: dict, aggregator: str = "focal", judge: Judge | None = None,
-                 state: FocalState | None = None, checks_only: bool = False, **aggregator_params):
+                 state: FocalState | None = None, checks_only: bool = False, audit: Audit | None = None,
+                 **aggregator_params):
         get_aggregator(aggregator)  # a typo fails here, listing the valid names
         judged = sorted({c.id for it in items.values() for c in it.criteria if c.check is None})
         if judge is None and judged and not checks_only:
@@ -88,6 +138,7 @@ class FocalReward:
                              "judge; pass judge=Judge(...), or checks_only=True to reward only the checked criteria")
         self.items, self.aggregator, self.params = items, aggregator, aggregator_params
         self.judge = judge
+        self.audit = audit if audit is not None and audit.share > 0 and judge is not None else None  # needs a judge
         self.checks_only = checks_only or judge is None
         self.state = state or FocalState()
         self.__name__ = f"rubric_{aggregator}"  # TRL logs rewards/<__name__>/mean
@@ -114,7 +165,8 @@ class FocalReward:
                      if not self.checks_only or c.check is not None]
         return reqs
 
-    async def __call__(self, prompts, completions, prompt_id=None, log_metric=None, **kwargs) -> list[float | None]:
+    async def __call__(self, prompts, completions, prompt_id=None, log_metric=None, log_extra=None,
+                       **kwargs) -> list[float | None]:
         from focal.judge import decide_checks
 
         if prompt_id is None:
@@ -124,17 +176,28 @@ class FocalReward:
         processes, rank = world()
         tag = f"s{self.step}-r{rank}"
         reqs = self.requests(prompt_id, texts, tag)
+        pairs = None
         if self.judge is None:
             judgments, counts = decide_checks(reqs), {"judge/calls": 0, "judge/cache_hits": 0, "judge/failures": 0}
-        else:
+        elif self.audit is None:
             before = self.judge.stats.metrics()
             judgments = await self.judge.arun(reqs)
-            after = self.judge.stats.metrics()
-            counts = {k: after[k] - before.get(k, 0) for k in ("judge/calls", "judge/cache_hits", "judge/failures")}
+            counts = judge_deltas(before, self.judge.stats.metrics())
+        else:
+            before = self.judge.stats.metrics()
+            other = self.audit.judge.stats.metrics() if self.audit.judge is not None else {}
+            judgments, pairs = await self.audit.judged(self.judge, reqs)
+            counts = judge_deltas(before, self.judge.stats.metrics())
+            if self.audit.judge is not None:
+                counts |= {f"audit/{k}": v for k, v in judge_deltas(other, self.audit.judge.stats.metrics()).items()}
         t1 = time.perf_counter()
+        if log_extra is not None:
+            for column, values in verdict_columns(judgments, len(texts), tag, pairs).items():
+                log_extra(column, values)
         rows = [j.__dict__ for j in judgments]
         if processes > 1:  # TRL gives each process its share of the batch (a group may be split): aggregate it whole
             rows = gather_rows(rows, processes)
+            pairs = gather_rows(pairs, processes) if pairs is not None else None
         df = pd.DataFrame(rows)
         rewards = [None] * len(texts)
         metrics = {}
@@ -151,6 +214,9 @@ class FocalReward:
                 jm = satisfaction_matrix(judged)
                 metrics.update({f"criteria/{k}/judge_constant": v
                                 for k, v in constant_by_key(jm.r, jm.groups, jm.keys).items()})
+        if pairs is not None:
+            metrics.update(gap_metrics([p["key"] for p in pairs], [p["trained"] for p in pairs],
+                                       [p["audit"] for p in pairs]))
         t2 = time.perf_counter()
         metrics.update(counts)
         metrics["train/aggregate_s"] = t2 - t1

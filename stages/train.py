@@ -12,6 +12,13 @@ resumes. The judge's server is started only when some criterion needs it
 (`train.use_judge` and criteria without a check). When no group's rewards differ
 for several generation batches in a row, it warns (naming the criteria the judge
 gave one verdict everywhere) and, after `train.max_zero_std_steps`, stops and fails.
+
+With `audit.share` > 0 (and a judge), a share of each step's completions gets a second
+opinion (`audit.source`: the checks, or the model at audit.base_url): the gap between
+the training judge's pass rate and the audit's is logged per criterion
+(criteria/<key>/audit_gap, audit/*; focal/audit.py). `paths.train_report` gets
+report.md (the gap over the run, a gap that grows flagged) and audit_gap.png; the
+audit changes no reward, so it is not part of the run key.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from focal.audit import from_params as audit_from_params, write_report
 from focal.cache import Cache
 from focal.config import Params
 from focal.endpoints import judge_endpoint, judge_identity
@@ -32,7 +40,7 @@ from focal.rubric import item_from_row, load_rubric_set
 from focal.stage import run_stage
 from focal.train import SignalGate, StepTimer, run_key, save_policy, train_policy
 
-READS = ('base', 'train', 'judge', 'serve')  # params sections this stage reads: dvc.yaml declares exactly these (a test checks)
+READS = ('base', 'train', 'judge', 'serve', 'audit')  # params sections this stage reads: dvc.yaml declares exactly these (a test checks)
 
 
 def run(params: Params) -> list[Path]:
@@ -59,8 +67,9 @@ def run(params: Params) -> list[Path]:
     try:
         with judge_endpoint(params, needs_judge) as endpoint:
             judge = Judge(params.judge, endpoint, template, cache) if needs_judge else None
+            audit = audit_from_params(params, template, cache) if needs_judge else None
             reward = FocalReward({it.id: it for it in items}, t.aggregator, judge, state, checks_only=not needs_judge,
-                                 **t.aggregator_params())
+                                 audit=audit, **t.aggregator_params())
             timer, gate = StepTimer(), SignalGate(reward, t.max_zero_std_steps)
             trainer = train_policy(policy, items, reward, t, work, params.base.seed, log_dir=work / "dvclive",
                                    callbacks=[timer, gate])
@@ -72,12 +81,16 @@ def run(params: Params) -> list[Path]:
     save_policy(trainer, paths.trained_model)
     with atomic_dir(paths.train_log) as tmp:  # the curves of the whole run, resumed parts included
         shutil.copytree(work / "dvclive", tmp, dirs_exist_ok=True)
+    grows = write_report(paths.train_log, paths.train_report, params.audit.max_gap_growth)
+    if grows:
+        print(f"train: warning: the audit gap grows over training on {', '.join(grows)} (> audit.max_gap_growth "
+              f"{params.audit.max_gap_growth}): the policy may be gaming the judge; see {paths.train_report}/report.md")
     if reward.timings and timer.durations:
         agg, step = np.mean([x["aggregate_s"] for x in reward.timings]), np.mean(timer.durations)
         print(f"train: {t.max_steps} steps with {t.aggregator!r} -> {paths.trained_model}; mean step {step:.2f} s, "
               f"aggregation {agg * 1000:.2f} ms ({agg / step:.3%} of a step), "
               f"judging {np.mean([x['judge_s'] for x in reward.timings]):.2f} s")
-    return [Path(paths.trained_model), Path(paths.train_log)]
+    return [Path(paths.trained_model), Path(paths.train_log), Path(paths.train_report)]
 
 
 if __name__ == "__main__":
