@@ -130,13 +130,14 @@ def parse_answer(text: str, c: Criterion):
     return value
 
 
-def cache_key(identity: str, cfg, template: str, item: Item, c: Criterion, response: str) -> str:
+def cache_key(identity: str, cfg, template: str, item: Item, c: Criterion, response: str, repeat: int = 0) -> str:
     """Everything that can change an answer: who judges (the endpoint's identity), how (every decoding
-    setting), with which prompt (template text) and on what (conversation, response, criterion)."""
+    setting), with which prompt (template text) and on what (conversation, response, criterion). `repeat` > 0
+    asks the same request afresh (its own key; 0 adds nothing, so existing keys stay as they were)."""
     decoding = {"temperature": cfg.temperature, "max_tokens": cfg.max_tokens, "structured": cfg.structured,
                 "seed": getattr(cfg, "seed", None)}
     return content_key("judge", identity, decoding, template, item.chat(), response, c.text, c.pitfall,
-                       c.scale.kind, c.scale.min, c.scale.max)
+                       c.scale.kind, c.scale.min, c.scale.max, *((("repeat", repeat),) if repeat > 0 else ()))
 
 
 # ---- the judge ----------------------------------------------------------------------
@@ -149,6 +150,7 @@ class Request:
     criterion: Criterion
     response: str
     rollout_id: str
+    repeat: int = 0  # > 0: the same request asked again, not answered from the first one's cache entry
 
 
 @dataclass
@@ -255,7 +257,7 @@ class Judge:
         return resp.choices[0].message.content or ""
 
     def _key(self, r: Request) -> str:
-        return cache_key(self.endpoint.identity, self.cfg, self.template, r.item, r.criterion, r.response)
+        return cache_key(self.endpoint.identity, self.cfg, self.template, r.item, r.criterion, r.response, r.repeat)
 
     def pending(self, requests: list[Request]) -> int:
         """How many requests would need an API call (not a check, not cached)."""
