@@ -4,8 +4,10 @@ A prompt containing `[[fault:KIND:N]]` fails its first N attempts with KIND, the
 answers normally (N = "all" fails every time). KIND: timeout (sleeps past the
 client's timeout), 429, 500, 401, malformed (200 with a non-JSON answer), drop (closes
 the connection without a response), trickle (a valid answer sent 4 bytes at a time,
-`trickle_s` apart). Error messages echo the request's Authorization header, as some
-servers do with a bad key. A normal answer says criteria_met = true when
+`trickle_s` apart), 503. A 429 or 503 carries `Retry-After: retry_after` and/or
+`retry-after-ms: retry_after_ms` when those are set. Error messages echo the request's
+Authorization header, as some servers do with a bad key. Every answer reports
+`usage` = the `usage` argument (prompt, completion tokens). A normal answer says criteria_met = true when
 the graded response contains "GOOD", and score 4 for likert items.
 
     with FakeOpenAI() as server:
@@ -26,7 +28,9 @@ FENCED = re.compile(r"<(RESPONSE-[0-9A-F]+)>\n(.*?)\n</\1>", re.S)
 
 class FakeOpenAI:
     def __init__(self, delay_s: float = 0.0, timeout_sleep_s: float = 3.0, trickle_s: float = 0.25, always: str = "",
-                 models=("judge", "fake", "policy", "other"), root: str = "/srv/fake-weights"):
+                 models=("judge", "fake", "policy", "other"), root: str = "/srv/fake-weights",
+                 retry_after: str | None = None, retry_after_ms: str | None = None, usage=(10, 5)):
+        self.retry_after, self.retry_after_ms, self.usage = retry_after, retry_after_ms, tuple(usage)
         self.models, self.root = list(models), root  # what GET /v1/models lists (vLLM: id = served name, root = folder)
         self.delay_s, self.trickle_s = delay_s, trickle_s
         self.always = always  # a fault KIND applied to every request (e.g. "500"), as if every prompt asked for it
@@ -51,7 +55,7 @@ class FakeOpenAI:
             kind = m.group(1)
             if kind == "trickle":
                 return 200, self.completion(body, json.dumps({"explanation": "slow", "criteria_met": True})), kind
-            return {"timeout": 0, "429": 429, "500": 500, "401": 401, "malformed": 1, "drop": -1}[kind], None, kind
+            return {"timeout": 0, "429": 429, "500": 500, "503": 503, "401": 401, "malformed": 1, "drop": -1}[kind], None, kind
         fenced = FENCED.search(prompt)
         graded = fenced.group(2) if fenced else prompt
         if '"score"' in prompt.split("# How to answer")[-1]:
@@ -60,12 +64,12 @@ class FakeOpenAI:
             content = json.dumps({"explanation": "checked", "criteria_met": "GOOD" in graded})
         return 200, self.completion(body, content), ""
 
-    @staticmethod
-    def completion(body, content):
+    def completion(self, body, content):
         return {"id": "cmpl-1", "object": "chat.completion", "created": 0, "model": body.get("model", "m"),
                 "choices": [{"index": i, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}
                             for i in range(body.get("n") or 1)],
-                "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}
+                "usage": {"prompt_tokens": self.usage[0], "completion_tokens": self.usage[1],
+                          "total_tokens": sum(self.usage)}}
 
     def __enter__(self):
         fake = self
@@ -85,6 +89,10 @@ class FakeOpenAI:
             def send(self, status, obj):
                 data = json.dumps(obj).encode()
                 self.send_response(status)
+                if status in (429, 503):
+                    for name, value in (("Retry-After", fake.retry_after), ("retry-after-ms", fake.retry_after_ms)):
+                        if value is not None:
+                            self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
