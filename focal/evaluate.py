@@ -102,6 +102,9 @@ def policy_names(params) -> dict[str, tuple[str, str | None]]:
     return out
 
 
+JUDGE_COST = ("judge/calls", "judge/prompt_tokens", "judge/completion_tokens", "judge/tokens", "judge/cost_usd")
+
+
 def evaluate_policies(params, benchmarks: dict) -> tuple[dict, "pd.DataFrame", "pd.DataFrame"]:
     """benchmarks: {name: (items, judge template or None)}. Returns (metrics, rollouts, judgments).
 
@@ -146,7 +149,8 @@ def evaluate_policies(params, benchmarks: dict) -> tuple[dict, "pd.DataFrame", "
         names = list(per_policy)
         metrics[bench] = {"policies": per_policy, "paired": {
             f"{b}_vs_{names[0]}": paired_difference(scores[names[0]], scores[b], e.n_bootstrap, params.base.seed)
-            for b in names[1:]}, "judge": {k: v for k, v in judged.items() if k.split("/")[0] in ("agreement", "consistency")}}
+            for b in names[1:]}, "judge": {k: v for k, v in judged.items()
+                                          if k.split("/")[0] in ("agreement", "consistency") or k in JUDGE_COST}}
     return metrics, rollouts, pd.concat(judgments, ignore_index=True)
 
 
