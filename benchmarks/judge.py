@@ -1,12 +1,18 @@
-"""Judge throughput against one real server, in one run:
+"""Judge throughput as a share of the server's raw capacity, on one server with the same requests:
 
-    python -m benchmarks.judge [--params params.yaml] [--n 24] [--concurrency 8]
+    python -m benchmarks.judge [--params params.yaml] [--n 24] [--repeats 2] [--concurrency 1 4 8 16]
 
-1. raw capacity: the judge's exact requests sent as plain concurrent chat requests (no parsing, no cache);
-2. the judge (bounded concurrency, retries, schema, parsing) with no cache;
-3. the judge as a sequential client (concurrency 1);
-4. the judge again with the cache of run 2: the number of API calls (must be 0).
-Starts the local vLLM server (or uses serve.base_url / judge.base_url).
+For each concurrency c, on the same server (the local vLLM server with the base model,
+or judge.base_url) and the same n requests (the judge's exact chat.completions
+arguments, `Judge.request_kwargs`):
+- raw: a plain async load generator (c requests in flight, no retries, no parsing, no cache);
+- judge: `Judge.run` with judge.concurrency = c and no cache (retries, breaker, limiter, parsing).
+Both are warmed first (one pass each on the same requests, so the server's prefix
+cache is equally warm for both), then measured `--repeats` times with the order
+alternated (raw first on even repeats, judge first on odd ones). Reported per c: the
+judge's throughput as a ratio to raw's (paired per repeat, then averaged; the goal
+is >= 0.8) and its speed-up over a sequential client (raw at concurrency 1). Printed
+as a markdown table and written to benchmarks/results/judge_throughput.json.
 """
 
 from __future__ import annotations
@@ -14,80 +20,122 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import tempfile
+import os
+import platform
+import statistics
 import time
 from pathlib import Path
 
 from focal.api import make_client
-from focal.cache import Cache
 from focal.config import load_params
-from focal.judge import DEFAULT_TEMPLATE, Judge, Request, answer_schema, render_prompt
-from focal.rubric import load_rubric_set
 from focal.endpoints import judge_endpoint
+from focal.io import write_json
+from focal.judge import Judge, Request, answer_schema, render_prompt
+from focal.rubric import load_rubric_set
 
+RESULTS = Path("benchmarks/results/judge_throughput.json")
 RESPONSES = ["Plants use sunlight, water and carbon dioxide to make sugar and oxygen.",
-             "As an AI, I cannot help with that!", "- drink water\n- sleep early\n- walk daily"]
+             "As an AI, I cannot help with that!", "- drink water\n- sleep early\n- walk daily",
+             "Photosynthesis turns light into chemical energy stored as glucose."]
 
 
 def requests(params, n: int) -> list[Request]:
-    items = load_rubric_set(Path(params.paths.rubrics) / "default").items
-    reqs = [Request(it, c, r, f"r{i}") for it in items for c in it.criteria if c.check is None
-            for i, r in enumerate(RESPONSES)]
-    return reqs[:n]
+    """n (response, LLM-judged criterion) pairs of the configured rubric set, cycling through RESPONSES."""
+    items = load_rubric_set(Path(params.paths.rubrics) / params.base.rubric_set).items
+    pairs = [(it, c) for it in items for c in it.criteria if c.check is None]
+    if not pairs:
+        raise ValueError(f"rubric set {params.base.rubric_set!r} has no LLM-judged criterion to benchmark")
+    return [Request(pairs[i % len(pairs)][0], pairs[i % len(pairs)][1], RESPONSES[i % len(RESPONSES)], f"r{i}")
+            for i in range(n)]
 
 
-async def raw(endpoint, params, reqs, concurrency) -> tuple[float, int]:
+async def raw(judge: Judge, reqs: list[Request], concurrency: int) -> tuple[float, int]:
+    """(seconds, completion tokens) of sending the judge's requests as a plain async load generator."""
+    bodies = [judge.request_kwargs(render_prompt(judge.template, r.item, r.criterion, r.response),
+                                   answer_schema(r.criterion)) for r in reqs]
     sem = asyncio.Semaphore(concurrency)
     tokens = 0
 
-    async def one(client, r):
+    async def one(client, body):
         nonlocal tokens
         async with sem:
-            resp = await client.chat.completions.create(  # the judge's exact request, without the judge around it
-                model=endpoint.model, max_tokens=params.judge.max_tokens, temperature=params.judge.temperature,
-                messages=[{"role": "user", "content": render_prompt(DEFAULT_TEMPLATE, r.item, r.criterion, r.response)}],
-                response_format={"type": "json_schema", "json_schema": {
-                    "name": "judgment", "schema": answer_schema(r.criterion), "strict": True}})
+            resp = await client.chat.completions.create(**body)
             tokens += resp.usage.completion_tokens if resp.usage else 0
 
-    t0 = time.perf_counter()
-    async with make_client(endpoint.base_url, params.judge.api_key_env, params.judge.timeout_s) as client:
-        await asyncio.gather(*[one(client, r) for r in reqs])
-    return time.perf_counter() - t0, tokens
+    async with make_client(judge.endpoint.base_url, judge.cfg.api_key_env, judge.cfg.timeout_s) as client:
+        t0 = time.perf_counter()
+        await asyncio.gather(*[one(client, b) for b in bodies])
+        return time.perf_counter() - t0, tokens
 
 
-def timed_judge(cfg, endpoint, reqs, cache=None):
-    judge = Judge(cfg, endpoint, cache=cache)
+def judged(cfg, endpoint, reqs) -> tuple[float, int, int]:
+    """(seconds, completion tokens, failures) of Judge.run with no cache."""
+    judge = Judge(cfg, endpoint)
     t0 = time.perf_counter()
-    out = judge.run(reqs)
-    return time.perf_counter() - t0, judge.stats, out
+    judge.run(reqs, progress=False)
+    return time.perf_counter() - t0, judge.stats.completion_tokens, sum(judge.stats.failures.values())
+
+
+def measure(params, endpoint, reqs, levels: list[int], repeats: int) -> list[dict]:
+    """One row per concurrency: raw and judge seconds per repeat (order alternated), ratio, speed-up."""
+    top = dataclasses.replace(params.judge, concurrency=max(levels))
+    asyncio.run(raw(Judge(top, endpoint), reqs, max(levels)))  # warm both: the same prompts reach the prefix cache
+    judged(top, endpoint, reqs)
+    rows = []
+    for c in levels:
+        cfg = dataclasses.replace(params.judge, concurrency=c)
+        probe = Judge(cfg, endpoint)
+        raw_s, judge_s, raw_tok, judge_tok, failures = [], [], [], [], 0
+        for rep in range(repeats):
+            for which in (("raw", "judge") if rep % 2 == 0 else ("judge", "raw")):
+                if which == "raw":
+                    s, t = asyncio.run(raw(probe, reqs, c))
+                    raw_s.append(s), raw_tok.append(t)
+                else:
+                    s, t, f = judged(cfg, endpoint, reqs)
+                    judge_s.append(s), judge_tok.append(t)
+                    failures += f
+            print(f"  c={c} repeat {rep}: raw {raw_s[-1]:.1f} s, judge {judge_s[-1]:.1f} s", flush=True)
+        rows.append({"concurrency": c, "raw_s": [round(x, 3) for x in raw_s], "judge_s": [round(x, 3) for x in judge_s],
+                     "raw_completion_tokens": raw_tok, "judge_completion_tokens": judge_tok, "judge_failures": failures,
+                     "raw_per_s": round(len(reqs) / statistics.mean(raw_s), 3),
+                     "judge_per_s": round(len(reqs) / statistics.mean(judge_s), 3),
+                     "ratio": round(statistics.mean(r / j for r, j in zip(raw_s, judge_s)), 3)})
+    sequential = statistics.mean(rows[0]["raw_s"])  # levels start at 1: the sequential client
+    for r in rows:
+        r["speedup_vs_sequential"] = round(sequential / statistics.mean(r["judge_s"]), 2)
+    return rows
+
+
+def table(rows: list[dict], n: int) -> str:
+    out = [f"| concurrency | raw judgments/s | judge judgments/s | judge / raw | speed-up over sequential | "
+           f"judge failures |", "|---|---|---|---|---|---|"]
+    out += [f"| {r['concurrency']} | {r['raw_per_s']:.2f} | {r['judge_per_s']:.2f} | {r['ratio']:.2f} | "
+            f"{r['speedup_vs_sequential']:.1f}x | {r['judge_failures']} |" for r in rows]
+    return "\n".join(out) + f"\n\n{n} judgments per measurement; judge / raw paired per repeat, then averaged."
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--n", type=int, default=24, help="judgments per measurement")
-    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=2, help="measurements per concurrency and client (order alternated)")
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8, 16])
+    ap.add_argument("--note", default="", help="conditions to record beside the figures (e.g. a contended CPU)")
+    ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
     params = load_params(args.params)
     reqs = requests(params, args.n)
-    cfg = dataclasses.replace(params.judge, concurrency=args.concurrency)
-    with judge_endpoint(params) as endpoint, tempfile.TemporaryDirectory() as tmp:
-        asyncio.run(raw(endpoint, params, reqs[:2], 2))  # warm-up
-        raw_s, raw_tokens = asyncio.run(raw(endpoint, params, reqs, args.concurrency))
-        cache = Cache(Path(tmp) / "c.sqlite")
-        conc_s, conc_stats, out = timed_judge(cfg, endpoint, reqs, cache)
-        seq_s, _, _ = timed_judge(dataclasses.replace(cfg, concurrency=1), endpoint, reqs)
-        _, rerun_stats, _ = timed_judge(cfg, endpoint, reqs, cache)
-    n = len(reqs)
-    print(f"| measurement ({n} judgments, SmolLM2-135M on this CPU) | seconds | judgments/s | completion tokens/s |")
-    print("|---|---|---|---|")
-    print(f"| raw capacity: plain concurrent requests (concurrency {args.concurrency}) | {raw_s:.1f} | {n / raw_s:.2f} | {raw_tokens / raw_s:.1f} |")
-    print(f"| judge, concurrency {args.concurrency} | {conc_s:.1f} | {n / conc_s:.2f} | {conc_stats.completion_tokens / conc_s:.1f} |")
-    print(f"| judge, sequential (concurrency 1) | {seq_s:.1f} | {n / seq_s:.2f} | - |")
-    print(f"\njudge vs raw capacity: {raw_s / conc_s:.0%} of the raw throughput; judge vs sequential: {seq_s / conc_s:.1f}x")
-    print(f"failures in the concurrent run: {sum(conc_stats.failures.values())} ({dict(conc_stats.failures)})")
-    print(f"API calls on a rerun with the cache: {rerun_stats.calls} (cache hits: {rerun_stats.cache_hits})")
+    t0 = time.perf_counter()
+    with judge_endpoint(params) as endpoint:
+        rows = measure(params, endpoint, reqs, sorted(set(args.concurrency) | {1}), args.repeats)
+    record = {"judge": endpoint.identity, "model": endpoint.model, "n": args.n, "repeats": args.repeats,
+              "max_tokens": params.judge.max_tokens, "structured": params.judge.structured,
+              "machine": f"{platform.machine()}, {os.cpu_count()} cores", "note": args.note,
+              "wall_s": round(time.perf_counter() - t0, 1), "rows": rows}
+    write_json(args.out, record)
+    print(table(rows, args.n))
+    print(f"\nwritten to {args.out}")
 
 
 if __name__ == "__main__":

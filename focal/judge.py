@@ -242,13 +242,18 @@ class Judge:
         self.limiter = Limiter(cfg.rpm, cfg.tpm)  # one per judge, across runs
         self.sent: dict = {}  # base_url -> attempts sent there (every run of this judge)
 
-    async def _ask(self, pool: Pool, prompt: str, c: Criterion, slot) -> str:
-        """One answer text (transient failures retried, bounded); raises what finally failed."""
+    def request_kwargs(self, prompt: str, schema: dict) -> dict:
+        """The arguments of one chat.completions.create call (benchmarks/judge.py sends exactly these)."""
         kwargs = {"model": self.endpoint.model, "messages": [{"role": "user", "content": prompt}],
                   "temperature": self.cfg.temperature, "max_tokens": self.cfg.max_tokens}
         if self.cfg.structured:
             kwargs["response_format"] = {"type": "json_schema", "json_schema": {
-                "name": "judgment", "schema": answer_schema(c), "strict": True}}
+                "name": "judgment", "schema": schema, "strict": True}}
+        return kwargs
+
+    async def _ask(self, pool: Pool, prompt: str, c: Criterion, slot) -> str:
+        """One answer text (transient failures retried, bounded); raises what finally failed."""
+        kwargs = self.request_kwargs(prompt, answer_schema(c))
         resp = await with_retries(lambda client: client.chat.completions.create(**kwargs), self.cfg, self.stats,
                                   slot=slot, pool=pool, limiter=self.limiter,
                                   tokens=estimate_tokens(prompt, self.cfg.max_tokens))
