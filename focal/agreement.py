@@ -13,12 +13,18 @@ Three measures, each reported overall and per criterion key (or category):
    meta-evaluation rows {prompt, completion, rubric, binary_labels, category,
    prompt_id}; the verdict is the majority of the physicians' labels.
    `python -m benchmarks.judge_agreement --labels FILE` prints the figures.
-3. Consistency (`with_restated`): on a share `judge.consistency_share` of the
-   judge-decided pairs, the judge stage asks again at the configured temperature
-   with the rubric item restated (`RESTATED`); the self-agreement is the agreement
-   of the two answers (the first answer plays "truth"). Per-criterion judgments
-   have no answer order to swap. An identical second request would be answered by
-   the cache; asking it afresh needs a repeat index in focal/judge.py's cache key.
+3. Consistency, on a share `judge.consistency_share` of the judge-decided pairs
+   (the same pairs for both figures, so they differ only by what is asked):
+   - restated (`with_restated`, consistency/*): asked again at the configured
+     temperature with the rubric item restated (`RESTATED`);
+   - repeated (`with_repeated`, consistency/repeat/*): the identical request asked
+     again (`Request.repeat = 1`: its own cache key, so the cache does not answer
+     it with the first answer). At judge.temperature 0 on a deterministic server
+     this measures determinism (batching and numerics), not judgment: expect 1.0;
+     above 0 it is the sampling noise of a verdict.
+   The self-agreement is the agreement of the two answers (the first plays "truth").
+   Answer-order swapping does not apply: the judge sees one response per request,
+   so there is no order to swap.
 
 The math, with the reference verdict ("truth": the check, or the physicians) and the
 judge's verdict, both "criterion met" (satisfaction r >= aggregate.MET; a pitfall is
@@ -122,6 +128,7 @@ def rows(metrics: dict, prefix: str) -> list[dict]:
     out = [{"scope": "overall", **{k: metrics[f"{prefix}/{'overall' if k == 'agreement' else k}"] for k in FIGURES}}]
     scopes = sorted({k[len(prefix) + 1:].rsplit("/", 1)[0] for k in metrics
                      if k.startswith(prefix + "/") and k.endswith("/kappa") and k != f"{prefix}/kappa"})
+    scopes = [s for s in scopes if s.startswith("by_")]  # not a nested prefix's (consistency/repeat)
     return out + [{"scope": s, **{k: metrics[f"{prefix}/{s}/{k}"] for k in FIGURES}} for s in scopes]
 
 
@@ -155,18 +162,29 @@ def restated_probes(requests: list[Request], share: float) -> list[Request]:
             for r in requests if r.criterion.check is None and sampled(r.rollout_id, r.criterion.id, share)]
 
 
+def repeated_probes(requests: list[Request], share: float) -> list[Request]:
+    """The sampled judge-decided requests, identical but for `repeat = 1` (asked afresh, not from the cache)."""
+    return [dataclasses.replace(r, repeat=1) for r in requests
+            if r.criterion.check is None and sampled(r.rollout_id, r.criterion.id, share)]
+
+
 def judge_measured(params, requests: list[Request], template: str | None):
     """Judge requests like focal.judge.judge_table, plus the check probes (judge.agreement_share) and the
-    restated probes (judge.consistency_share), in one call (one endpoint, one cache): (the judgments of
-    `requests` only, judge/*, agreement/* and consistency/* metrics). judge/* count the probes' calls too;
-    the probes never enter the returned table."""
+    restated and repeated probes (judge.consistency_share), in one call (one endpoint, one cache): (the judgments
+    of `requests` only, judge/*, agreement/*, consistency/* and consistency/repeat/* metrics). judge/* count the
+    probes' calls too; the probes never enter the returned table."""
     cfg = params.judge
-    checks, again = check_probes(requests, cfg.agreement_share), restated_probes(requests, cfg.consistency_share)
-    everything, stats = judge_table(params, requests + checks + again, template)
-    n, k = len(requests), len(checks)
-    df = everything.iloc[:n].reset_index(drop=True)
-    return df, (stats.metrics() | with_checks(df, everything.iloc[n:n + k], cfg.agreement_share)
-                | with_restated(df, everything.iloc[n + k:], cfg.consistency_share))
+    probes = {"checks": check_probes(requests, cfg.agreement_share),
+              "restated": restated_probes(requests, cfg.consistency_share),
+              "repeated": repeated_probes(requests, cfg.consistency_share)}
+    everything, stats = judge_table(params, requests + [r for p in probes.values() for r in p], template)
+    parts, start = {}, len(requests)
+    for name, p in probes.items():
+        parts[name], start = everything.iloc[start:start + len(p)], start + len(p)
+    df = everything.iloc[:len(requests)].reset_index(drop=True)
+    return df, (stats.metrics() | with_checks(df, parts["checks"], cfg.agreement_share)
+                | with_restated(df, parts["restated"], cfg.consistency_share)
+                | with_repeated(df, parts["repeated"], cfg.temperature))
 
 
 def _against(reference, probes, prefix: str) -> dict:
@@ -186,6 +204,13 @@ def with_restated(judgments, probes, share: float) -> dict:
     """consistency/* metrics: the judge's answers on the restated probes against its first answers in `judgments`
     (self-agreement), overall and per criterion key."""
     return {"consistency/share": share, **_against(judgments[judgments.source == "judge"], probes, "consistency")}
+
+
+def with_repeated(judgments, probes, temperature: float) -> dict:
+    """consistency/repeat/* metrics: the judge's answers to the identical requests asked again against its first
+    answers, overall and per criterion key; consistency/repeat/temperature says what it measures (0: determinism)."""
+    return {"consistency/repeat/temperature": temperature,
+            **_against(judgments[judgments.source == "judge"], probes, "consistency/repeat")}
 
 
 # ---- 2. agreement with labels people already have ------------------------------------

@@ -10,8 +10,9 @@ import pytest
 import yaml
 
 from fake_openai import FakeOpenAI
-from focal.agreement import (RESTATED, check_probes, cohen_kappa, figures, load_labelled, markdown, restated_probes,
-                             rows, sampled, with_checks, with_labels, with_restated)
+from focal.agreement import (RESTATED, check_probes, cohen_kappa, figures, judge_measured, load_labelled, markdown,
+                             repeated_probes, restated_probes, rows, sampled, with_checks, with_labels, with_repeated,
+                             with_restated)
 from focal.config import load_params
 from focal.items import RubricError
 from focal.judge import Request, load_items, requests_for
@@ -105,6 +106,66 @@ def test_with_restated_is_the_judges_self_agreement():
     assert m["consistency/by_key/rel/n"] == 4 and m["consistency/share"] == 0.5
 
 
+def test_with_repeated_is_the_same_request_asked_again():
+    judgments = pd.DataFrame({"rollout_id": ["a", "b", "c"], "criterion_id": ["rel"] * 3, "key": ["rel"] * 3,
+                              "source": ["judge"] * 3, "score": [1.0, 0.0, 0.0]})
+    again = pd.DataFrame({"rollout_id": ["a", "b", "c"], "criterion_id": ["rel"] * 3, "key": ["rel"] * 3,
+                          "score": [0.0, 0.0, math.nan]})
+    m = with_repeated(judgments, again, 0.0)  # fn 1 (a), tn 1 (b), c failed: agreement 1/2, kappa 0 (truth 1/2, judge 0)
+    assert (m["consistency/repeat/overall"], m["consistency/repeat/kappa"], m["consistency/repeat/missing"]) == (0.5, 0.0, 1)
+    assert m["consistency/repeat/temperature"] == 0.0 and m["consistency/repeat/by_key/rel/n"] == 2
+    # both tables side by side in one metrics dict: each prefix keeps its own rows
+    both = m | with_restated(judgments, again, 0.5)
+    assert [r["scope"] for r in rows(both, "consistency")] == ["overall", "by_key/rel"]
+    assert [r["scope"] for r in rows(both, "consistency/repeat")] == ["overall", "by_key/rel"]
+
+
+def test_a_repeated_request_has_its_own_cache_key_and_the_rest_keep_theirs(tmp_path):
+    from focal.cache import content_key
+    from focal.config import Judge as JudgeConfig
+    from focal.judge import cache_key
+
+    with FakeOpenAI() as server:
+        params = load_params(setup(tmp_path, server.base_url))
+    reqs = requests_for(pd.read_parquet(params.paths.rollouts), load_items(params), "rollouts")
+    again = repeated_probes(reqs, 1.0)
+    judged = [r for r in reqs if r.criterion.check is None]
+    assert len(again) == len(judged) > 0 and all(a.repeat == 1 and a.criterion == r.criterion and a.response == r.response
+                                                 for a, r in zip(again, judged))
+    cfg, r = JudgeConfig(), judged[0]
+    c = r.criterion
+    old = content_key("judge", "id", {"temperature": 0.0, "max_tokens": cfg.max_tokens, "structured": True,
+                                      "seed": None}, "T", r.item.chat(), r.response, c.text, c.pitfall, c.scale.kind,
+                      c.scale.min, c.scale.max)  # the key as it was before `repeat` existed
+    assert cache_key("id", cfg, "T", r.item, c, r.response) == cache_key("id", cfg, "T", r.item, c, r.response, 0) == old
+    assert cache_key("id", cfg, "T", r.item, c, r.response, 1) != old
+
+
+class Flipping(FakeOpenAI):
+    """A judge that is not deterministic: an identical prompt gets 'met', then 'not met', then 'met', ..."""
+
+    def answer(self, body):
+        prompt = body["messages"][-1]["content"]
+        with self.lock:
+            self.requests.append(body)
+            self.attempts[prompt] += 1
+            n = self.attempts[prompt]
+        return 200, self.completion(body, json.dumps({"explanation": "flip", "criteria_met": n % 2 == 1})), ""
+
+
+def test_repeat_catches_a_judge_that_changes_its_answer_to_the_same_request(tmp_path):
+    with Flipping() as server:
+        params = load_params(setup(tmp_path, server.base_url))
+        reqs = requests_for(pd.read_parquet(params.paths.rollouts), load_items(params), "rollouts")
+        _, m = judge_measured(params, reqs, None)
+    # restated: another prompt, asked for the first time -> "met" like the first answer; repeated: the second ask
+    # of the identical prompt -> "not met"
+    assert m["consistency/n"] == m["consistency/repeat/n"] > 0  # the same sampled pairs
+    assert m["consistency/overall"] == 1.0 and m["consistency/repeat/overall"] == 0.0
+    # every pair flipped: "met" then "not met" (fn), or on a pitfall present then absent (fp)
+    assert m["consistency/repeat/fn"] + m["consistency/repeat/fp"] == m["consistency/repeat/n"]
+
+
 def random_rollouts(params, seed=0):
     """Rollouts whose completions contain GOOD at random: the fake judge then answers at random."""
     rollouts = pd.read_parquet(params.paths.rollouts)
@@ -137,9 +198,10 @@ def test_judge_stage_reports_agreement_and_validate_gates_on_it(tmp_path):
     df = pd.read_parquet(params.paths.judgments)
     n_requests = len(requests_for(pd.read_parquet(params.paths.rollouts), load_items(params), "rollouts"))
     assert len(df) == n_requests  # the probes are not training data
-    probes = sum(stats[f"{m}/{k}"] for m in ("agreement", "consistency") for k in ("n", "missing"))
+    probes = sum(stats[f"{m}/{k}"] for m in ("agreement", "consistency", "consistency/repeat") for k in ("n", "missing"))
     assert calls == (df.source == "judge").sum() + probes
     assert stats["consistency/n"] > 10 and stats["consistency/overall"] == 1.0  # the fake ignores the wording
+    assert stats["consistency/repeat/n"] == stats["consistency/n"] and stats["consistency/repeat/overall"] == 1.0
     assert stats["agreement/n"] > 10 and stats["agreement/share"] == 0.25
     measured = stats["agreement/overall"]
     assert 0.2 < measured < 0.8  # a judge answering at random

@@ -75,7 +75,8 @@ def test_focal_judge_equals_the_judge_stage(tmp_path):
         calls = server.calls
         judge_stage.run(params)
         stats = json.loads(Path(params.paths.judge_stats).read_text())
-        probes = sum(stats[f"{m}/{k}"] for m in ("agreement", "consistency") for k in ("n", "missing"))
+        probes = sum(stats[f"{m}/{k}"] for m in ("agreement", "consistency", "consistency/repeat")
+                     for k in ("n", "missing"))
         assert server.calls == calls + probes  # the same cache: the stage asks only its measurement probes
         # a jsonl file without rollout ids: they are derived from the content, one per row
         adhoc = tmp_path / "adhoc.jsonl"

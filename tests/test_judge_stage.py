@@ -50,7 +50,8 @@ def test_judge_stage_writes_the_table(tmp_path):
     judged = df[df.source == "judge"]
     assert df.score.between(0, 1).all() and not df.duplicated(["rollout_id", "criterion_id"]).any()
     stats = yaml.safe_load(Path(params.paths.judge_stats).read_text())
-    probes = sum(stats[f"{m}/{k}"] for m in ("agreement", "consistency") for k in ("n", "missing"))
+    probes = sum(stats[f"{m}/{k}"] for m in ("agreement", "consistency", "consistency/repeat")
+                 for k in ("n", "missing"))
     assert probes > 0  # the judge is measured too (against checks, and against itself)
     assert calls == len(judged) + probes and (df.source == "check").any()
     assert stats["judge/calls"] == calls and stats["judge/failures"] == 0
