@@ -317,6 +317,10 @@ class Judge(Client):
     progress_min_calls: int = knob(64, "during training, show a judging progress bar (at most a line per 5 s) when a "
                                    "step has at least this many API calls to make (0 = never; the stages always show "
                                    "it)", at_least(0))
+    mode: str = knob("per_criterion", "per_criterion: one call per (rollout, criterion), as HealthBench does; "
+                     "per_response: one call per rollout answering every LLM-judged criterion as one JSON object "
+                     "(fewer calls and prompt tokens; its own cache keys; see docs/judge.md for when it agrees)",
+                     one_of("per_criterion", "per_response"))
 
 
 @dataclass

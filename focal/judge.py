@@ -16,9 +16,18 @@
 - Bounded everything (focal/api.py): `judge.concurrency` requests in flight,
   `judge.timeout_s` as a deadline on each whole request, `judge.max_retries`
   retries with jittered exponential backoff on timeouts, dropped connections, 429
-  and 5xx, `judge.parse_retries` on invalid answers. A judgment that still fails
-  is NaN with its (scrubbed) reason, never 0. An endpoint that refuses
-  connections or answers 401/403/404 stops the run at once (EndpointDown).
+  and 5xx (Retry-After honoured), `judge.parse_retries` on invalid answers,
+  `judge.rpm` / `judge.tpm` client-side rate limits. A judgment that still fails
+  is NaN with its (scrubbed) reason, never 0. `judge.base_url` may list replicas
+  (comma-separated): requests go to the one with the fewest in flight; one that
+  refuses connections or answers 401/403/404 is skipped, and the run stops
+  (EndpointDown) when none is left.
+- `judge.mode: per_response` asks one call per response for every LLM-judged
+  criterion at once (a JSON object keyed by criterion id, its own cache key);
+  per_criterion (the default) is one call per (rollout, criterion).
+- Tokens come from the usage the server reports; `JudgeStats.metrics()` gives
+  judge/prompt_tokens, judge/completion_tokens, judge/tokens and judge/cost_usd
+  (judge.price_*_per_mtok).
 - Criteria with a programmatic check are decided locally, with no call.
 - A persistent SQLite cache keyed by a hash of (the judge's identity: its weights'
   fingerprint or what the remote endpoint reports; every decoding setting; the
@@ -81,10 +90,14 @@ def rubric_item_text(c: Criterion) -> str:
 
 def render_prompt(template: str, item: Item, c: Criterion, response: str) -> str:
     """Fill the template in one pass; an unknown marker is an error naming it."""
+    return _fill(template, item, response, rubric_item_text(c), answer_format(c))
+
+
+def _fill(template: str, item: Item, response: str, rubric_item: str, answer_format_text: str) -> str:
     tag = fence_tag(response)
     conversation = "\n\n".join(f"{m['role']}: {m['content']}" for m in item.chat())
-    values = {"conversation": conversation, "response": response, "rubric_item": rubric_item_text(c),
-              "answer_format": answer_format(c), "fence_open": f"<{tag}>", "fence_close": f"</{tag}>"}
+    values = {"conversation": conversation, "response": response, "rubric_item": rubric_item,
+              "answer_format": answer_format_text, "fence_open": f"<{tag}>", "fence_close": f"</{tag}>"}
 
     def fill(m):
         if m.group(1) not in values:
@@ -107,6 +120,11 @@ def answer_schema(c: Criterion) -> dict:
 
 def parse_answer(text: str, c: Criterion):
     """The judged value (bool, or a number in the scale) from the answer text; AnswerError otherwise."""
+    return _value(_json_object(text), c)
+
+
+def _json_object(text: str) -> dict:
+    """The JSON object of an answer (a ```json fence allowed); AnswerError otherwise."""
     text = (text or "").strip()
     m = _FENCED_JSON.match(text)
     if m:
@@ -117,6 +135,13 @@ def parse_answer(text: str, c: Criterion):
         raise AnswerError(f"not JSON: {text[:80]!r}") from None
     if not isinstance(obj, dict):
         raise AnswerError(f"not a JSON object: {text[:80]!r}")
+    return obj
+
+
+def _value(obj, c: Criterion):
+    """The judged value in one answer object: criteria_met (binary) or score (in the scale); AnswerError otherwise."""
+    if not isinstance(obj, dict):
+        raise AnswerError(f"not a JSON object: {str(obj)[:80]!r}")
     if not isinstance(obj.get("explanation", ""), str):
         raise AnswerError("explanation is not a string")
     if c.scale.kind == "binary":
@@ -134,10 +159,86 @@ def cache_key(identity: str, cfg, template: str, item: Item, c: Criterion, respo
     """Everything that can change an answer: who judges (the endpoint's identity), how (every decoding
     setting), with which prompt (template text) and on what (conversation, response, criterion). `repeat` > 0
     asks the same request afresh (its own key; 0 adds nothing, so existing keys stay as they were)."""
-    decoding = {"temperature": cfg.temperature, "max_tokens": cfg.max_tokens, "structured": cfg.structured,
-                "seed": getattr(cfg, "seed", None)}
-    return content_key("judge", identity, decoding, template, item.chat(), response, c.text, c.pitfall,
+    return content_key("judge", identity, _decoding(cfg), template, item.chat(), response, c.text, c.pitfall,
                        c.scale.kind, c.scale.min, c.scale.max, *((("repeat", repeat),) if repeat > 0 else ()))
+
+
+def _decoding(cfg) -> dict:
+    return {"temperature": cfg.temperature, "max_tokens": cfg.max_tokens, "structured": cfg.structured,
+            "seed": getattr(cfg, "seed", None)}
+
+
+# ---- judge.mode per_response: one call for every LLM-judged criterion of a response ----
+
+def rubric_list_text(criteria) -> str:
+    """The <<rubric_item>> of a per-response prompt: every criterion with its id and what to answer."""
+    lines = ["Judge each rubric item below on its own; each is named by its id."]
+    for c in criteria:
+        kind = ("true or false" if c.scale.kind == "binary"
+                else f"a score from {int(c.scale.min)} to {int(c.scale.max)}")
+        lines.append(f"- {c.id} ({kind}): {rubric_item_text(c)}")
+    return "\n".join(lines)
+
+
+def answers_format(criteria) -> str:
+    """The <<answer_format>> of a per-response prompt."""
+    ids = ", ".join(c.id for c in criteria)
+    return ("Return one JSON object with one property per rubric item, named by its id (" + ids + "). For a true "
+            'or false item the value is {"explanation": "<one sentence>", "criteria_met": <true or false>}, where '
+            "criteria_met is true if the response meets the item (for an item that describes an undesirable "
+            'behaviour: true if the response shows it). For a scored item it is {"explanation": "<one sentence>", '
+            '"score": <integer>}, in the item\'s range (for an undesirable behaviour: how strongly the response '
+            "shows it).")
+
+
+def render_response_prompt(template: str, item: Item, criteria, response: str) -> str:
+    """The template filled with every criterion at once (judge.mode per_response)."""
+    return _fill(template, item, response, rubric_list_text(criteria), answers_format(criteria))
+
+
+def answers_schema(criteria) -> dict:
+    """One property per criterion id, each that criterion's answer_schema."""
+    props = {c.id: answer_schema(c) for c in criteria}
+    return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
+
+
+def parse_answers(text: str, criteria) -> tuple[dict, dict, dict]:
+    """({id: value}, {id: its answer object as JSON}, {id: error}) of a per-response answer; AnswerError when
+    the answer is not a JSON object at all. A missing or invalid property is an error of that criterion only."""
+    obj = _json_object(text)
+    values, raws, errors = {}, {}, {}
+    for c in criteria:
+        try:
+            values[c.id] = _value(obj.get(c.id), c)
+            raws[c.id] = json.dumps(obj[c.id])
+        except AnswerError as e:
+            errors[c.id] = str(e)
+    return values, raws, errors
+
+
+def response_cache_key(identity: str, cfg, template: str, item: Item, criteria, response: str,
+                       repeat: int = 0) -> str:
+    """cache_key's inputs for a per-response call: the mode, and every criterion judged in it (in order)."""
+    return content_key("judge", identity, _decoding(cfg), template, "per_response", item.chat(), response,
+                       [(c.id, c.text, c.pitfall, c.scale.kind, c.scale.min, c.scale.max) for c in criteria],
+                       *((("repeat", repeat),) if repeat > 0 else ()))
+
+
+def response_groups(requests) -> list[list[int]]:
+    """Indices of the LLM-judged requests, grouped by (rollout, prompt, response, repeat); a criterion id
+    asked twice for the same response (a restated probe) opens another group."""
+    groups, by = [], {}
+    for i, r in enumerate(requests):
+        if r.criterion.check is not None:
+            continue
+        open_groups = by.setdefault((r.rollout_id, r.item.id, r.response, r.repeat), [])
+        g = next((g for g in open_groups if all(requests[j].criterion.id != r.criterion.id for j in g)), None)
+        if g is None:
+            g = []
+            open_groups.append(g)
+            groups.append(g)
+        g.append(i)
+    return groups
 
 
 # ---- the judge ----------------------------------------------------------------------
@@ -242,21 +343,22 @@ class Judge:
         self.limiter = Limiter(cfg.rpm, cfg.tpm)  # one per judge, across runs
         self.sent: dict = {}  # base_url -> attempts sent there (every run of this judge)
 
-    def request_kwargs(self, prompt: str, schema: dict) -> dict:
-        """The arguments of one chat.completions.create call (benchmarks/judge.py sends exactly these)."""
+    def request_kwargs(self, prompt: str, schema: dict, answers: int = 1) -> dict:
+        """The arguments of one chat.completions.create call (benchmarks/judge.py sends exactly these);
+        `answers` criteria in one call (per_response) get judge.max_tokens each."""
         kwargs = {"model": self.endpoint.model, "messages": [{"role": "user", "content": prompt}],
-                  "temperature": self.cfg.temperature, "max_tokens": self.cfg.max_tokens}
+                  "temperature": self.cfg.temperature, "max_tokens": self.cfg.max_tokens * answers}
         if self.cfg.structured:
             kwargs["response_format"] = {"type": "json_schema", "json_schema": {
-                "name": "judgment", "schema": schema, "strict": True}}
+                "name": "judgment" if answers == 1 else "judgments", "schema": schema, "strict": True}}
         return kwargs
 
-    async def _ask(self, pool: Pool, prompt: str, c: Criterion, slot) -> str:
+    async def _ask(self, pool: Pool, prompt: str, schema: dict, slot, answers: int = 1) -> str:
         """One answer text (transient failures retried, bounded); raises what finally failed."""
-        kwargs = self.request_kwargs(prompt, answer_schema(c))
+        kwargs = self.request_kwargs(prompt, schema, answers)
         resp = await with_retries(lambda client: client.chat.completions.create(**kwargs), self.cfg, self.stats,
                                   slot=slot, pool=pool, limiter=self.limiter,
-                                  tokens=estimate_tokens(prompt, self.cfg.max_tokens))
+                                  tokens=estimate_tokens(prompt, kwargs["max_tokens"]))
         if not resp.choices:
             raise AnswerError("the server returned no choices")
         return resp.choices[0].message.content or ""
@@ -264,10 +366,75 @@ class Judge:
     def _key(self, r: Request) -> str:
         return cache_key(self.endpoint.identity, self.cfg, self.template, r.item, r.criterion, r.response, r.repeat)
 
+    def _response_key(self, reqs: list[Request]) -> str:
+        r = reqs[0]
+        return response_cache_key(self.endpoint.identity, self.cfg, self.template, r.item,
+                                  [q.criterion for q in reqs], r.response, r.repeat)
+
+    def _units(self, requests: list[Request]) -> list[list[int]]:
+        """What is decided together: [i] per request, or (per_response) one list per response's LLM-judged criteria."""
+        if self.cfg.mode != "per_response":
+            return [[i] for i in range(len(requests))]
+        return [[i] for i, r in enumerate(requests) if r.criterion.check is not None] + response_groups(requests)
+
+    def _cached(self, key: str) -> bool:
+        return self.cache is not None and self.cache.get(key) is not None
+
     def pending(self, requests: list[Request]) -> int:
-        """How many requests would need an API call (not a check, not cached)."""
-        return sum(r.criterion.check is None and (self.cache is None or self.cache.get(self._key(r)) is None)
-                   for r in requests)
+        """How many API calls the requests would need (not a check, not cached)."""
+        if self.cfg.mode == "per_response":
+            return sum(not self._cached(self._response_key([requests[i] for i in g])) for g in response_groups(requests))
+        return sum(r.criterion.check is None and not self._cached(self._key(r)) for r in requests)
+
+    async def _judge_unit(self, pool: Pool, slot, reqs: list[Request]) -> list[Judgment]:
+        if self.cfg.mode == "per_response" and reqs[0].criterion.check is None:
+            return await self._judge_response(pool, slot, reqs)
+        return [await self._judge(pool, slot, r) for r in reqs]
+
+    async def _judge_response(self, pool: Pool, slot, reqs: list[Request]) -> list[Judgment]:
+        """Every LLM-judged criterion of one response in one call (judge.mode per_response); a criterion whose
+        part of the answer is missing or invalid after judge.parse_retries is NaN on its own."""
+        criteria, first = [r.criterion for r in reqs], reqs[0]
+        key = self._response_key(reqs)
+        hit = self.cache.get(key) if self.cache is not None else None
+        if hit is not None:
+            self.stats.cache_hits += len(reqs)
+            return [Judgment(**_row_ids(r), source="judge", raw=hit["raws"][r.criterion.id],
+                             score=r.criterion.satisfaction(hit["values"][r.criterion.id]), reason="", cached=True,
+                             latency_s=0.0) for r in reqs]
+        prompt = render_response_prompt(self.template, first.item, criteria, first.response)
+        t0 = time.perf_counter()
+        values, raws, errors = {}, {}, {}
+        for attempt in range(self.cfg.parse_retries + 1):
+            try:
+                answer = await self._ask(pool, prompt, answers_schema(criteria), slot, answers=len(criteria))
+                values, raws, errors = parse_answers(answer, criteria)
+                errors = {k: f"invalid_answer: {scrub(v, self.cfg.api_key_env)}" for k, v in errors.items()}
+            except AnswerError as e:
+                errors = {c.id: f"invalid_answer: {scrub(str(e), self.cfg.api_key_env)}" for c in criteria}
+                continue
+            except EndpointDown:
+                raise
+            except Exception as e:  # noqa: BLE001 - becomes an explicit missing value for each criterion
+                why = f"{failure_kind(e)[0]}: {scrub(str(e), self.cfg.api_key_env)[:160]}"
+                values, errors = {}, {c.id: why for c in criteria}
+                break
+            if not errors:
+                if self.cache is not None:
+                    self.cache.put(key, {"answer": answer, "values": values, "raws": raws})
+                break
+        latency = time.perf_counter() - t0
+        out = []
+        for r in reqs:
+            cid = r.criterion.id
+            if cid in errors:
+                self.stats.failures[errors[cid].split(":", 1)[0]] += 1
+                out.append(Judgment(**_row_ids(r), source="judge", raw=raws.get(cid, ""), score=math.nan,
+                                    reason=errors[cid], cached=False, latency_s=latency))
+            else:
+                out.append(Judgment(**_row_ids(r), source="judge", raw=raws[cid], score=r.criterion.satisfaction(values[cid]),
+                                    reason="", cached=False, latency_s=latency))
+        return out
 
     async def _judge(self, pool: Pool, slot: asyncio.Semaphore, req: Request) -> Judgment:
         c, item = req.criterion, req.item
@@ -286,7 +453,7 @@ class Judge:
         answer, reason = "", ""
         for attempt in range(self.cfg.parse_retries + 1):
             try:
-                answer = await self._ask(pool, prompt, c, slot)
+                answer = await self._ask(pool, prompt, answer_schema(c), slot)
                 value = parse_answer(answer, c)
             except AnswerError as e:
                 reason = f"invalid_answer: {scrub(str(e), self.cfg.api_key_env)}"
@@ -315,15 +482,20 @@ class Judge:
         slot = asyncio.Semaphore(self.cfg.concurrency)
         pool = Pool.connect(self.endpoint.base_urls, self.cfg.api_key_env, self.cfg.timeout_s, self.endpoint.param)
         async with pool:
-            tasks = [asyncio.ensure_future(self._judge(pool, slot, r)) for r in requests]
+            units = self._units(requests)
+            tasks = [asyncio.ensure_future(self._judge_unit(pool, slot, [requests[i] for i in u])) for u in units]
             try:
                 if progress:
                     from tqdm import tqdm
 
-                    for fut in tqdm(asyncio.as_completed(tasks), total=len(tasks), desc="judge", unit="judgment",
-                                    mininterval=5):
+                    for fut in tqdm(asyncio.as_completed(tasks), total=len(tasks), desc="judge",
+                                    unit="call" if self.cfg.mode == "per_response" else "judgment", mininterval=5):
                         await fut
-                return list(await asyncio.gather(*tasks))
+                out = [None] * len(requests)
+                for u, judged in zip(units, await asyncio.gather(*tasks)):
+                    for i, j in zip(u, judged):
+                        out[i] = j
+                return out
             finally:
                 for t in tasks:
                     t.cancel()

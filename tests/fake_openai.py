@@ -8,7 +8,8 @@ the connection without a response), trickle (a valid answer sent 4 bytes at a ti
 `retry-after-ms: retry_after_ms` when those are set. Error messages echo the request's
 Authorization header, as some servers do with a bad key. Every answer reports
 `usage` = the `usage` argument (prompt, completion tokens). A normal answer says criteria_met = true when
-the graded response contains "GOOD", and score 4 for likert items.
+the graded response contains "GOOD", and score 4 for likert items; a request whose JSON schema is named
+"judgments" (judge.mode per_response) gets one such answer per property of the schema.
 
     with FakeOpenAI() as server:
         server.base_url, server.calls, server.requests    # GET /v1/models lists server.models
@@ -58,7 +59,12 @@ class FakeOpenAI:
             return {"timeout": 0, "429": 429, "500": 500, "503": 503, "401": 401, "malformed": 1, "drop": -1}[kind], None, kind
         fenced = FENCED.search(prompt)
         graded = fenced.group(2) if fenced else prompt
-        if '"score"' in prompt.split("# How to answer")[-1]:
+        schema = (body.get("response_format") or {}).get("json_schema") or {}
+        if schema.get("name") == "judgments":  # judge.mode per_response: one answer object per criterion id
+            content = json.dumps({cid: {"explanation": "fine", "score": 4} if "score" in prop["properties"]
+                                  else {"explanation": "checked", "criteria_met": "GOOD" in graded}
+                                  for cid, prop in schema["schema"]["properties"].items()})
+        elif '"score"' in prompt.split("# How to answer")[-1]:
             content = json.dumps({"explanation": "fine", "score": 4})
         else:
             content = json.dumps({"explanation": "checked", "criteria_met": "GOOD" in graded})

@@ -198,3 +198,64 @@ def test_401_stops_at_once_and_the_key_never_reaches_stored_text(monkeypatch):
     with FakeOpenAI() as server:  # a 500 that echoes the key: the stored reason has it scrubbed
         (j,) = Judge(cfg(max_retries=0), endpoint(server)).run([Request(ITEM, BINARY, "GOOD [[fault:500:all]]", "x")])
     assert math.isnan(j.score) and "you sent Bearer ***" in j.reason and "verysecret" not in j.reason
+
+
+# ---- judge.mode per_response ----------------------------------------------------------------
+
+def test_per_response_gives_the_same_verdicts_in_one_call_per_response(tmp_path):
+    from focal.judge import answers_schema
+
+    reqs = [Request(ITEM, c, text, f"r{i}") for i, text in enumerate(["GOOD four", "four", "GOOD"])
+            for c in ITEM.criteria]
+    with FakeOpenAI() as server:
+        each = Judge(cfg(), endpoint(server)).run(reqs)
+        per_criterion_calls = server.calls
+        judge = Judge(cfg(mode="per_response"), endpoint(server), cache=Cache(tmp_path / "c.sqlite"))
+        once = judge.run(reqs)
+    assert per_criterion_calls == 9 and server.calls - per_criterion_calls == 3  # 3 LLM criteria, 3 responses
+    assert [(j.rollout_id, j.criterion_id, j.score, j.source) for j in each] == \
+        [(j.rollout_id, j.criterion_id, j.score, j.source) for j in once]  # order and verdicts kept
+    body = server.requests[-1]
+    assert body["response_format"]["json_schema"]["schema"] == answers_schema([BINARY, PITFALL, LIKERT])
+    assert body["max_tokens"] == 3 * cfg().max_tokens
+    assert json.loads(once[0].raw) == {"explanation": "checked", "criteria_met": True}
+    assert judge.stats.calls == 3 and judge.stats.checks == 3
+
+
+def test_per_response_has_its_own_cache_keys(tmp_path):
+    reqs = [Request(ITEM, c, f"GOOD {i}", f"r{i}") for i in range(2) for c in (BINARY, LIKERT)]
+    with FakeOpenAI() as server:
+        Judge(cfg(), endpoint(server), cache=Cache(tmp_path / "c.sqlite")).run(reqs)
+        assert server.calls == 4
+        Judge(cfg(mode="per_response"), endpoint(server), cache=Cache(tmp_path / "c.sqlite")).run(reqs)
+        assert server.calls == 6  # a per-criterion answer never stands in for a per-response one
+        again = Judge(cfg(mode="per_response"), endpoint(server), cache=Cache(tmp_path / "c.sqlite"))
+        out = again.run(reqs)
+        assert again.pending(reqs) == 0
+    assert server.calls == 6 and again.stats.cache_hits == 4 and all(j.cached for j in out)
+
+
+def test_per_response_answer_with_one_bad_property_fails_only_that_criterion():
+    from focal.judge import parse_answers
+
+    text = json.dumps({"relevant": {"explanation": "x", "criteria_met": True}, "clarity": {"score": 9}})
+    values, raws, errors = parse_answers(text, [BINARY, PITFALL, LIKERT])
+    assert values == {"relevant": True} and json.loads(raws["relevant"])["criteria_met"] is True
+    assert set(errors) == {"rude", "clarity"} and "score must be a number from 1 to 5" in errors["clarity"]
+    with pytest.raises(AnswerError):
+        parse_answers("[1, 2]", [BINARY])
+    with FakeOpenAI() as server:  # a malformed answer is retried (parse_retries), then every criterion is NaN
+        out = Judge(cfg(mode="per_response"), endpoint(server)).run(
+            [Request(ITEM, c, "GOOD [[fault:malformed:all]]", "r1") for c in (BINARY, LIKERT)])
+    assert server.calls == 2 and all(math.isnan(j.score) and j.reason.startswith("invalid_answer") for j in out)
+
+
+def test_response_groups_split_repeated_criteria_and_skip_checks():
+    import dataclasses
+
+    from focal.judge import response_groups
+
+    restated = dataclasses.replace(BINARY, text="Restated: " + BINARY.text)
+    reqs = [Request(ITEM, BINARY, "a", "r1"), Request(ITEM, CHECKED, "a", "r1"), Request(ITEM, LIKERT, "a", "r1"),
+            Request(ITEM, BINARY, "b", "r2"), Request(ITEM, restated, "a", "r1")]
+    assert response_groups(reqs) == [[0, 2], [3], [4]]  # the restated probe of r1 goes to a second call
