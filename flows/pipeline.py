@@ -21,14 +21,19 @@ configuration or data error never is. Each task has a timeout (`stage_timeout_s`
 Ctrl-C, SIGTERM or a timeout stops the stage's whole process group (DVC, the stage,
 a server the stage started) within seconds, and a model server kept for the next
 stage is stopped when the flow ends, however it ends. The flow publishes a table
-artifact: what each stage did and how long it took.
+artifact: what each stage did and how long it took; and, when the judge stage was
+in the plan (ran or skipped), the judge measured: `paths.judge_stats`' agreement
+with the checks and self-agreement (restated; same request), overall and per
+criterion key (`focal-judge-agreement`, focal/agreement.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
+from pathlib import Path
 
 from prefect import flow, task
 from prefect.artifacts import create_table_artifact
@@ -37,6 +42,9 @@ from prefect.states import Failed, State
 from flows.workspace import DvcFailed, kept_servers, outcome, plan, run_dvc
 
 ARTIFACT_KEY = "focal-pipeline"
+JUDGE_ARTIFACT_KEY = "focal-judge-agreement"
+JUDGE_MEASURES = {"agreement": "the judge vs the checks", "consistency": "the judge vs itself, rubric item restated",
+                  "consistency/repeat": "the judge vs itself, the same request again"}
 STAGE_TIMEOUT_S = 6 * 3600.0  # a task that runs longer fails (and its stage is stopped)
 RETRIES, RETRY_DELAY_S = 2, 10
 
@@ -86,6 +94,26 @@ def failed(error: Exception) -> State:
     return Failed(message=str(error), data=error)
 
 
+def judge_rows(metrics: dict) -> list[dict]:
+    """metrics/judge.json's agreement and consistency tables as one table: a row per measure and scope."""
+    from focal.agreement import rows
+
+    return [{"measure": m, "what": what, **r} for m, what in JUDGE_MEASURES.items() for r in rows(metrics, m)]
+
+
+def publish_judge(repo: str) -> list[dict]:
+    """The judge measured (paths.judge_stats of the repo's params.yaml) as a Prefect table artifact; the rows
+    ([] and no artifact when nothing was measured)."""
+    from focal.config import load_params
+
+    path = Path(repo) / load_params(Path(repo) / "params.yaml").paths.judge_stats
+    table = judge_rows(json.loads(path.read_text())) if path.exists() else []
+    if table:
+        create_table_artifact(table, key=JUDGE_ARTIFACT_KEY, description=f"the judge measured ({path.name}): "
+                              "agreement with the checks, self-agreement restated and repeated (docs/judge_quality.md)")
+    return table
+
+
 @flow(name="focal-pipeline", log_prints=True)
 def pipeline(stages: list[str] | None = None, repo: str = ".", stage_timeout_s: float = STAGE_TIMEOUT_S,
              pull: bool = False) -> dict[str, str]:
@@ -95,6 +123,8 @@ def pipeline(stages: list[str] | None = None, repo: str = ".", stage_timeout_s: 
     except (DvcFailed, ValueError, TimeoutError) as e:
         return failed(e)
     create_table_artifact(rows, key=ARTIFACT_KEY, description=f"dvc repro {' '.join(stages or [])} in {repo}")
+    if any(r["stage"] == "judge" for r in rows):
+        publish_judge(repo)
     return {r["stage"]: r["result"] for r in rows}
 
 

@@ -9,6 +9,7 @@
   git + DVC project, and a synthetic one whose train and evaluate stages take a second.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from prefect.client.schemas.sorting import ArtifactSort
 
 import flows.pipeline
-from flows.pipeline import ARTIFACT_KEY, pipeline
+from flows.pipeline import ARTIFACT_KEY, JUDGE_ARTIFACT_KEY, judge_rows, pipeline
 from flows.workspace import DvcFailed, error_line, plan, transient
 from test_serve import running
 
@@ -121,6 +122,49 @@ def test_flow_runs_prepare_through_dvc_and_dvc_status_is_clean(tmp_path, prefect
     assert pipeline(["prepare"], repo=str(proj)) == {"prepare": "skipped"}  # nothing changed: DVC skips it
     rows = artifacts(ARTIFACT_KEY)[0].data
     assert "prepare" in rows and "skipped" in rows and "parquet" not in rows  # what ran, not file paths
+
+
+JUDGE = """\
+stages:
+  judge:
+    cmd: python judge.py
+    deps: [judge.py]
+    metrics:
+      - metrics/judge.json:
+          cache: false
+"""
+JUDGE_PY = """\
+import json, pathlib
+m = {"judge/calls": 7, "agreement/share": 0.25, "consistency/share": 0.25, "consistency/repeat/temperature": 0.0}
+for prefix, (agreement, n) in {"agreement": (0.75, 4), "consistency": (1.0, 2), "consistency/repeat": (0.5, 2)}.items():
+    for scope in ("", "/by_key/word_limit"):
+        m.update({f"{prefix}{scope}/{'overall' if not scope else 'agreement'}": agreement, f"{prefix}{scope}/kappa": None,
+                  f"{prefix}{scope}/n": n, **{f"{prefix}{scope}/{k}": 0 for k in ("tp", "fp", "fn", "tn", "missing")}})
+pathlib.Path("metrics").mkdir(exist_ok=True)
+pathlib.Path("metrics/judge.json").write_text(json.dumps(m))
+"""
+
+
+def test_judge_rows_are_each_measure_overall_then_by_key():
+    m = {f"{p}/{k}": 1 for p in ("agreement", "consistency") for k in ("overall", "kappa", "n", "tp", "fp", "fn", "tn",
+                                                                         "missing")}
+    table = judge_rows(m | {"agreement/by_key/w/agreement": 0.5, **{f"agreement/by_key/w/{k}": 0 for k in (
+        "kappa", "n", "tp", "fp", "fn", "tn", "missing")}})
+    assert [(r["measure"], r["scope"]) for r in table] == [("agreement", "overall"), ("agreement", "by_key/w"),
+                                                           ("consistency", "overall")]
+    assert table[1]["agreement"] == 0.5 and judge_rows({}) == []
+
+
+def test_the_flow_publishes_the_judge_measured_after_the_judge_stage(tmp_path, prefect_harness, git_identity):
+    proj = project(tmp_path / "proj", JUDGE, commit=False)
+    (proj / "judge.py").write_text(JUDGE_PY)
+    assert pipeline(["judge"], repo=str(proj)) == {"judge": "ran"}
+    data = artifacts(JUDGE_ARTIFACT_KEY)[0].data
+    rows = json.loads(data) if isinstance(data, str) else data
+    assert [(r["measure"], r["scope"], r["agreement"], r["n"]) for r in rows] == [
+        ("agreement", "overall", 0.75, 4), ("agreement", "by_key/word_limit", 0.75, 4),
+        ("consistency", "overall", 1.0, 2), ("consistency", "by_key/word_limit", 1.0, 2),
+        ("consistency/repeat", "overall", 0.5, 2), ("consistency/repeat", "by_key/word_limit", 0.5, 2)]
 
 
 FLAKY = """\
