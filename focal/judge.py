@@ -343,17 +343,17 @@ class Judge:
         self.limiter = Limiter(cfg.rpm, cfg.tpm)  # one per judge, across runs
         self.sent: dict = {}  # base_url -> attempts sent there (every run of this judge)
 
-    def request_kwargs(self, prompt: str, schema: dict, answers: int = 1) -> dict:
+    def request_kwargs(self, prompt: str, schema: dict, answers: int = 0) -> dict:
         """The arguments of one chat.completions.create call (benchmarks/judge.py sends exactly these);
-        `answers` criteria in one call (per_response) get judge.max_tokens each."""
+        answers > 0: a per-response call (schema "judgments") for that many criteria, judge.max_tokens each."""
         kwargs = {"model": self.endpoint.model, "messages": [{"role": "user", "content": prompt}],
-                  "temperature": self.cfg.temperature, "max_tokens": self.cfg.max_tokens * answers}
+                  "temperature": self.cfg.temperature, "max_tokens": self.cfg.max_tokens * max(answers, 1)}
         if self.cfg.structured:
             kwargs["response_format"] = {"type": "json_schema", "json_schema": {
-                "name": "judgment" if answers == 1 else "judgments", "schema": schema, "strict": True}}
+                "name": "judgments" if answers else "judgment", "schema": schema, "strict": True}}
         return kwargs
 
-    async def _ask(self, pool: Pool, prompt: str, schema: dict, slot, answers: int = 1) -> str:
+    async def _ask(self, pool: Pool, prompt: str, schema: dict, slot, answers: int = 0) -> str:
         """One answer text (transient failures retried, bounded); raises what finally failed."""
         kwargs = self.request_kwargs(prompt, schema, answers)
         resp = await with_retries(lambda client: client.chat.completions.create(**kwargs), self.cfg, self.stats,

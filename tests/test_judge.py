@@ -259,3 +259,25 @@ def test_response_groups_split_repeated_criteria_and_skip_checks():
     reqs = [Request(ITEM, BINARY, "a", "r1"), Request(ITEM, CHECKED, "a", "r1"), Request(ITEM, LIKERT, "a", "r1"),
             Request(ITEM, BINARY, "b", "r2"), Request(ITEM, restated, "a", "r1")]
     assert response_groups(reqs) == [[0, 2], [3], [4]]  # the restated probe of r1 goes to a second call
+
+
+def test_the_throughput_and_modes_benchmarks_run_against_a_fake_server():
+    from benchmarks import judge as throughput
+    from benchmarks import judge_modes
+    from focal.config import Params
+
+    params = Params()
+    reqs = throughput.requests(params, 6)
+    with FakeOpenAI() as server:
+        rows = throughput.measure(params, endpoint(server), reqs, [1, 2], repeats=2)
+        calls = server.calls
+        pairs = [Request(ITEM, c, text, f"r{i}") for i, text in enumerate(["GOOD", "bad"]) for c in (BINARY, LIKERT)]
+        modes = judge_modes.compare(params, endpoint(server), None, pairs, repeats=2)
+    assert calls == 6 * 2 * (1 + 2 * 2)  # warm-up (raw + judge), then 2 repeats x (raw + judge) per level
+    assert [r["concurrency"] for r in rows] == [1, 2] and all(len(r["raw_s"]) == len(r["judge_s"]) == 2 for r in rows)
+    assert rows[0]["raw_completion_tokens"] == rows[0]["judge_completion_tokens"] == [30, 30]  # the same requests
+    assert "| 2 |" in throughput.table(rows, 6)
+    per = modes["per_judged_criterion"]
+    assert per["per_criterion"]["calls"] == 1.0 and per["per_response"]["calls"] == 0.5  # 2 criteria per call
+    assert modes["agreement"]["modes/overall"] == 1.0 and modes["agreement"]["modes/n"] == 4  # alike in both modes
+    assert "per_response" in judge_modes.table(modes)
