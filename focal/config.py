@@ -153,6 +153,8 @@ class Paths(Section):
     judgments: str = path_knob("data/judgments.parquet", "one row per (rollout, criterion) (judge)")
     judge_cache: str = path_knob("cache/judge.sqlite", "persistent judge cache: a rerun makes no repeated calls")
     judge_stats: str = path_knob("metrics/judge.json", "judge counts of the last judge stage run (judge)")
+    judge_votes: str = path_knob("data/judge_votes.parquet", "with an ensemble (ensemble.members): each judge's "
+                                 "verdict and the vote on the check probes (judge)")
     trained_model: str = path_knob("models/trained", "the trained policy, a plain HF folder (train)")
     train_log: str = path_knob("dvclive/train", "dvclive folder of the training curves (train): metrics.json, plots/")
     train_report: str = path_knob("reports/train", "training report (train): report.md (audit gap per criterion, "
@@ -390,6 +392,29 @@ class Audit(Section):
                              "or use audit.source: checks, or audit.share: 0 to turn the audit off")
 
 
+MEMBER = Rule("a mapping {name, base_url, model} with an optional api_key_env, all non-empty text",
+              lambda v: isinstance(v, dict) and {"name", "base_url", "model"} <= set(v)
+              <= {"name", "base_url", "model", "api_key_env"} and all(NONEMPTY.ok(x) for x in v.values()))
+
+
+@dataclass
+class Ensemble(Section):
+    """Several judges voting (focal/ensemble.py), measured beside the judge on the check probes of the judge stage."""
+
+    members: list = knob([], "other judges, each {name, base_url, model, api_key_env (optional, default "
+                         "judge.api_key_env)}; they and the configured judge (member 'judge') vote on the check probes, "
+                         "figures in paths.judge_stats ensemble/* (empty = no ensemble)", each(MEMBER, nonempty=False))
+    vote: str = knob("majority", "majority (a tie is no verdict: use an odd number of judges) or mean (the mean "
+                     "satisfaction, met when >= 0.5)", one_of("majority", "mean"))
+
+    def __post_init__(self):
+        super().__post_init__()
+        names = [m["name"] for m in self.members]
+        if len(set(names + ["judge"])) != len(names) + 1:
+            raise ValueError(f"ensemble.members need distinct names other than 'judge' (the configured judge), "
+                             f"got {names}")
+
+
 @dataclass
 class Validate(Section):
     """Data checks (Great Expectations) on the judgments, between judging and training."""
@@ -493,6 +518,7 @@ class Params:
     validate: Validate = field(default_factory=Validate)
     train: Train = field(default_factory=Train)
     audit: Audit = field(default_factory=Audit)
+    ensemble: Ensemble = field(default_factory=Ensemble)
     evaluate: Evaluate = field(default_factory=Evaluate)
     compare: Compare = field(default_factory=Compare)
 

@@ -170,3 +170,14 @@ def audit_endpoint(params) -> Endpoint:
         raise ValueError("audit.source 'endpoint' needs audit.base_url (an OpenAI-compatible endpoint, .../v1)")
     return Endpoint(a.base_url, a.model, remote_identity(a.base_url, a.model, a.api_key_env, "audit.base_url"),
                     "audit.base_url")
+
+
+def ensemble_endpoints(params) -> dict[str, Endpoint]:
+    """The ensemble's other judges (ensemble.members), by name, each remote with its identity (its own cache keys)."""
+    out = {}
+    for i, m in enumerate(params.ensemble.members):
+        where = f"ensemble.members[{i}].base_url"
+        key_env = m.get("api_key_env") or params.judge.api_key_env
+        out[m["name"]] = Endpoint(m["base_url"], m["model"], remote_identity(m["base_url"], m["model"], key_env, where),
+                                  where)
+    return out
