@@ -168,11 +168,15 @@ def repeated_probes(requests: list[Request], share: float) -> list[Request]:
             if r.criterion.check is None and sampled(r.rollout_id, r.criterion.id, share)]
 
 
-def judge_measured(params, requests: list[Request], template: str | None):
+def judge_measured(params, requests: list[Request], template: str | None, ensemble=None):
     """Judge requests like focal.judge.judge_table, plus the check probes (judge.agreement_share) and the
     restated and repeated probes (judge.consistency_share), in one call (one endpoint, one cache): (the judgments
     of `requests` only, judge/*, agreement/*, consistency/* and consistency/repeat/* metrics). judge/* count the
-    probes' calls too; the probes never enter the returned table."""
+    probes' calls too; the probes never enter the returned table.
+
+    With `ensemble` (a focal.ensemble.Ensemble of other judges), its members also answer the check probes and
+    vote with the configured judge (member "judge"); ensemble/* metrics (with_ensemble) are added and the
+    votes table is left in `ensemble.votes`."""
     cfg = params.judge
     probes = {"checks": check_probes(requests, cfg.agreement_share),
               "restated": restated_probes(requests, cfg.consistency_share),
@@ -182,9 +186,13 @@ def judge_measured(params, requests: list[Request], template: str | None):
     for name, p in probes.items():
         parts[name], start = everything.iloc[start:start + len(p)], start + len(p)
     df = everything.iloc[:len(requests)].reset_index(drop=True)
-    return df, (stats.metrics() | with_checks(df, parts["checks"], cfg.agreement_share)
-                | with_restated(df, parts["restated"], cfg.consistency_share)
-                | with_repeated(df, parts["repeated"], cfg.temperature))
+    out = (stats.metrics() | with_checks(df, parts["checks"], cfg.agreement_share)
+           | with_restated(df, parts["restated"], cfg.consistency_share)
+           | with_repeated(df, parts["repeated"], cfg.temperature))
+    if ensemble is not None:
+        ensemble.votes = ensemble.run(probes["checks"], known={"judge": parts["checks"].score.tolist()})
+        out |= with_ensemble(df, ensemble.votes) | ensemble.stats()
+    return df, out
 
 
 def _against(reference, probes, prefix: str) -> dict:
@@ -211,6 +219,16 @@ def with_repeated(judgments, probes, temperature: float) -> dict:
     answers, overall and per criterion key; consistency/repeat/temperature says what it measures (0: determinism)."""
     return {"consistency/repeat/temperature": temperature,
             **_against(judgments[judgments.source == "judge"], probes, "consistency/repeat")}
+
+
+def with_ensemble(judgments, votes) -> dict:
+    """ensemble/* metrics of a votes table (focal.ensemble) on check probes against the checks' verdicts in
+    `judgments`: ensemble/agreement/* for the vote, ensemble/member/<name>/agreement/* for each member."""
+    truth = judgments[judgments.source == "check"]
+    out = _against(truth, votes.assign(score=votes.vote), "ensemble/agreement")
+    for name in [c for c in votes.columns if c not in ("rollout_id", "criterion_id", "key", "vote")]:
+        out |= _against(truth, votes.assign(score=votes[name]), f"ensemble/member/{name}/agreement")
+    return out
 
 
 # ---- 2. agreement with labels people already have ------------------------------------

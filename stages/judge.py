@@ -17,7 +17,11 @@ the criterion had no check; its agreement, Cohen's kappa and confusion counts wi
 the checks, overall and per criterion key, go to `paths.judge_stats` (agreement/*,
 focal/agreement.py). Likewise, on `judge.consistency_share` of the judge-decided
 pairs it asks again with the rubric item restated: the judge's self-agreement
-(consistency/*). Those extra judgments never enter `paths.judgments`.
+(consistency/*), and asks the identical request again (consistency/repeat/*). Those
+extra judgments never enter `paths.judgments`. With `ensemble.members`, those judges
+also answer the check probes and vote with the configured judge: each one's verdict
+and the vote go to `paths.judge_votes` (empty without an ensemble), their agreement
+with the checks to `paths.judge_stats` (ensemble/*, focal/ensemble.py).
 """
 
 from __future__ import annotations
@@ -28,27 +32,34 @@ import pandas as pd
 
 from focal.agreement import judge_measured
 from focal.config import Params
+from focal.ensemble import EMPTY, from_params as ensemble_from_params
 from focal.io import write_json, write_parquet
 from focal.judge import check_failure_budget, load_items, requests_for
 from focal.rubric import load_rubric_set
 from focal.stage import run_stage
 
-READS = ('base', 'judge', 'serve')  # params sections this stage reads: dvc.yaml declares exactly these (a test checks)
+READS = ('base', 'judge', 'serve', 'ensemble')  # params sections this stage reads: dvc.yaml declares exactly these (a test checks)
 
 
 def run(params: Params) -> list[Path]:
     rollouts = pd.read_parquet(params.paths.rollouts)
     requests = requests_for(rollouts, load_items(params), params.paths.rollouts)
     template = load_rubric_set(Path(params.paths.rubrics) / params.base.rubric_set).judge_template
-    df, m = judge_measured(params, requests, template)  # agreement/*, consistency/*: the judge measured
+    with ensemble_from_params(params, template) as ensemble:
+        df, m = judge_measured(params, requests, template, ensemble)  # agreement/*, consistency/*: the judge measured
     check_failure_budget(df, params.judge.max_failure_share, "judge")  # successes stay cached for the rerun
     write_parquet(params.paths.judgments, df)
+    write_parquet(params.paths.judge_votes, EMPTY if ensemble is None else ensemble.votes)
     write_json(params.paths.judge_stats, m)
     print(f"judge: {len(df)} judgments ({m['judge/checks']} by checks), {m['judge/calls']} API calls, "
           f"{m['judge/cache_hits']} cache hits, {m['judge/failures']} failures; agreement with the checks "
           f"{m['agreement/overall']} (kappa {m['agreement/kappa']}) on {m['agreement/n']} sampled pairs, "
           f"self-agreement {m['consistency/overall']} on {m['consistency/n']}")
-    return [Path(params.paths.judgments), Path(params.paths.judge_stats)]
+    if ensemble is not None:
+        print(f"judge: ensemble ({params.ensemble.vote} of judge, {', '.join(ensemble.members)}) agrees with the "
+              f"checks {m.get('ensemble/agreement/overall')} on {m.get('ensemble/agreement/n')} pairs; "
+              + ", ".join(f"{n} {m.get(f'ensemble/member/{n}/agreement/overall')}" for n in ["judge", *ensemble.members]))
+    return [Path(params.paths.judgments), Path(params.paths.judge_stats), Path(params.paths.judge_votes)]
 
 
 if __name__ == "__main__":

@@ -25,7 +25,8 @@ def setup(tmp_path: Path, base_url: str, concurrency=2) -> Path:
     """Prompt tables for 3 train prompts, 3 rollouts each, and params pointing at the fake judge."""
     raw = {"paths": {"rubrics": str(ROOT / "rubrics"), **{k: str(tmp_path / v) for k, v in {
                "train_prompts": "train.parquet", "eval_prompts": "eval.parquet", "rollouts": "rollouts.parquet",
-               "judgments": "judgments.parquet", "judge_cache": "cache.sqlite", "judge_stats": "stats.json"}.items()}},
+               "judgments": "judgments.parquet", "judge_cache": "cache.sqlite", "judge_stats": "stats.json",
+               "judge_votes": "votes.parquet"}.items()}},
            "prepare": {"max_train_prompts": 3, "max_eval_prompts": 1},
            "judge": {"base_url": base_url, "model": "fake", "concurrency": concurrency, "backoff_s": 0.01,
                      "timeout_s": 5.0}}
