@@ -23,8 +23,9 @@ a server the stage started) within seconds, and a model server kept for the next
 stage is stopped when the flow ends, however it ends. The flow publishes a table
 artifact: what each stage did and how long it took; and, when the judge stage was
 in the plan (ran or skipped), the judge measured: `paths.judge_stats`' agreement
-with the checks and self-agreement (restated; same request), overall and per
-criterion key (`focal-judge-agreement`, focal/agreement.py).
+with the checks and self-agreement (restated; same request), and an ensemble's and
+its members' agreement, overall and per criterion key (`focal-judge-agreement`,
+focal/agreement.py).
 """
 
 from __future__ import annotations
@@ -95,10 +96,14 @@ def failed(error: Exception) -> State:
 
 
 def judge_rows(metrics: dict) -> list[dict]:
-    """metrics/judge.json's agreement and consistency tables as one table: a row per measure and scope."""
+    """metrics/judge.json's agreement and consistency tables (and an ensemble's, with each member's) as one table:
+    a row per measure and scope."""
     from focal.agreement import rows
 
-    return [{"measure": m, "what": what, **r} for m, what in JUDGE_MEASURES.items() for r in rows(metrics, m)]
+    measures = dict(JUDGE_MEASURES, **{"ensemble/agreement": "the ensemble's vote vs the checks"})
+    members = sorted({k.split("/")[2] for k in metrics if k.startswith("ensemble/member/") and k.endswith("/agreement/n")})
+    measures |= {f"ensemble/member/{n}/agreement": f"ensemble member {n} vs the checks" for n in members}
+    return [{"measure": m, "what": what, **r} for m, what in measures.items() for r in rows(metrics, m)]
 
 
 def publish_judge(repo: str) -> list[dict]:

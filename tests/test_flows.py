@@ -153,6 +153,10 @@ def test_judge_rows_are_each_measure_overall_then_by_key():
     assert [(r["measure"], r["scope"]) for r in table] == [("agreement", "overall"), ("agreement", "by_key/w"),
                                                            ("consistency", "overall")]
     assert table[1]["agreement"] == 0.5 and judge_rows({}) == []
+    ensemble = {f"ensemble/{p}/{k}": 1 for p in ("agreement", "member/b/agreement", "member/judge/agreement")
+                for k in ("overall", "kappa", "n", "tp", "fp", "fn", "tn", "missing")}
+    assert [r["measure"] for r in judge_rows(ensemble)] == ["ensemble/agreement", "ensemble/member/b/agreement",
+                                                           "ensemble/member/judge/agreement"]
 
 
 def test_the_flow_publishes_the_judge_measured_after_the_judge_stage(tmp_path, prefect_harness, git_identity):
