@@ -130,16 +130,16 @@ def picture(records: list[dict], path) -> Path | None:
     for ax, key in zip(axes[1:], hard):
         for agg, rs in runs.items():
             series = [r["curves"].get(f"criteria/{key}/pass_rate", []) for r in rs]
-            steps, mean = _mean_curve(series)
+            steps, mean = window_means(series)
             if steps.size:
                 ax.plot(steps, mean, label=f"{agg} pass rate")
         focal = runs.get("focal", [])
         for what, style in (("saturation", "--"), ("weight", ":")):
-            steps, mean = _mean_curve([r["curves"].get(f"criteria/{key}/{what}", []) for r in focal])
+            steps, mean = window_means([r["curves"].get(f"criteria/{key}/{what}", []) for r in focal])
             if steps.size:
                 ax.plot(steps, mean, style, color="k", label=f"focal {what}")
         ax.set_title(f"'{key}' during training (base pass rate {base['key_pass_rates'][key]:.2f}); "
-                     "batch pass rates, smoothed over 5 logged steps")
+                     "batch figures, mean per 10-step window over seeds")
         ax.set_xlabel("step")
         ax.legend(fontsize=7, ncol=3)
     fig.tight_layout()
@@ -149,16 +149,22 @@ def picture(records: list[dict], path) -> Path | None:
     return Path(path)
 
 
-def _mean_curve(series: list[list], smooth: int = 5):
-    """Mean over runs of [step, value] lists on their common steps, smoothed by a running mean."""
-    series = [dict((int(s), v) for s, v in c) for c in series if c]
+def window_means(series: list[list], width: int = 10):
+    """Mean over runs of [step, value] lists, in windows of `width` steps: a key is in a batch only when one of its
+    prompts is (a few steps in ten at P=2), so runs rarely share a step; each run's window mean, then the mean over
+    the runs that have one. Returns (window centres, means)."""
+    series = [c for c in series if c]
     if not series:
         return np.array([]), np.array([])
-    steps = sorted(set.intersection(*(set(c) for c in series)))
-    mean = np.array([np.mean([c[s] for c in series]) for s in steps])
-    half = smooth // 2  # a centred running mean over the points that exist (no zero padding at the ends)
-    mean = np.array([mean[max(0, i - half): i + half + 1].mean() for i in range(mean.size)])
-    return np.array(steps), mean
+    windows: dict[int, list[float]] = {}
+    for c in series:
+        per_run: dict[int, list[float]] = {}
+        for s, v in c:
+            per_run.setdefault(int(s) // width, []).append(v)
+        for b, vs in per_run.items():
+            windows.setdefault(b, []).append(float(np.mean(vs)))
+    bins = sorted(windows)
+    return np.array([b * width + width / 2 for b in bins]), np.array([np.mean(windows[b]) for b in bins])
 
 
 def report(results_path) -> str:

@@ -68,3 +68,12 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path, capsys):
     capsys.readouterr()
     compare_training.run(params)
     assert "resuming from" in capsys.readouterr().out
+
+
+def test_training_curves_are_window_means_over_seeds():
+    from benchmarks.compare_report import window_means
+
+    # run 1: steps 1 and 3 in window 0 (mean .5), 12 in window 1; run 2: only step 5 in window 0; run 3: nothing
+    steps, means = window_means([[[1, 0.0], [3, 1.0], [12, 0.4]], [[5, 0.9]], []], width=10)
+    assert steps.tolist() == [5.0, 15.0]
+    assert means.tolist() == pytest.approx([(0.5 + 0.9) / 2, 0.4])
