@@ -340,7 +340,8 @@ class Train(Section):
     policy: str = knob("", "policy to train (empty = paths.base_model); any HF folder")
     max_prompts: int = knob(0, "train on at most this many train prompts (0 = all)", at_least(0))
     max_steps: int = knob(3, "optimizer steps (CPU default: a few)", at_least(1))
-    prompts_per_step: int = knob(2, "P: prompts per step (batch = P * num_generations completions)", at_least(1))
+    prompts_per_step: int = knob(2, "P: prompts per step and process (batch = P * num_generations completions on each "
+                                 "process; the global batch is that times the number of processes)", at_least(1))
     num_generations: int = knob(4, "G: completions per prompt (GRPO group size)", at_least(2))
     max_completion_length: int = knob(48, "max completion tokens during training", at_least(1))
     temperature: float = knob(1.0, "sampling temperature during training", above(0))
@@ -359,8 +360,15 @@ class Train(Section):
     log_completions: bool = knob(False, "write TRL's completions table each step (<checkpoints>/completions/*.parquet, "
                                  "with each completion's per-criterion verdicts and audit pairs) and print it")
     bf16: bool = knob(False, "bf16 training (GPU profile; ignored without CUDA)")
-    use_vllm: bool = knob(False, "GPU profile: generate through TRL's vLLM server mode (`trl vllm-serve`); CUDA only")
-    vllm_server_base_url: str = knob("", "GPU profile: URL of the `trl vllm-serve` server")
+    activation_checkpointing: bool = knob(False, "recompute activations in the backward pass: less GPU memory, ~20% "
+                                          "slower (GPU profile)")
+    use_vllm: bool = knob(False, "GPU profile: generate with vLLM through TRL (train.vllm_mode); needs CUDA and the "
+                          "vllm package in the training environment")
+    vllm_mode: str = knob("server", "with use_vllm: 'server' (a separate `trl vllm-serve` at train.vllm_server_base_url) "
+                          "or 'colocate' (vLLM inside each training process, sharing its GPU)",
+                          one_of("server", "colocate"))
+    vllm_server_base_url: str = knob("", "GPU profile, vllm_mode server: URL of the `trl vllm-serve` server (empty = "
+                                     "TRL's default, port 8000 on this host)")
 
     def aggregator_params(self) -> dict:
         if self.aggregator != "focal":

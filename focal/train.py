@@ -55,9 +55,16 @@ def grpo_config(cfg, out_dir: str, seed: int):
         learning_rate=cfg.learning_rate, max_steps=cfg.max_steps, seed=seed, logging_steps=1, report_to="none",
         log_completions=cfg.log_completions,
         save_strategy="steps" if cfg.save_steps else "no", save_steps=cfg.save_steps or 500, save_total_limit=2,
-        steps_per_generation=cfg.steps_per_generation, activation_checkpointing=False, scale_rewards=cfg.scale_rewards, dataloader_num_workers=0,
-        use_vllm=cfg.use_vllm, **({"vllm_mode": "server", "vllm_server_base_url": cfg.vllm_server_base_url}
-                                   if cfg.use_vllm else {}))
+        steps_per_generation=cfg.steps_per_generation, activation_checkpointing=cfg.activation_checkpointing,
+        scale_rewards=cfg.scale_rewards, dataloader_num_workers=0, use_vllm=cfg.use_vllm, **_vllm(cfg))
+
+
+def _vllm(cfg) -> dict:
+    """TRL's vLLM fields for train.use_vllm (none without it, so the default GRPOConfig keeps TRL's defaults)."""
+    if not cfg.use_vllm:
+        return {}
+    url = {"vllm_server_base_url": cfg.vllm_server_base_url} if cfg.vllm_server_base_url else {}
+    return {"vllm_mode": cfg.vllm_mode, **(url if cfg.vllm_mode == "server" else {})}
 
 
 def lora_config(cfg):
@@ -74,6 +81,7 @@ def build_trainer(policy_dir, items: list, reward, cfg, out_dir: str, seed: int,
     from trl import GRPOTrainer
 
     torch.manual_seed(seed)
+    args = grpo_config(cfg, out_dir, seed)  # first: under DeepSpeed ZeRO-3 the weights are then sharded as they load
     if isinstance(policy_dir, (str, Path)):
         tok = AutoTokenizer.from_pretrained(policy_dir)
         model = AutoModelForCausalLM.from_pretrained(policy_dir, dtype=torch.float32)
@@ -81,9 +89,46 @@ def build_trainer(policy_dir, items: list, reward, cfg, out_dir: str, seed: int,
         model, tok = policy_dir
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    return GRPOTrainer(model=model, reward_funcs=[reward], args=grpo_config(cfg, out_dir, seed),
+    return GRPOTrainer(model=model, reward_funcs=[reward], args=args,
                        train_dataset=prompt_dataset(items), processing_class=tok, peft_config=lora_config(cfg),
                        callbacks=list(callbacks))
+
+
+def dry_run_overrides(cfg):
+    """(cfg, notes): what building a GPU profile on a machine without CUDA must change (only a dry run applies it),
+    each change said in words; with CUDA nothing changes."""
+    import dataclasses
+
+    if torch.cuda.is_available():
+        return cfg, []
+    notes = []
+    if cfg.use_vllm:
+        notes.append(f"train.use_vllm true -> false: vLLM generation ({cfg.vllm_mode} mode) needs CUDA and the vllm "
+                     "package; this build generates with transformers")
+        cfg = dataclasses.replace(cfg, use_vllm=False)
+    return cfg, notes
+
+
+def describe(trainer) -> dict:
+    """What a built GRPOTrainer will run with: processes, precision, DeepSpeed, batch sizes, generation."""
+    acc, args = trainer.accelerator, trainer.args
+    ds = acc.state.deepspeed_plugin
+    world, accum = acc.num_processes, args.gradient_accumulation_steps
+    per_process = args.per_device_train_batch_size
+    return {
+        "world_size": world, "distributed_type": str(acc.distributed_type.value), "device": str(acc.device),
+        "mixed_precision": str(acc.mixed_precision), "bf16": bool(args.bf16),
+        "deepspeed_zero_stage": ds.zero_stage if ds is not None else None,
+        "deepspeed_offload": ({"optimizer": ds.offload_optimizer_device, "params": ds.offload_param_device}
+                              if ds is not None else None),
+        "completions_per_process": per_process, "gradient_accumulation_steps": accum,
+        "effective_batch": per_process * world * accum, "num_generations": args.num_generations,
+        "prompts_per_optimizer_step": per_process * world * accum // args.num_generations,
+        "generation_batch_size": args.generation_batch_size, "use_vllm": bool(args.use_vllm),
+        "vllm_mode": args.vllm_mode if args.use_vllm else None,
+        "activation_checkpointing": bool(args.activation_checkpointing), "lora": hasattr(trainer.model, "peft_config"),
+        "max_steps": args.max_steps,
+    }
 
 
 def run_key(*identity) -> str:

@@ -1,6 +1,15 @@
 """GRPO training (TRL) of the policy with a rubric reward; `train.aggregator` picks the aggregator.
 
     python -m stages.train [--params params.yaml]
+    python -m stages.train --dry-run      # build the trainer, print what was built, stop before the first step
+    accelerate launch --config_file configs/accelerate/multi_gpu.yaml -m stages.train --dry-run
+
+`--dry-run` (a flag, not a param: it writes nothing and leaves DVC's state alone)
+builds the real GRPOTrainer through focal.train.build_trainer, as training does,
+under whatever launcher started it, prints the world size, mixed precision,
+DeepSpeed stage and effective batch, and exits. It starts no judge (the reward is
+built checks-only) and, on a machine without CUDA, turns off what cannot be built
+there (vLLM generation), saying so (docs/scaling.md).
 
 Reads the train prompt table, `train.*`, `judge.*` and (to seed Focal's saturation
 state with the base policy's measured satisfaction) `paths.judgments`; writes the
@@ -43,14 +52,18 @@ from focal.train import SignalGate, StepTimer, run_key, save_policy, train_polic
 READS = ('base', 'train', 'judge', 'serve', 'audit')  # params sections this stage reads: dvc.yaml declares exactly these (a test checks)
 
 
+def train_items(params: Params) -> list:
+    rows = pd.read_parquet(params.paths.train_prompts)
+    return [item_from_row(r) for _, r in rows.iterrows()][: params.train.max_prompts or None]
+
+
 def run(params: Params) -> list[Path]:
     from dataclasses import asdict
 
     from focal.models import fingerprint
 
     t, paths = params.train, params.paths
-    rows = pd.read_parquet(paths.train_prompts)
-    items = [item_from_row(r) for _, r in rows.iterrows()][: t.max_prompts or None]
+    items = train_items(params)
     state = None
     if t.aggregator == "focal" and t.seed_state and Path(paths.judgments).exists():
         state = state_from_judgments(pd.read_parquet(paths.judgments))
@@ -93,5 +106,45 @@ def run(params: Params) -> list[Path]:
     return [Path(paths.trained_model), Path(paths.train_log), Path(paths.train_report)]
 
 
+def dry_run(params: Params) -> dict:
+    """Build the trainer training would build, stop before the first step; print and return what was built."""
+    import json
+    import tempfile
+
+    from focal.train import build_trainer, describe, dry_run_overrides
+
+    t, items = params.train, train_items(params)
+    cfg, notes = dry_run_overrides(t)
+    reward = FocalReward({it.id: it for it in items}, t.aggregator, checks_only=True, **t.aggregator_params())
+    with tempfile.TemporaryDirectory(prefix="focal-dry-run-") as tmp:  # nothing lands in the workspace
+        trainer = build_trainer(t.policy or params.paths.base_model, items, reward, cfg, tmp, params.base.seed)
+        built = {**describe(trainer), "overrides": notes}
+    if trainer.accelerator.is_main_process:
+        b = built
+        ds = f"ZeRO-{b['deepspeed_zero_stage']}, offload {b['deepspeed_offload']}" if b["deepspeed_zero_stage"] else "none"
+        gen = f"vLLM {b['vllm_mode']} mode" if b["use_vllm"] else "transformers"
+        print("train --dry-run: built the GRPOTrainer and stopped before the first step (no judge started, nothing "
+              "written)")
+        print(f"  processes: {b['world_size']} ({b['distributed_type']}, {b['device']})")
+        print(f"  mixed precision: {b['mixed_precision']} (accelerate); GRPOConfig.bf16: {b['bf16']}")
+        print(f"  deepspeed: {ds}")
+        print(f"  batch: {b['completions_per_process']} completions per process x {b['world_size']} processes x "
+              f"{b['gradient_accumulation_steps']} accumulation = {b['effective_batch']} completions "
+              f"({b['prompts_per_optimizer_step']} prompts x G={b['num_generations']}) per optimizer step")
+        print(f"  generation: {gen}; activation checkpointing: {b['activation_checkpointing']}; LoRA: {b['lora']}; "
+              f"max steps: {b['max_steps']}")
+        for note in notes:
+            print(f"  override (this dry run only): {note}")
+        if t.bf16 and not b["bf16"]:
+            print("  note: train.bf16 has no effect without CUDA (GRPOConfig.bf16 false), in training as here")
+        print("dry-run json: " + json.dumps(built, sort_keys=True))
+    return built
+
+
 if __name__ == "__main__":
-    run_stage(run, __doc__, READS)
+    import argparse
+
+    flag = argparse.ArgumentParser(add_help=False)
+    flag.add_argument("--dry-run", action="store_true")
+    known, rest = flag.parse_known_args()
+    run_stage(dry_run if known.dry_run else run, __doc__, READS, rest)

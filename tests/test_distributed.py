@@ -1,9 +1,15 @@
-"""FocalReward under data parallelism with a real distributed engine: two CPU processes (torchrun, gloo).
+"""FocalReward under data parallelism with a real distributed engine: two CPU processes (accelerate launch, gloo).
 
 Each process gets half of every batch, interleaved, so every prompt's group is split across processes. The
 rewards must equal those of one process computing on the whole batch, and both processes must end with the same
-Focal state. torchrun rather than `accelerate launch` (STACK: it started one process with accelerate 1.15 here);
-a launch is retried once (1 launch in 4 aborted with SIGABRT here).  pytest -m distributed
+Focal state.  pytest -m distributed
+
+The launch is `accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no` on a
+machine without CUDA: accelerate's launcher starts the processes with torch.distributed.run and each process's
+Accelerator, finding no GPU, joins a MULTI_CPU group over gloo. Not `--cpu`: with accelerate 1.15, `--cpu` sends
+the launch to its simple launcher, which starts ONE plain python process (no RANK, no process group) unless
+`--mpirun_hostfile` hands it to MPI; the same happens with a config file whose distributed_type is MULTI_CPU.
+A launch is retried once (1 launch in 4 aborted with SIGABRT here under torchrun).
 """
 
 import asyncio
@@ -21,22 +27,24 @@ from test_train import ITEMS
 HERE = Path(__file__).parent
 
 
-def torchrun(script: Path, *args, procs: int = 2, timeout: int = 240):
+def launch(script: Path, *args, procs: int = 2, timeout: int = 240):
+    """`accelerate launch` of `script` on `procs` CPU processes (see the module docstring for the flags)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{HERE.parent}{os.pathsep}{HERE}"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs),
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(procs),
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
            str(script), *map(str, args)]
     for attempt in range(2):
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
         if proc.returncode == 0:
             return proc
-    raise AssertionError(f"torchrun failed twice:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    raise AssertionError(f"accelerate launch failed twice:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
 
 
 @pytest.mark.distributed
 def test_two_processes_aggregate_the_global_batch_and_share_one_state(tmp_path):
     from distributed.reward_dp import BATCHES, PROMPTS
 
-    torchrun(HERE / "distributed" / "reward_dp.py", tmp_path)
+    launch(HERE / "distributed" / "reward_dp.py", tmp_path)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["processes"] for r in ranks] == [2, 2]
     single = FocalReward({it.id: it for it in ITEMS}, aggregator="focal", gamma=2.0)
@@ -50,7 +58,7 @@ def test_two_processes_aggregate_the_global_batch_and_share_one_state(tmp_path):
 
 @pytest.mark.distributed
 def test_grpo_steps_data_parallel_end_with_one_focal_state(tmp_path):
-    torchrun(HERE / "distributed" / "grpo_dp.py", tmp_path)
+    launch(HERE / "distributed" / "grpo_dp.py", tmp_path)
     ranks = [json.loads((tmp_path / f"grpo-rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["processes"] for r in ranks] == [2, 2] and [r["step"] for r in ranks] == [2, 2]
     assert set(ranks[0]["state"]) == {"short", "sun", "bang"}

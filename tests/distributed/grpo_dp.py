@@ -1,7 +1,7 @@
-"""Run under `torchrun --nproc_per_node 2`: two GRPO steps of the tiny model with FocalReward, data parallel on
-CPU (gloo); writes each process's Focal state to OUT/grpo-rank<k>.json.
+"""Run under `accelerate launch --multi_gpu --num_processes 2` (tests/test_distributed.py): two GRPO steps of the
+tiny model with FocalReward, data parallel on CPU (gloo); writes each process's Focal state to OUT/grpo-rank<k>.json.
 
-    torchrun --standalone --nproc_per_node 2 tests/distributed/grpo_dp.py OUT
+    accelerate launch --multi_gpu --num_processes 2 --mixed_precision no tests/distributed/grpo_dp.py OUT
 """
 
 import json

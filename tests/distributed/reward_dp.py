@@ -1,7 +1,7 @@
-"""Run under `torchrun --nproc_per_node 2` (gloo, CPU): FocalReward on each process's share of a batch whose groups
+"""Run under `accelerate launch --multi_gpu --num_processes 2` (gloo, CPU; tests/test_distributed.py): FocalReward on each process's share of a batch whose groups
 are split across processes, three steps; writes what each process saw to OUT/rank<k>.json.
 
-    torchrun --nproc_per_node 2 tests/distributed/reward_dp.py OUT
+    accelerate launch --multi_gpu --num_processes 2 --mixed_precision no tests/distributed/reward_dp.py OUT
 """
 
 import asyncio
