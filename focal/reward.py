@@ -179,17 +179,16 @@ class FocalReward:
         pairs = None
         if self.judge is None:
             judgments, counts = decide_checks(reqs), {"judge/calls": 0, "judge/cache_hits": 0, "judge/failures": 0}
-        elif self.audit is None:
-            before = self.judge.stats.metrics()
-            judgments = await self.judge.arun(reqs)
-            counts = judge_deltas(before, self.judge.stats.metrics())
         else:
-            before = self.judge.stats.metrics()
-            other = self.audit.judge.stats.metrics() if self.audit.judge is not None else {}
-            judgments, pairs = await self.audit.judged(self.judge, reqs)
+            second = self.audit.judge if self.audit is not None else None  # the audit's own judge (source endpoint)
+            before, other = self.judge.stats.metrics(), second.stats.metrics() if second is not None else {}
+            if self.audit is None:
+                judgments = await self.judge.arun(reqs)
+            else:
+                judgments, pairs = await self.audit.judged(self.judge, reqs)
             counts = judge_deltas(before, self.judge.stats.metrics())
-            if self.audit.judge is not None:
-                counts |= {f"audit/{k}": v for k, v in judge_deltas(other, self.audit.judge.stats.metrics()).items()}
+            if second is not None:
+                counts |= {f"audit/{k}": v for k, v in judge_deltas(other, second.stats.metrics()).items()}
         t1 = time.perf_counter()
         if log_extra is not None:
             for column, values in verdict_columns(judgments, len(texts), tag, pairs).items():
