@@ -81,7 +81,6 @@ def build_trainer(policy_dir, items: list, reward, cfg, out_dir: str, seed: int,
     from trl import GRPOTrainer
 
     torch.manual_seed(seed)
-    args = grpo_config(cfg, out_dir, seed)  # first: under DeepSpeed ZeRO-3 the weights are then sharded as they load
     if isinstance(policy_dir, (str, Path)):
         tok = AutoTokenizer.from_pretrained(policy_dir)
         model = AutoModelForCausalLM.from_pretrained(policy_dir, dtype=torch.float32)
@@ -89,7 +88,7 @@ def build_trainer(policy_dir, items: list, reward, cfg, out_dir: str, seed: int,
         model, tok = policy_dir
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    return GRPOTrainer(model=model, reward_funcs=[reward], args=args,
+    return GRPOTrainer(model=model, reward_funcs=[reward], args=grpo_config(cfg, out_dir, seed),
                        train_dataset=prompt_dataset(items), processing_class=tok, peft_config=lora_config(cfg),
                        callbacks=list(callbacks))
 
