@@ -41,7 +41,8 @@ def run_mode(params, endpoint, template, reqs, mode: str) -> tuple[dict, list]:
     out = judge.run(reqs, progress=False)
     s = judge.stats
     return {"calls": s.calls, "prompt_tokens": s.prompt_tokens, "completion_tokens": s.completion_tokens,
-            "seconds": round(time.perf_counter() - t0, 2), "failures": sum(s.failures.values())}, out
+            "seconds": round(time.perf_counter() - t0, 2), "failures": sum(s.failures.values()),
+            "failure_kinds": dict(s.failures), "failure_examples": sorted({j.reason[:200] for j in out if j.reason})[:3]}, out
 
 
 def compare(params, endpoint, template, reqs, repeats: int) -> dict:
