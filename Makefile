@@ -24,7 +24,7 @@ export PATH := $(BIN):$(PATH)
 VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: run test test-slow install vllm-env bench deploy retrain clean
+.PHONY: run test test-slow install vllm-env bench deploy retrain clean params-profile
 
 $(STAMP): pyproject.toml
 	@echo "==> [1/4] creating $(VENV) with $$($(PYTHON) --version)"
@@ -80,6 +80,15 @@ test-slow: $(STAMP) $(VLLM_STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.aggregators
+
+# params.yaml with a profile's keys on top, e.g. the GPU profile (docs/scaling.md):
+#   make params-profile PROFILE=configs/gpu.yaml
+params-profile: $(STAMP)
+	@test -n "$(PROFILE)" || { echo "usage: make params-profile PROFILE=configs/gpu.yaml"; exit 2; }
+	$(BIN)/python -c 'import sys, yaml; from focal.config import load_params, render_params_yaml; \
+	  sys.stdout.write(render_params_yaml(load_params("params.yaml", yaml.safe_load(open(sys.argv[1])))))' \
+	  "$(PROFILE)" > params.yaml.tmp && mv params.yaml.tmp params.yaml
+	@echo "==> params.yaml now has $(PROFILE) on top (dvc params diff shows the change)"
 
 clean:
 	rm -rf $(VENV) data models metrics dvclive

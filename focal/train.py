@@ -112,6 +112,15 @@ def describe(trainer) -> dict:
     """What a built GRPOTrainer will run with: processes, precision, DeepSpeed, batch sizes, generation."""
     acc, args = trainer.accelerator, trainer.args
     ds = acc.state.deepspeed_plugin
+    if ds is not None:  # DeepSpeed validates its config only at the first step: check the ZeRO section now
+        from deepspeed.runtime.zero.config import DeepSpeedZeroConfig
+
+        try:
+            DeepSpeedZeroConfig(**ds.deepspeed_config["zero_optimization"])
+        except ValueError as e:
+            raise ValueError(f"the DeepSpeed ZeRO settings from the accelerate config are invalid "
+                             f"({ds.deepspeed_config['zero_optimization']}): {e}; fix deepspeed_config in the "
+                             "--config_file given to accelerate launch") from None
     world, accum = acc.num_processes, args.gradient_accumulation_steps
     per_process = args.per_device_train_batch_size
     return {
@@ -120,6 +129,7 @@ def describe(trainer) -> dict:
         "deepspeed_zero_stage": ds.zero_stage if ds is not None else None,
         "deepspeed_offload": ({"optimizer": ds.offload_optimizer_device, "params": ds.offload_param_device}
                               if ds is not None else None),
+        "deepspeed_train_batch_size": ds.deepspeed_config.get("train_batch_size") if ds is not None else None,
         "completions_per_process": per_process, "gradient_accumulation_steps": accum,
         "effective_batch": per_process * world * accum, "num_generations": args.num_generations,
         "prompts_per_optimizer_step": per_process * world * accum // args.num_generations,

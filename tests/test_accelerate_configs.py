@@ -48,7 +48,7 @@ def dry_run(config: Path, flags: tuple, params: Path) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), *flags,
            "--main_process_port", "0", "-m", "stages.train", "--dry-run", "--params", str(params)]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("dry-run json: ")]
     if proc.returncode != 0 or len(lines) != 1:
         return {"error": f"{' '.join(cmd)}\nexit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-4000:]}"}
@@ -84,6 +84,7 @@ def test_config_builds_the_trainer_it_describes(built, name):
         offload = spec["deepspeed_config"]
         assert got["deepspeed_offload"] == {"optimizer": offload["offload_optimizer_device"],
                                             "params": offload["offload_param_device"]}
+        assert got["deepspeed_train_batch_size"] == got["effective_batch"]  # DeepSpeed's batch is the trainer's
     mixed = flags[flags.index("--mixed_precision") + 1] if "--mixed_precision" in flags else spec["mixed_precision"]
     assert got["mixed_precision"] == mixed
     train = yaml.safe_load(PROFILE.read_text())["train"]
@@ -94,3 +95,38 @@ def test_config_builds_the_trainer_it_describes(built, name):
     assert got["activation_checkpointing"] is True and got["bf16"] is False  # bf16 needs CUDA: off here, as in training
     assert got["use_vllm"] is False and any("train.use_vllm true -> false" in n for n in got["overrides"])
     assert "override (this dry run only): train.use_vllm" in got["stdout"]
+
+
+def test_gpu_knobs_reach_grpo_config_and_defaults_keep_trl_defaults(tmp_path):
+    from trl import GRPOConfig
+
+    from focal.config import Train
+    from focal.train import grpo_config
+
+    default = grpo_config(Train(), str(tmp_path), 0)
+    trl = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False)
+    assert default.activation_checkpointing is False and default.use_vllm is False
+    assert (default.vllm_mode, default.vllm_server_base_url) == (trl.vllm_mode, trl.vllm_server_base_url)
+    server = grpo_config(Train(use_vllm=True, vllm_server_base_url="http://gpu:8000"), str(tmp_path), 0)
+    assert (server.use_vllm, server.vllm_mode, server.vllm_server_base_url) == (True, "server", "http://gpu:8000")
+    colocate = grpo_config(Train(use_vllm=True, vllm_mode="colocate", vllm_server_base_url="http://gpu:8000",
+                                 activation_checkpointing=True), str(tmp_path), 0)
+    assert (colocate.vllm_mode, colocate.vllm_server_base_url, colocate.activation_checkpointing) == \
+        ("colocate", None, True)  # the server URL means nothing in colocate mode
+    with pytest.raises(ValueError, match="train.vllm_mode must be one of server, colocate"):
+        Train(vllm_mode="remote")
+
+
+def test_dry_run_overrides_only_what_cannot_be_built_without_cuda(monkeypatch):
+    import torch
+
+    from focal.config import Train
+    from focal.train import dry_run_overrides
+
+    gpu = Train(use_vllm=True, vllm_mode="colocate", bf16=True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg, notes = dry_run_overrides(gpu)
+    assert cfg.use_vllm is False and cfg.bf16 is True and len(notes) == 1 and "colocate" in notes[0]
+    assert dry_run_overrides(Train()) == (Train(), [])  # the CPU defaults: nothing to change
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert dry_run_overrides(gpu) == (gpu, [])
