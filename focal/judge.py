@@ -361,7 +361,14 @@ class Judge:
                                   tokens=estimate_tokens(prompt, kwargs["max_tokens"]))
         if not resp.choices:
             raise AnswerError("the server returned no choices")
-        return resp.choices[0].message.content or ""
+        text = resp.choices[0].message.content or ""
+        if resp.choices[0].finish_reason == "length":
+            try:
+                _json_object(text)
+            except AnswerError:
+                raise AnswerError(f"cut off at max_tokens ({kwargs['max_tokens']}; raise judge.max_tokens): "
+                                  f"{text[:80]!r}") from None
+        return text
 
     def _key(self, r: Request) -> str:
         return cache_key(self.endpoint.identity, self.cfg, self.template, r.item, r.criterion, r.response, r.repeat)

@@ -4,7 +4,7 @@ A prompt containing `[[fault:KIND:N]]` fails its first N attempts with KIND, the
 answers normally (N = "all" fails every time). KIND: timeout (sleeps past the
 client's timeout), 429, 500, 401, malformed (200 with a non-JSON answer), drop (closes
 the connection without a response), trickle (a valid answer sent 4 bytes at a time,
-`trickle_s` apart), 503. A 429 or 503 carries `Retry-After: retry_after` and/or
+`trickle_s` apart), 503, cut (200 with half a JSON answer and finish_reason "length"). A 429 or 503 carries `Retry-After: retry_after` and/or
 `retry-after-ms: retry_after_ms` when those are set. Error messages echo the request's
 Authorization header, as some servers do with a bad key. Every answer reports
 `usage` = the `usage` argument (prompt, completion tokens). A normal answer says criteria_met = true when
@@ -56,7 +56,8 @@ class FakeOpenAI:
             kind = m.group(1)
             if kind == "trickle":
                 return 200, self.completion(body, json.dumps({"explanation": "slow", "criteria_met": True})), kind
-            return {"timeout": 0, "429": 429, "500": 500, "503": 503, "401": 401, "malformed": 1, "drop": -1}[kind], None, kind
+            return {"timeout": 0, "429": 429, "500": 500, "503": 503, "401": 401, "malformed": 1, "drop": -1,
+                    "cut": 1}[kind], None, kind
         fenced = FENCED.search(prompt)
         graded = fenced.group(2) if fenced else prompt
         schema = (body.get("response_format") or {}).get("json_schema") or {}
@@ -70,9 +71,9 @@ class FakeOpenAI:
             content = json.dumps({"explanation": "checked", "criteria_met": "GOOD" in graded})
         return 200, self.completion(body, content), ""
 
-    def completion(self, body, content):
+    def completion(self, body, content, finish_reason="stop"):
         return {"id": "cmpl-1", "object": "chat.completion", "created": 0, "model": body.get("model", "m"),
-                "choices": [{"index": i, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}
+                "choices": [{"index": i, "finish_reason": finish_reason, "message": {"role": "assistant", "content": content}}
                             for i in range(body.get("n") or 1)],
                 "usage": {"prompt_tokens": self.usage[0], "completion_tokens": self.usage[1],
                           "total_tokens": sum(self.usage)}}
@@ -126,6 +127,9 @@ class FakeOpenAI:
                     return
                 if kind == "malformed":
                     self.send(200, fake.completion(body, "I think yes, it meets it."))
+                    return
+                if kind == "cut":
+                    self.send(200, fake.completion(body, '{"explanation": "This response is', "length"))
                     return
                 if kind == "trickle":
                     data = json.dumps(obj).encode()

@@ -187,7 +187,7 @@ def test_the_run_stops_only_when_every_replica_is_down():
     assert time.perf_counter() - t0 < 5
 
 
-def test_a_replica_answering_401_is_dropped_and_the_other_serves(monkeypatch):
+def test_a_replica_answering_401_is_dropped_and_the_other_serves():
     with FakeOpenAI(always="401") as bad, FakeOpenAI() as good:
         judge = Judge(cfg(concurrency=2), pool_endpoint(bad.base_url, good.base_url))
         out = judge.run(reqs(10))

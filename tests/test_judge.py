@@ -100,6 +100,12 @@ def test_malformed_answers_are_retried_then_nan():
     assert stats.failures == {"invalid_answer": 1}
 
 
+def test_an_answer_cut_at_max_tokens_says_so():
+    out, stats, server = run_faults(["cut:all"])
+    assert math.isnan(out[0].score) and server.calls == 2  # 1 + parse_retries
+    assert out[0].reason.startswith("invalid_answer: cut off at max_tokens (120; raise judge.max_tokens)")
+
+
 def test_mixed_batch_nothing_lost_nothing_invented():
     faults = ["429:1", "500:all", "malformed:all", "drop:1", "timeout:1", "none:0"] * 3
     out, stats, _ = run_faults(faults, max_retries=2)
