@@ -351,6 +351,8 @@ class Train(Section):
     scale_rewards: str = knob("group", "TRL advantage scaling: group, batch or none", one_of("group", "batch", "none"))
     lora_r: int = knob(0, "LoRA rank through peft (0 = full fine-tuning)", at_least(0))
     lora_alpha: int = knob(16, "LoRA alpha", at_least(1))
+    lora_layers: int = knob(0, "LoRA adapters on the top N transformer layers only (0 = every layer): the backward "
+                            "pass stops at the lowest adapted layer", at_least(0))
     steps_per_generation: int = knob(1, "generate for this many optimizer steps at once (TRL; >1 batches generation, slightly off-policy)",
                                      at_least(1))
     save_steps: int = knob(0, "save a checkpoint (with Focal's state) every this many steps, to resume after a crash (0 = none)",

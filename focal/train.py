@@ -67,12 +67,24 @@ def _vllm(cfg) -> dict:
     return {"vllm_mode": cfg.vllm_mode, **(url if cfg.vllm_mode == "server" else {})}
 
 
-def lora_config(cfg):
+def lora_config(cfg, model):
+    """peft's LoRA on every linear layer (train.lora_r > 0), of the top train.lora_layers transformer layers only
+    when that is set; None for full fine-tuning."""
     if not cfg.lora_r:
         return None
     from peft import LoraConfig
 
-    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM")
+    if not cfg.lora_layers:
+        return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM")
+    n = model.config.num_hidden_layers
+    if cfg.lora_layers > n:
+        raise ValueError(f"train.lora_layers is {cfg.lora_layers} but the policy has {n} layers; "
+                         f"set it to at most {n} (0 = every layer)")
+    # peft takes a layer list only with module names: the linear layers inside the transformer blocks
+    linear = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules()
+                     if isinstance(m, torch.nn.Linear) and ".layers." in name})
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules=linear, task_type="CAUSAL_LM",
+                      layers_to_transform=list(range(n - cfg.lora_layers, n)))
 
 
 def build_trainer(policy_dir, items: list, reward, cfg, out_dir: str, seed: int, callbacks=()):
@@ -89,7 +101,8 @@ def build_trainer(policy_dir, items: list, reward, cfg, out_dir: str, seed: int,
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return GRPOTrainer(model=model, reward_funcs=[reward], args=grpo_config(cfg, out_dir, seed),
-                       train_dataset=prompt_dataset(items), processing_class=tok, peft_config=lora_config(cfg),
+                       train_dataset=prompt_dataset(items), processing_class=tok,
+                       peft_config=lora_config(cfg, model),
                        callbacks=list(callbacks))
 
 

@@ -53,6 +53,18 @@ def test_grpo_steps_with_focal_reward_change_parameters_and_log_metrics(tmp_path
     assert all(math.isfinite(t["aggregate_s"]) for t in reward.timings)
 
 
+def test_lora_on_the_top_layers_only(tmp_path):
+    folder = make_tiny_model(tmp_path / "tiny")  # 2 layers
+    reward = FocalReward({it.id: it for it in ITEMS}, aggregator="static")
+    cfg = Train(max_steps=1, prompts_per_step=2, num_generations=2, max_completion_length=4, lora_r=4, lora_layers=1)
+    trainer = build_trainer(str(folder), ITEMS, reward, cfg, str(tmp_path / "out"), seed=0)
+    adapted = {n.split(".layers.")[1].split(".")[0] for n, p in trainer.model.named_parameters()
+               if p.requires_grad and "lora_" in n}
+    assert adapted == {"1"}  # the top layer only
+    with pytest.raises(ValueError, match="train.lora_layers is 3 but the policy has 2 layers"):
+        build_trainer(str(folder), ITEMS, reward, Train(lora_r=4, lora_layers=3), str(tmp_path / "out2"), seed=0)
+
+
 def test_reward_works_inside_a_running_event_loop():
     """A notebook has a running loop: the reward is awaited there, not asyncio.run inside it."""
     reward = FocalReward({it.id: it for it in ITEMS}, aggregator="focal")
