@@ -220,8 +220,8 @@ class Pool:
 
     def wait_s(self) -> float:
         """How long until some live replica may be called (0 if one may now)."""
-        now = self.clock()
-        return max(0.0, min(r.cool_until for r in self.replicas if r.alive) - now)
+        now = self.clock()  # no live replica: 0 (the next pick raises EndpointDown)
+        return max(0.0, min((r.cool_until for r in self.replicas if r.alive), default=now) - now)
 
     def pick(self, avoid: Replica | None = None) -> Replica:
         """The live replica with the fewest in flight (then fewest sent), preferring ones not cooling and not `avoid`."""

@@ -116,6 +116,7 @@ def test_pick_least_outstanding_then_fewest_sent_skipping_cooling_and_tripped():
     b.breaker.trip("refused the connection (4 attempts in a row)")
     assert pool.pick() is c
     c.breaker.trip("forbids access (403)")
+    assert pool.wait_s() == 0.0  # nothing live to wait for: the pick says so
     with pytest.raises(EndpointDown, match=r"every judge.base_url replica is down: judge.base_url http://a/v1 refused "
                                            r"the API key.*http://b/v1 refused the connection.*http://c/v1 forbids"):
         pool.pick()
