@@ -19,6 +19,12 @@ How this differs from plain GRPO (TRL's GRPOTrainer is used unchanged):
 Checkpoints live in `work_dir` (one folder per run identity, see `run_key`): a run
 killed mid-way and started again with the same identity resumes from the last
 checkpoint that has Focal's state beside it; anything else starts fresh.
+
+Under `accelerate launch` with several processes every process runs train_policy and
+save_policy (both hold collectives: DeepSpeed ZeRO-3 gathers the weights to save), but
+only the main process writes: the trained policy, the dvclive curves, Focal's state
+beside a checkpoint (as TRL writes the checkpoint itself). `on_main` runs a stage's
+other writes there and makes the others wait, so every process ends together.
 """
 
 from __future__ import annotations
@@ -26,12 +32,13 @@ from __future__ import annotations
 import json
 import re
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
 from focal.cache import content_key
-from focal.io import write_json
+from focal.io import atomic_dir, write_json
 
 STATE_FILE = "focal_state.json"
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
@@ -185,7 +192,7 @@ class SaveFocalState(_Callback):
 
     def on_save(self, args, state, control, **kwargs):
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if folder.exists():
+        if args.should_save and folder.exists():  # the process that wrote the checkpoint (TRL: the main one)
             write_json(folder / STATE_FILE, self.reward.checkpoint())
 
 
@@ -242,23 +249,78 @@ class StepTimer(_Callback):
         self.durations.append(time.perf_counter() - self._t0)
 
 
-def train_policy(policy, items: list, reward, cfg, work_dir, seed: int, log_dir=None, callbacks=()):
-    """Train (resuming from the last checkpoint in work_dir, if any); returns the trainer.
+def on_main(state, fn, *args):
+    """fn(*args) on the main process only (the one that writes outputs), then a barrier, so every process leaves
+    together; fn's result on the main process, None on the others. `state`: an Accelerator or PartialState."""
+    out = fn(*args) if state.is_main_process else None
+    state.wait_for_everyone()
+    return out
 
-    log_dir: a dvclive folder for the curves (continued, not restarted, on resume)."""
+
+@contextmanager
+def shared_atomic_dir(state, path):
+    """atomic_dir(path) on the main process, the same temp folder named to every process (a collective save is
+    called on all of them with one folder; only the main process writes there); it replaces `path` once every
+    process is done, and every process leaves after that."""
+    from accelerate.utils import broadcast_object_list
+
+    if state.is_main_process:
+        with atomic_dir(path) as tmp:
+            broadcast_object_list([str(tmp)])
+            yield tmp
+            state.wait_for_everyone()  # every process is done with tmp
+    else:
+        tmp = Path(broadcast_object_list([None])[0])
+        yield tmp
+        state.wait_for_everyone()
+    state.wait_for_everyone()  # `path` is in place, for every process
+
+
+def judge_server_check(judge_base_url: str, needed: bool, processes: int) -> None:
+    """Refuse a local judge server under several training processes: each process would start its own.
+
+    One server started by the main process for all would need its URL sent to the others, would sit on a
+    training GPU (the one the main process trains on) and listen on 127.0.0.1 only (no other node reaches it);
+    a judge server of its own, at judge.base_url, has none of these problems (docs/scaling.md)."""
+    if needed and not judge_base_url and processes > 1:
+        raise ValueError(f"judge.base_url is empty and training runs on {processes} processes: each would start "
+                         "its own local judge server; start one judge server (e.g. `vllm serve <judge model> "
+                         "--served-model-name judge`) and set judge.base_url to its .../v1 URL (docs/scaling.md)")
+
+
+def saveable_check(trainer) -> None:
+    """Refuse, before the first step, a run whose policy save_policy could not write as a plain HF folder."""
+    ds = trainer.accelerator.state.deepspeed_plugin
+    if ds is None or ds.zero_stage != 3:
+        return
+    if hasattr(trainer.model, "merge_and_unload"):
+        raise ValueError("LoRA (train.lora_r > 0) with DeepSpeed ZeRO-3 is not supported: merging the adapter "
+                         "needs the whole base weights on one process; use deepspeed_zero2.yaml or multi_gpu.yaml "
+                         "for LoRA (its optimizer state is small), or train.lora_r: 0")
+    if not ds.deepspeed_config["zero_optimization"].get("stage3_gather_16bit_weights_on_model_save"):
+        raise ValueError("DeepSpeed ZeRO-3 without zero3_save_16bit_model: true cannot save the trained policy as "
+                         "a plain HF folder (only sharded DeepSpeed checkpoints); set it in deepspeed_config of the "
+                         "--config_file given to accelerate launch")
+
+
+def train_policy(policy, items: list, reward, cfg, work_dir, seed: int, log_dir=None, callbacks=()):
+    """Train (resuming from the last checkpoint in work_dir, if any); returns the trainer. Every process calls it.
+
+    log_dir: a dvclive folder for the curves (continued, not restarted, on resume), written by the main process."""
     work_dir = Path(work_dir)
     resume = last_checkpoint(work_dir)
     if resume is not None:
         reward.restore(json.loads((resume / STATE_FILE).read_text()))
         print(f"train: resuming from {resume} (step {reward.step} of the reward)")
-    extra = [SaveFocalState(reward), *callbacks]
+    trainer = build_trainer(policy, items, reward, cfg, str(work_dir), seed,
+                            callbacks=[SaveFocalState(reward), *callbacks])
+    saveable_check(trainer)
     live = None
-    if log_dir is not None:
+    if log_dir is not None and trainer.accelerator.is_main_process:  # the main process logs TRL's global figures
         from dvclive import Live
 
         live = Live(dir=str(log_dir), resume=resume is not None, save_dvc_exp=False, dvcyaml=False)
-        extra.append(LiveLog(live))
-    trainer = build_trainer(policy, items, reward, cfg, str(work_dir), seed, callbacks=extra)
+        trainer.add_callback(LiveLog(live))
     trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
     if live is not None:
         live.end()
@@ -266,12 +328,18 @@ def train_policy(policy, items: list, reward, cfg, work_dir, seed: int, log_dir=
 
 
 def save_policy(trainer, out_dir) -> None:
-    """Save the trained policy as a plain HF folder (LoRA merged), atomically."""
-    from focal.io import atomic_dir
+    """Save the trained policy as a plain HF folder (weights, config, tokenizer; LoRA merged), atomically, written
+    by the main process. Every process calls it: under DeepSpeed ZeRO-3 trainer.save_model gathers the shards.
 
-    model = trainer.model
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
-    with atomic_dir(out_dir) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        trainer.processing_class.save_pretrained(tmp)
+    LoRA is merged on the main process, whose weights are whole (DDP, ZeRO-2; saveable_check refuses LoRA with
+    ZeRO-3); trainer.save_model would write the adapter alone. trainer.save_model's training_args.bin is dropped:
+    a pickle naming the temp folder, it would make the folder's fingerprint differ from run to run."""
+    acc = trainer.accelerator
+    with shared_atomic_dir(acc, out_dir) as tmp:
+        if not hasattr(trainer.model, "merge_and_unload"):
+            trainer.save_model(str(tmp))
+            if acc.is_main_process:
+                (tmp / "training_args.bin").unlink(missing_ok=True)
+        elif acc.is_main_process:
+            trainer.model.merge_and_unload().save_pretrained(tmp)
+            trainer.processing_class.save_pretrained(tmp)

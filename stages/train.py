@@ -28,6 +28,11 @@ the training judge's pass rate and the audit's is logged per criterion
 (criteria/<key>/audit_gap, audit/*; focal/audit.py). `paths.train_report` gets
 report.md (the gap over the run, a gap that grows flagged) and audit_gap.png; the
 audit changes no reward, so it is not part of the run key.
+
+Under `accelerate launch` with several processes every process trains and takes part in
+saving the policy (ZeRO-3 gathers it), the main process alone writes the outputs and the
+others wait for it, so all end together. A local judge server is refused there: set
+judge.base_url (docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ from focal.judge import Judge
 from focal.reward import FocalReward, state_from_judgments
 from focal.rubric import item_from_row, load_rubric_set
 from focal.stage import run_stage
-from focal.train import SignalGate, StepTimer, run_key, save_policy, train_policy
+from focal.train import SignalGate, StepTimer, judge_server_check, on_main, run_key, save_policy, train_policy
 
 READS = ('base', 'train', 'judge', 'serve', 'audit')  # params sections this stage reads: dvc.yaml declares exactly these (a test checks)
 
@@ -60,6 +65,8 @@ def train_items(params: Params) -> list:
 def run(params: Params) -> list[Path]:
     from dataclasses import asdict
 
+    from accelerate import PartialState
+
     from focal.models import fingerprint
 
     t, paths = params.train, params.paths
@@ -69,6 +76,7 @@ def run(params: Params) -> list[Path]:
         state = state_from_judgments(pd.read_parquet(paths.judgments))
         print(f"train: focal state seeded from {paths.judgments}: {len(state.m)} keys")
     needs_judge = t.use_judge and any(c.check is None for it in items for c in it.criteria)
+    judge_server_check(params.judge.base_url, needs_judge, PartialState().num_processes)
     template = load_rubric_set(Path(paths.rubrics) / params.base.rubric_set).judge_template
     policy = t.policy or paths.base_model
     judge_id = judge_identity(params) if needs_judge else None
@@ -91,9 +99,16 @@ def run(params: Params) -> list[Path]:
     if gate.stopped:
         raise ValueError(f"train: {gate.stopped}; nothing was saved (fix the judge or the rubric, or raise "
                          "train.max_zero_std_steps)")
-    save_policy(trainer, paths.trained_model)
+    save_policy(trainer, paths.trained_model)  # every process: under ZeRO-3 each holds a shard of the weights
+    on_main(trainer.accelerator, write_logs, params, work / "dvclive", reward, timer)
+    return [Path(paths.trained_model), Path(paths.train_log), Path(paths.train_report)]
+
+
+def write_logs(params: Params, live_dir: Path, reward, timer) -> None:
+    """The curves to paths.train_log, the audit report to paths.train_report, and the run's summary (main process)."""
+    t, paths = params.train, params.paths
     with atomic_dir(paths.train_log) as tmp:  # the curves of the whole run, resumed parts included
-        shutil.copytree(work / "dvclive", tmp, dirs_exist_ok=True)
+        shutil.copytree(live_dir, tmp, dirs_exist_ok=True)
     grows = write_report(paths.train_log, paths.train_report, params.audit.max_gap_growth)
     if grows:
         print(f"train: warning: the audit gap grows over training on {', '.join(grows)} (> audit.max_gap_growth "
@@ -103,7 +118,6 @@ def run(params: Params) -> list[Path]:
         print(f"train: {t.max_steps} steps with {t.aggregator!r} -> {paths.trained_model}; mean step {step:.2f} s, "
               f"aggregation {agg * 1000:.2f} ms ({agg / step:.3%} of a step), "
               f"judging {np.mean([x['judge_s'] for x in reward.timings]):.2f} s")
-    return [Path(paths.trained_model), Path(paths.train_log), Path(paths.train_report)]
 
 
 def dry_run(params: Params) -> dict:
