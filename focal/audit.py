@@ -94,10 +94,11 @@ def report(series: dict, max_growth: float) -> str:
         v = [x for x in values if x is not None and not math.isnan(x)]
         third = len(v) // 3
         first, last = (np.mean(v[:third]), np.mean(v[-third:])) if third else (math.nan, math.nan)
-        lines.append(f"| {name} | {len(v)} | {first:+.3f} | {last:+.3f} | {growth(v):+.3f} | "
-                     f"{'**GROWS**' if name in flagged else 'no'} |")
+        cells = " | ".join("-" if math.isnan(x) else f"{x:+.3f}" for x in (first, last, growth(v)))
+        lines.append(f"| {name} | {len(v)} | {cells} | {'**GROWS**' if name in flagged else 'no'} |")
     head = (f"Audit gap (training judge's pass rate - the audit's, per criterion key); it grows when the mean of the "
-            f"last third of steps exceeds the first third's by more than audit.max_gap_growth = {max_growth}.")
+            f"last third of steps exceeds the first third's by more than audit.max_gap_growth = {max_growth} ('-': "
+            "fewer than 3 audited steps).")
     if flagged:
         head += (f"\n\n**Warning: the audit gap grows on {', '.join(flagged)}**: the policy may be learning what the "
                  "training judge passes but the audit does not (reward hacking).")

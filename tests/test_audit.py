@@ -168,3 +168,12 @@ def test_a_short_run_with_a_judge_that_always_says_met_shows_the_gap(tmp_path):
     table = pd.read_parquet(tmp_path / "w" / "completions" / "completions_00003.parquet")
     assert {"criteria", "audit"} <= set(table.columns) and len(table) == 8
     assert all(json.loads(c)["zebra"] == 0.0 for c in table["criteria"])
+
+
+def test_report_flags_a_growing_gap_and_leaves_short_series_blank():
+    from focal.audit import report
+
+    text = report({"a": [0.1, 0.2], "b": [0.0, 0.0, 0.5, 0.6, 0.9, 1.0]}, max_growth=0.1)
+    assert "| a | 2 | - | - | - | no |" in text  # 2 steps: no thirds
+    assert "| b | 6 | +0.000 | +0.950 | +0.950 | **GROWS** |" in text  # (0.9 + 1.0) / 2 - (0 + 0) / 2
+    assert "grows on b**" in text
