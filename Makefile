@@ -57,11 +57,11 @@ $(VLLM_STAMP):
 
 vllm-env: $(VLLM_STAMP)
 
-# `focal run`: dvc repro of the final stage (evaluate) and everything upstream; the
+# `focal run`: dvc repro of every stage in dvc.yaml (changed ones only); the
 # stages that need a model server start it on first use and leave it running for the
 # next stage; it is stopped at the end, whatever happened.
 run: $(STAMP) $(VLLM_STAMP)
-	@echo "==> focal run (dvc repro evaluate: the whole pipeline on params.yaml)"
+	@echo "==> focal run (dvc repro: the whole pipeline on params.yaml)"
 	$(BIN)/focal run
 	@echo "==> done: $(BIN)/dvc metrics show; reports/eval.md; reports/plots/"
 

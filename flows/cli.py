@@ -69,11 +69,9 @@ def stage_list(stages: list[str] | None) -> list[str] | None:
     return parse_stages(",".join(stages or []))
 
 
-FINAL_STAGE = "evaluate"  # `focal run` (and so `make run`) reproduces this stage and everything upstream of it
-
-
 def dvc_targets(stages: list[str] | None) -> list[str]:
-    """The `dvc repro` targets: the named stages, else the final one (FINAL_STAGE)."""
+    """The `dvc repro` targets: the named stages, else every stage of dvc.yaml (the rubrics stage is upstream of
+    nothing: a repro of the last stage alone would leave it stale)."""
     import yaml
 
     if not Path("dvc.yaml").exists():
@@ -82,7 +80,7 @@ def dvc_targets(stages: list[str] | None) -> list[str]:
     unknown = [s for s in stages or [] if s not in known]
     if unknown:
         raise ValueError(f"stage {unknown[0]!r} is not in dvc.yaml; stages: {', '.join(known)}")
-    return stages or [FINAL_STAGE]
+    return stages or known
 
 
 STOP_WAIT_S = 60.0  # after forwarding Ctrl-C / SIGTERM, how long a flow has to clean up before it is killed
@@ -123,7 +121,7 @@ def run(params: ParamsOpt = "params.yaml", stages: StagesOpt = None,
         flow: Annotated[bool, typer.Option("--flow", help="run it as the Prefect flow (flows/pipeline.py)")] = False):
     """Reproduce the pipeline with `dvc repro` (changed stages only), directly or as a Prefect flow.
 
-    Without --stages, the final stage (FINAL_STAGE) and what it depends on; with --stages, those stages and
+    Without --stages, every stage in dvc.yaml; with --stages, those stages and
     what they depend on. --flow runs the same stages as one Prefect task each (`dvc repro --single-item`).
     A model server started by one stage is reused by the next and stopped at the end.
     """
