@@ -24,6 +24,7 @@ def test_train_stage_on_smollm2(tmp_path):
     raw = {"paths": {"rubrics": str(ROOT / "rubrics"), "base_model": str(base),
                      **{k: str(tmp_path / v) for k, v in {"train_prompts": "train.parquet", "eval_prompts": "eval.parquet",
                                                          "trained_model": "trained", "train_log": "log",
+                                                         "train_report": "report", "train_checkpoints": "ckpt",
                                                          "judgments": "none.parquet", "judge_cache": "c.sqlite"}.items()}},
            "prepare": {"max_train_prompts": 4},
            "train": {"max_steps": 2, "use_judge": False, "max_completion_length": 24}}
