@@ -132,8 +132,11 @@ def test_ctrl_c_stops_the_flow_its_stage_and_its_server_within_seconds(tmp_path,
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home")}
     log = tmp_path / "cli.log"  # a file, not a pipe: a stray process holding a pipe open cannot hang the test
     with log.open("w") as sink:
+        # SIGINT back to its default in the child: a test run started in the background of a non-interactive
+        # shell (`bash -c "make test" &`, as some CI runners do) ignores SIGINT, and a child inherits that
         cli = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", "--flow", "--stages", "slow"], cwd=proj,
-                               env=env, start_new_session=True, stdout=sink, stderr=subprocess.STDOUT, text=True)
+                               env=env, start_new_session=True, stdout=sink, stderr=subprocess.STDOUT, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 180
         while not (proj / "pids.json").exists() and cli.poll() is None and time.monotonic() < deadline:
