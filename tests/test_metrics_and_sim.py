@@ -19,6 +19,10 @@ def test_rubric_summary_hand_computed():
     assert out["category/essential/pass_rate"] == 1.0
     assert out["category/important/pass_rate"] == 0.5
     assert out["rubric/min_category"] == 0.5
+    assert "rubric/min_key" not in out  # only with keys
+    # keys: "a" pools columns 0 and 1 (1, 0, 1, 1 -> .75), "b" is column 2 (1 -> 1.0): not the category minimum
+    keyed = rubric_summary(r, w, [False, False, True], ["essential", "important", "pitfall"], keys=["a", "a", "b"])
+    assert keyed["rubric/min_key"] == 0.75
 
 
 def test_one_rubric_score_for_training_logs_and_evaluation():
