@@ -5,9 +5,10 @@
 Runs a few checks-only GRPO steps of the base policy twice: with the train
 section's settings ("before": full fine-tuning) and with compare.train's
 ("after": LoRA and the rest), at the same group size and prompts per step.
-Prints the mean step time and its parts from TRL's own profiling blocks:
-generation (`_generate`), reward (`_calculate_rewards`), the log-prob forward
-passes, and the rest (backward and optimizer). Every figure is a mean over all steps,
+Prints the mean step time and its parts: generation (TRL's `_generate`), reward
+(`_calculate_rewards`), the forward pass for the old policy's log-probs (TRL's extra
+pass when a generation serves several steps; none with train.sampling_logps), the
+loss's forward pass, the backward pass, the optimizer and the rest. Every figure is a mean over all steps,
 the first (warm-up) included, so use a multiple of steps_per_generation.
 Each `--variant` is compare.train with some train knobs changed (comma-separated
 key=value, values as YAML), measured the same way after the two.
@@ -17,9 +18,11 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+import time
 from collections import defaultdict
 
 import numpy as np
+import torch
 import yaml
 
 from benchmarks.compare_training import checks_only
@@ -27,26 +30,58 @@ from focal.config import load_params
 from focal.reward import FocalReward
 from focal.rubric import load_rubric_set
 
+PARTS = ("generation", "reward", "old log-probs forward", "loss forward", "backward", "optimizer", "rest")
+
+
+def _timed(cls, name: str, parts: dict, label):
+    """Wraps cls.name so each call's wall time adds to parts[label(self)]; returns the original (to restore)."""
+    original = getattr(cls, name)
+
+    def wrapper(self, *args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            parts[label(self)] += time.perf_counter() - t
+
+    setattr(cls, name, wrapper)
+    return original
+
 
 def profile(cfg, items, policy, steps: int) -> dict:
-    from trl.extras import profiling
+    """Mean seconds per optimizer step, and its parts, over `steps` checks-only GRPO steps of `policy`."""
+    import accelerate
+    from trl import GRPOTrainer
 
-    from focal.train import StepTimer, train_policy
+    from focal.train import StepTimer, _Callback, train_policy
 
-    parts = defaultdict(list)
-    original = profiling.ProfilingContext._log_metrics
-    profiling.ProfilingContext._log_metrics = lambda self, d: parts[self.name.split(".")[-1]].append(d)
+    parts = defaultdict(float)
+    patches = [(GRPOTrainer, "_generate", lambda s: "generation"),
+               (GRPOTrainer, "_calculate_rewards", lambda s: "reward"),
+               # TRL's own forward passes: without gradients, the old policy's log-probs; with them, the loss's
+               (GRPOTrainer, "_get_per_token_logps_and_entropies",
+                lambda s: "loss forward" if torch.is_grad_enabled() else "old log-probs forward"),
+               (accelerate.Accelerator, "backward", lambda s: "backward")]
+    originals = [(cls, name, _timed(cls, name, parts, label)) for cls, name, label in patches]
+
+    class Optimizer(_Callback):
+        def on_pre_optimizer_step(self, *a, **k):
+            self.t = time.perf_counter()
+
+        def on_optimizer_step(self, *a, **k):
+            parts["optimizer"] += time.perf_counter() - self.t
+
     try:
         reward = FocalReward({it.id: it for it in items}, cfg.aggregator, checks_only=True, **cfg.aggregator_params())
         timer = StepTimer()
         with tempfile.TemporaryDirectory() as work:
-            train_policy(policy, items, reward, cfg, work, seed=0, callbacks=[timer])
+            train_policy(policy, items, reward, cfg, work, seed=0, callbacks=[timer, Optimizer()])
     finally:
-        profiling.ProfilingContext._log_metrics = original
+        for cls, name, original in originals:
+            setattr(cls, name, original)
     step = float(np.mean(timer.durations))  # the first step included, like the parts (generation may run every k steps)
-    out = {"step_s": step}
-    for name in ("generate", "_calculate_rewards", "compute_loss"):
-        out[name] = float(np.sum(parts[name]) / steps)  # mean per step (warm-up included)
+    out = {"step": step, **{k: parts[k] / steps for k in PARTS[:-1]}}
+    out["rest"] = step - sum(out[k] for k in PARTS[:-1])
     return out
 
 
@@ -69,12 +104,11 @@ def main():
         changes = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in variant.split(","))}
         cfg = p.compare.train_config(max_steps=args.steps, save_steps=0, aggregator="static", use_judge=False, **changes)
         rows[f"after, {variant}"] = profile(cfg, items, p.paths.base_model, args.steps)
-    print("| setting | step s | generation s | reward s | loss forward s | backward + optimizer + rest s |")
-    print("|---|---|---|---|---|---|")
+    base = rows["before (full fine-tuning)"]["step"]
+    print("| setting | step s | vs before | " + " | ".join(f"{k} s" for k in PARTS) + " |")
+    print("|---|---|---|" + "---|" * len(PARTS))
     for name, r in rows.items():
-        rest = r["step_s"] - r["generate"] - r["_calculate_rewards"] - r["compute_loss"]
-        print(f"| {name} | {r['step_s']:.2f} | {r['generate']:.2f} | {r['_calculate_rewards']:.3f} | "
-              f"{r['compute_loss']:.2f} | {rest:.2f} |")
+        print(f"| {name} | {r['step']:.2f} | {r['step'] / base - 1:+.0%} | " + " | ".join(f"{r[k]:.2f}" for k in PARTS) + " |")
 
 
 if __name__ == "__main__":

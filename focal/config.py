@@ -355,6 +355,12 @@ class Train(Section):
                             "pass stops at the lowest adapted layer", at_least(0))
     steps_per_generation: int = knob(1, "generate for this many optimizer steps at once (TRL; >1 batches generation, slightly off-policy)",
                                      at_least(1))
+    sampling_logps: bool = knob(True, "with steps_per_generation > 1, take the old policy's log-probs for GRPO's "
+                                "clipped ratio from the sampling pass instead of TRL's extra forward pass over the "
+                                "generation batch (transformers generation only; focal/grpo.py)")
+    trunk_cache: bool = knob(True, "with LoRA on the top train.lora_layers layers only, keep the frozen layers' output "
+                             "from the sampling pass and run the loss's forward pass through the adapted layers only "
+                             "(transformers generation, no DeepSpeed/FSDP; focal/grpo.py)")
     save_steps: int = knob(0, "save a checkpoint (with Focal's state) every this many steps, to resume after a crash (0 = none)",
                            at_least(0))
     max_zero_std_steps: int = knob(0, "stop and fail when this many generation batches in a row had no learning signal "

@@ -3,7 +3,7 @@
     trainer = train_policy(policy, items, reward, cfg, work_dir, seed, log_dir)   # resumes if it can
     save_policy(trainer, "models/trained")
 
-How this differs from plain GRPO (TRL's GRPOTrainer is used unchanged):
+How this differs from plain GRPO (TRL's GRPOTrainer; focal/grpo.py changes one thing, 5.):
 1. One reward function, FocalReward, sees all P*G completions of a generation batch,
    judges each on its prompt's rubric and aggregates the whole batch at once.
 2. The aggregator reweights criteria per group (Focal: toward unsaturated criteria;
@@ -15,6 +15,10 @@ How this differs from plain GRPO (TRL's GRPOTrainer is used unchanged):
    with the state the interrupted one had.
 4. CPU defaults: float32, no bf16, no gradient checkpointing, one thread, short
    completions, few steps; `beta = 0` (no reference model) unless train.kl_beta > 0.
+5. With steps_per_generation > 1 the old policy's log-probs come from the sampling pass
+   (train.sampling_logps) rather than a second forward pass over the generation batch,
+   and with LoRA on the top layers only the loss's forward pass starts from the frozen
+   layers' output kept from sampling (train.trunk_cache).
 
 Checkpoints live in `work_dir` (one folder per run identity, see `run_key`): a run
 killed mid-way and started again with the same identity resumes from the last
@@ -97,7 +101,8 @@ def lora_config(cfg, model):
 def build_trainer(policy_dir, items: list, reward, cfg, out_dir: str, seed: int, callbacks=()):
     """A GRPOTrainer on `policy_dir` (a folder or a loaded (model, tokenizer)) with `reward` as the only reward."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import GRPOTrainer
+
+    from focal.grpo import FocalGRPOTrainer
 
     torch.manual_seed(seed)
     if isinstance(policy_dir, (str, Path)):
@@ -107,10 +112,10 @@ def build_trainer(policy_dir, items: list, reward, cfg, out_dir: str, seed: int,
         model, tok = policy_dir
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    return GRPOTrainer(model=model, reward_funcs=[reward], args=grpo_config(cfg, out_dir, seed),
-                       train_dataset=prompt_dataset(items), processing_class=tok,
-                       peft_config=lora_config(cfg, model),
-                       callbacks=list(callbacks))
+    return FocalGRPOTrainer(model=model, reward_funcs=[reward], args=grpo_config(cfg, out_dir, seed),
+                            train_dataset=prompt_dataset(items), processing_class=tok,
+                            peft_config=lora_config(cfg, model), callbacks=list(callbacks),
+                            sampling_logps=cfg.sampling_logps, trunk_cache=cfg.trunk_cache)
 
 
 def dry_run_overrides(cfg):
