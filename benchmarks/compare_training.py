@@ -128,15 +128,14 @@ def load_policy(folder):
 def train_one(params: Params, aggregator: str, seed: int, train_items, policy: str, work: Path):
     """Train one run (resuming if its checkpoints exist); returns (model, tokenizer, seconds, curves)."""
     from focal.reward import FocalReward
-    from focal.train import StepTimer, train_policy
+    from focal.train import Elapsed, StepTimer, train_policy
 
     t = params.compare.train_config(aggregator=aggregator, use_judge=not params.compare.checks_only)
     reward = FocalReward({it.id: it for it in train_items}, aggregator, None, None,
                          checks_only=params.compare.checks_only, **t.aggregator_params())
-    timer = StepTimer()
-    t0 = time.perf_counter()
-    trainer = train_policy(policy, train_items, reward, t, work, seed, callbacks=[timer])
-    seconds = time.perf_counter() - t0
+    timer, elapsed = StepTimer(), Elapsed(work)
+    trainer = train_policy(policy, train_items, reward, t, work, seed, callbacks=[timer, elapsed])
+    seconds = elapsed.seconds()
     model = trainer.model.merge_and_unload() if hasattr(trainer.model, "merge_and_unload") else trainer.model
     return (model, trainer.processing_class), seconds, curves(trainer.state.log_history), timer.durations
 

@@ -254,6 +254,26 @@ class StepTimer(_Callback):
         self.durations.append(time.perf_counter() - self._t0)
 
 
+class Elapsed(_Callback):
+    """Training wall time across resumes: each checkpoint keeps the seconds spent up to it, and a run resumed in
+    `work_dir` starts its clock from its checkpoint's figure (work lost after the last checkpoint is not counted)."""
+
+    FILE = "elapsed_seconds.json"
+
+    def __init__(self, work_dir):
+        ckpt = last_checkpoint(work_dir)
+        self.before = json.loads((ckpt / self.FILE).read_text())["seconds"] if ckpt and (ckpt / self.FILE).exists() else 0.0
+        self.t0 = time.perf_counter()
+
+    def seconds(self) -> float:
+        return self.before + time.perf_counter() - self.t0
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if args.should_save and folder.exists():
+            write_json(folder / self.FILE, {"seconds": self.seconds()})
+
+
 def on_main(state, fn, *args):
     """fn(*args) on the main process only (the one that writes outputs), then a barrier, so every process leaves
     together; fn's result on the main process, None on the others. `state`: an Accelerator or PartialState."""

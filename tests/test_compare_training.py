@@ -65,9 +65,12 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path, capsys):
     short = write_params(tmp_path, tiny, aggregators=["focal"], train=first)
     compare_training.train_one(short, "focal", 0, train_items, policy, work)
     assert (work / "checkpoint-1" / "focal_state.json").exists()
+    # the time spent before the interruption counts in the resumed run's train_seconds (set large to tell it apart)
+    (work / "checkpoint-1" / "elapsed_seconds.json").write_text('{"seconds": 1000.0}')
     capsys.readouterr()
-    compare_training.run(params)
+    (rec,) = [r for r in compare_training.run(params) if r["aggregator"] == "focal"]
     assert "resuming from" in capsys.readouterr().out
+    assert 1000.0 < rec["train_seconds"] < 1100.0
 
 
 def test_training_curves_are_window_means_over_seeds():
