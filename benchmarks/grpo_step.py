@@ -99,7 +99,8 @@ def main():
     after = p.compare.train_config(max_steps=args.steps, save_steps=0, aggregator="static", use_judge=False)
     print(f"{args.steps} checks-only GRPO steps, {shared}")
     rows = {"before (full fine-tuning)": profile(before, items, p.paths.base_model, args.steps),
-            f"after (LoRA r={after.lora_r})": profile(after, items, p.paths.base_model, args.steps)}
+            f"after (compare.train: LoRA r={after.lora_r}, lora_layers {after.lora_layers}, steps_per_generation "
+            f"{after.steps_per_generation})": profile(after, items, p.paths.base_model, args.steps)}
     for variant in args.variant:
         changes = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in variant.split(","))}
         cfg = p.compare.train_config(max_steps=args.steps, save_steps=0, aggregator="static", use_judge=False, **changes)

@@ -491,7 +491,7 @@ class Compare(Section):
     checks_only: bool = knob(True, "reward and evaluate only criteria decided by a check (exact: no judge noise)")
     policy: str = knob("", "policy every run starts from (empty = paths.base_model)")
     train: dict = knob({"max_steps": 60, "prompts_per_step": 2, "num_generations": 4, "max_completion_length": 48,
-                        "lora_r": 16, "lora_alpha": 32, "learning_rate": 2e-4, "steps_per_generation": 2, "save_steps": 10},
+                        "lora_r": 16, "lora_alpha": 32, "lora_layers": 8, "learning_rate": 2e-4, "steps_per_generation": 2, "save_steps": 10},
                        "train.* settings of every run (on top of the train section)")
     eval_prompts: int = knob(0, "evaluate on this many prompts of the eval split (0 = every one)", at_least(0))
     eval_samples: int = knob(4, "completions per eval prompt and policy", at_least(1))
