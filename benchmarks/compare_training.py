@@ -7,15 +7,19 @@ Everything else is `compare.*` in params.yaml (aggregators, seeds, train setting
 evaluation), so a new grid is a params change. For every (aggregator, seed):
 1. train from `compare.policy` (default paths.base_model) on the train split of
    base.rubric_set with focal's train code (LoRA and sizes from compare.train), with
-   checks-only rewards when compare.checks_only; checkpoints with Focal's state go
-   to compare.work_dir/<run>, so a killed run resumes where it stopped;
+   checks-only rewards when compare.checks_only, else every criterion, the ones
+   without a check judged by the judge.* endpoint (judge.base_url, or the local vLLM
+   judge server, started once for the sweep; verdicts cached in paths.judge_cache);
+   checkpoints with Focal's state go to compare.work_dir/<run>, so a killed run
+   resumes where it stopped;
 2. sample `compare.eval_samples` completions for every eval prompt with the same
    sampling seed for every policy (base included, evaluated once), score them with
    focal/metrics.py's definitions;
 3. append one record to compare.results (atomic write), with the per-prompt scores
    for paired comparisons and the per-step curves of every criterion.
 A rerun skips every run whose record exists for the same protocol (a hash of the
-settings above, the policy's fingerprint and the rubric set), so the sweep can be
+settings above, the policy's fingerprint, the rubric set and, with a judge, what
+answers as the judge, its decoding, mode and template), so the sweep can be
 stopped and started again at any time. One training at a time.
 """
 
@@ -26,6 +30,7 @@ import dataclasses
 import json
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +68,10 @@ def protocol(params: Params) -> tuple[dict, list[Item], list[Item], str]:
                                                                        [str(it.criteria) for it in train_items + eval_items]),
              "train": dataclasses.asdict(c.train_config()), "checks_only": c.checks_only,
              "eval": [c.eval_samples, c.eval_seed, c.eval_max_tokens, c.eval_temperature, [it.id for it in eval_items]]}
+    if not c.checks_only:
+        from focal.judge import reward_identity
+
+        ident["judge"] = reward_identity(params, rs.judge_template)
     return ident, train_items, eval_items, policy
 
 
@@ -125,19 +134,38 @@ def load_policy(folder):
     return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32), AutoTokenizer.from_pretrained(folder)
 
 
-def train_one(params: Params, aggregator: str, seed: int, train_items, policy: str, work: Path):
+def train_one(params: Params, aggregator: str, seed: int, train_items, policy: str, work: Path, judge=None):
     """Train one run (resuming if its checkpoints exist); returns (model, tokenizer, seconds, curves)."""
     from focal.reward import FocalReward
     from focal.train import Elapsed, StepTimer, train_policy
 
-    t = params.compare.train_config(aggregator=aggregator, use_judge=not params.compare.checks_only)
-    reward = FocalReward({it.id: it for it in train_items}, aggregator, None, None,
-                         checks_only=params.compare.checks_only, **t.aggregator_params())
+    t = params.compare.train_config(aggregator=aggregator, use_judge=judge is not None)
+    reward = FocalReward({it.id: it for it in train_items}, aggregator, judge, None, checks_only=judge is None,
+                         **t.aggregator_params())
     timer, elapsed = StepTimer(), Elapsed(work)
     trainer = train_policy(policy, train_items, reward, t, work, seed, callbacks=[timer, elapsed])
     seconds = elapsed.seconds()
     model = trainer.model.merge_and_unload() if hasattr(trainer.model, "merge_and_unload") else trainer.model
     return (model, trainer.processing_class), seconds, curves(trainer.state.log_history), timer.durations
+
+
+@contextmanager
+def judging(params: Params):
+    """The judge of a protocol that is not checks-only (None when it is): one endpoint and cache for the sweep."""
+    if params.compare.checks_only:
+        yield None
+        return
+    from focal.cache import Cache
+    from focal.endpoints import judge_endpoint
+    from focal.judge import Judge
+
+    template = load_rubric_set(Path(params.paths.rubrics) / params.base.rubric_set).judge_template
+    cache = Cache(params.paths.judge_cache)
+    try:
+        with judge_endpoint(params) as endpoint:
+            yield Judge(params.judge, endpoint, template, cache)
+    finally:
+        cache.close()
 
 
 def run(params: Params, aggregators=None, seeds=None) -> list[dict]:
@@ -146,11 +174,25 @@ def run(params: Params, aggregators=None, seeds=None) -> list[dict]:
     ident, train_items, eval_items, policy = protocol(params)
     key = content_key(ident)[:12]
     done = load_records(c.results)
+    left = [(agg, seed) for seed in seeds or c.seeds for agg in aggregators or c.aggregators
+            if not any(r["aggregator"] == agg and r["seed"] == seed and r["protocol"] == key for r in done)]
+    if not left and any(r["aggregator"] == BASE and r["protocol"] == key for r in done):
+        for agg, seed in ((a, s) for s in seeds or c.seeds for a in aggregators or c.aggregators):
+            print(f"compare: {agg} seed {seed}: recorded, skipped", flush=True)
+        return []
+    with judging(params) as judge:  # a judge server starts only when something is left to do
+        return _run(params, aggregators, seeds, judge, ident, train_items, eval_items, policy)
+
+
+def _run(params: Params, aggregators, seeds, judge, ident, train_items, eval_items, policy) -> list[dict]:
+    c = params.compare
+    key = content_key(ident)[:12]
+    done = load_records(c.results)
     new = []
     if not any(r["aggregator"] == BASE and r["protocol"] == key for r in done):
         t0 = time.perf_counter()
         rec = {"aggregator": BASE, "seed": None, "steps": 0, "protocol": key, **score_policy(load_policy(policy),
-                                                                                          eval_items, params)}
+                                                                                          eval_items, params, judge)}
         rec.update(eval_prompts=len(eval_items), samples_per_prompt=c.eval_samples, eval_seconds=time.perf_counter() - t0,
                    train_seconds=0.0, settings=ident)
         save_record(c.results, rec)
@@ -163,10 +205,10 @@ def run(params: Params, aggregators=None, seeds=None) -> list[dict]:
                 continue
             work = Path(c.work_dir) / f"{agg}-s{seed}-{key}"
             print(f"compare: {agg} seed {seed}: training ({c.train_config().max_steps} steps) in {work}", flush=True)
-            model_tok, seconds, log, durations = train_one(params, agg, seed, train_items, policy, work)
+            model_tok, seconds, log, durations = train_one(params, agg, seed, train_items, policy, work, judge)
             t0 = time.perf_counter()
             rec = {"aggregator": agg, "seed": seed, "steps": c.train_config().max_steps, "protocol": key,
-                   **score_policy(model_tok, eval_items, params)}
+                   **score_policy(model_tok, eval_items, params, judge)}
             rec.update(eval_prompts=len(eval_items), samples_per_prompt=c.eval_samples,
                        eval_seconds=time.perf_counter() - t0, train_seconds=seconds,
                        step_seconds=float(np.mean(durations)) if durations else None, curves=log, settings=ident)

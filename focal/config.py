@@ -488,7 +488,9 @@ class Compare(Section):
     aggregators: list = knob(["static", "focal", "gdpo", "pow3r"], "aggregators to train, in this order (every one on every seed)",
                              each(one_of(_aggregators)))
     seeds: list = knob([0, 1, 2], "training seeds, the same for every aggregator (paired)", each(NATURAL))
-    checks_only: bool = knob(True, "reward and evaluate only criteria decided by a check (exact: no judge noise)")
+    checks_only: bool = knob(True, "reward and evaluate only criteria decided by a check (exact: no judge noise); "
+                             "false = every criterion, the others judged by judge.* (judge.base_url or the local "
+                             "judge server), the judge part of the protocol's identity")
     policy: str = knob("", "policy every run starts from (empty = paths.base_model)")
     train: dict = knob({"max_steps": 60, "prompts_per_step": 2, "num_generations": 4, "max_completion_length": 48,
                         "lora_r": 16, "lora_alpha": 32, "lora_layers": 8, "learning_rate": 2e-4, "steps_per_generation": 2, "save_steps": 10},

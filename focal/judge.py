@@ -159,13 +159,22 @@ def cache_key(identity: str, cfg, template: str, item: Item, c: Criterion, respo
     """Everything that can change an answer: who judges (the endpoint's identity), how (every decoding
     setting), with which prompt (template text) and on what (conversation, response, criterion). `repeat` > 0
     asks the same request afresh (its own key; 0 adds nothing, so existing keys stay as they were)."""
-    return content_key("judge", identity, _decoding(cfg), template, item.chat(), response, c.text, c.pitfall,
+    return content_key("judge", identity, decoding(cfg), template, item.chat(), response, c.text, c.pitfall,
                        c.scale.kind, c.scale.min, c.scale.max, *((("repeat", repeat),) if repeat > 0 else ()))
 
 
-def _decoding(cfg) -> dict:
+def decoding(cfg) -> dict:
+    """The judge's decoding settings that can change an answer."""
     return {"temperature": cfg.temperature, "max_tokens": cfg.max_tokens, "structured": cfg.structured,
             "seed": getattr(cfg, "seed", None)}
+
+
+def reward_identity(params, template: str) -> list:
+    """Everything about judging that can change a reward: who answers (the endpoint's identity), its decoding,
+    the mode (one call per criterion or per response) and the prompt template. For run keys and protocols."""
+    from focal.endpoints import judge_identity
+
+    return [judge_identity(params), decoding(params.judge), params.judge.mode, template]
 
 
 # ---- judge.mode per_response: one call for every LLM-judged criterion of a response ----
@@ -219,7 +228,7 @@ def parse_answers(text: str, criteria) -> tuple[dict, dict, dict]:
 def response_cache_key(identity: str, cfg, template: str, item: Item, criteria, response: str,
                        repeat: int = 0) -> str:
     """cache_key's inputs for a per-response call: the mode, and every criterion judged in it (in order)."""
-    return content_key("judge", identity, _decoding(cfg), template, "per_response", item.chat(), response,
+    return content_key("judge", identity, decoding(cfg), template, "per_response", item.chat(), response,
                        [(c.id, c.text, c.pitfall, c.scale.kind, c.scale.min, c.scale.max) for c in criteria],
                        *((("repeat", repeat),) if repeat > 0 else ()))
 

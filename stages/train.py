@@ -46,9 +46,9 @@ import pandas as pd
 from focal.audit import from_params as audit_from_params, write_report
 from focal.cache import Cache
 from focal.config import Params
-from focal.endpoints import judge_endpoint, judge_identity
+from focal.endpoints import judge_endpoint
 from focal.io import atomic_dir
-from focal.judge import Judge
+from focal.judge import Judge, reward_identity
 from focal.reward import FocalReward, state_from_judgments
 from focal.rubric import item_from_row, load_rubric_set
 from focal.stage import run_stage
@@ -79,10 +79,8 @@ def run(params: Params) -> list[Path]:
     judge_server_check(params.judge.base_url, needs_judge, PartialState().num_processes)
     template = load_rubric_set(Path(paths.rubrics) / params.base.rubric_set).judge_template
     policy = t.policy or paths.base_model
-    judge_id = judge_identity(params) if needs_judge else None
-    decoding = {k: v for k, v in asdict(params.judge).items() if k in ("temperature", "max_tokens", "structured")}
-    key = run_key(fingerprint(policy), [it.id for it in items], asdict(t), params.base.seed, judge_id,
-                  decoding if needs_judge else None, template, sorted(state.m.items()) if state else None)
+    key = run_key(fingerprint(policy), [it.id for it in items], asdict(t), params.base.seed,
+                  reward_identity(params, template) if needs_judge else None, sorted(state.m.items()) if state else None)
     work = Path(paths.train_checkpoints) / key
     cache = Cache(paths.judge_cache)
     try:

@@ -10,8 +10,8 @@ from focal.config import load_params
 from tiny import make_tiny_model
 
 
-def write_params(tmp_path, tiny, **compare):
-    raw = {"compare": {"aggregators": ["static", "focal"], "seeds": [0], "policy": str(tiny),
+def write_params(tmp_path, tiny, more=None, **compare):
+    raw = {**(more or {}), "compare": {"aggregators": ["static", "focal"], "seeds": [0], "policy": str(tiny),
                        "train": {"max_steps": 2, "prompts_per_step": 1, "num_generations": 2,
                                  "max_completion_length": 4, "save_steps": 1, "learning_rate": 0.01},
                        "eval_prompts": 2, "eval_samples": 2, "eval_max_tokens": 4,
@@ -80,3 +80,32 @@ def test_training_curves_are_window_means_over_seeds():
     steps, means = window_means([[[1, 0.0], [3, 1.0], [12, 0.4]], [[5, 0.9]], []], width=10)
     assert steps.tolist() == [5.0, 15.0]
     assert means.tolist() == pytest.approx([(0.5 + 0.9) / 2, 0.4])
+
+
+def test_a_protocol_with_the_llm_judge_in_the_reward(tmp_path):
+    """compare.checks_only false: criteria without a check are judged (a loopback judge) in training and evaluation,
+    and the judge is part of the protocol's identity."""
+    from fake_openai import FakeOpenAI
+
+    tiny = make_tiny_model(tmp_path / "tiny")
+    with FakeOpenAI() as server:
+        def params_for(model):
+            judge = {"judge": {"base_url": server.base_url, "model": model, "max_retries": 0, "timeout_s": 5.0},
+                     "paths": {"judge_cache": str(tmp_path / "judge.sqlite")}}
+            return write_params(tmp_path, tiny, more=judge, checks_only=False, aggregators=["focal"])
+
+        params = params_for("judge")
+        ident, train_items, eval_items, _ = compare_training.protocol(params)
+        judged = {c.key for it in train_items + eval_items for c in it.criteria if c.check is None}
+        assert judged  # the default set has criteria only a judge decides
+        new = compare_training.run(params)
+        assert [r["aggregator"] for r in new] == ["base", "focal"] and server.calls > 0
+        assert all(b["model"] == "judge" for b in server.requests)
+        for r in new:  # every judged key that an eval prompt has got a pass rate
+            assert {c.key for it in eval_items for c in it.criteria if c.check is None} <= set(r["key_pass_rates"])
+        trained = {k.split("/")[1] for k in new[1]["curves"] if k.endswith("/pass_rate")}
+        assert trained & judged  # the judged criteria were in the training reward
+        # another judge model answering is another protocol
+        other = compare_training.protocol(params_for("other"))[0]
+        assert compare_training.content_key(other) != compare_training.content_key(ident)
+        assert ident["judge"][0] != other["judge"][0]
