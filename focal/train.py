@@ -235,7 +235,8 @@ class SignalGate(_Callback):
         why = (f"no learning signal for {self.flat} generation batches in a row: every group's rewards were equal "
                f"(rubric/zero_std_frac = 1)" + (f"; the judge gave one verdict to every rollout on: "
                                                f"{', '.join(constant)}" if constant else ""))
-        print(f"train: warning: {why}")
+        if state.is_world_process_zero:  # every process sees the same gathered batch: one warning, not one each
+            print(f"train: warning: {why}")
         if self.max_flat and self.flat >= self.max_flat:
             self.stopped = f"{why}; stopped by train.max_zero_std_steps = {self.max_flat}"
             control.should_training_stop = True

@@ -176,3 +176,17 @@ def test_no_learning_signal_warns_and_stops_training(tmp_path, capsys):
     assert trainer.state.global_step == 3 and reward.last_metrics["rubric/zero_std_frac"] == 1.0
     assert gate.stopped and "no learning signal for 3 generation batches" in gate.stopped
     assert "warning: no learning signal for 2" in capsys.readouterr().out
+
+
+def test_the_no_signal_warning_prints_on_the_main_process_only(capsys):
+    """Under data parallelism every process sees the same gathered batch; only process 0 prints the warning."""
+    from types import SimpleNamespace
+
+    from focal.train import SignalGate
+
+    for main, printed in ((False, False), (True, True)):
+        reward = SimpleNamespace(step=0, last_metrics={"rubric/zero_std_frac": 1.0})
+        gate = SignalGate(reward, max_flat=0, warn_after=1)
+        reward.step = 1  # a new generation batch, with no signal
+        gate.on_step_end(None, SimpleNamespace(is_world_process_zero=main), SimpleNamespace())
+        assert ("no learning signal" in capsys.readouterr().out) == printed
