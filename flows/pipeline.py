@@ -44,8 +44,6 @@ from flows.workspace import DvcFailed, kept_servers, outcome, plan, run_dvc
 
 ARTIFACT_KEY = "focal-pipeline"
 JUDGE_ARTIFACT_KEY = "focal-judge-agreement"
-JUDGE_MEASURES = {"agreement": "the judge vs the checks", "consistency": "the judge vs itself, rubric item restated",
-                  "consistency/repeat": "the judge vs itself, the same request again"}
 STAGE_TIMEOUT_S = 6 * 3600.0  # a task that runs longer fails (and its stage is stopped)
 RETRIES, RETRY_DELAY_S = 2, 10
 
@@ -98,9 +96,9 @@ def failed(error: Exception) -> State:
 def judge_rows(metrics: dict) -> list[dict]:
     """metrics/judge.json's agreement and consistency tables (and an ensemble's, with each member's) as one table:
     a row per measure and scope."""
-    from focal.agreement import rows
+    from focal.agreement import MEASURES, rows
 
-    measures = dict(JUDGE_MEASURES, **{"ensemble/agreement": "the ensemble's vote vs the checks"})
+    measures = dict(MEASURES, **{"ensemble/agreement": "the ensemble's vote vs the checks"})
     members = sorted({k.split("/")[2] for k in metrics if k.startswith("ensemble/member/") and k.endswith("/agreement/n")})
     measures |= {f"ensemble/member/{n}/agreement": f"ensemble member {n} vs the checks" for n in members}
     return [{"measure": m, "what": what, **r} for m, what in measures.items() for r in rows(metrics, m)]

@@ -56,6 +56,9 @@ from focal.items import Where
 from focal.judge import Request, judge_table
 
 FIGURES = ("agreement", "kappa", "n", "tp", "fp", "fn", "tn", "missing")
+# what each prefix of agreement figures measures: the tables of the evaluation report and the Prefect artifact
+MEASURES = {"agreement": "the judge vs the checks", "consistency": "the judge vs itself, rubric item restated",
+            "consistency/repeat": "the judge vs itself, the same request again"}
 RESTATED = "Consider this rubric item carefully: {text}"  # the rewording of consistency probes
 
 

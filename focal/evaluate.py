@@ -176,15 +176,12 @@ def report(metrics: dict, notes: list[str], params) -> str:
         lines += ["", "| category | " + " | ".join(m["policies"]) + " |", "|---|" + "---|" * len(m["policies"])]
         lines += [f"| {c} | " + " | ".join(f"{v['category'].get(c, float('nan')):.3f}" for v in m["policies"].values())
                   + " |" for c in cats]
-        from focal.agreement import markdown
+        from focal.agreement import MEASURES, markdown
 
-        for prefix, what in (("agreement", "The judge against the checks (check-decided criteria also asked to "
-                                            "the judge; judge.agreement_share)"),
-                             ("consistency", "The judge against itself (the rubric item restated; "
-                                             "judge.consistency_share)")):
+        for prefix, what in MEASURES.items():  # agreement_share / consistency_share of the pairs, see focal/agreement.py
             table = markdown(m.get("judge", {}), prefix)
             if table:
-                lines += ["", f"{what}:", "", table]
+                lines += ["", f"{what[0].upper()}{what[1:]} ({prefix}/*):", "", table]
         failed = {p: v["failed_by_key"] for p, v in m["policies"].items() if v["failed_judgments"]}
         if failed:
             lines += ["", "Failed judgments (left out of every figure above), per policy and criterion key:", ""]

@@ -141,7 +141,11 @@ def test_remote_policies_are_each_asked_for_by_their_own_name(tmp_path):
     assert metrics["eval"]["judge"]["agreement/n"] > 0  # the judge measured on the evaluation's own checks
     from focal.evaluate import report
 
-    assert "The judge against the checks" in report(metrics, [], params)
+    text = report(metrics, [], params)
+    assert "The judge vs the checks (agreement/*):" in text
+    # every measure that was taken has its table, the repeated request's included
+    assert "consistency/repeat/n" in metrics["eval"]["judge"]
+    assert "The judge vs itself, the same request again (consistency/repeat/*):" in text
     with FakeOpenAI(models=("policy", "judge")) as server:  # nothing is served as 'trained'
         params = eval_params(tmp_path, server.base_url, server.base_url)
         with pytest.raises(ValueError, match="serve.base_url .* serves no model named 'trained'"):
