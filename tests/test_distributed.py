@@ -68,7 +68,8 @@ def test_two_processes_aggregate_the_global_batch_and_share_one_state(tmp_path):
 def test_grpo_steps_data_parallel_end_with_one_focal_state(tmp_path):
     launch(HERE / "distributed" / "grpo_dp.py", tmp_path)
     ranks = [json.loads((tmp_path / f"grpo-rank{r}.json").read_text()) for r in (0, 1)]
-    assert [r["processes"] for r in ranks] == [2, 2] and [r["step"] for r in ranks] == [2, 2]
+    assert [r["processes"] for r in ranks] == [2, 2] and [r["step"] for r in ranks] == [2, 2]  # 4 steps, 2 generations
+    assert [r["trunk_layers"] for r in ranks] == [1, 1] and all(r["finite_loss"] for r in ranks)
     assert set(ranks[0]["state"]) == {"short", "sun", "bang"}
     assert ranks[0]["state"] == ranks[1]["state"]  # the same global batch aggregated on both processes
     assert ranks[0]["rewards"] == ranks[1]["rewards"]  # TRL's logged batch reward: the same global figure
