@@ -390,6 +390,7 @@ def test_two_scheduled_runs_warm_start_and_a_losing_challenger_keeps_the_champio
     from fake_openai import FakeOpenAI
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import DeploymentUpdate
+    from prefect.states import Cancelled
 
     with FakeOpenAI() as judge:
         proj = tiny_project(tmp_path, judge.base_url)
@@ -410,9 +411,17 @@ def test_two_scheduled_runs_warm_start_and_a_losing_challenger_keeps_the_champio
             # ... tightens the promotion rule from the UI, and resumes: the next scheduled run uses it
             client.update_deployment(dep.id, DeploymentUpdate(parameters={"rule": HARD}))
             client.resume_deployment(dep.id)
-            second = wait_for(lambda: [r for r in runs() if r.id != first.id and r.state.is_completed()], 600,
-                              "run 2 did not complete", logs)[0]
+            # as for run 1: pause while run 2 runs, so that no run 3 takes the slot when run 2 ends (a slow run 2
+            # outlasts the 60 s interval), and cancel a run 3 already scheduled or waiting for the slot
+            second = wait_for(lambda: [r for r in runs() if r.id != first.id and r.state.is_running()], 600,
+                              "run 2 did not start", logs)[0]
             client.pause_deployment(dep.id)
+            for r in runs():
+                if r.id not in (first.id, second.id) and not r.state.is_final() and not r.state.is_running():
+                    client.set_flow_run_state(r.id, Cancelled(), force=True)
+            done = lambda: (runs(), client.read_flow_run(second.id).state.is_completed())[1]  # noqa: E731 (fails fast)
+            wait_for(done, 600, "run 2 did not complete", logs)
+            second = client.read_flow_run(second.id)
             assert second.parameters["rule"] == HARD and first.parameters["rule"] == EASY
     assert "up to date" in dvc(proj, "status")
     champ, history = registry.champion(proj), registry.history(proj)
