@@ -40,18 +40,28 @@ def by_aggregator(records) -> dict[str, list[dict]]:
 
 
 def paired(a: list[dict], b: list[dict], n_boot: int = 2000, seed: int = 0) -> dict:
-    """b - a on the prompts and seeds both have: per prompt, the mean over seeds of the difference."""
+    """b - a on the prompts and seeds both have: the mean over seeds and prompts of the per-prompt difference.
+
+    Two 95% bootstrap intervals: ci_* resamples prompts (each prompt's difference averaged over the seeds), so
+    it ignores how much seeds disagree; ci2_* resamples seeds and prompts both (a seed x prompt matrix, rows and
+    columns drawn with replacement), so seed-to-seed spread widens it. With few seeds, ci2 is the honest one."""
     seeds = sorted({r["seed"] for r in a} & {r["seed"] for r in b})
     if not seeds:
         return {"seeds": 0}
     A, B = {r["seed"]: r for r in a}, {r["seed"]: r for r in b}
     prompts = sorted(set.intersection(*(set(A[s]["prompt_scores"]) & set(B[s]["prompt_scores"]) for s in seeds)))
-    d = np.array([np.mean([B[s]["prompt_scores"][p] - A[s]["prompt_scores"][p] for s in seeds]) for p in prompts])
+    m = np.array([[B[s]["prompt_scores"][p] - A[s]["prompt_scores"][p] for p in prompts] for s in seeds])
+    d = m.mean(axis=0) if prompts else np.array([])
     rng = np.random.default_rng(seed)
-    boots = [rng.choice(d, d.size).mean() for _ in range(n_boot)] if d.size else [np.nan]
+    boots, boots2 = [np.nan], [np.nan]
+    if d.size:
+        boots = [rng.choice(d, d.size).mean() for _ in range(n_boot)]
+        boots2 = [m[np.ix_(rng.integers(0, len(seeds), len(seeds)), rng.integers(0, d.size, d.size))].mean()
+                  for _ in range(n_boot)]
     wins = {f: sum(B[s][f] > A[s][f] for s in seeds) for f in FIGURES}
     return {"seeds": len(seeds), "prompts": int(d.size), "diff": float(d.mean()) if d.size else float("nan"),
-            "ci_low": float(np.percentile(boots, 2.5)), "ci_high": float(np.percentile(boots, 97.5)), "wins": wins}
+            "ci_low": float(np.percentile(boots, 2.5)), "ci_high": float(np.percentile(boots, 97.5)),
+            "ci2_low": float(np.percentile(boots2, 2.5)), "ci2_high": float(np.percentile(boots2, 97.5)), "wins": wins}
 
 
 def _fmt(values) -> str:
@@ -77,10 +87,10 @@ def tables(records: list[dict]) -> str:
         lines.append(f"| {agg} | {len(rs)} | " + " | ".join(_fmt([r[f] for r in rs]) for f in FIGURES) +
                      f" | {np.mean([r['train_seconds'] for r in rs]) / 60:.1f} |")
     if "focal" in runs:
-        lines += ["", "Paired, focal minus baseline (rubric score per prompt, averaged over seeds; 95% bootstrap "
-                  "interval over prompts), and the seeds on which focal is higher:", "",
-                  "| baseline | seeds | prompts | rubric score diff | 95% interval | focal higher: score / strict / "
-                  "min category / min key |", "|---|---|---|---|---|---|"]
+        lines += ["", "Paired, focal minus baseline (rubric score per prompt and seed; 95% bootstrap intervals "
+                  "resampling prompts only, and seeds and prompts both), and the seeds on which focal is higher:", "",
+                  "| baseline | seeds | prompts | rubric score diff | 95% interval, prompts | 95% interval, seeds and "
+                  "prompts | focal higher: score / strict / min category / min key |", "|---|---|---|---|---|---|---|"]
         for agg in [a for a in ["base", *runs] if a != "focal"]:
             other = [base] if agg == "base" else runs[agg]
             if agg == "base":  # the base policy has one evaluation: pair it with every focal seed
@@ -89,7 +99,7 @@ def tables(records: list[dict]) -> str:
             if p["seeds"]:
                 w = p["wins"]
                 lines.append(f"| {agg} | {p['seeds']} | {p['prompts']} | {p['diff']:+.3f} | "
-                             f"[{p['ci_low']:+.3f}, {p['ci_high']:+.3f}] | "
+                             f"[{p['ci_low']:+.3f}, {p['ci_high']:+.3f}] | [{p['ci2_low']:+.3f}, {p['ci2_high']:+.3f}] | "
                              + " / ".join(f"{w[f]}/{p['seeds']}" for f in FIGURES) + " |")
     return "\n".join(lines)
 

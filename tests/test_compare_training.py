@@ -109,3 +109,19 @@ def test_a_protocol_with_the_llm_judge_in_the_reward(tmp_path):
         other = compare_training.protocol(params_for("other"))[0]
         assert compare_training.content_key(other) != compare_training.content_key(ident)
         assert ident["judge"][0] != other["judge"][0]
+
+
+def test_the_seed_and_prompt_interval_carries_the_seeds_disagreement():
+    """Two seeds that disagree completely: +0.5 on every prompt on one, -0.5 on the other. Averaged over seeds each
+    prompt's difference is 0, so the prompts-only interval is [0, 0]; resampling seeds too must show the spread."""
+    from benchmarks import compare_report
+
+    def run(seed, score):
+        return {"seed": seed, "prompt_scores": {f"p{i}": score for i in range(8)},
+                **{f: 0.0 for f in compare_report.FIGURES}}
+
+    a = [run(0, 0.25), run(1, 0.75)]
+    b = [run(0, 0.75), run(1, 0.25)]
+    p = compare_report.paired(a, b, n_boot=400)
+    assert p["diff"] == 0.0 and p["ci_low"] == p["ci_high"] == 0.0
+    assert p["ci2_low"] == -0.5 and p["ci2_high"] == 0.5  # a draw of seed 0 twice gives +0.5, seed 1 twice -0.5
