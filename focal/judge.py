@@ -234,13 +234,17 @@ def response_cache_key(identity: str, cfg, template: str, item: Item, criteria, 
 
 
 def response_groups(requests) -> list[list[int]]:
-    """Indices of the LLM-judged requests, grouped by (rollout, prompt, response, repeat); a criterion id
-    asked twice for the same response (a restated probe) opens another group."""
+    """Indices of the LLM-judged requests, grouped by (rollout, prompt, response, repeat, probe or not); a
+    criterion id asked twice for the same response (a restated probe) opens another group. Probes (a criterion
+    the rubric item does not have as asked: a check's criterion without its check, a restated item) never share
+    a call with the item's own criteria, so a trained verdict's call, and its cache key, do not depend on which
+    probes were sampled."""
     groups, by = [], {}
     for i, r in enumerate(requests):
         if r.criterion.check is not None:
             continue
-        open_groups = by.setdefault((r.rollout_id, r.item.id, r.response, r.repeat), [])
+        probe = r.criterion not in r.item.criteria
+        open_groups = by.setdefault((r.rollout_id, r.item.id, r.response, r.repeat, probe), [])
         g = next((g for g in open_groups if all(requests[j].criterion.id != r.criterion.id for j in g)), None)
         if g is None:
             g = []

@@ -262,9 +262,12 @@ def test_response_groups_split_repeated_criteria_and_skip_checks():
     from focal.judge import response_groups
 
     restated = dataclasses.replace(BINARY, text="Restated: " + BINARY.text)
+    probe = dataclasses.replace(CHECKED, check=None)  # a check's criterion asked to the judge (agreement, audit)
     reqs = [Request(ITEM, BINARY, "a", "r1"), Request(ITEM, CHECKED, "a", "r1"), Request(ITEM, LIKERT, "a", "r1"),
             Request(ITEM, BINARY, "b", "r2"), Request(ITEM, restated, "a", "r1")]
     assert response_groups(reqs) == [[0, 2], [3], [4]]  # the restated probe of r1 goes to a second call
+    # probes never join the item's own criteria: r1's trained call is the same with or without the check probe
+    assert response_groups(reqs + [Request(ITEM, probe, "a", "r1")]) == [[0, 2], [3], [4, 5]]
 
 
 def test_the_throughput_and_modes_benchmarks_run_against_a_fake_server():
