@@ -30,7 +30,7 @@ import dataclasses
 import json
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -123,6 +123,11 @@ def save_record(path, record: dict) -> None:
     write_json(path, {"about": __doc__.split("\n\n")[0], "records": records})
 
 
+def recorded(records: list[dict], aggregator: str, seed, key: str) -> bool:
+    """Whether `records` hold this run of protocol `key` (the base policy: seed None)."""
+    return any((r["aggregator"], r["seed"], r["protocol"]) == (aggregator, seed, key) for r in records)
+
+
 def same_run(a: dict, b: dict) -> bool:
     return (a["aggregator"], a["seed"], a["protocol"]) == (b["aggregator"], b["seed"], b["protocol"])
 
@@ -174,49 +179,38 @@ def run(params: Params, aggregators=None, seeds=None) -> list[dict]:
     ident, train_items, eval_items, policy = protocol(params)
     key = content_key(ident)[:12]
     done = load_records(c.results)
-    left = [(agg, seed) for seed in seeds or c.seeds for agg in aggregators or c.aggregators
-            if not any(r["aggregator"] == agg and r["seed"] == seed and r["protocol"] == key for r in done)]
-    if not left and any(r["aggregator"] == BASE and r["protocol"] == key for r in done):
-        for agg, seed in ((a, s) for s in seeds or c.seeds for a in aggregators or c.aggregators):
-            print(f"compare: {agg} seed {seed}: recorded, skipped", flush=True)
-        return []
-    with judging(params) as judge:  # a judge server starts only when something is left to do
-        return _run(params, aggregators, seeds, judge, ident, train_items, eval_items, policy)
-
-
-def _run(params: Params, aggregators, seeds, judge, ident, train_items, eval_items, policy) -> list[dict]:
-    c = params.compare
-    key = content_key(ident)[:12]
-    done = load_records(c.results)
-    new = []
-    if not any(r["aggregator"] == BASE and r["protocol"] == key for r in done):
-        t0 = time.perf_counter()
-        rec = {"aggregator": BASE, "seed": None, "steps": 0, "protocol": key, **score_policy(load_policy(policy),
-                                                                                          eval_items, params, judge)}
-        rec.update(eval_prompts=len(eval_items), samples_per_prompt=c.eval_samples, eval_seconds=time.perf_counter() - t0,
-                   train_seconds=0.0, settings=ident)
-        save_record(c.results, rec)
-        new.append(rec)
-        print(f"compare: base: rubric score {rec['rubric_score']:.3f}, strict {rec['strict_completion']:.3f}", flush=True)
-    for seed in seeds or c.seeds:
-        for agg in aggregators or c.aggregators:
-            if any(r["aggregator"] == agg and r["seed"] == seed and r["protocol"] == key for r in load_records(c.results)):
-                print(f"compare: {agg} seed {seed}: recorded, skipped", flush=True)
-                continue
-            work = Path(c.work_dir) / f"{agg}-s{seed}-{key}"
-            print(f"compare: {agg} seed {seed}: training ({c.train_config().max_steps} steps) in {work}", flush=True)
-            model_tok, seconds, log, durations = train_one(params, agg, seed, train_items, policy, work, judge)
+    left = not recorded(done, BASE, None, key) or any(
+        not recorded(done, agg, seed, key) for seed in seeds or c.seeds for agg in aggregators or c.aggregators)
+    with judging(params) if left else nullcontext() as judge:  # a judge server starts only when something is left
+        new = []
+        if not recorded(done, BASE, None, key):
             t0 = time.perf_counter()
-            rec = {"aggregator": agg, "seed": seed, "steps": c.train_config().max_steps, "protocol": key,
-                   **score_policy(model_tok, eval_items, params, judge)}
-            rec.update(eval_prompts=len(eval_items), samples_per_prompt=c.eval_samples,
-                       eval_seconds=time.perf_counter() - t0, train_seconds=seconds,
-                       step_seconds=float(np.mean(durations)) if durations else None, curves=log, settings=ident)
+            rec = {"aggregator": BASE, "seed": None, "steps": 0, "protocol": key, **score_policy(load_policy(policy),
+                                                                                              eval_items, params, judge)}
+            rec.update(eval_prompts=len(eval_items), samples_per_prompt=c.eval_samples, eval_seconds=time.perf_counter() - t0,
+                       train_seconds=0.0, settings=ident)
             save_record(c.results, rec)
             new.append(rec)
-            print(f"compare: {agg} seed {seed}: rubric score {rec['rubric_score']:.3f}, strict "
-                  f"{rec['strict_completion']:.3f}, min key {rec['min_key']:.3f} ({seconds:.0f} s training)", flush=True)
-    return new
+            print(f"compare: base: rubric score {rec['rubric_score']:.3f}, strict {rec['strict_completion']:.3f}", flush=True)
+        for seed in seeds or c.seeds:
+            for agg in aggregators or c.aggregators:
+                if recorded(load_records(c.results), agg, seed, key):
+                    print(f"compare: {agg} seed {seed}: recorded, skipped", flush=True)
+                    continue
+                work = Path(c.work_dir) / f"{agg}-s{seed}-{key}"
+                print(f"compare: {agg} seed {seed}: training ({c.train_config().max_steps} steps) in {work}", flush=True)
+                model_tok, seconds, log, durations = train_one(params, agg, seed, train_items, policy, work, judge)
+                t0 = time.perf_counter()
+                rec = {"aggregator": agg, "seed": seed, "steps": c.train_config().max_steps, "protocol": key,
+                       **score_policy(model_tok, eval_items, params, judge)}
+                rec.update(eval_prompts=len(eval_items), samples_per_prompt=c.eval_samples,
+                           eval_seconds=time.perf_counter() - t0, train_seconds=seconds,
+                           step_seconds=float(np.mean(durations)) if durations else None, curves=log, settings=ident)
+                save_record(c.results, rec)
+                new.append(rec)
+                print(f"compare: {agg} seed {seed}: rubric score {rec['rubric_score']:.3f}, strict "
+                      f"{rec['strict_completion']:.3f}, min key {rec['min_key']:.3f} ({seconds:.0f} s training)", flush=True)
+        return new
 
 
 def main(argv=None) -> None:

@@ -3,7 +3,7 @@
     trainer = train_policy(policy, items, reward, cfg, work_dir, seed, log_dir)   # resumes if it can
     save_policy(trainer, "models/trained")
 
-How this differs from plain GRPO (TRL's GRPOTrainer; focal/grpo.py changes one thing, 5.):
+How this differs from plain GRPO (TRL's GRPOTrainer, with focal/grpo.py's reuse of the sampling pass, 5.):
 1. One reward function, FocalReward, sees all P*G completions of a generation batch,
    judges each on its prompt's rubric and aggregates the whole batch at once.
 2. The aggregator reweights criteria per group (Focal: toward unsaturated criteria;
@@ -189,6 +189,13 @@ class _Callback:
         raise AttributeError(name)
 
 
+def save_beside_checkpoint(args, state, name: str, data) -> None:
+    """`data` as JSON file `name` in the checkpoint TRL just saved, by the process that wrote it (the main one)."""
+    folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+    if args.should_save and folder.exists():
+        write_json(folder / name, data)
+
+
 class SaveFocalState(_Callback):
     """Writes the reward's state (Focal's moving average, its step) beside each checkpoint TRL saves."""
 
@@ -196,9 +203,7 @@ class SaveFocalState(_Callback):
         self.reward = reward
 
     def on_save(self, args, state, control, **kwargs):
-        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if args.should_save and folder.exists():  # the process that wrote the checkpoint (TRL: the main one)
-            write_json(folder / STATE_FILE, self.reward.checkpoint())
+        save_beside_checkpoint(args, state, STATE_FILE, self.reward.checkpoint())
 
 
 class LiveLog(_Callback):
@@ -270,9 +275,7 @@ class Elapsed(_Callback):
         return self.before + time.perf_counter() - self.t0
 
     def on_save(self, args, state, control, **kwargs):
-        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if args.should_save and folder.exists():
-            write_json(folder / self.FILE, {"seconds": self.seconds()})
+        save_beside_checkpoint(args, state, self.FILE, {"seconds": self.seconds()})
 
 
 def on_main(state, fn, *args):
