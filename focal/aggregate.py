@@ -206,6 +206,48 @@ def focal(r, w, groups, categories, keys, state, gamma=2.0, alpha_min=0.1, kappa
     return Aggregated(_weighted_score(r, w_eff, w), w_eff, update_state(state, r, groups, keys, beta), sat)
 
 
+def focal_proj(r, w, groups, categories, keys, state, T=1.0, gamma=3.0, eps=0.05, floor=0.0, mix=0.0):
+    """Focal Reward, the authors' form (docs/method.md 4b): inverse reward projection, no state.
+    Per group, with u_c = w_c / sum w and the static score S_i = sum_c u_c r_ic:
+    q_i = softmax_i(S_i / T); pace_pc = clip(sum_i q_i r_ic, 0, 1) (the saturation logged);
+    w'_pc proportional to u_c (1 - pace_pc + eps)^gamma, normalised to sum 1; then the knobs the
+    authors suggest against easy criteria collapsing: w' = max(w', floor) renormalised, and
+    R_i = (1 - mix) sum_c w'_pc r_ic + mix S_i. gamma = 0 (floor and mix any) gives static exactly.
+    Failures: a rollout with nothing judged gets no reward (NaN), not its group's mean as in the
+    authors' code (a failed judgment never pays); q and pace run over the rollouts judged on c, and
+    a row with some criteria failed is renormalised over what was judged, as for every aggregator."""
+    if T <= 0 or gamma < 0 or eps <= 0 or not 0 <= floor < 1 or not 0 <= mix <= 1:
+        raise ValueError(f"focal_proj needs T > 0, gamma >= 0, eps > 0, 0 <= floor < 1, 0 <= mix <= 1; "
+                         f"got T={T}, gamma={gamma}, eps={eps}, floor={floor}, mix={mix}")
+    S = _weighted_score(r, np.broadcast_to(w, r.shape).copy(), w)
+    w_eff = np.broadcast_to(w, r.shape).copy()
+    pace = np.full(r.shape, np.nan)
+    for idx in group_index(groups):
+        rg, sg = r[idx], S[idx]
+        ok = ~np.isnan(sg)
+        q = np.zeros(len(idx))
+        if ok.any():
+            z = (sg[ok] - sg[ok].max()) / T
+            q[ok] = np.exp(z) / np.exp(z).sum()
+        judged = ~np.isnan(rg)
+        mass = np.where(judged, q[:, None], 0.0).sum(0)  # [C] q renormalised over the rows judged on c
+        applies = mass > 0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            p = np.clip(np.where(judged, q[:, None] * np.nan_to_num(rg), 0.0).sum(0) / mass, 0.0, 1.0)
+        p[~applies] = np.nan
+        pace[idx] = p
+        if not applies.any():
+            continue
+        wp = np.where(applies, (w / w.sum()) * (1.0 - np.nan_to_num(p) + eps) ** gamma, 0.0)
+        wp = wp / wp.sum()
+        if floor > 0:
+            wp = np.where(applies, np.maximum(wp, floor), 0.0)
+            wp = wp / wp.sum()
+        w_focal = wp * w[applies].sum()  # on the static scale: w'_pc / w_c = 1 is the static weight
+        w_eff[idx] = np.where(applies, (1.0 - mix) * w_focal + mix * w, 0.0)
+    return Aggregated(_weighted_score(r, w_eff, w), w_eff, state, pace)
+
+
 def strict(r, w, groups, categories, keys, state):
     """1 if every judged criterion is met (r >= MET: positives met, no pitfall present), else 0."""
     judged = ~np.isnan(r)
@@ -227,6 +269,7 @@ AGGREGATORS = {
     "gdpo": gdpo,
     "pow3r": pow3r,
     "focal": focal,
+    "focal_proj": focal_proj,
     "strict": strict,
     "min": worst,
 }

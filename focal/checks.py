@@ -153,6 +153,20 @@ def regex(response: str, pattern: str) -> bool:
     return re.search(pattern, response, flags=re.M) is not None
 
 
+def ifeval(response: str, id: str, kwargs: dict = None, prompt: str = "") -> bool:
+    """IFEval's checker `id` with its arguments, strict (if-verifiable's registry; focal/ifeval.py)."""
+    from focal.ifeval import follows
+
+    return follows("ifeval", id, kwargs or {}, response, prompt)[0]
+
+
+def ifbench(response: str, id: str, kwargs: dict = None, prompt: str = "") -> bool:
+    """IFBench's checker `id` with its arguments, strict (if-verifiable's registry; focal/ifeval.py)."""
+    from focal.ifeval import follows
+
+    return follows("ifbench", id, kwargs or {}, response, prompt)[0]
+
+
 CHECKS = {
     "max_words": max_words,
     "min_words": min_words,
@@ -174,6 +188,8 @@ CHECKS = {
     "contains_digit": contains_digit,
     "valid_json": valid_json,
     "regex": regex,
+    "ifeval": ifeval,
+    "ifbench": ifbench,
 }
 
 
@@ -196,6 +212,7 @@ PARAM_KINDS = {
     "int": ("an integer >= {lo}", "<integer >= {lo}>",
             lambda v, lo: isinstance(v, int) and not isinstance(v, bool) and v >= lo),
     "str": ("a non-empty text", "<non-empty text>", lambda v, lo: _is_text(v)),
+    "dict": ("a mapping of argument names to values", "{{<name>: <value>, ...}}", lambda v, lo: isinstance(v, dict)),
     "list[str]": ("a non-empty list of non-empty texts", "[<non-empty text>, ...]",
                   lambda v, lo: isinstance(v, list) and bool(v) and all(map(_is_text, v))),
 }
@@ -248,6 +265,14 @@ def validate_params(name: str, params: dict) -> None:
         what, _, test = _kind(name, p)
         if not test(params[key]):
             raise CheckError(f"check {name!r} parameter {key!r} must be {what}, got {params[key]!r}", fix)
+    if name in ("ifeval", "ifbench"):
+        from focal.ifeval import describe
+
+        try:
+            describe(name, params["id"], params.get("kwargs") or {}, params.get("prompt", ""))
+        except ValueError as e:
+            raise CheckError(f"check {name!r}: {e}", f"use an instruction id of the {name} registry with the "
+                             "arguments its checker's build_description takes") from None
     if name == "regex":
         try:
             re.compile(params["pattern"])

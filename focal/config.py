@@ -329,12 +329,21 @@ class Judge(Client):
 class Train(Section):
     """The train stage: GRPO (TRL) on the policy with a rubric reward; the aggregator is a name."""
 
-    aggregator: str = knob("focal", "reward aggregator: static, gdpo, pow3r, focal, strict, min", one_of(_aggregators))
+    aggregator: str = knob("focal", "reward aggregator: static, gdpo, pow3r, focal (ours), focal_proj (the paper "
+                           "authors' form), strict, min", one_of(_aggregators))
     gamma: float = knob(2.0, "focal: focusing exponent of alpha = max(alpha_min, (1 - s)^gamma); 0 = static",
                         at_least(0))
     alpha_min: float = knob(0.1, "focal: floor on a saturated criterion's coefficient", between(0, 1, open_lo=True))
     kappa: float = knob(4.0, "focal: pseudo-count of the moving-average prior in the saturation estimate", at_least(0))
     ema_beta: float = knob(0.9, "focal: decay of the per-key moving average m_key", between(0, 1, open_hi=True))
+    proj_T: float = knob(1.0, "focal_proj: temperature of the softmax over the group's static scores (0-1 scale)",
+                         above(0))
+    proj_gamma: float = knob(3.0, "focal_proj: exponent on difficulty = 1 - pace + eps; 0 = static", at_least(0))
+    proj_eps: float = knob(0.05, "focal_proj: added to difficulty so a saturated criterion keeps some weight", above(0))
+    proj_floor: float = knob(0.0, "focal_proj: floor on each normalised weight (the authors suggest ~0.03 against easy "
+                             "criteria collapsing); 0 = none", between(0, 1, open_hi=True))
+    proj_mix: float = knob(0.0, "focal_proj: reward = (1 - mix) * focal_proj + mix * static (the authors suggest 0.3)",
+                           between(0, 1))
     seed_state: bool = knob(True, "seed focal's moving average from the judged base rollouts (paths.judgments)")
     use_judge: bool = knob(True, "judge criteria without a check through the judge endpoint (false = checks only)")
     policy: str = knob("", "policy to train (empty = paths.base_model); any HF folder")
@@ -379,6 +388,9 @@ class Train(Section):
                                      "TRL's default, port 8000 on this host)")
 
     def aggregator_params(self) -> dict:
+        if self.aggregator == "focal_proj":
+            return {"T": self.proj_T, "gamma": self.proj_gamma, "eps": self.proj_eps, "floor": self.proj_floor,
+                    "mix": self.proj_mix}
         if self.aggregator != "focal":
             return {}
         return {"gamma": self.gamma, "alpha_min": self.alpha_min, "kappa": self.kappa, "beta": self.ema_beta}
@@ -485,25 +497,35 @@ class Evaluate(Section):
 class Compare(Section):
     """The evidence protocol (python -m benchmarks.compare_training): aggregators x paired seeds, one record per run."""
 
-    aggregators: list = knob(["static", "focal", "gdpo", "pow3r"], "aggregators to train, in this order (every one on every seed)",
-                             each(one_of(_aggregators)))
-    seeds: list = knob([0, 1, 2], "training seeds, the same for every aggregator (paired)", each(NATURAL))
+    aggregators: list = knob(["static", "focal", "focal_proj"], "aggregators to train, in this order (every one on "
+                             "every seed)", each(one_of(_aggregators)))
+    seeds: list = knob(list(range(10)), "training seeds, the same for every aggregator (paired)", each(NATURAL))
+    rubric_set: str = knob("ifeval", "rubric set of the protocol, a folder under paths.rubrics (empty = base.rubric_set); "
+                           "an IFEval-format set is also scored with IFEval's own checkers and metrics")
+    primary: str = knob("prompt_strict", "pre-registered primary metric (docs/evidence.md): IFEval's prompt-level strict "
+                        "accuracy on the held-out prompts; the report tests it first",
+                        one_of("prompt_strict", "instruction_strict", "prompt_loose", "instruction_loose",
+                               "rubric_score"))
     checks_only: bool = knob(True, "reward and evaluate only criteria decided by a check (exact: no judge noise); "
                              "false = every criterion, the others judged by judge.* (judge.base_url or the local "
                              "judge server), the judge part of the protocol's identity")
     policy: str = knob("", "policy every run starts from (empty = paths.base_model)")
-    train: dict = knob({"max_steps": 60, "prompts_per_step": 2, "num_generations": 4, "max_completion_length": 48,
+    train: dict = knob({"max_steps": 60, "prompts_per_step": 2, "num_generations": 4, "max_completion_length": 64,
                         "lora_r": 16, "lora_alpha": 32, "lora_layers": 8, "learning_rate": 2e-4, "steps_per_generation": 2, "save_steps": 10},
                        "train.* settings of every run (on top of the train section)")
     eval_prompts: int = knob(0, "evaluate on this many prompts of the eval split (0 = every one)", at_least(0))
     eval_samples: int = knob(4, "completions per eval prompt and policy", at_least(1))
     eval_seed: int = knob(1234, "sampling seed of the evaluation: the same for every policy, base included",
                           at_least(0))
-    eval_max_tokens: int = knob(48, "max completion tokens at evaluation", at_least(1))
+    eval_max_tokens: int = knob(64, "max completion tokens at evaluation", at_least(1))
+    eval_batch: int = knob(16, "eval prompts sampled together in one generate (left-padded; the same batches for "
+                           "every policy)", at_least(1))
     eval_temperature: float = knob(0.7, "sampling temperature at evaluation", at_least(0))
-    results: str = knob("benchmarks/results/compare_training.json", "one record per finished run (committed)", NONEMPTY)
+    results: str = knob("benchmarks/results/ifeval_compare.json", "one record per finished run (committed); the retired protocol's records are in benchmarks/results/retired/", NONEMPTY)
     work_dir: str = knob("runs/compare", "checkpoints of each run (a rerun resumes an unfinished run from here)",
                          NONEMPTY)
+    adapters: str = knob("benchmarks/results/adapters", "each finished run's LoRA adapter (fp16), one folder per "
+                         "protocol and run (committed: --evaluate-on re-evaluates recorded runs from them)", NONEMPTY)
 
     def __post_init__(self):
         super().__post_init__()

@@ -13,12 +13,18 @@ converters are exposed for use on data already in memory.
 | rar              | JSONL               | {id?, prompt | question, rubric: [{title, description, weight}]} |
 | chasing_the_tail | JSONL               | {id?, prompt, rubric: [{criterion, weight}]}                   |
 | writingbench     | JSONL               | {index, query, checklist: [{name, criteria_description, "1-2".."9-10"}]} |
+| ifeval, ifbench  | JSONL               | {key, prompt, instruction_id_list, kwargs, split?}             |
 
 Mappings (documented in the README):
 - healthbench: weight = |points|; points < 0 -> pitfall; category = the `axis:` tag.
 - rar: weight = |weight|; weight < 0 or "Pitfall" -> pitfall; category from the
   "Essential/Important/Optional/Pitfall Criteria:" prefix of description or title.
 - chasing_the_tail: weight 1-3 -> category optional / important / essential.
+- ifeval / ifbench (IFEval's input format; the registry of that name decides): each
+  instruction is a criterion whose check is the benchmark's own checker (`check: {ifeval:
+  {id, kwargs}}`, strict; focal/ifeval.py), id = the instruction id, text = the checker's own
+  description, category = the instruction's group (`keywords`, `detectable_format`, ...), weight 1.
+  An optional `split` (train | eval) is kept; without it the split is a hash of the key.
 - writingbench: each checklist entry is a likert 1-10 criterion with its level
   descriptors in the text; category `writing`, weight 1.
 """
@@ -187,5 +193,55 @@ def load_writingbench(path: Path, eval_fraction: float, limit: int | None = None
     return [writingbench_item(row, Where(path, n, f"line {n}"), eval_fraction) for n, row in rows]
 
 
-__all__ = ["read_jsonl", "load_healthbench", "load_rar", "load_chasing_the_tail", "load_writingbench",
+# ---- IFEval's input format ----------------------------------------------------------
+
+def ifeval_item(row: dict, where: Where, eval_fraction: float, registry: str = "ifeval") -> Item:
+    """A row of IFEval's input format: one criterion per instruction, checked by the registry's checker."""
+    from focal.ifeval import clean_kwargs, describe, group, needs_prompt
+
+    key = row.get("key")
+    if key is None or (isinstance(key, str) and not key.strip()):
+        raise where.error("key", "is missing", "each row needs `key` (a number or text, unique in the file)")
+    iid = str(key)
+    where = Where(where.path, where.line, iid)
+    prompt = _req(row, "prompt", where)
+    ids = _req(row, "instruction_id_list", where, list)
+    kwargs = row.get("kwargs")
+    if kwargs is None:
+        kwargs = [{}] * len(ids)
+    if not isinstance(kwargs, list) or len(kwargs) != len(ids) or not all(k is None or isinstance(k, dict) for k in kwargs):
+        raise where.error("kwargs", f"must be a list of {len(ids)} mappings (one per instruction), got {kwargs!r}",
+                          "write one `{}` per entry of instruction_id_list")
+    split = row.get("split") or hash_split(iid, eval_fraction)
+    if split not in ("train", "eval"):
+        raise where.error("split", f"must be train or eval, got {split!r}", "write `\"split\": \"train\"` or leave it out")
+    criteria, seen = [], {}
+    for n, (inst, kw) in enumerate(zip(ids, kwargs)):
+        if not isinstance(inst, str) or not inst.strip():
+            raise where.error("instruction_id_list", f"entry {n} must be an instruction id, got {inst!r}",
+                              f"use ids of the {registry} registry, e.g. `punctuation:no_comma`")
+        kw = clean_kwargs(kw)
+        cw = Where(where.path, where.line, iid, inst)
+        try:
+            text = describe(registry, inst, kw, prompt)
+            check = {"id": inst, "kwargs": kw, **({"prompt": prompt} if needs_prompt(registry, inst, kw) else {})}
+        except ValueError as e:
+            raise cw.error("instruction_id_list", str(e), f"use ids of the {registry} registry with their checker's "
+                           "arguments in `kwargs`") from None
+        seen[inst] = seen.get(inst, 0) + 1
+        cid = inst if seen[inst] == 1 else f"{inst}-{seen[inst]}"
+        criteria.append(parse_criterion({"id": cid, "text": text, "weight": 1, "category": group(inst),
+                                         "check": {registry: check}}, cw))
+    return make_item(iid, prompt, criteria, split, where)
+
+
+def load_ifeval(path: Path, eval_fraction: float, registry: str = "ifeval") -> list[Item]:
+    return [ifeval_item(row, Where(path, n, f"line {n}"), eval_fraction, registry) for n, row in read_jsonl(path)]
+
+
+def load_ifbench(path: Path, eval_fraction: float) -> list[Item]:
+    return load_ifeval(path, eval_fraction, "ifbench")
+
+
+__all__ = ["read_jsonl", "ifeval_item", "load_ifeval", "load_ifbench", "load_healthbench", "load_rar", "load_chasing_the_tail", "load_writingbench",
            "healthbench_item", "rar_criteria", "chasing_the_tail_criteria", "writingbench_item"]

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import yaml
 
-from focal.importers import load_chasing_the_tail, load_healthbench, load_rar, load_writingbench
+from focal.importers import load_chasing_the_tail, load_healthbench, load_ifbench, load_ifeval, load_rar, load_writingbench
 # The item types and their validation live in focal/items.py; the ones callers used to import
 # from here stay importable from here (see __all__).
 from focal.items import (CATEGORIES, Check, Criterion, Item, RubricError, Scale, Where, make_item, number,
@@ -152,6 +152,8 @@ FORMATS = {
     "rar": load_rar,
     "chasing_the_tail": load_chasing_the_tail,
     "writingbench": load_writingbench,
+    "ifeval": load_ifeval,
+    "ifbench": load_ifbench,
 }
 
 

@@ -156,7 +156,7 @@ def test_strict_and_min_hand_computed():
 
 
 def test_unknown_aggregator_lists_valid_names():
-    with pytest.raises(ValueError, match="valid aggregators: static, gdpo, pow3r, focal, strict, min"):
+    with pytest.raises(ValueError, match="valid aggregators: static, gdpo, pow3r, focal, focal_proj, strict, min"):
         run("focla", [[1]], [1])
 
 
@@ -181,3 +181,68 @@ def test_a_failed_judgment_never_pays(name):
     assert out[3] <= out[0] + 1e-12
     if name in ("static", "pow3r", "focal", "strict", "min"):
         assert ((out >= 0) & (out <= 1)).all()
+
+
+# ---- focal_proj: the authors' form (docs/method.md 4b) ---------------------------------------
+# A hand case of 2 criteria x 4 rollouts, w = [1, 1] (u = [0.5, 0.5]), T = 1, gamma = 3, eps = 0.05:
+#   r = [[1,0],[1,0],[1,1],[0,0]]  ->  S = [0.5, 0.5, 1, 0]
+#   q = softmax(S) = [e^.5, e^.5, e^1, e^0] / (2 e^.5 + e + 1) = [0.23500, 0.23500, 0.38746, 0.14254]
+#   pace = [q1 + q2 + q3, q3] = [0.85746, 0.38746]; difficulty = [0.19254, 0.66254]
+#   u * difficulty^3 = [0.5 * 0.0071376, 0.5 * 0.290828] -> normalised w' = [0.023953, 0.976047]
+#   R = [w'_1, w'_1, 1, 0] = [0.023953, 0.023953, 1, 0]
+PROJ_R = [[1, 0], [1, 0], [1, 1], [0, 0]]
+
+
+def _proj(r=PROJ_R, w=(1, 1), groups=(0, 0, 0, 0), **kw):
+    return aggregate("focal_proj", r, list(w), groups=list(groups), categories=["a", "b"], keys=["x", "y"], **kw)
+
+
+def test_focal_proj_hand_case():
+    out = _proj()
+    np.testing.assert_allclose(out.saturation[0], [0.85746, 0.38746], atol=1e-5)  # the pace is the logged saturation
+    np.testing.assert_allclose(out.rewards, [0.023953, 0.023953, 1.0, 0.0], atol=1e-5)
+    np.testing.assert_allclose(out.weights[0] / 2, [0.023953, 0.976047], atol=1e-5)  # on the static scale (sum w = 2)
+
+
+def test_focal_proj_floor_and_mix_by_hand():
+    # floor 0.1: max([0.023953, 0.976047], 0.1) = [0.1, 0.976047] / 1.076047 -> [0.092933, 0.907067]
+    np.testing.assert_allclose(_proj(floor=0.1).rewards, [0.092933, 0.092933, 1.0, 0.0], atol=1e-5)
+    # mix 0.3: 0.7 * 0.023953 + 0.3 * 0.5 (static) = 0.166767
+    np.testing.assert_allclose(_proj(mix=0.3).rewards, [0.166767, 0.166767, 1.0, 0.0], atol=1e-5)
+
+
+@pytest.mark.parametrize("mix", [0.0, 0.4])
+def test_focal_proj_gamma_zero_is_static(mix):
+    rng = np.random.default_rng(3)
+    r = rng.random((8, 3))
+    w = [3.0, 1.0, 2.0]
+    groups = [0] * 4 + [1] * 4
+    kw = dict(groups=groups, categories=["a", "b", "c"], keys=["x", "y", "z"])
+    proj = aggregate("focal_proj", r, w, gamma=0.0, mix=mix, **kw).rewards
+    np.testing.assert_allclose(proj, aggregate("static", r, w, **kw).rewards, atol=1e-12)
+
+
+def test_focal_proj_failed_judgments():
+    nan = float("nan")
+    # rollout 2 has nothing judged: no reward (NaN, TRL's "could not score"), not its group's mean;
+    # it also drops out of the softmax, so the pace is over rollouts 1, 3, 4 only.
+    r = [[1, nan], [nan, nan], [1, 1], [0, 0]]
+    out = _proj(r=r)
+    assert np.isnan(out.rewards[1])
+    # S = [1 (criterion 2 not judged: renormalised), -, 1, 0]; q over rows 1,3,4 = [e, e, 1] / (2e + 1)
+    e = np.e
+    q1, q3, q4 = e / (2 * e + 1), e / (2 * e + 1), 1 / (2 * e + 1)
+    pace2 = q3 * 1 / (q3 + q4)  # criterion 2 judged on rows 3, 4 only: q renormalised over them
+    np.testing.assert_allclose(out.saturation[0], [q1 + q3, pace2], atol=1e-9)
+    assert out.rewards[0] == 1.0  # met everything that was judged (same rule as every aggregator)
+    # a group where no rollout was judged gets no rewards and no weights, and the others are unaffected
+    both = _proj(r=[[nan, nan]] * 4 + PROJ_R, groups=[0] * 4 + [1] * 4)
+    assert np.isnan(both.rewards[:4]).all()
+    np.testing.assert_allclose(both.rewards[4:], _proj().rewards, atol=1e-12)
+
+
+def test_focal_proj_rejects_bad_knobs():
+    with pytest.raises(ValueError, match="focal_proj needs T > 0"):
+        _proj(T=0)
+    with pytest.raises(ValueError, match="floor"):
+        _proj(floor=1.0)

@@ -1,0 +1,135 @@
+"""IFEval-format rubric sets through the benchmark's own checkers (focal/ifeval.py, the ifeval importer)."""
+
+from pathlib import Path
+
+import pytest
+
+from focal.checks import run_check
+from focal.ifeval import (Scored, compatible, follows, generate_prompts, rows_of, score_response, summarise)
+from focal.importers import load_ifeval
+from focal.items import RubricError
+
+FIXTURE = Path(__file__).parent / "fixtures" / "ifeval" / "handmade.jsonl"
+
+
+def test_importer_on_a_handmade_file():
+    items = load_ifeval(FIXTURE, eval_fraction=0.0)
+    assert [it.id for it in items] == ["1", "2", "3"]
+    first = items[0]
+    assert [c.id for c in first.criteria] == ["punctuation:no_comma", "change_case:english_lowercase"]
+    assert [c.category for c in first.criteria] == ["punctuation", "change_case"]
+    assert first.criteria[0].check.name == "ifeval"
+    assert first.criteria[0].text.startswith("In your entire response, refrain from the use of any commas")
+    assert items[1].split == "eval" and items[0].split == "train"  # a row's split is kept; eval_fraction 0 -> train
+    assert items[1].criteria[0].check.params["kwargs"] == {"keywords": ["whiskers", "nap"]}  # nulls dropped
+    registry, rows = rows_of(items)
+    assert registry == "ifeval" and rows[2]["instruction_id_list"] == ["startend:end_checker"]
+
+
+def test_importer_names_the_line_and_field_of_a_bad_row(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"key": 1, "prompt": "hi", "instruction_id_list": ["keywords:nope"], "kwargs": [{}]}\n')
+    with pytest.raises(RubricError, match=r"bad.jsonl:1:.*'keywords:nope'.*instruction_id_list"):
+        load_ifeval(bad, 0.0)
+    bad.write_text('{"key": 1, "prompt": "hi", "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}, {}]}\n')
+    with pytest.raises(RubricError, match=r"bad.jsonl:1:.*'kwargs' must be a list of 1 mappings"):
+        load_ifeval(bad, 0.0)
+    bad.write_text('{"key": 1, "prompt": "hi", "instruction_id_list": ["keywords:existence"], '
+                   '"kwargs": [{"colour": "red"}]}\n')
+    with pytest.raises(RubricError, match="does not take the arguments"):
+        load_ifeval(bad, 0.0)
+
+
+# (response, instruction, kwargs, strict, loose) worked out by hand from IFEval's definitions: loose also
+# tries the response without its first line, its last line, both, and without markdown asterisks.
+CASES = [
+    ("no commas at all here", "punctuation:no_comma", {}, True, True),
+    ("Sure, here it is:\nno commas at all here", "punctuation:no_comma", {}, False, True),  # first line dropped
+    ("all lowercase words here", "change_case:english_lowercase", {}, True, True),
+    ("All lowercase words here", "change_case:english_lowercase", {}, False, False),
+    ("the cat has whiskers and takes a nap", "keywords:existence", {"keywords": ["whiskers", "nap"]}, True, True),
+    ("the cat has whiskers", "keywords:existence", {"keywords": ["whiskers", "nap"]}, False, False),
+    ("Tea is nice. Is there anything else I can help with?", "startend:end_checker",
+     {"end_phrase": "Is there anything else I can help with?"}, True, True),
+    ("Tea is nice. Is there anything else I can help with?\n**Enjoy**", "startend:end_checker",
+     {"end_phrase": "Is there anything else I can help with?"}, False, True),  # last line dropped
+    ("*one*\n* two", "detectable_format:number_highlighted_sections", {"num_highlights": 1}, True, True),
+    ("", "punctuation:no_comma", {}, False, False),  # an empty response follows nothing
+]
+
+
+@pytest.mark.parametrize("response,iid,kwargs,strict,loose", CASES)
+def test_registry_checks_agree_with_check_following_by_hand(response, iid, kwargs, strict, loose):
+    assert follows("ifeval", iid, kwargs, response) == (strict, loose)
+    # the rubric criterion's check is the strict one, through the same registry
+    assert run_check("ifeval", {"id": iid, "kwargs": kwargs}, response) is strict
+
+
+def test_follows_matches_the_checker_class_itself():
+    from if_verifiable.ifeval.instructions_registry import INSTRUCTION_DICT
+
+    for response, iid, kwargs, strict, _ in CASES:
+        if not response:
+            continue
+        checker = INSTRUCTION_DICT[iid](iid)
+        checker.build_description(**kwargs)
+        assert bool(checker.check_following(response)) is strict, (iid, response)
+
+
+def test_four_metrics_and_groups_by_hand():
+    s1 = Scored("a", (("punctuation:no_comma", True, True), ("change_case:english_lowercase", False, True)))
+    s2 = Scored("b", (("keywords:existence", True, True),))
+    s3 = Scored("c", (), ("length_constraints:number_sentences",))  # nothing checkable: left out, counted
+    m = summarise([s1, s2, s3])
+    assert m["prompt_strict"] == 0.5  # a: one instruction failed strict; b: all followed
+    assert m["prompt_loose"] == 1.0
+    assert m["instruction_strict"] == pytest.approx(2 / 3)  # over all instructions: 2 of 3
+    assert m["instruction_loose"] == 1.0
+    assert m["group_pass_rates"] == {"change_case": 0.0, "keywords": 1.0, "punctuation": 1.0}
+    assert m["min_group"] == 0.0
+    assert m["unavailable"] == ["length_constraints:number_sentences"] and m["unavailable_prompts"] == 1
+
+
+def test_an_instruction_needing_missing_nltk_data_is_unavailable_not_failed():
+    row = {"key": "x", "prompt": "p", "instruction_id_list": ["length_constraints:number_sentences", "punctuation:no_comma"],
+           "kwargs": [{"num_sentences": 2, "relation": "at least"}, {}]}
+    try:
+        import nltk
+
+        nltk.data.find("tokenizers/punkt")
+        pytest.skip("punkt is installed here")
+    except LookupError:
+        pass
+    s = score_response("ifeval", row, "One. Two.")
+    assert s.instructions == (("punctuation:no_comma", True, True),)
+    assert s.unavailable == ("length_constraints:number_sentences",)
+
+
+def test_generated_prompts_respect_the_conflict_table_and_are_deterministic():
+    tasks = [{"id": "t1", "text": "Describe a cat.", "split": "train"}, {"id": "e1", "text": "Describe a dog.", "split": "eval"}]
+    pool = ["detectable_format:json_format", "keywords:existence", "punctuation:no_comma", "detectable_format:title",
+            "change_case:english_lowercase", "change_case:english_capital"]
+    rows = generate_prompts(tasks, pool, per_task=6, min_instructions=1, max_instructions=3, seed=0)
+    assert rows == generate_prompts(tasks, pool, per_task=6, min_instructions=1, max_instructions=3, seed=0)
+    assert len(rows) == 12 and {r["split"] for r in rows} == {"train", "eval"}
+    for r in rows:
+        ids = r["instruction_id_list"]
+        assert 1 <= len(ids) <= 3 and len(set(ids)) == len(ids)
+        assert all(compatible("ifeval", [a], b) for i, a in enumerate(ids) for b in ids[i + 1:])
+        assert not {"change_case:english_lowercase", "change_case:english_capital"} <= set(ids)
+        assert r["prompt"].startswith("Describe a")
+        load_ifeval_row_ok = score_response("ifeval", r, "x")  # every generated row is checkable
+        assert len(load_ifeval_row_ok.instructions) == len(ids)
+
+
+def test_the_committed_ifeval_set_is_what_its_tasks_file_generates():
+    import json
+
+    from benchmarks.ifeval_prompts import build
+
+    folder = Path(__file__).resolve().parents[1] / "rubrics" / "ifeval"
+    committed = [json.loads(line) for line in (folder / "prompts.jsonl").read_text().splitlines()]
+    assert build(folder / "tasks.yaml") == committed
+    train = {r["key"].split("-")[0] for r in committed if r["split"] == "train"}
+    evals = {r["key"].split("-")[0] for r in committed if r["split"] == "eval"}
+    assert train and evals and not train & evals  # different base tasks for train and eval
