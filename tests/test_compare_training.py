@@ -10,12 +10,15 @@ from focal.config import load_params
 from tiny import make_tiny_model
 
 
+TRAIN = {"max_steps": 2, "prompts_per_step": 1, "num_generations": 2, "max_completion_length": 4, "save_steps": 1,
+         "learning_rate": 0.01, "lora_r": 2, "lora_alpha": 4}
+
+
 def write_params(tmp_path, tiny, more=None, **compare):
     raw = {**(more or {}), "compare": {"aggregators": ["static", "focal"], "seeds": [0], "policy": str(tiny),
-                       "train": {"max_steps": 2, "prompts_per_step": 1, "num_generations": 2,
-                                 "max_completion_length": 4, "save_steps": 1, "learning_rate": 0.01},
-                       "eval_prompts": 2, "eval_samples": 2, "eval_max_tokens": 4,
-                       "results": str(tmp_path / "results.json"), "work_dir": str(tmp_path / "runs"), **compare}}
+                       "train": TRAIN, "rubric_set": "ifeval", "eval_prompts": 2, "eval_samples": 2,
+                       "eval_max_tokens": 4, "results": str(tmp_path / "results.json"),
+                       "work_dir": str(tmp_path / "runs"), "adapters": str(tmp_path / "adapters"), **compare}}
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
     return load_params(path)
@@ -30,27 +33,45 @@ def test_protocol_records_every_run_and_skips_finished_ones(tmp_path, capsys):
     assert len(records) == 3
     for r in records[1:]:
         assert r["steps"] == 2 and r["eval_prompts"] == 2 and r["samples_per_prompt"] == 2
-        assert set(r["prompt_scores"]) == set(records[0]["prompt_scores"])  # paired prompts
-        assert r["key_pass_rates"] and 0 <= r["rubric_score"] <= 1 and r["train_seconds"] > 0
+        # IFEval's metrics through its checkers, with per-prompt figures on the same prompts for pairing
+        m = r["ifeval"]
+        assert set(m["prompt_scores"]["prompt_strict"]) == set(records[0]["ifeval"]["prompt_scores"]["prompt_strict"])
+        assert all(0 <= m[f] <= 1 for f in ("prompt_strict", "prompt_loose", "instruction_strict", "instruction_loose"))
+        assert m["responses"] == 4 and m["group_pass_rates"]
         assert "reward" in r["curves"] and len(r["curves"]["reward"]) == 2
+        # the run's adapter is kept (fp16) for later re-evaluation
+        adapter = tmp_path / "adapters" / r["protocol"] / f"{r['aggregator']}-s0"
+        assert (adapter / "adapter_config.json").exists() and (adapter / "adapter_model.safetensors").exists()
     focal_curves = records[2]["curves"]
     assert any(k.endswith("/saturation") for k in focal_curves)
-    # the report pairs focal with static on the same seed and prompts, and draws the picture
+    # the report pairs focal with static on the same seed, checks ranges, and draws the picture
     from benchmarks import compare_report
 
-    runs = compare_report.by_aggregator(records)
-    p = compare_report.paired(runs["static"], runs["focal"], n_boot=50)
-    d = [records[2]["prompt_scores"][k] - records[1]["prompt_scores"][k] for k in sorted(records[1]["prompt_scores"])]
-    assert p["seeds"] == 1 and p["prompts"] == 2 and p["diff"] == pytest.approx(sum(d) / 2)
-    compare_report.report(tmp_path / "results.json")
+    text = compare_report.report(tmp_path / "results.json")
+    assert "every per-prompt score is in [0, 1]" in text and "| static | 1 |" in text and "| focal - static |" in text
     assert (tmp_path / "results.png").read_bytes()[:4] == b"\x89PNG"
     # a rerun trains nothing: every run of this protocol is recorded
     assert compare_training.run(params) == []
     assert "recorded, skipped" in capsys.readouterr().out
-    # a changed protocol (more steps) is a new set of runs, resumed from the old checkpoints' identity? no: new key
-    more = write_params(tmp_path, tiny, aggregators=["static"], train={"max_steps": 3, "prompts_per_step": 1,
-                        "num_generations": 2, "max_completion_length": 4, "save_steps": 1, "learning_rate": 0.01})
+    # a changed protocol (more steps) is a new set of runs
+    more = write_params(tmp_path, tiny, aggregators=["static"], train={**TRAIN, "max_steps": 3})
     assert [r["aggregator"] for r in compare_training.run(more)] == ["base", "static"]
+    # --evaluate-on: base and every recorded run of this protocol on a file the project has never seen
+    unseen = tmp_path / "unseen.jsonl"
+    unseen.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"key": 7, "prompt": "Say hi. Do not use any commas.", "instruction_id_list": ["punctuation:no_comma"],
+         "kwargs": [{}]},
+        {"key": 8, "prompt": "Name a fruit. Use lowercase only.", "instruction_id_list": ["change_case:english_lowercase"],
+         "kwargs": [{"unused": None}]}]))
+    capsys.readouterr()
+    compare_training.main(["--params", str(tmp_path / "params.yaml"), "--evaluate-on", str(unseen),
+                           "--out", str(tmp_path / "completions")])
+    out = capsys.readouterr().out
+    assert "| static | 1 |" in out and "prompt_strict" in out
+    for name in ("base", "static-s0"):
+        lines = [json.loads(x) for x in (tmp_path / "completions" / f"{name}.jsonl").read_text().splitlines()]
+        assert [x["prompt"] for x in lines] == ["Say hi. Do not use any commas.", "Name a fruit. Use lowercase only."]
+        assert all(isinstance(x["response"], str) for x in lines)
 
 
 def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path, capsys):
@@ -73,15 +94,6 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path, capsys):
     assert 1000.0 < rec["train_seconds"] < 1100.0
 
 
-def test_training_curves_are_window_means_over_seeds():
-    from benchmarks.compare_report import window_means
-
-    # run 1: steps 1 and 3 in window 0 (mean .5), 12 in window 1; run 2: only step 5 in window 0; run 3: nothing
-    steps, means = window_means([[[1, 0.0], [3, 1.0], [12, 0.4]], [[5, 0.9]], []], width=10)
-    assert steps.tolist() == [5.0, 15.0]
-    assert means.tolist() == pytest.approx([(0.5 + 0.9) / 2, 0.4])
-
-
 def test_a_protocol_with_the_llm_judge_in_the_reward(tmp_path):
     """compare.checks_only false: criteria without a check are judged (a loopback judge) in training and evaluation,
     and the judge is part of the protocol's identity."""
@@ -92,7 +104,8 @@ def test_a_protocol_with_the_llm_judge_in_the_reward(tmp_path):
         def params_for(model):
             judge = {"judge": {"base_url": server.base_url, "model": model, "max_retries": 0, "timeout_s": 5.0},
                      "paths": {"judge_cache": str(tmp_path / "judge.sqlite")}}
-            return write_params(tmp_path, tiny, more=judge, checks_only=False, aggregators=["focal"])
+            return write_params(tmp_path, tiny, more=judge, checks_only=False, aggregators=["focal"],
+                                rubric_set="default")
 
         params = params_for("judge")
         ident, train_items, eval_items, _ = compare_training.protocol(params)
@@ -112,16 +125,35 @@ def test_a_protocol_with_the_llm_judge_in_the_reward(tmp_path):
 
 
 def test_the_seed_and_prompt_interval_carries_the_seeds_disagreement():
-    """Two seeds that disagree completely: +0.5 on every prompt on one, -0.5 on the other. Averaged over seeds each
-    prompt's difference is 0, so the prompts-only interval is [0, 0]; resampling seeds too must show the spread."""
+    """Two seeds that disagree completely: +0.5 on every prompt on one, -0.5 on the other. Resampling seeds and
+    prompts must show the spread: a draw of seed 0 twice gives +0.5, of seed 1 twice -0.5."""
     from benchmarks import compare_report
 
     def run(seed, score):
-        return {"seed": seed, "prompt_scores": {f"p{i}": score for i in range(8)},
-                **{f: 0.0 for f in compare_report.FIGURES}}
+        scores = {f"p{i}": score for i in range(8)}
+        return {"seed": seed, "ifeval": {"prompt_strict": score, "prompt_scores": {"prompt_strict": scores}}}
 
-    a = [run(0, 0.25), run(1, 0.75)]
-    b = [run(0, 0.75), run(1, 0.25)]
-    p = compare_report.paired(a, b, n_boot=400)
-    assert p["diff"] == 0.0 and p["ci_low"] == p["ci_high"] == 0.0
-    assert p["ci2_low"] == -0.5 and p["ci2_high"] == 0.5  # a draw of seed 0 twice gives +0.5, seed 1 twice -0.5
+    c = compare_report.compare([run(0, 0.25), run(1, 0.75)], [run(0, 0.75), run(1, 0.25)], "prompt_strict")
+    assert c["per_seed"] == [0.5, -0.5] and c["mean"] == 0.0
+    assert c["sp_low"] == -0.5 and c["sp_high"] == 0.5
+    assert compare_report.verdict(c) == "no difference detected"
+
+
+def test_report_reads_per_seed_differences_and_says_no_difference_when_an_interval_holds_zero():
+    from benchmarks import compare_report
+
+    def run(agg, seed, v):
+        return {"aggregator": agg, "seed": seed, "protocol": "k", "train_seconds": 60.0, "steps": 5,
+                "ifeval": {"prompt_strict": v, "instruction_strict": v, "prompt_loose": v, "instruction_loose": v,
+                           "min_group": v, "group_pass_rates": {"g": v}, "instruction_pass_rates": {"x": v},
+                           "prompt_scores": {"prompt_strict": {"p": v}}}}
+
+    # focal - static per seed: +0.1, +0.2, -0.1 (hand: mean 0.0667, sample std 0.1528, sign-flip p 6/8)
+    recs = [run("static", s, 0.3) for s in range(3)] + [run("focal", s, 0.3 + d) for s, d in enumerate([0.1, 0.2, -0.1])]
+    text = compare_report.tables(recs)
+    row = next(line for line in text.splitlines() if line.startswith("| focal - static | prompt_strict"))
+    assert "| 3 | 2/3 | +0.067 | 0.153 |" in row and "| 0.750 |" in row and "no difference detected" in row
+    # a consistent difference on every seed is read as one (both intervals exclude zero)
+    recs = [run("static", s, 0.3) for s in range(4)] + [run("focal", s, 0.4 + 0.01 * s) for s in range(4)]
+    row = next(line for line in compare_report.tables(recs).splitlines() if "| focal - static | prompt_strict" in line)
+    assert "higher (intervals exclude zero)" in row
