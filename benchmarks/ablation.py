@@ -1,6 +1,6 @@
 """Ablation of Focal's knobs and of saturation-aware prompt sampling in simulated worlds, paired over seeds.
 
-    python -m benchmarks.ablation        # the README's tables: 3 worlds x 14 variants x 10 seeds (~21 min here)
+    python -m benchmarks.ablation        # the docs' tables: 3 worlds x 17 variants x 10 seeds (~21 min here for 14)
     python -m benchmarks.ablation --seeds 2 --steps 20 --long-steps 30 --out /tmp/ablation   # smoke: seconds
 
 Every variant of VARIANTS trains in every world (--worlds: files in benchmarks/worlds/)
@@ -44,8 +44,13 @@ VARIANTS = {
     "key category": Variant("focal", saturation_key="category"),
     "static + unsaturated sampling": Variant("static", sampling="unsaturated"),
     "focal + unsaturated sampling": Variant("focal", sampling="unsaturated"),
+    # the paper authors' form (docs/method.md 4b): T 1, gamma 3, eps 0.05, no state; and their two suggested fixes
+    "focal_proj": Variant("focal_proj"),
+    "focal_proj floor 0.03": Variant("focal_proj", {"floor": 0.03}),
+    "focal_proj mix 0.3": Variant("focal_proj", {"mix": 0.3}),
 }
-LONG = ("static", "focal", "gamma 4", "alpha_min 0.3", "static + unsaturated sampling", "focal + unsaturated sampling")
+LONG = ("static", "focal", "gamma 4", "alpha_min 0.3", "static + unsaturated sampling", "focal + unsaturated sampling",
+        "focal_proj", "focal_proj floor 0.03", "focal_proj mix 0.3")
 MARKS = (100, 200, 400, 700, 1000, 1500)  # time-course steps (those <= --long-steps, and --long-steps)
 WEAKEST = "static's weakest"
 
