@@ -200,6 +200,8 @@ class Serve(Section):
                                          between(0, 1, open_lo=True))
     cpu_kv_cache_gib: int = knob(2, "VLLM_CPU_KVCACHE_SPACE: KV cache size in GiB on CPU", at_least(1))
     enforce_eager: bool = knob(True, "skip graph compilation: ~40 s start-up instead of ~3 min on CPU")
+    prefix_caching: bool = knob(True, "--enable-prefix-caching: a prompt prefix already computed (the conversation and "
+                                "response every criterion of one response shares) is not computed again")
     startup_timeout_s: float = knob(600.0, "give up if /health does not answer within this many seconds", TIMEOUT)
     extra_args: list = knob([], "more command-line arguments for the vLLM server", each(TEXT, nonempty=False))
     log_dir: str = knob("logs", "server logs go here", NONEMPTY)
@@ -321,8 +323,16 @@ class Judge(Client):
                                    "it)", at_least(0))
     mode: str = knob("per_criterion", "per_criterion: one call per (rollout, criterion), as HealthBench does; "
                      "per_response: one call per rollout answering every LLM-judged criterion as one JSON object "
-                     "(fewer calls and prompt tokens; its own cache keys; see docs/judge.md for when it agrees)",
-                     one_of("per_criterion", "per_response"))
+                     "(fewer calls and prompt tokens); one_token: one call per (rollout, criterion) answered in one "
+                     "token, the verdict read from the next-token probabilities (logprobs), no explanation (needs an "
+                     "endpoint that serves top_logprobs, as vLLM does); each mode has its own cache keys; "
+                     "docs/judge.md compares them", one_of("per_criterion", "per_response", "one_token"))
+    top_logprobs: int = knob(20, "judge.mode one_token: how many of the most likely next tokens to ask for (vLLM and "
+                             "OpenAI serve at most 20); a reply with neither yes nor no among them is a failed "
+                             "judgment", between(1, 20))
+    verdict: str = knob("soft", "judge.mode one_token: 'soft' = satisfaction P(yes) / (P(yes) + P(no)) in [0, 1] (a "
+                        "likert item: the expected score); 'threshold' = 1 if that is >= 0.5, else 0 (likert: the most "
+                        "likely score)", one_of("soft", "threshold"))
 
 
 @dataclass

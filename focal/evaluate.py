@@ -41,9 +41,9 @@ def clipped_mean_and_std(values, n_bootstrap: int = 1000, seed: int = 0) -> tupl
 
 
 def failures(judgments: pd.DataFrame) -> dict:
-    """Failed judgments: total, and per criterion key and per failure kind (the reason's first word)."""
+    """Failed judgments: total, and per criterion key and per failure kind (the `failure` column)."""
     bad = judgments[judgments.score.isna()]
-    kinds = bad.reason.fillna("").str.split(":", n=1).str[0] if "reason" in bad else pd.Series(dtype=str)
+    kinds = bad.failure.fillna("") if "failure" in bad else pd.Series(dtype=str)
     return {"failed_judgments": int(len(bad)),
             "failed_by_key": {str(k): int(v) for k, v in bad.key.value_counts().sort_index().items()},
             "failed_by_kind": {str(k): int(v) for k, v in kinds.value_counts().sort_index().items()}}

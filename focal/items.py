@@ -9,7 +9,8 @@ functions, so every format goes through the same validation.
                          "check": {"max_words": 40}}, Where("prompts.yaml", 12, "p001"))
     c.satisfaction(True)  # 1.0
 
-Satisfaction (docs/method.md): binary met -> 1/0; likert s -> (s - min) / (max - min);
+Satisfaction (docs/method.md): binary met -> 1/0 (a soft verdict, the probability p that it is
+met, -> p); likert s -> (s - min) / (max - min);
 a pitfall's judgment says whether the bad behaviour is *present*, and its
 satisfaction is 1 - present. A failed judgment is NaN, never 0.
 """
@@ -68,14 +69,18 @@ class Criterion:
     key: str = ""  # saturation key for Focal's moving average; set by the rubric set
 
     def satisfaction(self, raw) -> float:
-        """Project a raw judgment (bool met/present, or a likert score) to r in [0, 1].
+        """Project a raw judgment (bool met/present, a probability of it in [0, 1] (a soft verdict), or a likert
+        score) to r in [0, 1].
 
         None or NaN (a failed judgment) stays NaN.
         """
         if raw is None or (isinstance(raw, float) and math.isnan(raw)):
             return math.nan
         if self.scale.kind == "binary":
-            r = 1.0 if bool(raw) else 0.0
+            if not isinstance(raw, bool) and not 0 <= raw <= 1:
+                raise ValueError(f"criterion {self.id!r}: a binary judgment is true/false or a probability in "
+                                 f"[0, 1], got {raw!r}")
+            r = float(raw)
         else:
             s = min(max(float(raw), self.scale.min), self.scale.max)
             r = (s - self.scale.min) / (self.scale.max - self.scale.min)

@@ -49,6 +49,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from focal.aggregate import MET
 from focal.api import EndpointDown, Limiter, Pool, estimate_tokens, failure_kind, scrub, with_retries
 from focal.cache import Cache, content_key
 from focal.checks import run_check
@@ -56,12 +57,19 @@ from focal.endpoints import Endpoint
 from focal.rubric import MARKER, Criterion, Item
 
 DEFAULT_TEMPLATE = (Path(__file__).parent / "judge_template.md").read_text(encoding="utf-8")
+JSON_ONLY = "Reply with the JSON object only, no other text."
 EXPLANATION_CHARS = 200  # keeps answers inside judge.max_tokens when the schema is enforced
 _FENCED_JSON = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.S)
 
 
 class AnswerError(ValueError):
-    """The judge's answer is not valid JSON of the expected schema."""
+    """The judge's answer gives no verdict: not valid JSON of the expected schema (kind invalid_answer), or, in
+    judge.mode one_token, no answer token among the most likely first tokens (kind no_verdict). `raw` is the
+    reply as stored; `partial` what a per-response answer did give (its valid part)."""
+
+    def __init__(self, message: str, kind: str = "invalid_answer", raw: str = "", partial=None):
+        super().__init__(message)
+        self.kind, self.raw, self.partial = kind, raw, partial
 
 
 # ---- prompt, schema, parsing --------------------------------------------------------
@@ -76,11 +84,11 @@ def answer_format(c: Criterion) -> str:
         what = ("true if the response shows this undesirable behaviour, false if it does not" if c.pitfall
                 else "true if the response meets the rubric item, false if it does not")
         return ('Return a JSON object {"explanation": "<one or two sentences>", "criteria_met": <true or false>}, '
-                f"where criteria_met is {what}.")
+                f"where criteria_met is {what}. {JSON_ONLY}")
     lo, hi = int(c.scale.min), int(c.scale.max)
     what = "how strongly the response shows this undesirable behaviour" if c.pitfall else "how well the response does on the rubric item"
     return ('Return a JSON object {"explanation": "<one or two sentences>", "score": <integer>}, '
-            f"where score, from {lo} to {hi}, is {what}.")
+            f"where score, from {lo} to {hi}, is {what}. {JSON_ONLY}")
 
 
 def rubric_item_text(c: Criterion) -> str:
@@ -164,7 +172,11 @@ def cache_key(identity: str, cfg, template: str, item: Item, c: Criterion, respo
 
 
 def decoding(cfg) -> dict:
-    """The judge's decoding settings that can change an answer."""
+    """The judge's decoding settings that can change an answer (one_token: the mode and how many top tokens are read;
+    judge.verdict is applied to the stored probabilities, so it is not part of it)."""
+    if getattr(cfg, "mode", "") == "one_token":
+        return {"mode": "one_token", "temperature": cfg.temperature, "top_logprobs": cfg.top_logprobs,
+                "seed": getattr(cfg, "seed", None)}
     return {"temperature": cfg.temperature, "max_tokens": cfg.max_tokens, "structured": cfg.structured,
             "seed": getattr(cfg, "seed", None)}
 
@@ -174,7 +186,8 @@ def reward_identity(params, template: str) -> list:
     the mode (one call per criterion or per response) and the prompt template. For run keys and protocols."""
     from focal.endpoints import judge_identity
 
-    return [judge_identity(params), decoding(params.judge), params.judge.mode, template]
+    j = params.judge
+    return [judge_identity(params), decoding(j), j.mode, template] + ([j.verdict] if j.mode == "one_token" else [])
 
 
 # ---- judge.mode per_response: one call for every LLM-judged criterion of a response ----
@@ -197,7 +210,7 @@ def answers_format(criteria) -> str:
             "criteria_met is true if the response meets the item (for an item that describes an undesirable "
             'behaviour: true if the response shows it). For a scored item it is {"explanation": "<one sentence>", '
             '"score": <integer>}, in the item\'s range (for an undesirable behaviour: how strongly the response '
-            "shows it).")
+            "shows it). " + JSON_ONLY)
 
 
 def render_response_prompt(template: str, item: Item, criteria, response: str) -> str:
@@ -254,6 +267,94 @@ def response_groups(requests) -> list[list[int]]:
     return groups
 
 
+# ---- judge.mode one_token: the verdict read from the next-token probabilities --------
+
+PUNCTUATION = " \t\n.,:;!?\"'`*()[]{}<>"
+
+
+def verdict_format(c: Criterion) -> str:
+    """The <<answer_format>> of judge.mode one_token: the answer is one token, yes / no or a digit."""
+    if c.scale.kind == "binary":
+        what = "the response shows this undesirable behaviour" if c.pitfall else "the response meets the rubric item"
+        return f"Answer with one word: yes if {what}, no if it does not. Reply with that one word only."
+    lo, hi = int(c.scale.min), int(c.scale.max)
+    what = "how strongly the response shows this undesirable behaviour" if c.pitfall else "how well the response does on the rubric item"
+    return f"Answer with one digit from {lo} to {hi}: {what}. Reply with that one digit only."
+
+
+def verdict_prompt(template: str, item: Item, c: Criterion, response: str) -> str:
+    """The template filled for judge.mode one_token: the same question, answered in one token. The template puts the
+    conversation and the response before the rubric item (rubric.check_template), so every criterion asked of one
+    response shares the prompt up to its rubric item: a server with prefix caching computes that part once."""
+    return _fill(template, item, response, rubric_item_text(c), verdict_format(c))
+
+
+def verdict_tokens(c: Criterion) -> tuple[str, ...]:
+    """The answer tokens of a one-token verdict: ("yes", "no"), or every digit of a likert scale within 0-9;
+    () when the scale does not fit in one digit."""
+    if c.scale.kind == "binary":
+        return ("yes", "no")
+    lo, hi = c.scale.min, c.scale.max
+    if lo == int(lo) and hi == int(hi) and 0 <= lo and hi <= 9:
+        return tuple(str(d) for d in range(int(lo), int(hi) + 1))
+    return ()
+
+
+def first_token_logprobs(choice) -> list[tuple[str, float]]:
+    """[(token, logprob)] of the most likely first tokens of a reply (`logprobs.content[0].top_logprobs`, with the
+    token the server chose); AnswerError when the server returned no logprobs."""
+    content = getattr(getattr(choice, "logprobs", None), "content", None)
+    if not content:
+        raise AnswerError("the server returned no logprobs; judge.mode one_token needs an endpoint that serves "
+                          "logprobs and top_logprobs (vLLM does), else use judge.mode per_criterion")
+    first = content[0]
+    top = [(t.token, t.logprob) for t in (first.top_logprobs or [])]
+    if (first.token, first.logprob) not in top:
+        top.append((first.token, first.logprob))
+    return top
+
+
+def token_probs(top, c: Criterion) -> dict[str, float]:
+    """{answer token: probability} of a reply's first token: every spelling of an answer among the top tokens
+    (case, spaces and punctuation around it ignored: "Yes", " yes", "YES.") summed; 0 for an answer not among them."""
+    probs = dict.fromkeys(verdict_tokens(c), 0.0)
+    for token, logprob in top:
+        word = token.strip(PUNCTUATION).lower()
+        if word in probs:
+            probs[word] += math.exp(logprob)
+    return probs
+
+
+def verdict_value(probs: dict, c: Criterion, how: str = "soft"):
+    """The judged value of a one-token verdict (judge.verdict `how`), before the pitfall's polarity:
+    binary: p = P(yes) / (P(yes) + P(no)) (soft), or p >= 0.5 as true / false (threshold);
+    likert: the expected digit under the answer tokens' renormalised probabilities (soft), or the most likely one
+    (threshold). AnswerError (kind no_verdict) when no answer token is among the top ones: never a guess."""
+    total = sum(probs.values())
+    if total <= 0:
+        raise AnswerError(f"none of {'/'.join(probs) or 'the answers'} among the most likely first tokens",
+                          kind="no_verdict")
+    if c.scale.kind == "binary":
+        p = probs["yes"] / total
+        return p if how == "soft" else bool(p >= MET)
+    if how == "soft":
+        return sum(int(t) * v for t, v in probs.items()) / total
+    return int(max(probs, key=lambda t: (probs[t], -int(t))))
+
+
+def parse_verdict(choice, c: Criterion, how: str = "soft") -> tuple[object, str, dict]:
+    """(judged value, the reply as stored, {answer token: probability}) of a one-token reply; AnswerError otherwise."""
+    top = first_token_logprobs(choice)
+    raw = json.dumps({"reply": getattr(choice.message, "content", None) or "",
+                      "top_logprobs": [[t, round(lp, 4)] for t, lp in top]}, ensure_ascii=False)
+    probs = token_probs(top, c)
+    try:
+        return verdict_value(probs, c, how), raw, probs
+    except AnswerError as e:
+        began = (getattr(choice.message, "content", None) or "").strip()
+        raise AnswerError(f"{e} (the reply began with {began[:20]!r})", e.kind, raw) from None
+
+
 # ---- the judge ----------------------------------------------------------------------
 
 @dataclass
@@ -279,9 +380,10 @@ class Judgment:
     weight: float
     pitfall: bool
     source: str  # "judge" | "check"
-    raw: str  # the judge's answer text, or the check's verdict
-    score: float  # satisfaction in [0, 1]; NaN when the judgment failed
-    reason: str  # "" when it succeeded, else why it failed
+    raw: str  # the judge's answer text (one_token: its top first tokens), or the check's verdict
+    score: float  # satisfaction in [0, 1] (one_token soft verdicts: any value in it); NaN when the judgment failed
+    failure: str  # "" when it succeeded, else the failure kind (timeout, invalid_answer, no_verdict, http_4xx, ...)
+    reason: str  # "" when it succeeded, else "<failure>: <what happened>" (scrubbed)
     cached: bool
     latency_s: float
 
@@ -292,12 +394,24 @@ def _row_ids(req: Request) -> dict:
                 category=c.category, weight=c.weight, pitfall=c.pitfall)
 
 
+def judged(req: Request, raw: str, score: float, cached: bool = False, latency_s: float = 0.0) -> Judgment:
+    """A successful judgment of `req` by the judge."""
+    return Judgment(**_row_ids(req), source="judge", raw=raw, score=score, failure="", reason="", cached=cached,
+                    latency_s=latency_s)
+
+
+def failed(req: Request, raw: str, failure: str, reason: str, latency_s: float = 0.0) -> Judgment:
+    """A failed judgment of `req`: NaN with its failure kind and reason, never a guess."""
+    return Judgment(**_row_ids(req), source="judge", raw=raw, score=math.nan, failure=failure,
+                    reason=f"{failure}: {reason}", cached=False, latency_s=latency_s)
+
+
 def check_judgment(req: Request) -> Judgment:
     """Decide a criterion with a programmatic check, locally (no call)."""
     c = req.criterion
     met = run_check(c.check.name, c.check.params, req.response)
-    return Judgment(**_row_ids(req), source="check", raw=json.dumps(met), score=c.satisfaction(met), reason="",
-                    cached=False, latency_s=0.0)
+    return Judgment(**_row_ids(req), source="check", raw=json.dumps(met), score=c.satisfaction(met), failure="",
+                    reason="", cached=False, latency_s=0.0)
 
 
 def decide_checks(requests: list[Request]) -> list[Judgment]:
@@ -356,31 +470,60 @@ class Judge:
         self.limiter = Limiter(cfg.rpm, cfg.tpm)  # one per judge, across runs
         self.sent: dict = {}  # base_url -> attempts sent there (every run of this judge)
 
+    @property
+    def one_token(self) -> bool:
+        return self.cfg.mode == "one_token"
+
     def request_kwargs(self, prompt: str, schema: dict, answers: int = 0) -> dict:
         """The arguments of one chat.completions.create call (benchmarks/judge.py sends exactly these);
-        answers > 0: a per-response call (schema "judgments") for that many criteria, judge.max_tokens each."""
+        answers > 0: a per-response call (schema "judgments") for that many criteria, judge.max_tokens each;
+        judge.mode one_token: one token, with the judge.top_logprobs most likely first tokens and no schema."""
         kwargs = {"model": self.endpoint.model, "messages": [{"role": "user", "content": prompt}],
-                  "temperature": self.cfg.temperature, "max_tokens": self.cfg.max_tokens * max(answers, 1)}
+                  "temperature": self.cfg.temperature}
+        if self.one_token:
+            return kwargs | {"max_tokens": 1, "logprobs": True, "top_logprobs": self.cfg.top_logprobs}
+        kwargs["max_tokens"] = self.cfg.max_tokens * max(answers, 1)
         if self.cfg.structured:
             kwargs["response_format"] = {"type": "json_schema", "json_schema": {
                 "name": "judgments" if answers else "judgment", "schema": schema, "strict": True}}
         return kwargs
 
-    async def _ask(self, pool: Pool, prompt: str, schema: dict, slot, answers: int = 0) -> str:
-        """One answer text (transient failures retried, bounded); raises what finally failed."""
-        kwargs = self.request_kwargs(prompt, schema, answers)
-        resp = await with_retries(lambda client: client.chat.completions.create(**kwargs), self.cfg, self.stats,
-                                  slot=slot, pool=pool, limiter=self.limiter,
-                                  tokens=estimate_tokens(prompt, kwargs["max_tokens"]))
-        if not resp.choices:
-            raise AnswerError("the server returned no choices")
-        text = resp.choices[0].message.content or ""
-        if resp.choices[0].finish_reason == "length":
+    def prompt(self, r: Request) -> str:
+        """The prompt of one (rollout, criterion) request in this judge's mode."""
+        if self.one_token:
+            return verdict_prompt(self.template, r.item, r.criterion, r.response)
+        return render_prompt(self.template, r.item, r.criterion, r.response)
+
+    async def _ask(self, pool: Pool, slot, prompt: str, kwargs: dict, parse):
+        """The one loop of a unit: ask (transient failures retried by focal/api.py, bounded), parse; an answer that
+        gives no verdict is asked again, judge.parse_retries times. Returns (parse's result, "", "", raw) or, when it
+        finally failed, (AnswerError.partial, failure kind, reason, the last reply); EndpointDown stops everything."""
+        last = AnswerError("not asked")
+        for _ in range(self.cfg.parse_retries + 1):
+            try:
+                resp = await with_retries(lambda client: client.chat.completions.create(**kwargs), self.cfg,
+                                          self.stats, slot=slot, pool=pool, limiter=self.limiter,
+                                          tokens=estimate_tokens(prompt, kwargs["max_tokens"]))
+                if not resp.choices:
+                    raise AnswerError("the server returned no choices")
+                return parse(resp.choices[0]), "", "", ""
+            except AnswerError as e:
+                last = e
+            except EndpointDown:
+                raise  # the whole run stops: nothing more can be judged there
+            except Exception as e:  # noqa: BLE001 - becomes an explicit missing value
+                return None, failure_kind(e)[0], scrub(str(e), self.cfg.api_key_env)[:160], ""
+        return last.partial, last.kind, scrub(str(last), self.cfg.api_key_env), last.raw
+
+    def _json_reply(self, choice, max_tokens: int) -> str:
+        """The answer text of a JSON-mode reply; AnswerError when it was cut off before the JSON closed."""
+        text = choice.message.content or ""
+        if choice.finish_reason == "length":
             try:
                 _json_object(text)
             except AnswerError:
-                raise AnswerError(f"cut off at max_tokens ({kwargs['max_tokens']}; raise judge.max_tokens): "
-                                  f"{text[:80]!r}") from None
+                raise AnswerError(f"cut off at max_tokens ({max_tokens}; raise judge.max_tokens): {text[:80]!r}",
+                                  raw=text) from None
         return text
 
     def _key(self, r: Request) -> str:
@@ -407,9 +550,54 @@ class Judge:
         return sum(r.criterion.check is None and not self._cached(self._key(r)) for r in requests)
 
     async def _judge_unit(self, pool: Pool, slot, reqs: list[Request]) -> list[Judgment]:
-        if self.cfg.mode == "per_response" and reqs[0].criterion.check is None:
+        if reqs[0].criterion.check is not None:
+            self.stats.checks += len(reqs)
+            return [check_judgment(r) for r in reqs]
+        if self.cfg.mode == "per_response":
             return await self._judge_response(pool, slot, reqs)
         return [await self._judge(pool, slot, r) for r in reqs]
+
+    def _value(self, entry: dict, c: Criterion):
+        """The judged value of a cache entry (one_token: judge.verdict applied to the stored probabilities)."""
+        return verdict_value(entry["probs"], c, self.cfg.verdict) if self.one_token else entry["value"]
+
+    async def _judge(self, pool: Pool, slot, req: Request) -> Judgment:
+        """One (rollout, criterion) in one call (judge.mode per_criterion or one_token)."""
+        c = req.criterion
+        key = self._key(req)
+        hit = self.cache.get(key) if self.cache is not None else None
+        if hit is not None:
+            self.stats.cache_hits += 1
+            return judged(req, hit["answer"], c.satisfaction(self._value(hit, c)), cached=True)
+        if self.one_token and not verdict_tokens(c):
+            self.stats.failures["unsupported_scale"] += 1
+            return failed(req, "", "unsupported_scale", f"judge.mode one_token answers in one token, so a likert "
+                          f"scale must lie within 0-9 (this one is {c.scale.min:g}-{c.scale.max:g}); use judge.mode "
+                          "per_criterion for this rubric set")
+        prompt = self.prompt(req)
+        kwargs = self.request_kwargs(prompt, answer_schema(c))
+        if self.one_token:
+            def parse(choice):
+                value, raw, probs = parse_verdict(choice, c, self.cfg.verdict)
+                return value, {"answer": raw, "probs": probs}
+        else:
+            def parse(choice):
+                text = self._json_reply(choice, kwargs["max_tokens"])
+                try:
+                    value = parse_answer(text, c)
+                except AnswerError as e:
+                    raise AnswerError(str(e), raw=text) from None
+                return value, {"answer": text, "value": value}
+        t0 = time.perf_counter()
+        got, failure, reason, raw = await self._ask(pool, slot, prompt, kwargs, parse)
+        latency = time.perf_counter() - t0
+        if failure:
+            self.stats.failures[failure] += 1
+            return failed(req, raw, failure, reason, latency)
+        value, entry = got
+        if self.cache is not None:
+            self.cache.put(key, entry)
+        return judged(req, entry["answer"], c.satisfaction(value), latency_s=latency)
 
     async def _judge_response(self, pool: Pool, slot, reqs: list[Request]) -> list[Judgment]:
         """Every LLM-judged criterion of one response in one call (judge.mode per_response); a criterion whose
@@ -419,77 +607,38 @@ class Judge:
         hit = self.cache.get(key) if self.cache is not None else None
         if hit is not None:
             self.stats.cache_hits += len(reqs)
-            return [Judgment(**_row_ids(r), source="judge", raw=hit["raws"][r.criterion.id],
-                             score=r.criterion.satisfaction(hit["values"][r.criterion.id]), reason="", cached=True,
-                             latency_s=0.0) for r in reqs]
+            return [judged(r, hit["raws"][r.criterion.id], r.criterion.satisfaction(hit["values"][r.criterion.id]),
+                           cached=True) for r in reqs]
         prompt = render_response_prompt(self.template, first.item, criteria, first.response)
+        kwargs = self.request_kwargs(prompt, answers_schema(criteria), answers=len(criteria))
+
+        def parse(choice):
+            text = self._json_reply(choice, kwargs["max_tokens"])
+            values, raws, errors = parse_answers(text, criteria)
+            if errors:  # asked again; if it stays so, the valid part is kept and the rest fails on its own
+                raise AnswerError(next(iter(errors.values())), raw=text, partial=(values, raws, errors))
+            return values, raws, text
+
         t0 = time.perf_counter()
-        values, raws, errors = {}, {}, {}
-        for attempt in range(self.cfg.parse_retries + 1):
-            try:
-                answer = await self._ask(pool, prompt, answers_schema(criteria), slot, answers=len(criteria))
-                values, raws, errors = parse_answers(answer, criteria)
-                errors = {k: f"invalid_answer: {scrub(v, self.cfg.api_key_env)}" for k, v in errors.items()}
-            except AnswerError as e:
-                errors = {c.id: f"invalid_answer: {scrub(str(e), self.cfg.api_key_env)}" for c in criteria}
-                continue
-            except EndpointDown:
-                raise
-            except Exception as e:  # noqa: BLE001 - becomes an explicit missing value for each criterion
-                why = f"{failure_kind(e)[0]}: {scrub(str(e), self.cfg.api_key_env)[:160]}"
-                values, errors = {}, {c.id: why for c in criteria}
-                break
-            if not errors:
-                if self.cache is not None:
-                    self.cache.put(key, {"answer": answer, "values": values, "raws": raws})
-                break
+        got, failure, reason, _ = await self._ask(pool, slot, prompt, kwargs, parse)
         latency = time.perf_counter() - t0
+        if not failure:
+            values, raws, text = got
+            if self.cache is not None:
+                self.cache.put(key, {"answer": text, "values": values, "raws": raws})
+            return [judged(r, raws[r.criterion.id], r.criterion.satisfaction(values[r.criterion.id]),
+                           latency_s=latency) for r in reqs]
+        values, raws, errors = got or ({}, {}, {})
         out = []
         for r in reqs:
             cid = r.criterion.id
-            if cid in errors:
-                self.stats.failures[errors[cid].split(":", 1)[0]] += 1
-                out.append(Judgment(**_row_ids(r), source="judge", raw=raws.get(cid, ""), score=math.nan,
-                                    reason=errors[cid], cached=False, latency_s=latency))
-            else:
-                out.append(Judgment(**_row_ids(r), source="judge", raw=raws[cid], score=r.criterion.satisfaction(values[cid]),
-                                    reason="", cached=False, latency_s=latency))
-        return out
-
-    async def _judge(self, pool: Pool, slot: asyncio.Semaphore, req: Request) -> Judgment:
-        c, item = req.criterion, req.item
-        row = _row_ids(req)
-        if c.check is not None:
-            self.stats.checks += 1
-            return check_judgment(req)
-        key = self._key(req)
-        hit = self.cache.get(key) if self.cache is not None else None
-        if hit is not None:
-            self.stats.cache_hits += 1
-            return Judgment(**row, source="judge", raw=hit["answer"], score=c.satisfaction(hit["value"]), reason="",
-                            cached=True, latency_s=0.0)
-        prompt = render_prompt(self.template, item, c, req.response)
-        t0 = time.perf_counter()
-        answer, reason = "", ""
-        for attempt in range(self.cfg.parse_retries + 1):
-            try:
-                answer = await self._ask(pool, prompt, answer_schema(c), slot)
-                value = parse_answer(answer, c)
-            except AnswerError as e:
-                reason = f"invalid_answer: {scrub(str(e), self.cfg.api_key_env)}"
+            if cid in values and cid not in errors:
+                out.append(judged(r, raws[cid], r.criterion.satisfaction(values[cid]), latency_s=latency))
                 continue
-            except EndpointDown:
-                raise  # the whole run stops: nothing more can be judged there
-            except Exception as e:  # noqa: BLE001 - becomes an explicit missing value
-                reason = f"{failure_kind(e)[0]}: {scrub(str(e), self.cfg.api_key_env)[:160]}"
-                break
-            if self.cache is not None:
-                self.cache.put(key, {"answer": answer, "value": value})
-            return Judgment(**row, source="judge", raw=answer, score=c.satisfaction(value), reason="",
-                            cached=False, latency_s=time.perf_counter() - t0)
-        self.stats.failures[reason.split(":", 1)[0]] += 1
-        return Judgment(**row, source="judge", raw=answer, score=math.nan, reason=reason, cached=False,
-                        latency_s=time.perf_counter() - t0)
+            why = scrub(errors[cid], self.cfg.api_key_env) if cid in errors else reason
+            self.stats.failures[failure] += 1
+            out.append(failed(r, raws.get(cid, ""), failure, why, latency))
+        return out
 
     async def arun(self, requests: list[Request], progress: bool | None = None) -> list[Judgment]:
         """Judge all requests (order kept). EndpointDown (no replica can answer at all) stops every request.
@@ -512,8 +661,8 @@ class Judge:
                                     unit="call" if self.cfg.mode == "per_response" else "judgment", mininterval=5):
                         await fut
                 out = [None] * len(requests)
-                for u, judged in zip(units, await asyncio.gather(*tasks)):
-                    for i, j in zip(u, judged):
+                for u, judgments in zip(units, await asyncio.gather(*tasks)):
+                    for i, j in zip(u, judgments):
                         out[i] = j
                 return out
             finally:
@@ -575,10 +724,10 @@ class TooManyFailures(ValueError):
 
 def failure_summary(df) -> tuple[int, int, dict]:
     """(failed judge rows, judge rows, {failure kind: count}) of a judgments table; checks cannot fail and are not counted."""
-    judged = df[df.source == "judge"] if "source" in df else df
-    failed = judged[judged.score.isna()]
-    kinds = failed.reason.fillna("").str.split(":", n=1).str[0].value_counts().sort_index()
-    return int(len(failed)), int(len(judged)), {str(k) or "unknown": int(v) for k, v in kinds.items()}
+    rows = df[df.source == "judge"] if "source" in df else df
+    bad = rows[rows.score.isna()]
+    kinds = Counter(bad["failure"].fillna("") if "failure" in bad else [""] * len(bad))
+    return int(len(bad)), int(len(rows)), {str(k) or "unknown": int(v) for k, v in sorted(kinds.items())}
 
 
 def check_failure_budget(df, max_share: float, where: str) -> None:

@@ -175,6 +175,11 @@ def check_template(text: str, path) -> str:
     if not (text.index("<<fence_open>>") < first and last < text.rindex("<<fence_close>>")):
         raise RubricError(f"{path}: judge template must put <<response>> between <<fence_open>> and <<fence_close>>; "
                           "move the fence lines around it (the fence keeps the response from acting as instructions)")
+    late = [f"<<{n}>>" for n in ("rubric_item", "answer_format") if 0 <= text.find(f"<<{n}>>") < text.rindex("<<fence_close>>")]
+    if late:
+        raise RubricError(f"{path}: judge template puts {', '.join(late)} before the response; move it after "
+                          "<<fence_close>>, so that every criterion asked of one response shares the prompt up to its "
+                          "rubric item (a server with prefix caching computes that part once)")
     return text
 
 

@@ -83,6 +83,8 @@ def vllm_command(cfg, model_dir: str, port: int) -> list[str]:
            "--gpu-memory-utilization", str(cfg.gpu_memory_utilization), "--seed", "0"]
     if cfg.enforce_eager:
         cmd.append("--enforce-eager")
+    if cfg.prefix_caching:
+        cmd.append("--enable-prefix-caching")
     return cmd + list(cfg.extra_args)
 
 

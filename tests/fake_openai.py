@@ -9,7 +9,11 @@ the connection without a response), trickle (a valid answer sent 4 bytes at a ti
 Authorization header, as some servers do with a bad key. Every answer reports
 `usage` = the `usage` argument (prompt, completion tokens). A normal answer says criteria_met = true when
 the graded response contains "GOOD", and score 4 for likert items; a request whose JSON schema is named
-"judgments" (judge.mode per_response) gets one such answer per property of the schema.
+"judgments" (judge.mode per_response) gets one such answer per property of the schema. A request with
+`logprobs` (judge.mode one_token) gets one token and its `top_logprobs` most likely first tokens from
+VERDICTS: P(yes) / (P(yes) + P(no)) = 0.75 when the graded response contains "GOOD", else 0.25, and a
+likert item's expected digit 4.1; KIND noverdict answers with neither yes nor no among them, nologprobs
+answers without logprobs (a server that does not serve them).
 
     with FakeOpenAI() as server:
         server.base_url, server.calls, server.requests    # GET /v1/models lists server.models
@@ -17,6 +21,7 @@ the graded response contains "GOOD", and score 4 for likert items; a request who
 
 import hashlib
 import json
+import math
 import re
 import threading
 import time
@@ -24,6 +29,11 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 FAULT = re.compile(r"\[\[fault:(\w+):(\w+)\]\]")
+# judge.mode one_token: the first tokens and their probabilities, most likely first
+VERDICTS = {"good": [("Yes", 0.45), ("No", 0.2), ("The", 0.2), (" yes", 0.15)],
+            "bad": [("No", 0.5), ("Yes", 0.2), ("I", 0.2), (" no", 0.1)],
+            "likert": [("4", 0.5), ("5", 0.3), ("3", 0.2)],
+            "noverdict": [("The", 0.6), ("I", 0.4)]}
 FENCED = re.compile(r"<(RESPONSE-[0-9A-F]+)>\n(.*?)\n</\1>", re.S)
 
 
@@ -52,8 +62,10 @@ class FakeOpenAI:
             self.attempts[h] += 1
             n = self.attempts[h]
         m = FAULT.search(prompt if not self.always else f"[[fault:{self.always}:all]]")
-        if m and (m.group(2) == "all" or n <= int(m.group(2))):
-            kind = m.group(1)
+        kind = m.group(1) if m and (m.group(2) == "all" or n <= int(m.group(2))) else ""
+        if body.get("logprobs") and kind in ("", "noverdict", "nologprobs"):
+            return 200, self.verdict(body, prompt, kind), ""
+        if kind:
             if kind == "trickle":
                 return 200, self.completion(body, json.dumps({"explanation": "slow", "criteria_met": True})), kind
             return {"timeout": 0, "429": 429, "500": 500, "503": 503, "401": 401, "malformed": 1, "drop": -1,
@@ -70,6 +82,21 @@ class FakeOpenAI:
         else:
             content = json.dumps({"explanation": "checked", "criteria_met": "GOOD" in graded})
         return 200, self.completion(body, content), ""
+
+    def verdict(self, body: dict, prompt: str, kind: str) -> dict:
+        """A one-token answer with its top_logprobs (judge.mode one_token)."""
+        fenced = FENCED.search(prompt)
+        graded = fenced.group(2) if fenced else prompt
+        which = kind or ("likert" if "one digit" in prompt.split("# How to answer")[-1]
+                         else "good" if "GOOD" in graded else "bad")
+        top = VERDICTS.get(which, VERDICTS["noverdict"])[:body.get("top_logprobs") or 1]
+        out = self.completion(body, top[0][0], "length")
+        out["usage"] = {"prompt_tokens": self.usage[0], "completion_tokens": 1, "total_tokens": self.usage[0] + 1}
+        if kind != "nologprobs":
+            entries = [{"token": t, "logprob": math.log(p), "bytes": list(t.encode())} for t, p in top]
+            for choice in out["choices"]:
+                choice["logprobs"] = {"content": [{**entries[0], "top_logprobs": entries}]}
+        return out
 
     def completion(self, body, content, finish_reason="stop"):
         return {"id": "cmpl-1", "object": "chat.completion", "created": 0, "model": body.get("model", "m"),

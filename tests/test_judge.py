@@ -290,3 +290,94 @@ def test_the_throughput_and_modes_benchmarks_run_against_a_fake_server():
     assert per["per_criterion"]["calls"] == 1.0 and per["per_response"]["calls"] == 0.5  # 2 criteria per call
     assert modes["agreement"]["modes/overall"] == 1.0 and modes["agreement"]["modes/n"] == 4  # alike in both modes
     assert "per_response" in judge_modes.table(modes)
+
+
+# ---- judge.mode one_token ---------------------------------------------------------------------
+
+def test_token_probs_and_verdict_value_by_hand():
+    from focal.judge import token_probs, verdict_value
+
+    top = [("Yes", math.log(0.45)), ("No", math.log(0.2)), (" yes.", math.log(0.15)), ("The", math.log(0.2))]
+    probs = token_probs(top, BINARY)
+    assert probs == pytest.approx({"yes": 0.6, "no": 0.2})  # every spelling of yes summed; "The" is no answer
+    assert verdict_value(probs, BINARY) == pytest.approx(0.75)  # 0.6 / (0.6 + 0.2)
+    assert verdict_value(probs, BINARY, "threshold") is True
+    assert verdict_value({"yes": 0.2, "no": 0.2}, BINARY, "threshold") is True  # 0.5 counts as met (aggregate.MET)
+    likert = token_probs([("4", math.log(0.5)), ("5", math.log(0.3)), ("3", math.log(0.2)), ("9", -1.0)], LIKERT)
+    assert set(likert) == {"1", "2", "3", "4", "5"}  # 9 is outside the 1-5 scale
+    assert verdict_value(likert, LIKERT) == pytest.approx(4.1)  # 0.5 * 4 + 0.3 * 5 + 0.2 * 3
+    assert verdict_value(likert, LIKERT, "threshold") == 4
+    with pytest.raises(AnswerError, match="none of yes/no") as info:
+        verdict_value(token_probs([("The", -0.1)], BINARY), BINARY)
+    assert info.value.kind == "no_verdict"
+
+
+def one_token_run(reqs, tmp_path=None, **kw):
+    with FakeOpenAI() as server:
+        judge = Judge(cfg(mode="one_token", **kw), endpoint(server),
+                      cache=Cache(tmp_path / "c.sqlite") if tmp_path else None)
+        out = judge.run(reqs)
+    return {j.criterion_id: j for j in out}, judge, server
+
+
+def test_one_token_reads_soft_verdicts_from_the_top_logprobs():
+    by, judge, server = one_token_run([Request(ITEM, c, "GOOD four", "r1") for c in ITEM.criteria])
+    assert by["relevant"].score == pytest.approx(0.75)  # the fake: P(yes) 0.45 + 0.15, P(no) 0.2
+    assert by["rude"].score == pytest.approx(0.25)  # a pitfall: P(present) = 0.75, satisfaction 1 - 0.75
+    assert by["clarity"].score == pytest.approx(0.775)  # expected digit 4.1 on 1..5: (4.1 - 1) / 4
+    assert by["short"].source == "check" and server.calls == 3
+    for body in server.requests:  # one token, the top first tokens, no schema, no explanation
+        assert body["max_tokens"] == 1 and body["logprobs"] is True and body["top_logprobs"] == 20
+        assert "response_format" not in body
+    assert json.loads(by["relevant"].raw)["reply"] == "Yes" and judge.stats.completion_tokens == 3
+    by, _, _ = one_token_run([Request(ITEM, BINARY, "four", "r2")])
+    assert by["relevant"].score == pytest.approx(0.25)  # no GOOD: P(yes) 0.2, P(no) 0.6
+
+
+def test_one_token_threshold_and_fewer_top_tokens():
+    by, _, _ = one_token_run([Request(ITEM, c, "GOOD four", "r1") for c in ITEM.criteria], verdict="threshold")
+    assert (by["relevant"].score, by["rude"].score, by["clarity"].score) == (1.0, 0.0, 0.75)  # likert: digit 4
+    by, _, server = one_token_run([Request(ITEM, BINARY, "GOOD", "r1")], top_logprobs=1)
+    assert server.requests[0]["top_logprobs"] == 1 and by["relevant"].score == 1.0  # only "Yes" seen
+
+
+def test_one_token_without_yes_or_no_is_a_failed_judgment_with_its_reason():
+    by, judge, server = one_token_run([Request(ITEM, BINARY, "GOOD [[fault:noverdict:all]]", "r1")])
+    j = by["relevant"]
+    assert math.isnan(j.score) and j.failure == "no_verdict" and server.calls == 2  # 1 + parse_retries
+    assert j.reason.startswith("no_verdict: none of yes/no among the most likely first tokens (the reply began "
+                               "with 'The')")
+    assert json.loads(j.raw)["top_logprobs"][0][0] == "The" and judge.stats.failures == {"no_verdict": 1}
+    by, _, _ = one_token_run([Request(ITEM, BINARY, "GOOD [[fault:nologprobs:all]]", "r1")])
+    assert by["relevant"].failure == "invalid_answer" and "needs an endpoint that serves logprobs" in by["relevant"].reason
+    wide = Criterion("detail", "How detailed?", 1.0, scale=Scale("likert", 1, 10))
+    by, _, server = one_token_run([Request(Item("p2", "q", (wide,)), wide, "GOOD", "r1")])
+    assert by["detail"].failure == "unsupported_scale" and server.calls == 0  # no call: it cannot say 10 in one token
+
+
+def test_one_token_cache_key_has_the_mode(tmp_path):
+    reqs = [Request(ITEM, c, f"GOOD {i}", f"r{i}") for i in range(2) for c in (BINARY, LIKERT)]
+    with FakeOpenAI() as server:
+        def run(**kw):
+            before = server.calls
+            judge = Judge(cfg(**kw), endpoint(server), cache=Cache(tmp_path / "c.sqlite"))
+            return judge.run(reqs), judge, server.calls - before
+
+        assert run(mode="one_token")[2] == 4
+        out, judge, calls = run(mode="one_token")
+        assert calls == 0 and judge.stats.cache_hits == 4 and all(j.cached for j in out)  # a rerun makes no call
+        out, _, calls = run(mode="one_token", verdict="threshold")
+        assert calls == 0 and out[0].score == 1.0  # the verdict is read from the stored probabilities
+        assert run()[2] == 4  # another mode asks every call again
+        assert run(mode="one_token", top_logprobs=5)[2] == 4  # how many top tokens are read can change a verdict
+
+
+def test_one_token_prompts_of_one_response_share_everything_before_the_rubric_item():
+    import os
+
+    from focal.judge import verdict_prompt
+
+    p1, p2 = (verdict_prompt(DEFAULT_TEMPLATE, ITEM, c, "GOOD four") for c in (BINARY, LIKERT))
+    shared = os.path.commonprefix([p1, p2])
+    assert shared.endswith("# Rubric item\n") and f"</{fence_tag('GOOD four')}>" in shared
+    assert "yes" not in shared.split("# Rubric item")[0].split(fence_tag("GOOD four"))[-1]  # the answer comes after

@@ -118,6 +118,8 @@ def test_a_sets_judge_template_is_loaded(tmp_path):
     (TEMPLATE.replace("<<response>>\n", ""), r"judge.md: judge template lacks <<response>>"),
     (TEMPLATE.replace("<<response>>\n", "") + "<<response>>\n",
      r"judge.md: judge template must put <<response>> between <<fence_open>> and <<fence_close>>"),
+    ("Rubric item: <<rubric_item>>\n" + TEMPLATE.replace("Rubric item: <<rubric_item>>\n", ""),
+     r"judge.md: judge template puts <<rubric_item>> before the response; move it after <<fence_close>>"),
 ])
 def test_judge_template_markers_are_checked_at_load(tmp_path, template, expected):
     with pytest.raises(RubricError, match=re.escape(expected)) as info:
