@@ -342,17 +342,24 @@ def verdict_value(probs: dict, c: Criterion, how: str = "soft"):
     return int(max(probs, key=lambda t: (probs[t], -int(t))))
 
 
-def parse_verdict(choice, c: Criterion, how: str = "soft") -> tuple[object, str, dict]:
-    """(judged value, the reply as stored, {answer token: probability}) of a one-token reply; AnswerError otherwise."""
+def parse_verdict(choice, c: Criterion) -> dict:
+    """A one-token reply as stored (and cached): {"answer": the reply and its top first tokens as JSON, "probs":
+    {answer token: probability}}; AnswerError when the server returned no logprobs. Whether it holds a verdict
+    is verdict_of's business: a reply without one is the model's answer too, cached like any other."""
     top = first_token_logprobs(choice)
     raw = json.dumps({"reply": getattr(choice.message, "content", None) or "",
                       "top_logprobs": [[t, round(lp, 4)] for t, lp in top]}, ensure_ascii=False)
-    probs = token_probs(top, c)
+    return {"answer": raw, "probs": token_probs(top, c)}
+
+
+def verdict_of(entry: dict, c: Criterion, how: str = "soft"):
+    """The judged value of a stored one-token reply (verdict_value); AnswerError (no_verdict) naming how the reply
+    began when no answer token was among the top ones."""
     try:
-        return verdict_value(probs, c, how), raw, probs
+        return verdict_value(entry["probs"], c, how)
     except AnswerError as e:
-        began = (getattr(choice.message, "content", None) or "").strip()
-        raise AnswerError(f"{e} (the reply began with {began[:20]!r})", e.kind, raw) from None
+        began = str(json.loads(entry["answer"]).get("reply", "")).strip()
+        raise AnswerError(f"{e} (the reply began with {began[:20]!r})", e.kind, entry["answer"]) from None
 
 
 # ---- the judge ----------------------------------------------------------------------
@@ -400,10 +407,10 @@ def judged(req: Request, raw: str, score: float, cached: bool = False, latency_s
                     latency_s=latency_s)
 
 
-def failed(req: Request, raw: str, failure: str, reason: str, latency_s: float = 0.0) -> Judgment:
+def failed(req: Request, raw: str, failure: str, reason: str, cached: bool = False, latency_s: float = 0.0) -> Judgment:
     """A failed judgment of `req`: NaN with its failure kind and reason, never a guess."""
     return Judgment(**_row_ids(req), source="judge", raw=raw, score=math.nan, failure=failure,
-                    reason=f"{failure}: {reason}", cached=False, latency_s=latency_s)
+                    reason=f"{failure}: {reason}", cached=cached, latency_s=latency_s)
 
 
 def check_judgment(req: Request) -> Judgment:
@@ -557,10 +564,6 @@ class Judge:
             return await self._judge_response(pool, slot, reqs)
         return [await self._judge(pool, slot, r) for r in reqs]
 
-    def _value(self, entry: dict, c: Criterion):
-        """The judged value of a cache entry (one_token: judge.verdict applied to the stored probabilities)."""
-        return verdict_value(entry["probs"], c, self.cfg.verdict) if self.one_token else entry["value"]
-
     async def _judge(self, pool: Pool, slot, req: Request) -> Judgment:
         """One (rollout, criterion) in one call (judge.mode per_criterion or one_token)."""
         c = req.criterion
@@ -568,7 +571,7 @@ class Judge:
         hit = self.cache.get(key) if self.cache is not None else None
         if hit is not None:
             self.stats.cache_hits += 1
-            return judged(req, hit["answer"], c.satisfaction(self._value(hit, c)), cached=True)
+            return self._from_entry(req, hit, cached=True)
         if self.one_token and not verdict_tokens(c):
             self.stats.failures["unsupported_scale"] += 1
             return failed(req, "", "unsupported_scale", f"judge.mode one_token answers in one token, so a likert "
@@ -576,28 +579,36 @@ class Judge:
                           "per_criterion for this rubric set")
         prompt = self.prompt(req)
         kwargs = self.request_kwargs(prompt, answer_schema(c))
-        if self.one_token:
-            def parse(choice):
-                value, raw, probs = parse_verdict(choice, c, self.cfg.verdict)
-                return value, {"answer": raw, "probs": probs}
-        else:
-            def parse(choice):
-                text = self._json_reply(choice, kwargs["max_tokens"])
-                try:
-                    value = parse_answer(text, c)
-                except AnswerError as e:
-                    raise AnswerError(str(e), raw=text) from None
-                return value, {"answer": text, "value": value}
+
+        def parse(choice) -> dict:  # the cache entry of a reply
+            if self.one_token:
+                return parse_verdict(choice, c)
+            text = self._json_reply(choice, kwargs["max_tokens"])
+            try:
+                return {"answer": text, "value": parse_answer(text, c)}
+            except AnswerError as e:
+                raise AnswerError(str(e), raw=text) from None
+
         t0 = time.perf_counter()
-        got, failure, reason, raw = await self._ask(pool, slot, prompt, kwargs, parse)
+        entry, failure, reason, raw = await self._ask(pool, slot, prompt, kwargs, parse)
         latency = time.perf_counter() - t0
         if failure:
             self.stats.failures[failure] += 1
-            return failed(req, raw, failure, reason, latency)
-        value, entry = got
+            return failed(req, raw, failure, reason, latency_s=latency)
         if self.cache is not None:
             self.cache.put(key, entry)
-        return judged(req, entry["answer"], c.satisfaction(value), latency_s=latency)
+        return self._from_entry(req, entry, latency_s=latency)
+
+    def _from_entry(self, req: Request, entry: dict, cached: bool = False, latency_s: float = 0.0) -> Judgment:
+        """The judgment of a reply (fresh or cached); one_token: judge.verdict applied to its stored probabilities,
+        a reply with no answer token among them a failed judgment (no_verdict)."""
+        c = req.criterion
+        try:
+            value = verdict_of(entry, c, self.cfg.verdict) if self.one_token else entry["value"]
+        except AnswerError as e:
+            self.stats.failures[e.kind] += 1
+            return failed(req, entry["answer"], e.kind, scrub(str(e), self.cfg.api_key_env), cached, latency_s)
+        return judged(req, entry["answer"], c.satisfaction(value), cached, latency_s)
 
     async def _judge_response(self, pool: Pool, slot, reqs: list[Request]) -> list[Judgment]:
         """Every LLM-judged criterion of one response in one call (judge.mode per_response); a criterion whose
@@ -637,7 +648,7 @@ class Judge:
                 continue
             why = scrub(errors[cid], self.cfg.api_key_env) if cid in errors else reason
             self.stats.failures[failure] += 1
-            out.append(failed(r, raws.get(cid, ""), failure, why, latency))
+            out.append(failed(r, raws.get(cid, ""), failure, why, latency_s=latency))
         return out
 
     async def arun(self, requests: list[Request], progress: bool | None = None) -> list[Judgment]:

@@ -63,6 +63,8 @@ class FakeOpenAI:
             n = self.attempts[h]
         m = FAULT.search(prompt if not self.always else f"[[fault:{self.always}:all]]")
         kind = m.group(1) if m and (m.group(2) == "all" or n <= int(m.group(2))) else ""
+        if kind in ("noverdict", "nologprobs") and not body.get("logprobs"):
+            kind = ""  # faults of one-token answers: a JSON answer is answered normally
         if body.get("logprobs") and kind in ("", "noverdict", "nologprobs"):
             return 200, self.verdict(body, prompt, kind), ""
         if kind:

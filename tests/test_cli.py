@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from fake_openai import FakeOpenAI
@@ -92,6 +93,40 @@ def test_focal_judge_equals_the_judge_stage(tmp_path):
     derived = pd.read_parquet(tmp_path / "adhoc.parquet")
     assert derived.rollout_id.nunique() == cli.rollout_id.nunique()
     assert derived.score.tolist() == cli.score.tolist()
+
+
+def test_focal_judge_in_one_token_mode(tmp_path):
+    """Soft verdicts written; a reply without yes/no is a failed judgment with its reason; a rerun makes no call;
+    another mode asks every call again."""
+    with FakeOpenAI() as server:
+        params_path = judge_setup(tmp_path, server.base_url)
+        raw = yaml.safe_load(params_path.read_text())
+        raw["judge"]["mode"] = "one_token"
+        params_path.write_text(yaml.safe_dump(raw))
+        params = load_params(params_path)
+        rollouts = pd.read_parquet(params.paths.rollouts)
+        silent = rollouts.iloc[[0]].assign(rollout_id="silent", completion="GOOD [[fault:noverdict:all]]")
+        pd.concat([rollouts, silent]).to_parquet(params.paths.rollouts)
+
+        def judge(*more):
+            before = server.calls
+            result = runner.invoke(app, ["judge", params.paths.rollouts, "--params", str(params_path), *more])
+            assert result.exit_code == 0, result.output
+            return server.calls - before
+
+        calls = judge()
+        df = pd.read_parquet(tmp_path / "rollouts.judgments.parquet")
+        llm = df[df.source == "judge"]
+        assert calls == len(llm) > 0 and all(b["max_tokens"] == 1 for b in server.requests)
+        ok = llm[llm.rollout_id != "silent"]
+        assert set(ok.score.round(4)) <= {0.25, 0.75} and ok.score.notna().all()  # soft: P(yes) / (P(yes) + P(no))
+        bad = llm[llm.rollout_id == "silent"]
+        assert len(bad) and bad.score.isna().all() and (bad.failure == "no_verdict").all()
+        assert bad.reason.str.startswith("no_verdict: none of yes/no among the most likely first tokens").all()
+        assert judge() == 0  # a rerun: everything from the cache, the failed verdicts included
+        raw["judge"]["mode"] = "per_criterion"
+        params_path.write_text(yaml.safe_dump(raw))
+        assert judge() == len(llm)  # a change of mode asks every call again
 
 
 def test_focal_run_is_dvc_repro(tmp_path, monkeypatch):

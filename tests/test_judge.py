@@ -341,10 +341,11 @@ def test_one_token_threshold_and_fewer_top_tokens():
     assert server.requests[0]["top_logprobs"] == 1 and by["relevant"].score == 1.0  # only "Yes" seen
 
 
-def test_one_token_without_yes_or_no_is_a_failed_judgment_with_its_reason():
-    by, judge, server = one_token_run([Request(ITEM, BINARY, "GOOD [[fault:noverdict:all]]", "r1")])
+def test_one_token_without_yes_or_no_is_a_failed_judgment_with_its_reason(tmp_path):
+    reqs = [Request(ITEM, BINARY, "GOOD [[fault:noverdict:all]]", "r1")]
+    by, judge, server = one_token_run(reqs, tmp_path)
     j = by["relevant"]
-    assert math.isnan(j.score) and j.failure == "no_verdict" and server.calls == 2  # 1 + parse_retries
+    assert math.isnan(j.score) and j.failure == "no_verdict" and server.calls == 1  # the model's answer: not re-asked
     assert j.reason.startswith("no_verdict: none of yes/no among the most likely first tokens (the reply began "
                                "with 'The')")
     assert json.loads(j.raw)["top_logprobs"][0][0] == "The" and judge.stats.failures == {"no_verdict": 1}

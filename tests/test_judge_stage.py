@@ -18,7 +18,7 @@ from stages import prepare
 
 ROOT = Path(__file__).parents[1]
 COLUMNS = ["prompt_id", "rollout_id", "criterion_id", "key", "category", "weight", "pitfall", "source", "raw", "score",
-           "reason", "cached", "latency_s"]
+           "failure", "reason", "cached", "latency_s"]
 
 
 def setup(tmp_path: Path, base_url: str, concurrency=2) -> Path:
