@@ -160,3 +160,11 @@ def test_the_watchdog_passes_on_the_exit_code_and_starts_nothing_for_a_dead_owne
     done = subprocess.run([*watchdog, "--owner", str(dead.pid), "--", *touch], capture_output=True, text=True,
                           timeout=30)
     assert done.returncode == 1 and "already gone" in done.stderr and not marker.exists()
+
+
+def test_the_local_server_runs_with_prefix_caching():
+    """Every criterion of one response shares its prompt up to the rubric item: vLLM computes that prefix once."""
+    from focal.serve import vllm_command
+
+    assert "--enable-prefix-caching" in vllm_command(Serve(), "models/base", 8000)
+    assert "--enable-prefix-caching" not in vllm_command(Serve(prefix_caching=False), "models/base", 8000)
