@@ -22,7 +22,10 @@ call these functions, so a number has the same meaning wherever it is printed.
   mean over its rollouts, clipped to [0, 1].
 - strict completion: share of rollouts meeting every judged criterion (positives
   met, no pitfall present); rollouts with nothing judged are left out.
-- a criterion is met when r >= aggregate.MET; a pitfall is met when it is absent.
+- a criterion is met when r >= aggregate.MET (0.5); a pitfall is met when it is absent. With
+  soft verdicts (judge.mode one_token: r = P(yes) / (P(yes) + P(no)), any value in [0, 1])
+  pass rates and strict completion count r >= 0.5 as met (0.5 is met, 0.49 is not), while
+  the rubric score weighs r itself (the expected share of points).
 
 `criteria/<key>/weight` is the mean over groups of w'_pc / w_c: 1.0 means the static
 weight, above 1 more pressure.
