@@ -63,12 +63,13 @@ def rubric_set(params: Params):
     return load_rubric_set(Path(params.paths.rubrics) / (params.compare.rubric_set or params.base.rubric_set))
 
 
-def protocol(params: Params) -> tuple[dict, list[Item], list[Item], str]:
-    """(identity of the protocol, train items, eval items, policy folder)."""
+def protocol(params: Params, rs=None, judge_identity: str | None = None) -> tuple[dict, list[Item], list[Item], str]:
+    """(identity of the protocol, train items, eval items, policy folder); rs: the rubric set when loaded already,
+    judge_identity: what answers as the judge when fetched already (focal.endpoints.judge_identity)."""
     from focal.models import fingerprint
 
     c = params.compare
-    rs = rubric_set(params)
+    rs = rs or rubric_set(params)
     train_items, eval_items = rs.split("train"), sorted(rs.split("eval"), key=lambda it: it.id)
     if c.checks_only:
         train_items, eval_items = checks_only(train_items), checks_only(eval_items)
@@ -80,9 +81,11 @@ def protocol(params: Params) -> tuple[dict, list[Item], list[Item], str]:
              "eval": [c.eval_samples, c.eval_seed, c.eval_max_tokens, c.eval_temperature, [it.id for it in eval_items],
                       c.eval_batch]}
     if not c.checks_only:
-        from focal.judge import reward_identity
+        from focal.endpoints import judge_identity as identity_of
+        from focal.judge import reward_identity, set_template
 
-        ident["judge"] = reward_identity(params, rs.judge_template)
+        who = judge_identity or identity_of(params.judge, params.paths.base_model)
+        ident["judge"] = reward_identity(who, params.judge, set_template(rs))
     return ident, train_items, eval_items, policy
 
 
@@ -121,7 +124,7 @@ def score_policy(model_and_tok, items: list[Item], params: Params, judge=None) -
 
     from focal.evaluate import evaluate_judgments, prompt_scores
     from focal.ifeval import rows_of
-    from focal.judge import Request, decide_checks
+    from focal.judge import decide_checks, requests_for
     from focal.rollouts import COLUMNS, rollout_id
 
     c = params.compare
@@ -131,9 +134,7 @@ def score_policy(model_and_tok, items: list[Item], params: Params, judge=None) -
                               "completion_tokens": x.completion_tokens, "finish_reason": x.finish_reason,
                               "seed": c.eval_seed} for it, cs in zip(items, comps) for k, x in enumerate(cs)],
                             columns=COLUMNS)
-    by_id = {it.id: it for it in items}
-    reqs = [Request(by_id[r.prompt_id], crit, r.completion, r.rollout_id)
-            for r in rollouts.itertuples() for crit in by_id[r.prompt_id].criteria]
+    reqs = requests_for(rollouts, {it.id: it for it in items}, "compare")
     judgments = decide_checks(reqs) if judge is None else judge.run(reqs)
     df = pd.DataFrame([j.__dict__ for j in judgments])
     m = evaluate_judgments(df, n_bootstrap=200, seed=c.eval_seed)
@@ -239,22 +240,16 @@ def train_one(params: Params, aggregator: str, seed: int, train_items, policy: s
 
 
 @contextmanager
-def judging(params: Params):
-    """The judge of a protocol that is not checks-only (None when it is): one endpoint and cache for the sweep."""
+def judging(params: Params, rs, identity: str | None):
+    """The judge of a protocol that is not checks-only (None when it is): one endpoint and cache for the sweep,
+    opened by focal.judge.open_judge with the rubric set's template and the identity the protocol's key used."""
     if params.compare.checks_only:
         yield None
         return
-    from focal.cache import Cache
-    from focal.endpoints import judge_endpoint
-    from focal.judge import Judge
+    from focal.judge import open_judge, set_template
 
-    template = rubric_set(params).judge_template
-    cache = Cache(params.paths.judge_cache)
-    try:
-        with judge_endpoint(params) as endpoint:
-            yield Judge(params.judge, endpoint, template, cache)
-    finally:
-        cache.close()
+    with open_judge(params.judge, params.serve, params.paths, set_template(rs), identity=identity) as judge:
+        yield judge
 
 
 def headline(rec: dict) -> str:
@@ -267,13 +262,17 @@ def headline(rec: dict) -> str:
 
 def run(params: Params, aggregators=None, seeds=None) -> list[dict]:
     """Every (aggregator, seed) not yet recorded for this protocol; returns the new records."""
+    from focal.endpoints import judge_identity
+
     c = params.compare
-    ident, train_items, eval_items, policy = protocol(params)
+    rs = rubric_set(params)
+    identity = None if c.checks_only else judge_identity(params.judge, params.paths.base_model)  # fetched once
+    ident, train_items, eval_items, policy = protocol(params, rs, identity)
     key = content_key(ident)[:12]
     done = load_records(c.results)
     left = not recorded(done, BASE, None, key) or any(
         not recorded(done, agg, seed, key) for seed in seeds or c.seeds for agg in aggregators or c.aggregators)
-    with judging(params) if left else nullcontext() as judge:  # a judge server starts only when something is left
+    with judging(params, rs, identity) if left else nullcontext() as judge:  # a server starts only if something is left
         new = []
         if not recorded(done, BASE, None, key):
             t0 = time.perf_counter()

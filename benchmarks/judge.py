@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import os
 import platform
 import statistics
@@ -28,9 +27,8 @@ from pathlib import Path
 
 from focal.api import make_client
 from focal.config import load_params
-from focal.endpoints import judge_endpoint
 from focal.io import write_json
-from focal.judge import Judge, Request, answer_schema, render_prompt
+from focal.judge import Judge, Request, answer_schema, open_judge
 from focal.rubric import load_rubric_set
 
 RESULTS = Path("benchmarks/results/judge_throughput.json")
@@ -51,8 +49,7 @@ def requests(params, n: int) -> list[Request]:
 
 async def raw(judge: Judge, reqs: list[Request], concurrency: int) -> tuple[float, int]:
     """(seconds, completion tokens) of sending the judge's requests as a plain async load generator."""
-    bodies = [judge.request_kwargs(render_prompt(judge.template, r.item, r.criterion, r.response),
-                                   answer_schema(r.criterion)) for r in reqs]
+    bodies = [judge.request_kwargs(judge.prompt(r), answer_schema(r.criterion)) for r in reqs]
     sem = asyncio.Semaphore(concurrency)
     tokens = 0
 
@@ -68,23 +65,23 @@ async def raw(judge: Judge, reqs: list[Request], concurrency: int) -> tuple[floa
         return time.perf_counter() - t0, tokens
 
 
-def judged(cfg, endpoint, reqs) -> tuple[float, int, int]:
-    """(seconds, completion tokens, failures) of Judge.run with no cache."""
-    judge = Judge(cfg, endpoint)
+def judged(judge: Judge, reqs) -> tuple[float, int, int]:
+    """(seconds, completion tokens, failures) of Judge.run (a fresh variant: its own counts) with no cache."""
+    judge = judge.variant()
     t0 = time.perf_counter()
     judge.run(reqs, progress=False)
     return time.perf_counter() - t0, judge.stats.completion_tokens, sum(judge.stats.failures.values())
 
 
-def measure(params, endpoint, reqs, levels: list[int], repeats: int) -> list[dict]:
-    """One row per concurrency: raw and judge seconds per repeat (order alternated), ratio, speed-up."""
-    top = dataclasses.replace(params.judge, concurrency=max(levels))
-    asyncio.run(raw(Judge(top, endpoint), reqs, max(levels)))  # warm both: the same prompts reach the prefix cache
-    judged(top, endpoint, reqs)
+def measure(judge: Judge, reqs, levels: list[int], repeats: int) -> list[dict]:
+    """One row per concurrency: raw and judge seconds per repeat (order alternated), ratio, speed-up; `judge` is
+    open on the server (no cache)."""
+    top = judge.variant(concurrency=max(levels))
+    asyncio.run(raw(top, reqs, max(levels)))  # warm both: the same prompts reach the prefix cache
+    judged(top, reqs)
     rows = []
     for c in levels:
-        cfg = dataclasses.replace(params.judge, concurrency=c)
-        probe = Judge(cfg, endpoint)
+        probe = judge.variant(concurrency=c)
         raw_s, judge_s, raw_tok, judge_tok, failures = [], [], [], [], 0
         for rep in range(repeats):
             for which in (("raw", "judge") if rep % 2 == 0 else ("judge", "raw")):
@@ -92,7 +89,7 @@ def measure(params, endpoint, reqs, levels: list[int], repeats: int) -> list[dic
                     s, t = asyncio.run(raw(probe, reqs, c))
                     raw_s.append(s), raw_tok.append(t)
                 else:
-                    s, t, f = judged(cfg, endpoint, reqs)
+                    s, t, f = judged(probe, reqs)
                     judge_s.append(s), judge_tok.append(t)
                     failures += f
             print(f"  c={c} repeat {rep}: raw {raw_s[-1]:.1f} s, judge {judge_s[-1]:.1f} s", flush=True)
@@ -127,9 +124,9 @@ def main():
     params = load_params(args.params)
     reqs = requests(params, args.n)
     t0 = time.perf_counter()
-    with judge_endpoint(params) as endpoint:
-        rows = measure(params, endpoint, reqs, sorted(set(args.concurrency) | {1}), args.repeats)
-    record = {"judge": endpoint.identity, "model": endpoint.model, "n": args.n, "repeats": args.repeats,
+    with open_judge(params.judge, params.serve, params.paths, None, cache=False) as judge:
+        rows = measure(judge, reqs, sorted(set(args.concurrency) | {1}), args.repeats)
+    record = {"judge": judge.endpoint.identity, "model": judge.endpoint.model, "n": args.n, "repeats": args.repeats,
               "max_tokens": params.judge.max_tokens, "structured": params.judge.structured,
               "machine": f"{platform.machine()}, {os.cpu_count()} cores", "note": args.note,
               "wall_s": round(time.perf_counter() - t0, 1), "rows": rows}

@@ -27,7 +27,8 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     try:
         labelled, ties = load_labelled(args.labels)
-        metrics = judge_labelled(load_params(args.params), labelled) | {"labels/ties_skipped": ties}
+        params = load_params(args.params)
+        metrics = judge_labelled(params.judge, params.serve, params.paths, labelled) | {"labels/ties_skipped": ties}
     except ValueError as e:  # a bad row names file:line, item, field and fix; a bad param names the key
         sys.exit(f"error: {e}")
     print(f"{args.labels}: {len(labelled)} labelled judgments ({ties} ties skipped)")

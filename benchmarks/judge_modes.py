@@ -14,29 +14,25 @@ benchmarks/results/judge_modes.json.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import os
 import platform
 import time
-from pathlib import Path
 
 import pandas as pd
 
 from focal.agreement import agreement_metrics
 from focal.config import load_params
-from focal.endpoints import judge_endpoint
 from focal.io import write_json
-from focal.judge import Judge, load_items, requests_for
-from focal.rubric import load_rubric_set
+from focal.judge import load_items, open_judge, requests_for, stage_template
 
 RESULTS = "benchmarks/results/judge_modes.json"
 MODES = ("per_criterion", "per_response")
 
 
-def run_mode(params, endpoint, template, reqs, mode: str) -> tuple[dict, list]:
+def run_mode(judge, reqs, mode: str) -> tuple[dict, list]:
     """({calls, tokens, seconds, failures}, judgments) of judging reqs in `mode` with no cache."""
-    judge = Judge(dataclasses.replace(params.judge, mode=mode), endpoint, template)
+    judge = judge.variant(mode=mode)
     t0 = time.perf_counter()
     out = judge.run(reqs, progress=False)
     s = judge.stats
@@ -45,12 +41,12 @@ def run_mode(params, endpoint, template, reqs, mode: str) -> tuple[dict, list]:
             "failure_kinds": dict(s.failures), "failure_examples": sorted({j.reason[:200] for j in out if j.reason})[:3]}, out
 
 
-def compare(params, endpoint, template, reqs, repeats: int) -> dict:
+def compare(judge, reqs, repeats: int) -> dict:
     """Both modes, order alternated per repeat: per-mode sums and per-judged-criterion figures, and agreement."""
     runs, first = {m: [] for m in MODES}, {}
     for rep in range(repeats):
         for mode in (MODES if rep % 2 == 0 else MODES[::-1]):
-            figures, judgments = run_mode(params, endpoint, template, reqs, mode)
+            figures, judgments = run_mode(judge, reqs, mode)
             runs[mode].append(figures)
             first.setdefault(mode, judgments)
             print(f"  repeat {rep} {mode}: {figures}", flush=True)
@@ -92,12 +88,11 @@ def main():
     args = ap.parse_args()
     params = load_params(args.params)
     rollouts = pd.read_parquet(params.paths.rollouts).head(args.rollouts)
-    reqs = [r for r in requests_for(rollouts, load_items(params), params.paths.rollouts) if r.criterion.check is None]
-    template = load_rubric_set(Path(params.paths.rubrics) / params.base.rubric_set).judge_template
+    reqs = [r for r in requests_for(rollouts, load_items(params.paths), params.paths.rollouts) if r.criterion.check is None]
     t0 = time.perf_counter()
-    with judge_endpoint(params) as endpoint:
-        result = compare(params, endpoint, template, reqs, args.repeats)
-    result |= {"judge": endpoint.identity, "rollouts": len(rollouts), "repeats": args.repeats,
+    with open_judge(params.judge, params.serve, params.paths, stage_template(params.paths), cache=False) as judge:
+        result = compare(judge, reqs, args.repeats)
+    result |= {"judge": judge.endpoint.identity, "rollouts": len(rollouts), "repeats": args.repeats,
                "max_tokens": params.judge.max_tokens, "note": args.note,
                "machine": f"{platform.machine()}, {os.cpu_count()} cores", "wall_s": round(time.perf_counter() - t0, 1)}
     write_json(args.out, result)

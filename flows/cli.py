@@ -219,13 +219,11 @@ def judge(rollouts: Annotated[str, typer.Argument(help="rollouts file (.parquet 
           params: ParamsOpt = "params.yaml"):
     """Judge a rollouts file on its prompts' rubrics (judge.* of the params file; cached like the judge stage)."""
     from focal.io import write_parquet
-    from focal.judge import judge_table, load_items, requests_for
-    from focal.rubric import load_rubric_set
+    from focal.judge import judge_table, load_items, requests_for, stage_template
 
     p = load_params(params)
-    requests = requests_for(read_rollouts(rollouts), load_items(p), rollouts)
-    template = load_rubric_set(Path(p.paths.rubrics) / p.base.rubric_set).judge_template
-    df, stats = judge_table(p, requests, template)
+    requests = requests_for(read_rollouts(rollouts), load_items(p.paths), rollouts)
+    df, stats = judge_table(p.judge, p.serve, p.paths, requests, stage_template(p.paths))
     out = out or str(Path(rollouts).with_suffix(".judgments.parquet"))
     write_parquet(out, df)
     m = stats.metrics()

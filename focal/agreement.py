@@ -53,7 +53,7 @@ from focal.aggregate import MET
 from focal.cache import content_key
 from focal.importers import healthbench_item, read_jsonl
 from focal.items import Where
-from focal.judge import Request, judge_table
+from focal.judge import Request, judge_table, requests_for
 
 FIGURES = ("agreement", "kappa", "n", "tp", "fp", "fn", "tn", "missing")
 # what each prefix of agreement figures measures: the tables of the evaluation report and the Prefect artifact
@@ -171,8 +171,8 @@ def repeated_probes(requests: list[Request], share: float) -> list[Request]:
             if r.criterion.check is None and sampled(r.rollout_id, r.criterion.id, share)]
 
 
-def judge_measured(params, requests: list[Request], template: str | None, ensemble=None):
-    """Judge requests like focal.judge.judge_table, plus the check probes (judge.agreement_share) and the
+def judge_measured(cfg, serve, paths, requests: list[Request], template: str | None, ensemble=None):
+    """Judge requests like focal.judge.judge_table (cfg: the judge.* section), plus the check probes (judge.agreement_share) and the
     restated and repeated probes (judge.consistency_share), in one call (one endpoint, one cache): (the judgments
     of `requests` only, judge/*, agreement/*, consistency/* and consistency/repeat/* metrics). judge/* count the
     probes' calls too; the probes never enter the returned table.
@@ -180,11 +180,10 @@ def judge_measured(params, requests: list[Request], template: str | None, ensemb
     With `ensemble` (a focal.ensemble.Ensemble of other judges), its members also answer the check probes and
     vote with the configured judge (member "judge"); ensemble/* metrics (with_ensemble) are added and the
     votes table is left in `ensemble.votes`."""
-    cfg = params.judge
     probes = {"checks": check_probes(requests, cfg.agreement_share),
               "restated": restated_probes(requests, cfg.consistency_share),
               "repeated": repeated_probes(requests, cfg.consistency_share)}
-    everything, stats = judge_table(params, requests + [r for p in probes.values() for r in p], template)
+    everything, stats = judge_table(cfg, serve, paths, requests + [r for p in probes.values() for r in p], template)
     parts, start = {}, len(requests)
     for name, p in probes.items():
         parts[name], start = everything.iloc[start:start + len(p)], start + len(p)
@@ -263,7 +262,9 @@ def labelled_row(row: dict, where: Where) -> Labelled | None:
     if 2 * yes == len(labels):
         return None
     rid = str(row.get("completion_id") or "c-" + content_key(item.id, completion)[:16])
-    return Labelled(Request(item, item.criteria[0], completion, rid), 2 * yes > len(labels), category)
+    (request,) = requests_for([{"prompt_id": item.id, "rollout_id": rid, "completion": completion}], {item.id: item},
+                              str(where.path))
+    return Labelled(request, 2 * yes > len(labels), category)
 
 
 def load_labelled(path) -> tuple[list[Labelled], int]:
@@ -286,8 +287,8 @@ def with_labels(labelled: list[Labelled], judged_scores) -> dict:
     return agreement_metrics(truth, judged_scores, [x.category for x in labelled], "labels", "by_category")
 
 
-def judge_labelled(params, labelled: list[Labelled]) -> dict:
-    """Judge the labelled requests with the configured judge and cache (focal.judge.judge_table) and
-    return labels/* metrics (a failed judgment is counted in labels/missing, not compared)."""
-    df, _ = judge_table(params, [x.request for x in labelled], None)
+def judge_labelled(cfg, serve, paths, labelled: list[Labelled]) -> dict:
+    """Judge the labelled requests with the judge of `cfg` and its cache (focal.judge.judge_table, Focal's default
+    template) and return labels/* metrics (a failed judgment is counted in labels/missing, not compared)."""
+    df, _ = judge_table(cfg, serve, paths, [x.request for x in labelled], None)
     return with_labels(labelled, df.score.tolist())

@@ -1,7 +1,7 @@
 """A reward-hacking audit during training: does the training judge pass what a second opinion fails?
 
     audit = Audit(share=0.25, source="checks")          # truth: the programmatic checks
-    audit = Audit(share=0.25, source="endpoint", judge=Judge(cfg, audit_endpoint(params), template, cache))
+    with open_audit(params.audit, params.judge, params.serve, params.paths, template) as audit:  # the train stage
     reward = FocalReward(items, "focal", judge=judge, audit=audit)   # logs criteria/<key>/audit_gap each step
 
 On a share `audit.share` of each generation batch's completions (picked by a hash of
@@ -34,13 +34,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 
 from focal.aggregate import MET
 from focal.agreement import sampled
-from focal.judge import Judge, Judgment, Request
+from focal.judge import Judge, Judgment, Request, open_judge
 
 SOURCES = ("checks", "endpoint")
 
@@ -154,19 +155,20 @@ class Audit:
 
 # ---- the train stage's side --------------------------------------------------------------
 
-def from_params(params, template: str | None, cache) -> Audit | None:
-    """The audit the `audit` section asks for (None when audit.share is 0); source 'endpoint' gets a Judge at
-    audit.base_url with judge.*'s decoding and bounds and its own identity (focal.endpoints.audit_endpoint)."""
-    a = params.audit
-    if a.share == 0:
-        return None
-    judge = None
-    if a.source == "endpoint":
-        from focal.endpoints import audit_endpoint
-
-        cfg = dataclasses.replace(params.judge, base_url=a.base_url, model=a.model, api_key_env=a.api_key_env)
-        judge = Judge(cfg, audit_endpoint(params), template, cache)
-    return Audit(a.share, a.source, judge)
+@contextmanager
+def open_audit(audit, judge, serve, paths, template: str | None, needed: bool = True):
+    """The audit the `audit` section asks for (None when audit.share is 0 or no judge is `needed`); source
+    'endpoint' gets a judge at audit.base_url opened by focal.judge.open_judge, with judge.*'s decoding and bounds
+    and its own identity (so its own cache keys)."""
+    if audit.share == 0 or not needed:
+        yield None
+        return
+    if audit.source == "checks":
+        yield Audit(audit.share, audit.source)
+        return
+    cfg = dataclasses.replace(judge, base_url=audit.base_url, model=audit.model, api_key_env=audit.api_key_env)
+    with open_judge(cfg, serve, paths, template, param="audit.base_url") as second:
+        yield Audit(audit.share, audit.source, second)
 
 
 def write_report(train_log, folder, max_growth: float) -> dict[str, float]:

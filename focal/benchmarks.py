@@ -19,6 +19,7 @@ import importlib.util
 from pathlib import Path
 
 from focal.importers import load_healthbench, load_writingbench
+from focal.judge import set_template, stage_template
 from focal.rubric import load_rubric_set, with_keys
 
 
@@ -34,11 +35,12 @@ def _writingbench_file(params) -> Path | None:
 
 def _set_eval(name: str, params):
     rs = load_rubric_set(Path(params.paths.rubrics) / name)
-    return rs.split("eval"), "", rs.judge_template
+    return rs.split("eval"), "", set_template(rs)
 
 
 def _eval(params):
-    """The prepared eval split (paths.eval_prompts, written by prepare) with the current set's judge template."""
+    """The prepared eval split (paths.eval_prompts) with the current set's judge template (paths.judge_template),
+    both written by prepare."""
     import pandas as pd
 
     from focal.rubric import item_from_row
@@ -47,7 +49,7 @@ def _eval(params):
     if not path.exists():
         raise ValueError(f"{path} does not exist; run the prepare stage (`dvc repro prepare`)")
     items = [item_from_row(row) for _, row in pd.read_parquet(path).iterrows()]
-    return items, "", load_rubric_set(Path(params.paths.rubrics) / params.base.rubric_set).judge_template
+    return items, "", stage_template(params.paths)
 
 
 def _health(params):

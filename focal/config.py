@@ -145,6 +145,8 @@ class Paths(Section):
     rubrics: str = path_knob("rubrics", "folder holding the rubric sets")
     train_prompts: str = path_knob("data/prompts/train.parquet", "prompt table of the train split (prepare)")
     eval_prompts: str = path_knob("data/prompts/eval.parquet", "prompt table of the eval split (prepare)")
+    judge_template: str = path_knob("data/prompts/judge_template.md", "the rubric set's judge template (prepare): what "
+                                    "the judge, train and evaluate stages ask the judge with")
     base_model: str = path_knob("models/base", "the base policy as a plain Hugging Face folder (model)")
     rollouts: str = path_knob("data/rollouts.parquet", "sampled completions to judge (rollouts)")
     rubricgen_cache: str = path_knob("cache/rubricgen.sqlite", "persistent cache of rubric-model answers")
@@ -210,7 +212,7 @@ class Serve(Section):
 
 @dataclass
 class Client(Section):
-    """How a stage calls an OpenAI-compatible endpoint (shared by rollouts, rubricgen and judge)."""
+    """How a stage calls an OpenAI-compatible endpoint (shared by rollouts, rubricgen, judge and evaluate)."""
 
     api_key_env: str = knob("FOCAL_API_KEY", "environment variable holding the endpoint's API key (unset = 'EMPTY')",
                             NONEMPTY)
@@ -475,7 +477,7 @@ class Validate(Section):
 
 
 @dataclass
-class Evaluate(Section):
+class Evaluate(Client):
     """The evaluate stage: sample each policy on each benchmark, judge, and compare (paired)."""
 
     benchmarks: list = knob(["eval"], "benchmarks to run (focal/benchmarks.py): eval, health, writingbench, healthbench",
@@ -491,6 +493,8 @@ class Evaluate(Section):
     n_bootstrap: int = knob(1000, "bootstrap resamples for the score std and the paired intervals", at_least(1))
     writingbench_path: str = knob("", "WritingBench benchmark_all.jsonl (empty = from the inspect-evals package if installed)")
     healthbench_path: str = knob("", "a HealthBench-format JSONL file for the healthbench benchmark")
+    api_key_env: str = client_knob("api_key_env", "FOCAL_POLICY_API_KEY")  # sampling from a policy endpoint
+    timeout_s: float = client_knob("timeout_s", 300.0)
 
     def __post_init__(self):
         super().__post_init__()

@@ -1,9 +1,9 @@
 """The one owner of model endpoints: a ready judge or policy endpoint, and the identity of what answers.
 
-    with judge_endpoint(params) as ep:            # judge.base_url, or the local vLLM server with the base model
-        Judge(params.judge, ep, template, cache)
-    with policy_endpoint(params, "models/trained", name="trained") as ep:
-        OpenAIBackend(ep, params.rollouts)
+    with judge_endpoint(cfg, serve, base_model, identity) as ep:   # judge.base_url, or the local vLLM server
+        ...                                       # (only focal.judge.open_judge calls it: the one way to a judge)
+    with policy_endpoint(params.serve, client.api_key_env, "models/trained", name="trained") as ep:
+        OpenAIBackend(ep.base_url, ep.model, client)     # client: the rollouts or evaluate section
 
 An `Endpoint` is where to send requests (`base_url`, the `model` name to ask for)
 and `identity`: what produces the answers, for cache keys and rollout ids.
@@ -20,8 +20,8 @@ and `identity`: what produces the answers, for cache keys and rollout ids.
   cache. Replicas that disagree are refused, naming each URL and what it reports:
   one cache key for answers of two different models would poison the cache.
 
-Stages, the reward, the CLI and the benchmarks all get endpoints here; nothing
-else decides "use this URL or start a server".
+Stages, the reward, the CLI and the benchmarks all get endpoints here (a judge's
+through focal.judge.open_judge); nothing else decides "use this URL or start a server".
 """
 
 from __future__ import annotations
@@ -104,30 +104,29 @@ def local_identity(model_dir) -> str:
     return f"weights:{fingerprint(model_dir)}"
 
 
-def judge_identity(params) -> str:
-    """What answers as the judge: the remote model at judge.base_url (every replica alike), else the base model's weights."""
-    j = params.judge
-    if j.base_url:
-        return pool_identity(split_urls(j.base_url), j.model, j.api_key_env, "judge.base_url")
-    return local_identity(params.paths.base_model)
+def judge_identity(cfg, base_model, param: str = "judge.base_url") -> str:
+    """What answers as a judge (cfg: a judge.*-shaped section): the remote model at cfg.base_url (every replica
+    alike), else the weights of base_model (the local judge). Fetched once per run: open_judge takes it."""
+    if cfg.base_url:
+        return pool_identity(split_urls(cfg.base_url), cfg.model, cfg.api_key_env, param)
+    return local_identity(base_model)
 
 
 @contextmanager
-def judge_endpoint(params, needed: bool = True):
-    """The judge's endpoint: judge.base_url (remote), else the local vLLM server with paths.base_model.
+def judge_endpoint(cfg, serve, base_model, identity: str, needed: bool = True, param: str = "judge.base_url"):
+    """A judge's endpoint: cfg.base_url (remote), else the local vLLM server (`serve`) with base_model. Called by
+    focal.judge.open_judge only (the one way to a judge).
 
     The local judge is always the *base* model, whatever policy is being trained or
     evaluated. With needed=False (everything is a check or cached) no server is
     started and the endpoint is never called; its identity is still the judge's."""
-    j = params.judge
-    identity = judge_identity(params)
-    if j.base_url or not needed:
-        yield Endpoint(j.base_url or NO_ENDPOINT, j.model, identity, "judge.base_url")
+    if cfg.base_url or not needed:
+        yield Endpoint(cfg.base_url or NO_ENDPOINT, cfg.model, identity, param)
         return
     from focal.serve import serving
 
-    with serving(params.serve, params.paths.base_model) as url:
-        yield Endpoint(url, params.serve.served_model_name, identity, "the local judge server (serve.*, logs in serve.log_dir)")
+    with serving(serve, base_model) as url:
+        yield Endpoint(url, serve.served_model_name, identity, "the local judge server (serve.*, logs in serve.log_dir)")
 
 
 @contextmanager
@@ -146,13 +145,14 @@ def rubric_endpoint(params):
 
 
 @contextmanager
-def policy_endpoint(params, policy_dir: str, name: str | None = None):
+def policy_endpoint(serve, api_key_env: str, policy_dir: str, name: str | None = None):
     """A policy's endpoint: with serve.base_url, the model called `name` there (default serve.served_model_name;
-    every policy must be served under its own name), else a local vLLM server for policy_dir."""
-    s = params.serve
+    every policy must be served under its own name; the key in $api_key_env), else a local vLLM server (`serve`)
+    for policy_dir."""
+    s = serve
     if s.base_url:
         name = name or s.served_model_name
-        yield Endpoint(s.base_url, name, remote_identity(s.base_url, name, params.rollouts.api_key_env, "serve.base_url"),
+        yield Endpoint(s.base_url, name, remote_identity(s.base_url, name, api_key_env, "serve.base_url"),
                        "serve.base_url")
         return
     from focal.serve import serving
@@ -160,24 +160,3 @@ def policy_endpoint(params, policy_dir: str, name: str | None = None):
     with serving(s, policy_dir) as url:
         yield Endpoint(url, s.served_model_name, local_identity(policy_dir),
                        "the local model server (serve.*, logs in serve.log_dir)")
-
-
-def audit_endpoint(params) -> Endpoint:
-    """The training audit's judge (audit.source 'endpoint'): the remote model at audit.base_url, with its identity
-    (so its cache keys are its own). Remote only: the audit is a second opinion, not the local base model again."""
-    a = params.audit
-    if not a.base_url:
-        raise ValueError("audit.source 'endpoint' needs audit.base_url (an OpenAI-compatible endpoint, .../v1)")
-    return Endpoint(a.base_url, a.model, remote_identity(a.base_url, a.model, a.api_key_env, "audit.base_url"),
-                    "audit.base_url")
-
-
-def ensemble_endpoints(params) -> dict[str, Endpoint]:
-    """The ensemble's other judges (ensemble.members), by name, each remote with its identity (its own cache keys)."""
-    out = {}
-    for i, m in enumerate(params.ensemble.members):
-        where = f"ensemble.members[{i}].base_url"
-        key_env = m.get("api_key_env") or params.judge.api_key_env
-        out[m["name"]] = Endpoint(m["base_url"], m["model"], remote_identity(m["base_url"], m["model"], key_env, where),
-                                  where)
-    return out

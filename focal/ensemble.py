@@ -1,11 +1,12 @@
 """Several judges voting on each (rollout, criterion): majority or mean, each member's verdict kept.
 
-    ens = Ensemble({"judge-b": Judge(cfg, endpoint_b, template, cache), "judge-c": ...}, vote="majority")
+    with open_ensemble(params.ensemble, params.judge, params.serve, params.paths, template) as ens:  # or by hand:
+        ens = Ensemble({"judge-b": judge_b, "judge-c": judge_c}, vote="majority")   # focal.judge.open_judge's
     votes = ens.run(requests, known={"judge": [1.0, 0.0, ...]})   # a member whose answers are already in hand
     votes   # DataFrame: rollout_id, criterion_id, key, one column per member (its satisfaction), vote
 
 Each member is a focal.judge.Judge with its own Endpoint, so its own identity and its
-own cache keys (focal/endpoints.py `ensemble_endpoints` builds them from the
+own cache keys (`open_ensemble` opens each with focal.judge.open_judge from the
 `ensemble` section). The judge stage measures the ensemble beside its members on the
 check probes (focal/agreement.py `with_ensemble`: ensemble/agreement/* for the vote,
 ensemble/member/<name>/agreement/* for each member; the configured judge's own
@@ -24,14 +25,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import numpy as np
 import pandas as pd
 
 from focal.aggregate import MET
-from focal.cache import Cache
-from focal.judge import Judge, Request
+from focal.judge import Judge, Request, open_judge
 
 VOTES = ("majority", "mean")
 EMPTY = pd.DataFrame({c: pd.Series(dtype=t) for c, t in (("rollout_id", str), ("criterion_id", str), ("key", str),
@@ -83,24 +83,22 @@ class Ensemble:
         return {f"ensemble/member/{n}/{k}": v for n, j in self.members.items() for k, v in j.stats.metrics().items()}
 
 
+def member_config(judge, member: dict):
+    """The judge.* section of an ensemble member: its base_url, model and API key (default judge.api_key_env),
+    judge.*'s decoding and bounds."""
+    return dataclasses.replace(judge, base_url=member["base_url"], model=member["model"],
+                               api_key_env=member.get("api_key_env") or judge.api_key_env)
+
+
 @contextmanager
-def from_params(params, template: str | None):
-    """The ensemble of the `ensemble` section (None without members): each member a Judge with judge.*'s decoding
-    and bounds, its own endpoint, identity and API key, on paths.judge_cache (closed on exit)."""
-    e = params.ensemble
-    if not e.members:
+def open_ensemble(ensemble, judge, serve, paths, template: str | None):
+    """The ensemble of the `ensemble` section (None without members): each member a judge opened by
+    focal.judge.open_judge with member_config (its own endpoint, identity and API key), on paths.judge_cache."""
+    if not ensemble.members:
         yield None
         return
-    from focal.endpoints import ensemble_endpoints
-
-    endpoints = ensemble_endpoints(params)
-    cache = Cache(params.paths.judge_cache)
-    try:
-        members = {}
-        for m in e.members:
-            cfg = dataclasses.replace(params.judge, base_url=m["base_url"], model=m["model"],
-                                      api_key_env=m.get("api_key_env") or params.judge.api_key_env)
-            members[m["name"]] = Judge(cfg, endpoints[m["name"]], template, cache)
-        yield Ensemble(members, e.vote)
-    finally:
-        cache.close()
+    with ExitStack() as stack:
+        members = {m["name"]: stack.enter_context(open_judge(member_config(judge, m), serve, paths, template,
+                                                             param=f"ensemble.members[{i}].base_url"))
+                   for i, m in enumerate(ensemble.members)}
+        yield Ensemble(members, ensemble.vote)

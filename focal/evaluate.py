@@ -114,7 +114,7 @@ def evaluate_policies(params, benchmarks: dict) -> tuple[dict, "pd.DataFrame", "
     from pathlib import Path
 
     from focal.agreement import judge_measured
-    from focal.judge import Request, check_failure_budget
+    from focal.judge import check_failure_budget, requests_for
     from focal.rollouts import Sampling, sample_policy
 
     e = params.evaluate
@@ -125,7 +125,7 @@ def evaluate_policies(params, benchmarks: dict) -> tuple[dict, "pd.DataFrame", "
             raise ValueError(f"evaluate.policies: {policy!r} has no model folder {folder!r}; train it first or "
                              "remove it from evaluate.policies")
         for bench, (items, _) in benchmarks.items():
-            df = sample_policy(params, items, folder, sampling, e.backend, name)
+            df = sample_policy(items, folder, sampling, e.backend, e, params.serve, params.paths.rollout_cache, name)
             rollouts.append(df.assign(benchmark=bench, policy_name=policy))
             identities.setdefault(df.policy.iloc[0], policy)
             if identities[df.policy.iloc[0]] != policy:
@@ -133,12 +133,11 @@ def evaluate_policies(params, benchmarks: dict) -> tuple[dict, "pd.DataFrame", "
                                  f"model ({df.policy.iloc[0]}); a comparison of a model with itself says nothing")
     rollouts = pd.concat(rollouts, ignore_index=True)
     for bench, (items, template) in benchmarks.items():
-        by_id = {it.id: it for it in items}
         part = rollouts[rollouts.benchmark == bench]
-        reqs = [Request(by_id[r.prompt_id], c, r.completion, f"{r.policy_name}:{r.rollout_id}")
-                for r in part.itertuples() for c in by_id[r.prompt_id].criteria]
-        df, judged = judge_measured(params, reqs, template)  # + the judge measured against checks and itself
-        df["policy_name"] = df.rollout_id.str.split(":", n=1).str[0]
+        reqs = requests_for(part, {it.id: it for it in items}, f"evaluate ({bench})")
+        df, judged = judge_measured(params.judge, params.serve, params.paths, reqs, template)  # + the judge measured
+        # each policy's rollout ids differ (they carry the policy's identity): its name comes with a join, not a string
+        df = df.merge(part[["rollout_id", "policy_name"]], on="rollout_id", how="left", validate="many_to_one")
         df["benchmark"] = bench
         judgments.append(df)
         check_failure_budget(df, params.judge.max_failure_share, f"evaluate ({bench})")

@@ -1,8 +1,7 @@
 """The judge: one judgment per (rollout, criterion) through an OpenAI-compatible API.
 
-    with judge_endpoint(params) as endpoint:        # focal/endpoints.py: where, and who answers
-        judge = Judge(params.judge, endpoint, template=rubric_set.judge_template, cache=Cache(path))
-    judgments = judge.run([Request(item, criterion, response, rollout_id), ...])
+    with open_judge(params.judge, params.serve, params.paths, stage_template(params.paths)) as judge:
+        judgments = judge.run(requests_for(rollouts, load_items(params.paths), "rollouts.parquet"))
 
 - The prompt is a template (the rubric set's, or focal/judge_template.md) with
   <<conversation>>, <<response>>, <<rubric_item>>, <<answer_format>> and the fence
@@ -24,7 +23,14 @@
   (EndpointDown) when none is left.
 - `judge.mode: per_response` asks one call per response for every LLM-judged
   criterion at once (a JSON object keyed by criterion id, its own cache key);
-  per_criterion (the default) is one call per (rollout, criterion).
+  per_criterion (the default) is one call per (rollout, criterion); one_token asks
+  the same question per (rollout, criterion) answered in one token, and reads the
+  verdict from the first token's top_logprobs: P(yes) / (P(yes) + P(no)) (a soft
+  verdict, or thresholded: judge.verdict); neither answer among the top tokens is a
+  failed judgment (no_verdict), never a guess.
+- One way to each thing: `open_judge` opens a judge (endpoint, identity fetched
+  once, cache, template), `requests_for` builds requests, `Judge._ask` is the one
+  retry loop, and a failed judgment's kind is its own column (`failure`).
 - Tokens come from the usage the server reports; `JudgeStats.metrics()` gives
   judge/prompt_tokens, judge/completion_tokens, judge/tokens and judge/cost_usd
   (judge.price_*_per_mtok).
@@ -46,6 +52,7 @@ import math
 import re
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,7 +60,7 @@ from focal.aggregate import MET
 from focal.api import EndpointDown, Limiter, Pool, estimate_tokens, failure_kind, scrub, with_retries
 from focal.cache import Cache, content_key
 from focal.checks import run_check
-from focal.endpoints import Endpoint
+from focal.endpoints import NO_ENDPOINT, Endpoint
 from focal.rubric import MARKER, Criterion, Item
 
 DEFAULT_TEMPLATE = (Path(__file__).parent / "judge_template.md").read_text(encoding="utf-8")
@@ -181,13 +188,11 @@ def decoding(cfg) -> dict:
             "seed": getattr(cfg, "seed", None)}
 
 
-def reward_identity(params, template: str) -> list:
+def reward_identity(identity: str, cfg, template: str) -> list:
     """Everything about judging that can change a reward: who answers (the endpoint's identity), its decoding,
-    the mode (one call per criterion or per response) and the prompt template. For run keys and protocols."""
-    from focal.endpoints import judge_identity
-
-    j = params.judge
-    return [judge_identity(params), decoding(j), j.mode, template] + ([j.verdict] if j.mode == "one_token" else [])
+    the mode (per criterion, per response, one token; with one_token the verdict rule) and the prompt template.
+    For run keys and protocols."""
+    return [identity, decoding(cfg), cfg.mode, template] + ([cfg.verdict] if cfg.mode == "one_token" else [])
 
 
 # ---- judge.mode per_response: one call for every LLM-judged criterion of a response ----
@@ -467,7 +472,7 @@ class Judge:
     def __init__(self, cfg, endpoint: Endpoint, template: str | None = None, cache: Cache | None = None):
         if not isinstance(endpoint, Endpoint):
             raise TypeError("Judge needs a focal.endpoints.Endpoint (base_url, model, identity); "
-                            "get one from focal.endpoints.judge_endpoint(params)")
+                            "open a judge with focal.judge.open_judge")
         self.cfg = cfg
         self.endpoint = endpoint
         self.template = template or DEFAULT_TEMPLATE
@@ -476,6 +481,11 @@ class Judge:
                                 price_completion_per_mtok=cfg.price_completion_per_mtok)
         self.limiter = Limiter(cfg.rpm, cfg.tpm)  # one per judge, across runs
         self.sent: dict = {}  # base_url -> attempts sent there (every run of this judge)
+
+    def variant(self, **changes) -> "Judge":
+        """This judge (endpoint, template, cache) with other judge.* settings and counts of its own: for benchmarks
+        that compare settings on one server (benchmarks/judge.py, benchmarks/judge_modes.py)."""
+        return Judge(dataclasses.replace(self.cfg, **changes), self.endpoint, self.template, self.cache)
 
     @property
     def one_token(self) -> bool:
@@ -687,46 +697,79 @@ class Judge:
         return asyncio.run(self.arun(requests, progress))
 
 
-def judge_table(params, requests: list[Request], template: str | None):
-    """Judge requests with the configured judge and cache: (judgments DataFrame, JudgeStats).
+@contextmanager
+def open_judge(cfg, serve, paths, template: str | None, needed: bool = True, requests: list[Request] | None = None,
+               identity: str | None = None, param: str = "judge.base_url", cache: bool = True):
+    """The one way to a ready Judge: its endpoint (cfg.base_url, else the local vLLM server of `serve` with
+    paths.base_model, started only when needed), its identity (fetched once: GET /models of a remote judge; pass
+    `identity` when it was fetched already, e.g. for a run key), the cache at paths.judge_cache (cache=False: none)
+    and the template (None: Focal's default). cfg is the judge.* section, or one shaped like it for another judge
+    (the audit's, an ensemble member's: base_url, model and api_key_env replaced; `param` names where it is set).
 
-    The judge is judge.base_url, else the local vLLM server with the base model,
-    started only if some request is neither a check nor cached."""
+    needed=False, or `requests` of which none needs a call (all checks or cached): no server is started."""
+    from focal.endpoints import judge_endpoint, judge_identity
+
+    identity = identity or judge_identity(cfg, paths.base_model, param)
+    store = Cache(paths.judge_cache) if cache else None
+    try:
+        judge = Judge(cfg, Endpoint(NO_ENDPOINT, cfg.model, identity, param), template, store)
+        needed = needed and (requests is None or judge.pending(requests) > 0)
+        with judge_endpoint(cfg, serve, paths.base_model, identity, needed, param) as endpoint:
+            judge.endpoint = endpoint
+            yield judge
+    finally:
+        if store is not None:
+            store.close()
+
+
+def judge_table(cfg, serve, paths, requests: list[Request], template: str | None):
+    """Judge requests with the judge of `cfg` (judge.base_url, else the local vLLM server with the base model,
+    started only if some request is neither a check nor cached) and its cache: (judgments DataFrame, JudgeStats)."""
     import pandas as pd
 
-    from focal.endpoints import NO_ENDPOINT, judge_endpoint, judge_identity
-
-    cache = Cache(params.paths.judge_cache)
-    try:
-        probe = Endpoint(NO_ENDPOINT, params.judge.model, judge_identity(params))
-        needed = Judge(params.judge, probe, template, cache).pending(requests) > 0
-        with judge_endpoint(params, needed) as endpoint:
-            judge = Judge(params.judge, endpoint, template, cache)
-            judgments = judge.run(requests, progress=True)
-    finally:
-        cache.close()
+    with open_judge(cfg, serve, paths, template, requests=requests) as judge:
+        judgments = judge.run(requests, progress=True)
     columns = [f.name for f in dataclasses.fields(Judgment)]
     return pd.DataFrame([j.__dict__ for j in judgments], columns=columns), judge.stats
 
 
-def load_items(params: Params) -> dict:
-    """prompt_id -> Item, from both prompt tables."""
+def set_template(rubric_set) -> str:
+    """The judge template of a rubric set (its `judge_template:`, else Focal's default): the one place a template is
+    taken from rubrics/. The prepare stage writes it to paths.judge_template; the stages read that (stage_template)."""
+    return rubric_set.judge_template or DEFAULT_TEMPLATE
+
+
+def stage_template(paths) -> str:
+    """The judge template the prepare stage wrote for base.rubric_set (paths.judge_template)."""
+    path = Path(paths.judge_template)
+    if not path.exists():
+        raise ValueError(f"{path} does not exist; run the prepare stage (`dvc repro prepare`), which writes the "
+                         "rubric set's judge template there")
+    return path.read_text(encoding="utf-8")
+
+
+def load_items(paths) -> dict:
+    """prompt_id -> Item, from both prompt tables (paths.train_prompts, paths.eval_prompts)."""
     import pandas as pd
 
     from focal.rubric import item_from_row
 
-    frames = [pd.read_parquet(p) for p in (params.paths.train_prompts, params.paths.eval_prompts)]
+    frames = [pd.read_parquet(p) for p in (paths.train_prompts, paths.eval_prompts)]
     return {row["prompt_id"]: item_from_row(row) for df in frames for _, row in df.iterrows()}
 
 
-def requests_for(rollouts: pd.DataFrame, items: dict, source: str) -> list[Request]:
-    """One request per (rollout, criterion), in table order."""
-    missing = sorted(set(rollouts.prompt_id) - set(items))
+def requests_for(rollouts, items: dict, source: str, only_checks: bool = False,
+                 fix: str = "rerun the prepare stage or regenerate the rollouts") -> list[Request]:
+    """The one builder of judge requests: one per (rollout, criterion of its prompt's rubric), in rollout order.
+    rollouts: a table (or a list of dicts) with prompt_id, rollout_id and completion; only_checks: the criteria
+    with a check only (a reward without a judge). An unknown prompt_id is an error naming `source` and `fix`."""
+    rows = rollouts.to_dict("records") if hasattr(rollouts, "to_dict") else list(rollouts)
+    missing = sorted({r["prompt_id"] for r in rows} - set(items))
     if missing:
-        raise ValueError(f"{source}: prompt_id {missing[0]!r} (and {len(missing) - 1} more) is in no prompt table; "
-                         "rerun the prepare stage or regenerate the rollouts")
-    return [Request(items[r.prompt_id], c, r.completion, r.rollout_id)
-            for r in rollouts.itertuples() for c in items[r.prompt_id].criteria]
+        raise ValueError(f"{source}: prompt_id {missing[0]!r} (and {len(missing) - 1} more) has no rubric in the "
+                         f"prompt tables; {fix}")
+    return [Request(items[r["prompt_id"]], c, r["completion"], r["rollout_id"]) for r in rows
+            for c in items[r["prompt_id"]].criteria if not only_checks or c.check is not None]
 
 
 class TooManyFailures(ValueError):

@@ -1,8 +1,8 @@
 """FocalReward: a TRL reward function that judges each completion on its rubric and aggregates the batch.
 
     from focal import FocalReward
-    judge = Judge(params.judge, endpoint, cache=Cache("cache/judge.sqlite"))   # cached: a repeat costs no call
-    reward = FocalReward(items, aggregator="focal", judge=judge)   # items: {prompt_id: Item}
+    with open_judge(params.judge, params.serve, params.paths, template) as judge:   # focal.judge: cached
+        reward = FocalReward(items, aggregator="focal", judge=judge)   # items: {prompt_id: Item}
     reward = FocalReward(items, aggregator="focal", checks_only=True)   # no judge: only criteria with a check
     trainer = GRPOTrainer(model=..., reward_funcs=[reward], train_dataset=ds, args=cfg)  # ds has prompt_id
 
@@ -51,7 +51,7 @@ import pandas as pd
 
 from focal.aggregate import FocalState, aggregate, get_aggregator, update_state
 from focal.audit import Audit, gap_metrics
-from focal.judge import Judge, Request
+from focal.judge import Judge, Request, requests_for
 from focal.metrics import constant_by_key, satisfaction_matrix, step_metrics
 
 
@@ -156,14 +156,12 @@ class FocalReward:
         self.state, self.step = FocalState(dict(saved["m"])), int(saved["step"])
 
     def requests(self, prompt_ids, texts, tag: str = "") -> list[Request]:
-        """One request per (completion, criterion); rollout ids `<tag>-<i>` (tag: step and process)."""
-        reqs = []
-        for i, (pid, text) in enumerate(zip(prompt_ids, texts)):
-            if pid not in self.items:
-                raise ValueError(f"prompt_id {pid!r} has no rubric; the dataset's prompt_id column must match the items")
-            reqs += [Request(self.items[pid], c, text, f"{tag or f's{self.step}'}-{i}") for c in self.items[pid].criteria
-                     if not self.checks_only or c.check is not None]
-        return reqs
+        """One request per (completion, criterion) (focal.judge.requests_for); rollout ids `<tag>-<i>` (tag: step
+        and process)."""
+        rows = [{"prompt_id": pid, "rollout_id": f"{tag or f's{self.step}'}-{i}", "completion": text}
+                for i, (pid, text) in enumerate(zip(prompt_ids, texts))]
+        return requests_for(rows, self.items, "FocalReward", only_checks=self.checks_only,
+                            fix="the training dataset's prompt_id column must match the items")
 
     async def __call__(self, prompts, completions, prompt_id=None, log_metric=None, log_extra=None,
                        **kwargs) -> list[float | None]:

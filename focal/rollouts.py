@@ -179,23 +179,23 @@ def sample_rollouts(items: list, backend: Backend, sampling: Sampling, policy: s
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def sample_policy(params, items: list, policy_dir: str, sampling: Sampling, backend: str,
+def sample_policy(items: list, policy_dir: str, sampling: Sampling, backend: str, client, serve, cache_path,
                   name: str | None = None) -> pd.DataFrame:
-    """Rollouts of one policy with the configured backend (its endpoint from focal.endpoints).
+    """Rollouts of one policy with `backend` ('vllm': its endpoint from focal.endpoints, called with the `client`
+    settings of the stage: rollouts.* or evaluate.*; 'transformers': in-process), cached in cache_path.
 
     The rollouts' `policy` column, their ids and the cache key carry the policy's
     identity (its weights' fingerprint, or what a remote endpoint reports for `name`),
     so two policies never share rollouts."""
     from focal.endpoints import local_identity, policy_endpoint
 
-    cache = Cache(params.paths.rollout_cache)
+    cache = Cache(cache_path)
     try:
         if backend == "transformers":
             return sample_rollouts(items, TransformersBackend(policy_dir), sampling, local_identity(policy_dir), cache,
                                    progress=True)
-        with policy_endpoint(params, policy_dir, name) as ep:
-            client = OpenAIBackend(ep.base_url, ep.model, params.rollouts, ep.param)
-            return sample_rollouts(items, client, sampling, ep.identity, cache, chunk=params.rollouts.concurrency,
-                                   progress=True)
+        with policy_endpoint(serve, client.api_key_env, policy_dir, name) as ep:
+            remote = OpenAIBackend(ep.base_url, ep.model, client, ep.param)
+            return sample_rollouts(items, remote, sampling, ep.identity, cache, chunk=client.concurrency, progress=True)
     finally:
         cache.close()

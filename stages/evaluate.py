@@ -26,7 +26,7 @@ from focal.io import write_json, write_parquet, write_text
 from focal.plots import pass_rates_plot, policies_plot, trajectories_plot
 from focal.stage import run_stage
 
-READS = ('base', 'evaluate', 'judge', 'serve', 'rollouts')  # params sections this stage reads: dvc.yaml declares exactly these (a test checks)
+READS = ('base', 'evaluate', 'judge', 'serve')  # params sections this stage reads: dvc.yaml declares exactly these (a test checks)
 
 
 def run(params: Params) -> list[Path]:

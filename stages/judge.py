@@ -2,7 +2,8 @@
 
     python -m stages.judge [--params params.yaml]
 
-Reads `paths.rollouts` and the prompt tables; writes `paths.judgments` (one row per
+Reads `paths.rollouts`, the prompt tables and the judge template (`paths.judge_template`,
+all three written upstream); writes `paths.judgments` (one row per
 (rollout, criterion): prompt_id, rollout_id, criterion_id, key, category, weight,
 pitfall, source, raw, score in [0, 1] or NaN, reason, cached, latency_s) and the
 judge's counts to `paths.judge_stats`. Judgments are cached in `paths.judge_cache`:
@@ -32,21 +33,20 @@ import pandas as pd
 
 from focal.agreement import judge_measured
 from focal.config import Params
-from focal.ensemble import EMPTY, from_params as ensemble_from_params
+from focal.ensemble import EMPTY, open_ensemble
 from focal.io import write_json, write_parquet
-from focal.judge import check_failure_budget, load_items, requests_for
-from focal.rubric import load_rubric_set
+from focal.judge import check_failure_budget, load_items, requests_for, stage_template
 from focal.stage import run_stage
 
-READS = ('base', 'judge', 'serve', 'ensemble')  # params sections this stage reads: dvc.yaml declares exactly these (a test checks)
+READS = ('judge', 'serve', 'ensemble')  # params sections this stage reads: dvc.yaml declares exactly these (a test checks)
 
 
 def run(params: Params) -> list[Path]:
-    rollouts = pd.read_parquet(params.paths.rollouts)
-    requests = requests_for(rollouts, load_items(params), params.paths.rollouts)
-    template = load_rubric_set(Path(params.paths.rubrics) / params.base.rubric_set).judge_template
-    with ensemble_from_params(params, template) as ensemble:
-        df, m = judge_measured(params, requests, template, ensemble)  # agreement/*, consistency/*: the judge measured
+    p = params
+    requests = requests_for(pd.read_parquet(p.paths.rollouts), load_items(p.paths), p.paths.rollouts)
+    template = stage_template(p.paths)  # the rubric set's, as the prepare stage wrote it
+    with open_ensemble(p.ensemble, p.judge, p.serve, p.paths, template) as ensemble:
+        df, m = judge_measured(p.judge, p.serve, p.paths, requests, template, ensemble)  # the judge measured too
     check_failure_budget(df, params.judge.max_failure_share, "judge")  # successes stay cached for the rerun
     write_parquet(params.paths.judgments, df)
     write_parquet(params.paths.judge_votes, EMPTY if ensemble is None else ensemble.votes)

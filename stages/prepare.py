@@ -3,7 +3,9 @@
     python -m stages.prepare [--params params.yaml]
 
 Reads `base.rubric_set`, `paths.*` and `prepare.*`; writes `paths.train_prompts`
-and `paths.eval_prompts` (one row per prompt, its rubric as JSON).
+and `paths.eval_prompts` (one row per prompt, its rubric as JSON) and
+`paths.judge_template` (the set's judge template, or Focal's default): the judge,
+train and evaluate stages read the template there, never from rubrics/.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from pathlib import Path
 import pandas as pd
 
 from focal.config import Params
-from focal.io import write_parquet
+from focal.io import write_parquet, write_text
+from focal.judge import set_template
 from focal.rubric import RubricSet, item_to_row, load_rubric_set
 from focal.stage import run_stage
 
@@ -38,8 +41,9 @@ def run(params: Params) -> list[Path]:
     outs = {"train": Path(params.paths.train_prompts), "eval": Path(params.paths.eval_prompts)}
     for split, path in outs.items():
         write_parquet(path, tables[split])
+    write_text(params.paths.judge_template, set_template(rs))
     print(f"prepare: rubric set {rs.name!r}: {len(tables['train'])} train, {len(tables['eval'])} eval prompts")
-    return list(outs.values())
+    return [*outs.values(), Path(params.paths.judge_template)]
 
 
 if __name__ == "__main__":

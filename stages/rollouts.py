@@ -29,7 +29,8 @@ def run(params: Params) -> list[Path]:
     table = params.paths.train_prompts if r.split == "train" else params.paths.eval_prompts
     items = [item_from_row(row) for _, row in pd.read_parquet(table).iterrows()][: r.max_prompts or None]
     sampling = Sampling(r.num_generations, r.temperature, r.top_p, r.max_tokens, params.base.seed)
-    df = sample_policy(params, items, r.policy or params.paths.base_model, sampling, r.backend)
+    df = sample_policy(items, r.policy or params.paths.base_model, sampling, r.backend, r, params.serve,
+                       params.paths.rollout_cache)
     write_parquet(params.paths.rollouts, df)
     print(f"rollouts: {len(df)} completions for {len(items)} {r.split} prompts from {df.policy.iloc[0]} "
           f"({df.completion_tokens.sum()} tokens)")

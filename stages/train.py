@@ -38,19 +38,19 @@ judge.base_url (docs/scaling.md).
 from __future__ import annotations
 
 import shutil
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from focal.audit import from_params as audit_from_params, write_report
-from focal.cache import Cache
+from focal.audit import open_audit, write_report
 from focal.config import Params
-from focal.endpoints import judge_endpoint
+from focal.endpoints import judge_identity
 from focal.io import atomic_dir
-from focal.judge import Judge, reward_identity
+from focal.judge import open_judge, reward_identity, stage_template
 from focal.reward import FocalReward, state_from_judgments
-from focal.rubric import item_from_row, load_rubric_set
+from focal.rubric import item_from_row
 from focal.stage import run_stage
 from focal.train import SignalGate, StepTimer, judge_server_check, on_main, run_key, save_policy, train_policy
 
@@ -77,23 +77,20 @@ def run(params: Params) -> list[Path]:
         print(f"train: focal state seeded from {paths.judgments}: {len(state.m)} keys")
     needs_judge = t.use_judge and any(c.check is None for it in items for c in it.criteria)
     judge_server_check(params.judge.base_url, needs_judge, PartialState().num_processes)
-    template = load_rubric_set(Path(paths.rubrics) / params.base.rubric_set).judge_template
+    template = stage_template(paths)
+    identity = judge_identity(params.judge, paths.base_model) if needs_judge else None  # fetched once
     policy = t.policy or paths.base_model
     key = run_key(fingerprint(policy), [it.id for it in items], asdict(t), params.base.seed,
-                  reward_identity(params, template) if needs_judge else None, sorted(state.m.items()) if state else None)
+                  reward_identity(identity, params.judge, template) if needs_judge else None,
+                  sorted(state.m.items()) if state else None)
     work = Path(paths.train_checkpoints) / key
-    cache = Cache(paths.judge_cache)
-    try:
-        with judge_endpoint(params, needs_judge) as endpoint:
-            judge = Judge(params.judge, endpoint, template, cache) if needs_judge else None
-            audit = audit_from_params(params, template, cache) if needs_judge else None
-            reward = FocalReward({it.id: it for it in items}, t.aggregator, judge, state, checks_only=not needs_judge,
-                                 audit=audit, **t.aggregator_params())
-            timer, gate = StepTimer(), SignalGate(reward, t.max_zero_std_steps)
-            trainer = train_policy(policy, items, reward, t, work, params.base.seed, log_dir=work / "dvclive",
-                                   callbacks=[timer, gate])
-    finally:
-        cache.close()
+    judging = open_judge(params.judge, params.serve, paths, template, identity=identity) if needs_judge else nullcontext()
+    with judging as judge, open_audit(params.audit, params.judge, params.serve, paths, template, needs_judge) as audit:
+        reward = FocalReward({it.id: it for it in items}, t.aggregator, judge, state,
+                             checks_only=not needs_judge, audit=audit, **t.aggregator_params())
+        timer, gate = StepTimer(), SignalGate(reward, t.max_zero_std_steps)
+        trainer = train_policy(policy, items, reward, t, work, params.base.seed, log_dir=work / "dvclive",
+                               callbacks=[timer, gate])
     if gate.stopped:
         raise ValueError(f"train: {gate.stopped}; nothing was saved (fix the judge or the rubric, or raise "
                          "train.max_zero_std_steps)")

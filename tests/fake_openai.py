@@ -16,7 +16,7 @@ likert item's expected digit 4.1; KIND noverdict answers with neither yes nor no
 answers without logprobs (a server that does not serve them).
 
     with FakeOpenAI() as server:
-        server.base_url, server.calls, server.requests    # GET /v1/models lists server.models
+        server.base_url, server.calls, server.requests    # GET /v1/models lists server.models (server.model_lists)
 """
 
 import hashlib
@@ -48,6 +48,7 @@ class FakeOpenAI:
         self.timeout_sleep_s = timeout_sleep_s
         self.attempts = Counter()  # prompt hash -> attempts seen
         self.requests = []  # request bodies
+        self.model_lists = 0  # GET /v1/models answered (what a client asks to learn a judge's identity)
         self.lock = threading.Lock()
 
     @property
@@ -136,6 +137,8 @@ class FakeOpenAI:
 
             def do_GET(self):
                 if self.path.rstrip("/").endswith("/models"):
+                    with fake.lock:
+                        fake.model_lists += 1
                     self.send(200, {"object": "list", "data": [{"id": m, "object": "model", "root": fake.root}
                                                                for m in fake.models]})
                     return

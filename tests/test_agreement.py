@@ -68,7 +68,7 @@ def test_the_sample_is_deterministic_and_about_the_share():
 def test_probes_are_the_sampled_checks_asked_without_their_check(tmp_path):
     with FakeOpenAI() as server:
         params = load_params(setup(tmp_path, server.base_url))
-    reqs = requests_for(pd.read_parquet(params.paths.rollouts), load_items(params), "rollouts")
+    reqs = requests_for(pd.read_parquet(params.paths.rollouts), load_items(params.paths), "rollouts")
     probes = check_probes(reqs, 1.0)
     checked = [r for r in reqs if r.criterion.check is not None]
     assert len(probes) == len(checked) > 0 and all(p.criterion.check is None for p in probes)
@@ -127,7 +127,7 @@ def test_a_repeated_request_has_its_own_cache_key_and_the_rest_keep_theirs(tmp_p
 
     with FakeOpenAI() as server:
         params = load_params(setup(tmp_path, server.base_url))
-    reqs = requests_for(pd.read_parquet(params.paths.rollouts), load_items(params), "rollouts")
+    reqs = requests_for(pd.read_parquet(params.paths.rollouts), load_items(params.paths), "rollouts")
     again = repeated_probes(reqs, 1.0)
     judged = [r for r in reqs if r.criterion.check is None]
     assert len(again) == len(judged) > 0 and all(a.repeat == 1 and a.criterion == r.criterion and a.response == r.response
@@ -156,8 +156,8 @@ class Flipping(FakeOpenAI):
 def test_repeat_catches_a_judge_that_changes_its_answer_to_the_same_request(tmp_path):
     with Flipping() as server:
         params = load_params(setup(tmp_path, server.base_url))
-        reqs = requests_for(pd.read_parquet(params.paths.rollouts), load_items(params), "rollouts")
-        _, m = judge_measured(params, reqs, None)
+        reqs = requests_for(pd.read_parquet(params.paths.rollouts), load_items(params.paths), "rollouts")
+        _, m = judge_measured(params.judge, params.serve, params.paths, reqs, None)
     # restated: another prompt, asked for the first time -> "met" like the first answer; repeated: the second ask
     # of the identical prompt -> "not met"
     assert m["consistency/n"] == m["consistency/repeat/n"] > 0  # the same sampled pairs
@@ -196,7 +196,7 @@ def test_judge_stage_reports_agreement_and_validate_gates_on_it(tmp_path):
         assert server.calls == calls  # a rerun asks nothing: the probes are cached too
     stats = json.loads(Path(params.paths.judge_stats).read_text())
     df = pd.read_parquet(params.paths.judgments)
-    n_requests = len(requests_for(pd.read_parquet(params.paths.rollouts), load_items(params), "rollouts"))
+    n_requests = len(requests_for(pd.read_parquet(params.paths.rollouts), load_items(params.paths), "rollouts"))
     assert len(df) == n_requests  # the probes are not training data
     probes = sum(stats[f"{m}/{k}"] for m in ("agreement", "consistency", "consistency/repeat") for k in ("n", "missing"))
     assert calls == (df.source == "judge").sum() + probes

@@ -212,7 +212,7 @@ def test_judge_identity_reads_every_replica_of_the_comma_separated_param():
     with FakeOpenAI() as a, FakeOpenAI(models=("other",)) as b:
         params = params_from_dict({"judge": {"base_url": f"{a.base_url},{b.base_url}", "model": "judge"}})
         with pytest.raises(ValueError, match=f"judge.base_url {b.base_url} serves no model named 'judge'"):
-            judge_identity(params)
+            judge_identity(params.judge, params.paths.base_model)
 
 
 @pytest.mark.parametrize("bad", ["gpu-box:8000/v1", "http://a/v1,,http://b/v1", "http://a/v1, http://a/v1"])

@@ -104,6 +104,7 @@ def eval_params(tmp_path, serve_url, judge_url, **evaluate):
     root = Path(__file__).parents[1]
     raw = {"paths": {"rubrics": str(root / "rubrics"), **{k: str(tmp_path / v) for k, v in {
                "train_prompts": "train.parquet", "eval_prompts": "eval.parquet", "rollout_cache": "r.sqlite",
+               "judge_template": "judge_template.md",
                "judge_cache": "j.sqlite", "trained_model": "trained", "base_model": "base"}.items()}},
            "prepare": {"max_train_prompts": 1, "max_eval_prompts": 2},
            "serve": {"base_url": serve_url},

@@ -278,10 +278,11 @@ def test_the_throughput_and_modes_benchmarks_run_against_a_fake_server():
     params = Params()
     reqs = throughput.requests(params, 6)
     with FakeOpenAI() as server:
-        rows = throughput.measure(params, endpoint(server), reqs, [1, 2], repeats=2)
+        judge = Judge(params.judge, endpoint(server))  # as open_judge(..., cache=False) gives it
+        rows = throughput.measure(judge, reqs, [1, 2], repeats=2)
         calls = server.calls
         pairs = [Request(ITEM, c, text, f"r{i}") for i, text in enumerate(["GOOD", "bad"]) for c in (BINARY, LIKERT)]
-        modes = judge_modes.compare(params, endpoint(server), None, pairs, repeats=2)
+        modes = judge_modes.compare(judge, pairs, repeats=2)
     assert calls == 6 * 2 * (1 + 2 * 2)  # warm-up (raw + judge), then 2 repeats x (raw + judge) per level
     assert [r["concurrency"] for r in rows] == [1, 2] and all(len(r["raw_s"]) == len(r["judge_s"]) == 2 for r in rows)
     assert rows[0]["raw_completion_tokens"] == rows[0]["judge_completion_tokens"] == [30, 30]  # the same requests

@@ -25,6 +25,7 @@ def setup(tmp_path: Path, base_url: str, concurrency=2) -> Path:
     """Prompt tables for 3 train prompts, 3 rollouts each, and params pointing at the fake judge."""
     raw = {"paths": {"rubrics": str(ROOT / "rubrics"), **{k: str(tmp_path / v) for k, v in {
                "train_prompts": "train.parquet", "eval_prompts": "eval.parquet", "rollouts": "rollouts.parquet",
+               "judge_template": "judge_template.md",
                "judgments": "judgments.parquet", "judge_cache": "cache.sqlite", "judge_stats": "stats.json",
                "judge_votes": "votes.parquet"}.items()}},
            "prepare": {"max_train_prompts": 3, "max_eval_prompts": 1},

@@ -21,7 +21,7 @@ ROOT = Path(__file__).parents[1]
 
 def params_in(tmp_path, **prepare_knobs):
     raw = {"paths": {"rubrics": str(ROOT / "rubrics"), "train_prompts": str(tmp_path / "train.parquet"),
-                     "eval_prompts": str(tmp_path / "eval.parquet")},
+                     "eval_prompts": str(tmp_path / "eval.parquet"), "judge_template": str(tmp_path / "template.md")},
            "prepare": prepare_knobs}
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
@@ -58,7 +58,8 @@ def test_stage_script_reports_bad_rubric_in_one_line(tmp_path):
     (bad / "set.yaml").write_text("format: focal\n")
     (bad / "prompts.yaml").write_text("- id: p1\n  prompt: hi\n  criteria:\n    - id: c\n      text: t\n")
     raw = {"base": {"rubric_set": "broken"}, "paths": {"rubrics": str(tmp_path / "rubrics"),
-           "train_prompts": str(tmp_path / "t.parquet"), "eval_prompts": str(tmp_path / "e.parquet")}}
+           "train_prompts": str(tmp_path / "t.parquet"), "eval_prompts": str(tmp_path / "e.parquet"),
+           "judge_template": str(tmp_path / "template.md")}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     proc = subprocess.run([sys.executable, "-m", "stages.prepare", "--params", str(tmp_path / "params.yaml")],
                           cwd=ROOT, capture_output=True, text=True)

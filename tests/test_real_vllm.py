@@ -12,7 +12,7 @@ import pytest
 
 from focal.cache import Cache
 from focal.config import Params, Rubricgen
-from focal.judge import Judge, Request
+from focal.judge import Request, open_judge
 from focal.models import materialize
 from focal.rollouts import COLUMNS, OpenAIBackend, Sampling, sample_rollouts
 from focal.rubric import load_rubric_set
@@ -39,11 +39,14 @@ def params(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(params):
-    from focal.endpoints import judge_endpoint
+def judge(params):
+    with open_judge(params.judge, params.serve, params.paths, None, cache=False) as judge:  # local server, base model
+        yield judge
 
-    with judge_endpoint(params) as endpoint:  # the local server with the base model
-        yield endpoint
+
+@pytest.fixture(scope="module")
+def server(judge):
+    return judge.endpoint
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +54,9 @@ def items():
     return load_rubric_set(os.path.join(ROOT, "rubrics", "default")).items[:2]
 
 
-def test_judge_real_pairs(params, server, items):
+def test_judge_real_pairs(judge, items):
     reqs = [Request(it, c, resp, f"r{i}") for it in items for c in it.criteria if c.check is None
             for i, resp in enumerate(["Plants use sunlight, water and air to make sugar.", "I like turtles."])][:6]
-    judge = Judge(params.judge, server)
     out = judge.run(reqs)
     assert len(out) == len(reqs)
     for j in out:
