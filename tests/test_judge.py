@@ -281,16 +281,19 @@ def test_the_throughput_and_modes_benchmarks_run_against_a_fake_server():
         judge = Judge(params.judge, endpoint(server))  # as open_judge(..., cache=False) gives it
         rows = throughput.measure(judge, reqs, [1, 2], repeats=2)
         calls = server.calls
-        pairs = [Request(ITEM, c, text, f"r{i}") for i, text in enumerate(["GOOD", "bad"]) for c in (BINARY, LIKERT)]
-        modes = judge_modes.compare(judge, pairs, repeats=2)
+        pairs = [Request(ITEM, c, text, f"r{i}") for i, text in enumerate(["GOOD", "bad"]) for c in (BINARY, PITFALL)]
+        modes = judge_modes.compare(judge, pairs, [1.0, 0.0, 0.0, 0.0], ["labels"] * 4, repeats=2)
     assert calls == 6 * 2 * (1 + 2 * 2)  # warm-up (raw + judge), then 2 repeats x (raw + judge) per level
     assert [r["concurrency"] for r in rows] == [1, 2] and all(len(r["raw_s"]) == len(r["judge_s"]) == 2 for r in rows)
     assert rows[0]["raw_completion_tokens"] == rows[0]["judge_completion_tokens"] == [30, 30]  # the same requests
     assert "| 2 |" in throughput.table(rows, 6)
-    per = modes["per_judged_criterion"]
-    assert per["per_criterion"]["calls"] == 1.0 and per["per_response"]["calls"] == 0.5  # 2 criteria per call
-    assert modes["agreement"]["modes/overall"] == 1.0 and modes["agreement"]["modes/n"] == 4  # alike in both modes
-    assert "per_response" in judge_modes.table(modes)
+    per = modes["per_pair"]
+    assert per["per_criterion"]["calls"] == per["one_token"]["calls"] == 1.0 and per["per_response"]["calls"] == 0.5
+    agree = modes["agreement"]
+    # the fake says met for GOOD: [1, 0, 0, 1] (the pitfall is present) against the truth [1, 0, 0, 0]
+    assert agree["per_criterion"]["labels/overall"] == agree["per_response"]["labels/overall"] == 0.75
+    assert agree["one_token"]["labels/overall"] == 0.75 and modes["soft_share"]["one_token"] == 1.0  # 0.75 / 0.25
+    assert "| one_token |" in judge_modes.table(modes)
 
 
 # ---- judge.mode one_token ---------------------------------------------------------------------
