@@ -82,7 +82,7 @@ def protocol(params: Params, rs=None, judge_identity: str | None = None) -> tupl
                       c.eval_batch]}
     if not c.checks_only:
         from focal.endpoints import judge_identity as identity_of
-        from focal.judge import reward_identity, set_template
+        from focal.judge_prompt import reward_identity, set_template
 
         who = judge_identity or identity_of(params.judge, params.paths.base_model)
         ident["judge"] = reward_identity(who, params.judge, set_template(rs))
@@ -124,7 +124,7 @@ def score_policy(model_and_tok, items: list[Item], params: Params, judge=None) -
 
     from focal.evaluate import evaluate_judgments, prompt_scores
     from focal.ifeval import rows_of
-    from focal.judge import decide_checks, requests_for
+    from focal.judge_prompt import decide_checks, requests_for
     from focal.rollouts import COLUMNS, rollout_id
 
     c = params.compare
@@ -246,7 +246,8 @@ def judging(params: Params, rs, identity: str | None):
     if params.compare.checks_only:
         yield None
         return
-    from focal.judge import open_judge, set_template
+    from focal.judge import open_judge
+    from focal.judge_prompt import set_template
 
     with open_judge(params.judge, params.serve, params.paths, set_template(rs), identity=identity) as judge:
         yield judge

@@ -28,7 +28,8 @@ from pathlib import Path
 from focal.api import make_client
 from focal.config import load_params
 from focal.io import write_json
-from focal.judge import Judge, Request, answer_schema, open_judge
+from focal.judge import Judge, open_judge
+from focal.judge_prompt import Request, answer_schema
 from focal.rubric import load_rubric_set
 
 RESULTS = Path("benchmarks/results/judge_throughput.json")

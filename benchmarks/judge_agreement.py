@@ -15,7 +15,8 @@ import argparse
 import json
 import sys
 
-from focal.agreement import judge_labelled, load_labelled, markdown
+from focal.agreement import load_labelled, markdown
+from focal.judged import judge_labelled
 from focal.config import load_params
 
 

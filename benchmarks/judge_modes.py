@@ -28,7 +28,9 @@ import pandas as pd
 from focal.agreement import agreement_metrics, load_labelled
 from focal.config import load_params
 from focal.io import write_json
-from focal.judge import check_judgment, load_items, open_judge, requests_for, stage_template
+from focal.judge import open_judge
+from focal.judge_prompt import check_judgment, requests_for
+from focal.judged import load_items, stage_template
 
 RESULTS = "benchmarks/results/judge_modes.json"
 LABELS = "tests/fixtures/healthbench_meta.jsonl"

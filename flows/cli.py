@@ -219,7 +219,8 @@ def judge(rollouts: Annotated[str, typer.Argument(help="rollouts file (.parquet 
           params: ParamsOpt = "params.yaml"):
     """Judge a rollouts file on its prompts' rubrics (judge.* of the params file; cached like the judge stage)."""
     from focal.io import write_parquet
-    from focal.judge import judge_table, load_items, requests_for, stage_template
+    from focal.judge_prompt import requests_for
+    from focal.judged import judge_table, load_items, stage_template
 
     p = load_params(params)
     requests = requests_for(read_rollouts(rollouts), load_items(p.paths), rollouts)

@@ -1,4 +1,5 @@
-"""How far the judge agrees with verdicts we already know: agreement, Cohen's kappa, confusion counts.
+"""How far the judge agrees with verdicts we already know: agreement, Cohen's kappa, confusion counts, and the
+probes that measure it (pure: the judge stage asks them through focal/judged.py's judge_measured).
 
     figures([True, True, False, False], [True, False, False, False])
     # {"n": 4, "agreement": 0.75, "kappa": 0.5, "tp": 1, "fp": 0, "fn": 1, "tn": 2, "missing": 0}
@@ -6,10 +7,10 @@
 Three measures, each reported overall and per criterion key (or category):
 1. Programmatic checks (`with_checks`): on a share `judge.agreement_share` of the
    check-decided (rollout, criterion) pairs, picked by a hash of the two ids, the
-   judge stage also asks the LLM judge, as if the criterion had no check
+   judge stage also asks the LLM judge (focal.judged.judge_measured), as if the criterion had no check
    (`check_probes`). Those extra judgments go to metrics/judge.json only, never to
    the judgments table the policy is trained on.
-2. Labels people already have (`load_labelled`, `judge_labelled`): HealthBench's
+2. Labels people already have (`load_labelled`, focal.judged.judge_labelled): HealthBench's
    meta-evaluation rows {prompt, completion, rubric, binary_labels, category,
    prompt_id}; the verdict is the majority of the physicians' labels.
    `python -m benchmarks.judge_agreement --labels FILE` prints the figures.
@@ -53,7 +54,7 @@ from focal.aggregate import MET
 from focal.cache import content_key
 from focal.importers import healthbench_item, read_jsonl
 from focal.items import Where
-from focal.judge import Request, judge_table, requests_for
+from focal.judge_prompt import Request, requests_for
 
 FIGURES = ("agreement", "kappa", "n", "tp", "fp", "fn", "tn", "missing")
 # what each prefix of agreement figures measures: the tables of the evaluation report and the Prefect artifact
@@ -145,7 +146,7 @@ def markdown(metrics: dict, prefix: str) -> str:
     return "\n".join(f"| {c} |" for c in cells)
 
 
-# ---- 1. and 3.: probes in the judge stage (the checks; the judge, restated) ----------
+# ---- 1. and 3.: the probes the judge stage asks (the checks; the judge, restated, repeated) ----
 
 def sampled(rollout_id: str, criterion_id: str, share: float) -> bool:
     """Whether the pair is in the deterministic sample of `share` (a hash of the two ids)."""
@@ -169,32 +170,6 @@ def repeated_probes(requests: list[Request], share: float) -> list[Request]:
     """The sampled judge-decided requests, identical but for `repeat = 1` (asked afresh, not from the cache)."""
     return [dataclasses.replace(r, repeat=1) for r in requests
             if r.criterion.check is None and sampled(r.rollout_id, r.criterion.id, share)]
-
-
-def judge_measured(cfg, serve, paths, requests: list[Request], template: str | None, ensemble=None):
-    """Judge requests like focal.judge.judge_table (cfg: the judge.* section), plus the check probes (judge.agreement_share) and the
-    restated and repeated probes (judge.consistency_share), in one call (one endpoint, one cache): (the judgments
-    of `requests` only, judge/*, agreement/*, consistency/* and consistency/repeat/* metrics). judge/* count the
-    probes' calls too; the probes never enter the returned table.
-
-    With `ensemble` (a focal.ensemble.Ensemble of other judges), its members also answer the check probes and
-    vote with the configured judge (member "judge"); ensemble/* metrics (with_ensemble) are added and the
-    votes table is left in `ensemble.votes`."""
-    probes = {"checks": check_probes(requests, cfg.agreement_share),
-              "restated": restated_probes(requests, cfg.consistency_share),
-              "repeated": repeated_probes(requests, cfg.consistency_share)}
-    everything, stats = judge_table(cfg, serve, paths, requests + [r for p in probes.values() for r in p], template)
-    parts, start = {}, len(requests)
-    for name, p in probes.items():
-        parts[name], start = everything.iloc[start:start + len(p)], start + len(p)
-    df = everything.iloc[:len(requests)].reset_index(drop=True)
-    out = (stats.metrics() | with_checks(df, parts["checks"], cfg.agreement_share)
-           | with_restated(df, parts["restated"], cfg.consistency_share)
-           | with_repeated(df, parts["repeated"], cfg.temperature))
-    if ensemble is not None:
-        ensemble.votes = ensemble.run(probes["checks"], known={"judge": parts["checks"].score.tolist()})
-        out |= with_ensemble(df, ensemble.votes) | ensemble.stats()
-    return df, out
 
 
 def _against(reference, probes, prefix: str) -> dict:
@@ -285,10 +260,3 @@ def with_labels(labelled: list[Labelled], judged_scores) -> dict:
     majority verdicts, overall and per category."""
     truth = [1.0 if x.verdict else 0.0 for x in labelled]
     return agreement_metrics(truth, judged_scores, [x.category for x in labelled], "labels", "by_category")
-
-
-def judge_labelled(cfg, serve, paths, labelled: list[Labelled]) -> dict:
-    """Judge the labelled requests with the judge of `cfg` and its cache (focal.judge.judge_table, Focal's default
-    template) and return labels/* metrics (a failed judgment is counted in labels/missing, not compared)."""
-    df, _ = judge_table(cfg, serve, paths, [x.request for x in labelled], None)
-    return with_labels(labelled, df.score.tolist())

@@ -41,7 +41,8 @@ import numpy as np
 
 from focal.aggregate import MET
 from focal.agreement import sampled
-from focal.judge import Judge, Judgment, Request, open_judge
+from focal.judge import Judge, open_judge
+from focal.judge_prompt import Judgment, Request
 
 SOURCES = ("checks", "endpoint")
 

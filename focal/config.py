@@ -480,8 +480,8 @@ class Validate(Section):
 class Evaluate(Client):
     """The evaluate stage: sample each policy on each benchmark, judge, and compare (paired)."""
 
-    benchmarks: list = knob(["eval"], "benchmarks to run (focal/benchmarks.py): eval, health, writingbench, healthbench",
-                            each(NONEMPTY))  # names are checked by focal.benchmarks before any sampling
+    benchmarks: list = knob(["eval"], "benchmarks to run (focal/eval_sets.py): eval, health, writingbench, healthbench",
+                            each(NONEMPTY))  # names are checked by focal.eval_sets before any sampling
     policies: list = knob(["base", "trained"], "policies: 'base' (paths.base_model), 'trained' (paths.trained_model) or 'name=folder'; the first is the reference of the paired comparisons",
                           each(TEXT))
     limit: int = knob(4, "prompts per benchmark (0 = all); the first ones by id", at_least(0))

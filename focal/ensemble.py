@@ -31,7 +31,8 @@ import numpy as np
 import pandas as pd
 
 from focal.aggregate import MET
-from focal.judge import Judge, Request, open_judge
+from focal.judge import Judge, open_judge
+from focal.judge_prompt import Request
 
 VOTES = ("majority", "mean")
 EMPTY = pd.DataFrame({c: pd.Series(dtype=t) for c, t in (("rollout_id", str), ("criterion_id", str), ("key", str),

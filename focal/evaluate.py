@@ -113,8 +113,9 @@ def evaluate_policies(params, benchmarks: dict) -> tuple[dict, "pd.DataFrame", "
     every policy after the first is compared with the first on the same prompts."""
     from pathlib import Path
 
-    from focal.agreement import judge_measured
-    from focal.judge import check_failure_budget, requests_for
+    from focal.judged import judge_measured
+    from focal.judge_prompt import requests_for
+    from focal.judged import check_failure_budget
     from focal.rollouts import Sampling, sample_policy
 
     e = params.evaluate

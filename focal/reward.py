@@ -51,7 +51,8 @@ import pandas as pd
 
 from focal.aggregate import FocalState, aggregate, get_aggregator, update_state
 from focal.audit import Audit, gap_metrics
-from focal.judge import Judge, Request, requests_for
+from focal.judge import Judge
+from focal.judge_prompt import Request, requests_for
 from focal.metrics import constant_by_key, satisfaction_matrix, step_metrics
 
 
@@ -165,7 +166,7 @@ class FocalReward:
 
     async def __call__(self, prompts, completions, prompt_id=None, log_metric=None, log_extra=None,
                        **kwargs) -> list[float | None]:
-        from focal.judge import decide_checks
+        from focal.judge_prompt import decide_checks
 
         if prompt_id is None:
             raise ValueError("FocalReward needs a `prompt_id` column in the training dataset")

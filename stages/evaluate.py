@@ -2,7 +2,7 @@
 
     python -m stages.evaluate [--params params.yaml]
 
-For each benchmark of `evaluate.benchmarks` (focal/benchmarks.py; `eval` is the
+For each benchmark of `evaluate.benchmarks` (focal/eval_sets.py; `eval` is the
 prepared eval split, paths.eval_prompts) and each policy of `evaluate.policies`:
 sample `evaluate.num_generations` completions per prompt (same prompts, seed and
 sampling for every policy), judge them with the same judge and the benchmark's
@@ -19,7 +19,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from focal.benchmarks import load_benchmark
+from focal.eval_sets import load_benchmark
 from focal.config import Params
 from focal.evaluate import evaluate_policies, report
 from focal.io import write_json, write_parquet, write_text

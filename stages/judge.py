@@ -31,11 +31,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from focal.agreement import judge_measured
+from focal.judged import judge_measured
 from focal.config import Params
 from focal.ensemble import EMPTY, open_ensemble
 from focal.io import write_json, write_parquet
-from focal.judge import check_failure_budget, load_items, requests_for, stage_template
+from focal.judge_prompt import requests_for
+from focal.judged import check_failure_budget, load_items, stage_template
 from focal.stage import run_stage
 
 READS = ('judge', 'serve', 'ensemble')  # params sections this stage reads: dvc.yaml declares exactly these (a test checks)

@@ -16,7 +16,7 @@ import pandas as pd
 
 from focal.config import Params
 from focal.io import write_parquet, write_text
-from focal.judge import set_template
+from focal.judge_prompt import set_template
 from focal.rubric import RubricSet, item_to_row, load_rubric_set
 from focal.stage import run_stage
 

@@ -48,7 +48,9 @@ from focal.audit import open_audit, write_report
 from focal.config import Params
 from focal.endpoints import judge_identity
 from focal.io import atomic_dir
-from focal.judge import open_judge, reward_identity, stage_template
+from focal.judge import open_judge
+from focal.judge_prompt import reward_identity
+from focal.judged import stage_template
 from focal.reward import FocalReward, state_from_judgments
 from focal.rubric import item_from_row
 from focal.stage import run_stage

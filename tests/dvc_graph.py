@@ -5,7 +5,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).parents[1]
-DATA = {"focal/judge.py": ["focal/judge_template.md"]}  # files a module reads when imported
+DATA = {"focal/judge_prompt.py": ["focal/judge_template.md"]}  # files a module reads when imported
 
 
 def module_file(name: str) -> str | None:

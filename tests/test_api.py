@@ -14,7 +14,8 @@ from focal.api import (MAX_RETRY_AFTER_S, Breaker, Bucket, EndpointDown, Limiter
                        retry_after_s, with_retries)
 from focal.config import Judge as JudgeConfig
 from focal.endpoints import Endpoint, pool_identity
-from focal.judge import Judge, JudgeStats, Request
+from focal.judge import Judge, JudgeStats
+from focal.judge_prompt import Request
 from focal.rubric import Criterion, Item
 
 BINARY = Criterion("relevant", "The response answers the question.", 3.0, "essential")

@@ -16,7 +16,8 @@ from focal.config import Judge as JudgeConfig
 from focal.config import load_params, params_from_dict
 from focal.endpoints import Endpoint
 from focal.ensemble import Ensemble, vote
-from focal.judge import Judge, Request
+from focal.judge import Judge
+from focal.judge_prompt import Request
 from focal.rubric import Criterion, Item
 from stages import judge as judge_stage
 from test_audit import Always

@@ -118,7 +118,7 @@ def eval_params(tmp_path, serve_url, judge_url, **evaluate):
 
 
 def eval_items(params):
-    from focal.benchmarks import load_benchmark
+    from focal.eval_sets import load_benchmark
 
     items, _, template = load_benchmark("eval", params)
     return {"eval": (items, template)}
@@ -156,7 +156,7 @@ def test_remote_policies_are_each_asked_for_by_their_own_name(tmp_path):
 def test_evaluation_fails_when_the_judge_fails_and_reports_failures(tmp_path):
     from fake_openai import FakeOpenAI
     from focal.evaluate import evaluate_policies, report
-    from focal.judge import TooManyFailures
+    from focal.judged import TooManyFailures
 
     with FakeOpenAI(models=("policy", "trained")) as policy, FakeOpenAI(models=("judge",), always="500") as judge:
         params = eval_params(tmp_path, policy.base_url, judge.base_url)

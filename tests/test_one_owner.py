@@ -51,13 +51,13 @@ def test_one_function_opens_a_judge():
 
 def test_one_function_builds_judge_requests():
     # benchmarks/judge.py's load generator pairs made-up responses with single criteria: not rollouts
-    assert calls("Request") == [("benchmarks/judge.py", "requests"), ("focal/judge.py", "requests_for")]
+    assert calls("Request") == [("benchmarks/judge.py", "requests"), ("focal/judge_prompt.py", "requests_for")]
 
 
 def test_the_judge_template_is_read_in_one_place():
     reads = where(lambda n: isinstance(n, ast.Attribute) and n.attr == "judge_template" and isinstance(n.ctx, ast.Load))
     # from a rubric set (set_template), prepare writing it to paths.judge_template, the stages reading that
-    assert sorted(set(reads)) == [("focal/judge.py", "set_template"), ("focal/judge.py", "stage_template"),
+    assert sorted(set(reads)) == [("focal/judge_prompt.py", "set_template"), ("focal/judged.py", "stage_template"),
                                   ("stages/prepare.py", "run")]
 
 

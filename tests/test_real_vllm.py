@@ -12,7 +12,8 @@ import pytest
 
 from focal.cache import Cache
 from focal.config import Params, Rubricgen
-from focal.judge import Request, open_judge
+from focal.judge import open_judge
+from focal.judge_prompt import Request
 from focal.models import materialize
 from focal.rollouts import COLUMNS, OpenAIBackend, Sampling, sample_rollouts
 from focal.rubric import load_rubric_set

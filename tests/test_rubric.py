@@ -128,7 +128,7 @@ def test_judge_template_markers_are_checked_at_load(tmp_path, template, expected
 
 
 def test_template_markers_agree_with_the_judge():
-    from focal.judge import DEFAULT_TEMPLATE, render_prompt
+    from focal.judge_prompt import DEFAULT_TEMPLATE, render_prompt
 
     assert check_template(DEFAULT_TEMPLATE, "focal/judge_template.md") == DEFAULT_TEMPLATE
     every = " ".join(f"<<{n}>>" for n in TEMPLATE_MARKERS)

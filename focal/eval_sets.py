@@ -1,4 +1,4 @@
-"""Benchmarks as data: a prompt set with rubrics, by name. No download at run time.
+"""Evaluation sets as data: a prompt set with rubrics, by name (`evaluate.benchmarks`). No download at run time.
 
     items, note = load_benchmark("eval", params)     # note explains a skipped optional source
 
@@ -19,7 +19,8 @@ import importlib.util
 from pathlib import Path
 
 from focal.importers import load_healthbench, load_writingbench
-from focal.judge import set_template, stage_template
+from focal.judge_prompt import set_template
+from focal.judged import stage_template
 from focal.rubric import load_rubric_set, with_keys
 
 
