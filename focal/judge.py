@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from focal.api import EndpointDown, Limiter, Pool, estimate_tokens, failure_kind, scrub, with_retries
 from focal.cache import Cache
 from focal.endpoints import NO_ENDPOINT, Endpoint
-from focal.judge_prompt import (DEFAULT_TEMPLATE, AnswerError, Judgment, Request, answer_schema,
+from focal.judge_prompt import (DEFAULT_TEMPLATE, AnswerError, Judgment, NoLogprobs, Request, answer_schema,
                                 answers_schema, cache_key, check_judgment, failed, judged, json_object, parse_answer,
                                 parse_answers, parse_verdict, render_prompt, render_response_prompt, response_cache_key,
                                 response_groups, verdict_of, verdict_prompt, verdict_tokens)
@@ -209,7 +209,10 @@ class Judge:
 
         def parse(choice) -> dict:  # the cache entry of a reply
             if self.one_token:
-                return parse_verdict(choice, c)
+                try:
+                    return parse_verdict(choice, c)
+                except NoLogprobs as e:  # it never will: stop at once rather than fail every judgment
+                    raise EndpointDown(f"{self.endpoint.param} {self.endpoint.base_url} {e}") from None
             text = self._json_reply(choice, kwargs["max_tokens"])
             try:
                 return {"answer": text, "value": parse_answer(text, c)}

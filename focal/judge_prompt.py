@@ -268,6 +268,10 @@ def response_groups(requests) -> list[list[int]]:
 PUNCTUATION = " \t\n.,:;!?\"'`*()[]{}<>"
 
 
+class NoLogprobs(AnswerError):
+    """The endpoint returned no logprobs: judge.mode one_token cannot read a verdict there (the run stops)."""
+
+
 def verdict_format(c: Criterion) -> str:
     """The <<answer_format>> of judge.mode one_token: the answer is one token, yes / no or a digit."""
     if c.scale.kind == "binary":
@@ -298,11 +302,12 @@ def verdict_tokens(c: Criterion) -> tuple[str, ...]:
 
 def first_token_logprobs(choice) -> list[tuple[str, float]]:
     """[(token, logprob)] of the most likely first tokens of a reply (`logprobs.content[0].top_logprobs`, with the
-    token the server chose); AnswerError when the server returned no logprobs."""
+    token the server chose); NoLogprobs when the server returned none."""
     content = getattr(getattr(choice, "logprobs", None), "content", None)
     if not content:
-        raise AnswerError("the server returned no logprobs; judge.mode one_token needs an endpoint that serves "
-                          "logprobs and top_logprobs (vLLM does), else use judge.mode per_criterion")
+        raise NoLogprobs("returned no logprobs; judge.mode one_token needs an endpoint that serves logprobs and "
+                         "top_logprobs (vLLM, llama.cpp's server and OpenAI's chat models do): serve one, or set "
+                         "judge.mode per_criterion")
     first = content[0]
     top = [(t.token, t.logprob) for t in (first.top_logprobs or [])]
     if (first.token, first.logprob) not in top:

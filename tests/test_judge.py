@@ -354,8 +354,11 @@ def test_one_token_without_yes_or_no_is_a_failed_judgment_with_its_reason(tmp_pa
     assert j.reason.startswith("no_verdict: none of yes/no among the most likely first tokens (the reply began "
                                "with 'The')")
     assert json.loads(j.raw)["top_logprobs"][0][0] == "The" and judge.stats.failures == {"no_verdict": 1}
-    by, _, _ = one_token_run([Request(ITEM, BINARY, "GOOD [[fault:nologprobs:all]]", "r1")])
-    assert by["relevant"].failure == "invalid_answer" and "needs an endpoint that serves logprobs" in by["relevant"].reason
+    with pytest.raises(EndpointDown, match="returned no logprobs; judge.mode one_token needs an endpoint that serves "
+                       "logprobs") as info:  # a server without logprobs never has them: the run stops at once
+        one_token_run([Request(ITEM, BINARY, f"GOOD {i} [[fault:nologprobs:all]]", f"r{i}") for i in range(20)],
+                      concurrency=1)
+    assert "judge.mode per_criterion" in str(info.value)
     wide = Criterion("detail", "How detailed?", 1.0, scale=Scale("likert", 1, 10))
     by, _, server = one_token_run([Request(Item("p2", "q", (wide,)), wide, "GOOD", "r1")])
     assert by["detail"].failure == "unsupported_scale" and server.calls == 0  # no call: it cannot say 10 in one token
