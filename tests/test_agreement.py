@@ -133,7 +133,7 @@ def test_a_repeated_request_has_its_own_cache_key_and_the_rest_keep_theirs(tmp_p
     judged = [r for r in reqs if r.criterion.check is None]
     assert len(again) == len(judged) > 0 and all(a.repeat == 1 and a.criterion == r.criterion and a.response == r.response
                                                  for a, r in zip(again, judged))
-    cfg, r = JudgeConfig(), judged[0]
+    cfg, r = JudgeConfig(mode="per_criterion"), judged[0]
     c = r.criterion
     old = content_key("judge", "id", {"temperature": 0.0, "max_tokens": cfg.max_tokens, "structured": True,
                                       "seed": None}, "T", r.item.chat(), r.response, c.text, c.pitfall, c.scale.kind,
@@ -155,8 +155,8 @@ class Flipping(FakeOpenAI):
 
 
 def test_repeat_catches_a_judge_that_changes_its_answer_to_the_same_request(tmp_path):
-    with Flipping() as server:
-        params = load_params(setup(tmp_path, server.base_url))
+    with Flipping() as server:  # answers JSON
+        params = load_params(with_section(setup(tmp_path, server.base_url), "judge", mode="per_criterion"))
         reqs = requests_for(pd.read_parquet(params.paths.rollouts), load_items(params.paths), "rollouts")
         _, m = judge_measured(params.judge, params.serve, params.paths, reqs, None)
     # restated: another prompt, asked for the first time -> "met" like the first answer; repeated: the second ask

@@ -24,7 +24,7 @@ ITEM = Item("p1", "What is 2+2?", (BINARY,))
 
 def cfg(**kw):
     base = dict(model="judge", concurrency=4, timeout_s=2.0, max_retries=3, backoff_s=0.01, max_backoff_s=0.05,
-                parse_retries=0)
+                parse_retries=0, mode="per_criterion")
     base.update(kw)
     return JudgeConfig(**base)
 

@@ -41,7 +41,7 @@ class Always(FakeOpenAI):
 
 
 def judge_at(server, tmp_path, name="fake-judge"):
-    cfg = JudgeConfig(model="judge", max_retries=0, backoff_s=0.01, timeout_s=5.0)
+    cfg = JudgeConfig(model="judge", max_retries=0, backoff_s=0.01, timeout_s=5.0, mode="per_criterion")
     return Judge(cfg, Endpoint(server.base_url, "judge", name), cache=Cache(tmp_path / f"{name}.sqlite"))
 
 

@@ -43,7 +43,7 @@ REQUESTS = [Request(ITEM, KIND, text, f"r{i}") for i, text in enumerate(["GOOD a
 
 
 def member(server, tmp_path, name):
-    cfg = JudgeConfig(model="fake", max_retries=0, backoff_s=0.01, timeout_s=5.0)
+    cfg = JudgeConfig(model="fake", max_retries=0, backoff_s=0.01, timeout_s=5.0, mode="per_criterion")
     return Judge(cfg, Endpoint(server.base_url, "fake", f"fake-{name}"), cache=Cache(tmp_path / "cache.sqlite"))
 
 
@@ -95,6 +95,7 @@ def test_the_judge_stage_measures_the_ensemble_beside_each_member(tmp_path):
     with FakeOpenAI() as judge, Always(met=True) as yes, Always(met=False) as no:
         path = setup(tmp_path, judge.base_url)
         raw = yaml.safe_load(path.read_text())
+        raw["judge"]["mode"] = "per_criterion"  # the members (Always) answer JSON
         raw["ensemble"] = {"members": [{"name": "yes", "base_url": yes.base_url, "model": "fake"},
                                        {"name": "no", "base_url": no.base_url, "model": "fake"}]}
         path.write_text(yaml.safe_dump(raw))

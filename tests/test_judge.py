@@ -29,7 +29,7 @@ def endpoint(server, model="judge"):
 
 def cfg(**kw):
     base = dict(model="judge", concurrency=4, timeout_s=0.5, max_retries=3, backoff_s=0.01, max_backoff_s=0.05,
-                parse_retries=1)
+                parse_retries=1, mode="per_criterion")  # JSON answers; one_token has tests of its own below
     base.update(kw)
     return JudgeConfig(**base)
 
@@ -286,7 +286,8 @@ def test_the_throughput_and_modes_benchmarks_run_against_a_fake_server():
         modes = judge_modes.compare(judge, pairs, [1.0, 0.0, 0.0, 0.0], ["labels"] * 4, repeats=2)
     assert calls == 6 * 2 * (1 + 2 * 2)  # warm-up (raw + judge), then 2 repeats x (raw + judge) per level
     assert [r["concurrency"] for r in rows] == [1, 2] and all(len(r["raw_s"]) == len(r["judge_s"]) == 2 for r in rows)
-    assert rows[0]["raw_completion_tokens"] == rows[0]["judge_completion_tokens"] == [30, 30]  # the same requests
+    assert rows[0]["raw_completion_tokens"] == rows[0]["judge_completion_tokens"] == [6, 6]  # the same requests
+    assert all(b["max_tokens"] == 1 for b in server.requests[:calls])  # the default mode: one token each
     assert "| 2 |" in throughput.table(rows, 6)
     per = modes["per_pair"]
     assert per["per_criterion"]["calls"] == per["one_token"]["calls"] == 1.0 and per["per_response"]["calls"] == 0.5
@@ -390,3 +391,22 @@ def test_one_token_prompts_of_one_response_share_everything_before_the_rubric_it
     shared = os.path.commonprefix([p1, p2])
     assert shared.endswith("# Rubric item\n") and f"</{fence_tag('GOOD four')}>" in shared
     assert "yes" not in shared.split("# Rubric item")[0].split(fence_tag("GOOD four"))[-1]  # the answer comes after
+
+
+def test_the_step_benchmark_judges_a_training_batch_in_each_mode(tmp_path):
+    import yaml
+
+    from benchmarks import judge_step
+    from test_judge_stage import setup
+
+    with FakeOpenAI() as server:
+        path = setup(tmp_path, server.base_url)
+        raw = yaml.safe_load(path.read_text())
+        raw["train"] = {"prompts_per_step": 1, "num_generations": 2}
+        path.write_text(yaml.safe_dump(raw))
+        out = judge_step.main(["--params", str(path), "--steps", "2", "--out", str(tmp_path / "step.json")])
+    one, json_mode = out["modes"]["one_token"]["runs"], out["modes"]["per_criterion"]["runs"]
+    assert len(one) == len(json_mode) == 2 and all(r["calls"] > 0 for r in one)
+    assert [r["calls"] for r in one] == [r["calls"] for r in json_mode]  # one call per LLM-judged criterion, both
+    assert all(r["completion_tokens"] == r["calls"] for r in one)  # one token each (the fake reports 5 otherwise)
+    assert all(r["completion_tokens"] == 5 * r["calls"] for r in json_mode)

@@ -98,7 +98,7 @@ def test_grpo_with_focal_reward_calling_a_loopback_judge(tmp_path):
     broken = Criterion("broken", "Always fails [[fault:500:all]].", 2.0, "important", key="broken")
     items = [Item(it.id, it.prompt, it.criteria + (judged, broken)) for it in ITEMS]
     folder = make_tiny_model(tmp_path / "tiny")
-    cfg = JudgeConfig(model="judge", max_retries=0, backoff_s=0.01, timeout_s=5.0)
+    cfg = JudgeConfig(model="judge", max_retries=0, backoff_s=0.01, timeout_s=5.0, mode="per_criterion")
     with FakeOpenAI() as server:
         judge = Judge(cfg, Endpoint(server.base_url, "judge", "fake-judge"), cache=Cache(tmp_path / "j.sqlite"))
         reward = FocalReward({it.id: it for it in items}, aggregator="focal", judge=judge)
