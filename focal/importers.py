@@ -14,7 +14,7 @@ converters are exposed for use on data already in memory.
 | chasing_the_tail | JSONL               | {id?, prompt, rubric: [{criterion, weight}]}                   |
 | writingbench     | JSONL               | {index, query, checklist: [{name, criteria_description, "1-2".."9-10"}]} |
 
-Mappings (documented in the README):
+Mappings (documented in docs/rubrics.md):
 - healthbench: weight = |points|; points < 0 -> pitfall; category = the `axis:` tag.
 - rar: weight = |weight|; weight < 0 or "Pitfall" -> pitfall; category from the
   "Essential/Important/Optional/Pitfall Criteria:" prefix of description or title.
