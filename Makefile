@@ -1,4 +1,4 @@
-# Focal's two set-up commands (see README):
+# Focal's two set-up commands (see README.md and docs/getting-started.md):
 #   make run    install everything (once) and reproduce the pipeline on the embedded defaults
 #   make test   install everything (once) and run the default test suite
 # Both are idempotent: the install runs again only when pyproject.toml changes.

@@ -1,7 +1,7 @@
 """Recurring retraining: every run is a named DVC experiment, and a model is promoted only on evidence.
 
     python -m flows.retrain [--aggregator focal] [--rubric-set default] [--steps 3] [--seed N] [--repo .]
-    prefect deploy --name focal-retrain        # prefect.yaml: scheduled, on a process work pool (README)
+    prefect deploy --name focal-retrain        # prefect.yaml: scheduled, on a process work pool (docs/operations.md)
 
 A run, top to bottom (one task each; the flow only calls tasks):
 1. Start from the committed configuration (params.yaml at HEAD), this run's

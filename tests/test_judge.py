@@ -2,6 +2,7 @@
 
 import json
 import math
+import statistics
 import time
 
 import pytest
@@ -285,8 +286,46 @@ def test_the_throughput_and_modes_benchmarks_run_against_a_fake_server():
     assert calls == 6 * 2 * (1 + 2 * 2)  # warm-up (raw + judge), then 2 repeats x (raw + judge) per level
     assert [r["concurrency"] for r in rows] == [1, 2] and all(len(r["raw_s"]) == len(r["judge_s"]) == 2 for r in rows)
     assert rows[0]["raw_completion_tokens"] == rows[0]["judge_completion_tokens"] == [30, 30]  # the same requests
-    assert "| 2 |" in throughput.table(rows, 6)
+    for r in rows:  # the figures are derived from the measured seconds (stored rounded to the ms) as documented
+        assert r["raw_per_s"] == pytest.approx(6 / statistics.mean(r["raw_s"]), rel=0.02) and r["judge_failures"] == 0
+        assert r["speedup_vs_sequential"] == pytest.approx(statistics.mean(rows[0]["raw_s"])
+                                                           / statistics.mean(r["judge_s"]), rel=0.02, abs=0.01)
+    assert [line.split(" | ")[0] for line in throughput.table(rows, 6).splitlines()[2:]][:3] == ["| 1", "| 2", ""]
     per = modes["per_judged_criterion"]
     assert per["per_criterion"]["calls"] == 1.0 and per["per_response"]["calls"] == 0.5  # 2 criteria per call
     assert modes["agreement"]["modes/overall"] == 1.0 and modes["agreement"]["modes/n"] == 4  # alike in both modes
-    assert "per_response" in judge_modes.table(modes)
+    assert "| per_response | 0.50 | " in judge_modes.table(modes)  # the measured calls per criterion, in its row
+
+
+def test_the_benchmark_tables_by_hand():
+    from benchmarks import judge as throughput
+    from benchmarks import judge_modes
+
+    rows = [{"concurrency": 1, "raw_per_s": 0.25, "judge_per_s": 0.244, "ratio": 0.996, "speedup_vs_sequential": 1.0,
+             "judge_failures": 0},
+            {"concurrency": 4, "raw_per_s": 0.561, "judge_per_s": 0.612, "ratio": 1.094, "speedup_vs_sequential": 2.46,
+             "judge_failures": 2}]
+    assert throughput.table(rows, 16).splitlines() == [
+        "| concurrency | raw judgments/s | judge judgments/s | judge / raw | speed-up over sequential | judge failures |",
+        "|---|---|---|---|---|---|",
+        "| 1 | 0.25 | 0.24 | 1.00 | 1.0x | 0 |",
+        "| 4 | 0.56 | 0.61 | 1.09 | 2.5x | 2 |",
+        "", "16 judgments per measurement; judge / raw paired per repeat, then averaged."]
+    modes = {"per_judged_criterion": {
+                 "per_criterion": {"calls": 1.0, "prompt_tokens": 384.2, "completion_tokens": 30.0, "seconds": 1.79},
+                 "per_response": {"calls": 0.39, "prompt_tokens": 195.4, "completion_tokens": 12.3, "seconds": 3.75}},
+             "runs": {"per_criterion": [{"failures": 0}, {"failures": 0}],
+                      "per_response": [{"failures": 3}, {"failures": 1}]},
+             "agreement": {"modes/overall": 0.9444, "modes/kappa": 0.72, "modes/n": 36,
+                           "modes/by_key/b/n": 16, "modes/by_key/b/agreement": 0.8, "modes/by_key/b/kappa": 0.5,
+                           "modes/by_key/a/n": 20, "modes/by_key/a/agreement": 1.0, "modes/by_key/a/kappa": math.nan}}
+    assert judge_modes.table(modes).splitlines() == [
+        "| per judged criterion | calls | prompt tokens | completion tokens | wall s | failures (total) |",
+        "|---|---|---|---|---|---|",
+        "| per_criterion | 1.00 | 384 | 30.0 | 1.79 | 0 |",
+        "| per_response | 0.39 | 195 | 12.3 | 3.75 | 4 |",
+        "", "Agreement per criterion between the modes: 0.94 (Cohen's kappa 0.72) on 36 pairs judged by both; by "
+        "criterion key:", "",
+        "| key | n | agreement | kappa |", "|---|---|---|---|",
+        "| a | 20 | 1.00 | - |",  # kappa NaN (one verdict throughout) shows as "-"
+        "| b | 16 | 0.80 | 0.50 |"]
