@@ -53,6 +53,8 @@ def friendly(hint: str):
                 message = f"{e.filename}: {e.strerror}" if e.filename else str(e)
             except ValueError as e:  # config, rubric and data errors name the file, the key and the fix
                 message = str(e)
+            except ModuleNotFoundError as e:  # the core install (pip install focal) has no pipeline or training
+                message = f"{e}; this command needs focal's extras: pip install 'focal[all]' (make install does)"
             typer.echo(f"error: {' '.join(message.split())}", err=True)
             typer.echo(f"hint: {hint}", err=True)
             raise typer.Exit(2)
