@@ -52,7 +52,8 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.pipeline import STAGE_TIMEOUT_S, failed, retry_transient, run_stages
-from flows.workspace import DvcFailed, git, head_params, plan, restore, run_dvc, save_experiment, snapshot
+from flows.workspace import (DvcFailed, default_remote, git, head_params, plan, restore, run_dvc, save_experiment,
+                             snapshot)
 from focal import registry
 from focal.config import Params, load_params, params_from_dict, render_params_yaml
 from focal.io import write_text
@@ -123,16 +124,6 @@ def run_name() -> str:
         return f"retrain-{stamp}"
     return _slug(f"retrain-{stamp}-{params.train.aggregator}-{params.base.rubric_set}-{params.train.max_steps}steps"
                  f"-from-{champ.version if champ else 'base'}")
-
-
-def default_remote(repo: str, remote: str | None) -> str | None:
-    """The DVC remote to use: `remote`, else the repository's default remote, else none."""
-    if remote:
-        return remote
-    from dvc.repo import Repo
-
-    with Repo(repo) as r:
-        return r.config["core"].get("remote") or None
 
 
 class Busy(Exception):
