@@ -32,6 +32,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from flows.run_options import flag, given, taken
 from focal.config import load_params
 
 app = typer.Typer(help=__doc__.split("\n\n")[0], no_args_is_help=True, add_completion=False,
@@ -68,7 +69,6 @@ def friendly(hint: str):
 def with_run_options(every_run: bool = False):
     """Give a command flows/run_options.py's options (declared there once, for every command that takes them) as
     typer options; the command receives them as keyword arguments (**options, None when not given)."""
-    from flows.run_options import flag, taken
 
     def add(fn):
         sig = inspect.signature(fn, eval_str=True)
@@ -179,7 +179,6 @@ def repro(params: str, names: list[str] | None, flow: bool) -> None:
 def retrain(**options):
     """One retraining run (flows/retrain.py): a DVC experiment, promoted to champion only if it beats it."""
     from flows.retrain import configured
-    from flows.run_options import flag, given
 
     configured(".", options)  # a bad setting fails here, in one line
     raise typer.Exit(run_flow("flows.retrain", *[f"{flag(k)}={v}" for k, v in given(options).items()]))
