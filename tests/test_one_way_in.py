@@ -71,6 +71,9 @@ def test_every_front_door_takes_the_same_options(capsys):
         argparse_help = " ".join(capsys.readouterr().out.split())
         for option, text in want.items():
             assert f"{option} {option[2:].upper().replace('-', '_')} {text}" in argparse_help, (option, argparse_help)
+    # prefect.yaml's deployment (`prefect deploy`) gives every run the same options, as flow parameters
+    [deployment] = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
+    assert set(taken(every_run=True)) <= set(deployment["parameters"]) <= set(flow_params)
 
 
 def test_focal_retrain_passes_each_option_to_the_flow(monkeypatch, capsys):
