@@ -7,7 +7,7 @@
   the core free of the heavy packages, `all` = every other extra;
 - slow: a fresh Python 3.12 venv, `pip install .` without extras: CORE_SCRIPT again (nothing blocked: the heavy
   packages are simply absent), then the core's own test modules (CORE_TESTS) under 3.12. It needs the package
-  registry for the 3.12 wheels (numpy, pandas, pyarrow, ...). 104 s here (2 cores, 2026-12, warm pip cache):
+  registry for the 3.12 wheels (numpy, pandas, pyarrow, ...). 104-173 s here (2 cores, 2026-12-06, warm pip cache):
   python -m pytest -m slow tests/test_install.py
 """
 
