@@ -66,7 +66,7 @@ def test_defaults_and_the_committed_params_are_valid():
     ("judge", "structured", "yes", "`judge.structured` must be bool (true or false), got 'yes'"),
     ("evaluate", "limit", 2.5, "`evaluate.limit` must be int, got 2.5"),
     # names
-    ("train", "aggregator", "focall", "train.aggregator must be one of static, gdpo, pow3r, focal, strict, min"),
+    ("train", "aggregator", "focall", "train.aggregator must be one of static, gdpo, pow3r, focal, focal_proj, strict, min"),
     ("train", "scale_rewards", "mean", "train.scale_rewards must be one of group, batch, none, got 'mean'"),
     ("rollouts", "backend", "hf", "rollouts.backend must be one of vllm, transformers, got 'hf'"),
     ("rollouts", "split", "test", "rollouts.split must be one of train, eval, got 'test'"),

@@ -274,7 +274,7 @@ def test_importer_errors_name_line_and_field(tmp_path):
 
 
 def test_every_format_is_registered():
-    assert set(FORMATS) == {"focal", "healthbench", "rar", "chasing_the_tail", "writingbench"}
+    assert set(FORMATS) == {"focal", "healthbench", "rar", "chasing_the_tail", "writingbench", "ifeval", "ifbench"}
 
 
 @pytest.mark.parametrize("name", ["default", "health"])
