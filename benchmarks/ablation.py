@@ -1,6 +1,6 @@
 """Ablation of Focal's knobs and of saturation-aware prompt sampling in simulated worlds, paired over seeds.
 
-    python -m benchmarks.ablation        # the docs' tables: 3 worlds x 17 variants x 10 seeds (~21 min here for 14)
+    python -m benchmarks.ablation        # docs/simulator.md's tables: 3 worlds x 17 variants x 10 seeds (~21 min for 14)
     python -m benchmarks.ablation --seeds 2 --steps 20 --long-steps 30 --out /tmp/ablation   # smoke: seconds
 
 Every variant of VARIANTS trains in every world (--worlds: files in benchmarks/worlds/)

@@ -253,6 +253,15 @@ def judging(params: Params, rs, identity: str | None):
         yield judge
 
 
+RUN_FIELDS = ("aggregator", "seed", "steps", "protocol", "eval_prompts", "samples_per_prompt", "eval_seconds",
+              "train_seconds", "settings")
+
+
+def eval_identity(ident: dict) -> str:
+    """What the base policy's evaluation depends on: the protocol's identity without the training settings."""
+    return content_key({k: v for k, v in ident.items() if k != "train"})
+
+
 def headline(rec: dict) -> str:
     if "ifeval" in rec:
         m = rec["ifeval"]
@@ -277,8 +286,10 @@ def run(params: Params, aggregators=None, seeds=None) -> list[dict]:
         new = []
         if not recorded(done, BASE, None, key):
             t0 = time.perf_counter()
-            rec = {"aggregator": BASE, "seed": None, "steps": 0, "protocol": key, **score_policy(load_policy(policy),
-                                                                                              eval_items, params, judge)}
+            same = [r for r in done if r["aggregator"] == BASE and eval_identity(r.get("settings", {})) == eval_identity(ident)]
+            scores = {k: v for k, v in same[-1].items() if k not in RUN_FIELDS} if same else \
+                score_policy(load_policy(policy), eval_items, params, judge)  # training settings do not change base
+            rec = {"aggregator": BASE, "seed": None, "steps": 0, "protocol": key, **scores}
             rec.update(eval_prompts=len(eval_items), samples_per_prompt=c.eval_samples, eval_seconds=time.perf_counter() - t0,
                        train_seconds=0.0, settings=ident)
             save_record(c.results, rec)

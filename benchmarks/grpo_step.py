@@ -12,11 +12,17 @@ loss's forward pass, the backward pass, the optimizer and the rest. Every figure
 the first (warm-up) included, so use a multiple of steps_per_generation.
 Each `--variant` is compare.train with some train knobs changed (comma-separated
 key=value, values as YAML), measured the same way after the two.
+
+The parts are timed by wrapping private methods of TRL's GRPOTrainer and accelerate's
+Accelerator (`timed_methods`); each is checked against the parameters it had when this
+was written (trl 1.16), and a TRL that differs stops the benchmark before it starts,
+naming the method (tests/test_trl_compat.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import tempfile
 import time
 from collections import defaultdict
@@ -37,6 +43,7 @@ def _timed(cls, name: str, parts: dict, label):
     """Wraps cls.name so each call's wall time adds to parts[label(self)]; returns the original (to restore)."""
     original = getattr(cls, name)
 
+    @functools.wraps(original)  # the same signature: focal/grpo.py checks TRL's while the wrappers are in place
     def wrapper(self, *args, **kwargs):
         t = time.perf_counter()
         try:
@@ -48,21 +55,35 @@ def _timed(cls, name: str, parts: dict, label):
     return original
 
 
-def profile(cfg, items, policy, steps: int) -> dict:
-    """Mean seconds per optimizer step, and its parts, over `steps` checks-only GRPO steps of `policy`."""
+def timed_methods(trainer_cls=None, accelerator_cls=None) -> list[tuple]:
+    """(class, method, its parameters when this was written, which part its time goes to) for each timed method;
+    RuntimeError naming what changed when the installed TRL or accelerate defines one differently."""
     import accelerate
     from trl import GRPOTrainer
 
+    from focal.grpo import TRL_API, TESTED_TRL, api_changes
+
+    trainer_cls, accelerator_cls = trainer_cls or GRPOTrainer, accelerator_cls or accelerate.Accelerator
+    methods = [(trainer_cls, "_generate", "(self, prompts)", lambda s: "generation"),
+               (trainer_cls, "_calculate_rewards", "(self, inputs, prompts, completions, completion_ids_list)",
+                lambda s: "reward"),
+               # TRL's own forward passes: without gradients, the old policy's log-probs; with them, the loss's
+               (trainer_cls, "_get_per_token_logps_and_entropies", TRL_API["_get_per_token_logps_and_entropies"],
+                lambda s: "loss forward" if torch.is_grad_enabled() else "old log-probs forward"),
+               (accelerator_cls, "backward", "(self, loss, **kwargs)", lambda s: "backward")]
+    changes = [c for cls, name, params, _ in methods for c in api_changes(cls, {name: params})]
+    if changes:
+        raise RuntimeError(f"benchmarks/grpo_step.py times private methods of {TESTED_TRL} and accelerate, which "
+                           f"differ here: {'; '.join(changes)}; update timed_methods to the installed versions")
+    return methods
+
+
+def profile(cfg, items, policy, steps: int) -> dict:
+    """Mean seconds per optimizer step, and its parts, over `steps` checks-only GRPO steps of `policy`."""
     from focal.train import StepTimer, _Callback, train_policy
 
     parts = defaultdict(float)
-    patches = [(GRPOTrainer, "_generate", lambda s: "generation"),
-               (GRPOTrainer, "_calculate_rewards", lambda s: "reward"),
-               # TRL's own forward passes: without gradients, the old policy's log-probs; with them, the loss's
-               (GRPOTrainer, "_get_per_token_logps_and_entropies",
-                lambda s: "loss forward" if torch.is_grad_enabled() else "old log-probs forward"),
-               (accelerate.Accelerator, "backward", lambda s: "backward")]
-    originals = [(cls, name, _timed(cls, name, parts, label)) for cls, name, label in patches]
+    originals = [(cls, name, _timed(cls, name, parts, label)) for cls, name, _, label in timed_methods()]
 
     class Optimizer(_Callback):
         def on_pre_optimizer_step(self, *a, **k):

@@ -4,7 +4,7 @@
     focal retrain [--aggregator A] [--rubric-set S] [--steps N]   # one retraining run (flows/retrain.py)
     focal serve [--model DIR]                     # vLLM's OpenAI-compatible server until Ctrl-C / SIGTERM
     focal judge ROLLOUTS [--out OUT]              # judge a rollouts file (parquet or jsonl) ad hoc
-    focal eval                                    # the evaluate stage
+    focal eval                                    # dvc repro evaluate: the evaluate stage, through DVC
     focal deploy [--cron "0 3 * * 0"] [--interval SECONDS]   # scheduled retraining, served (flows/deploy.py)
     python -m flows.cli --help                    # the same, without the installed script
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import os
 import signal
 import subprocess
@@ -31,6 +32,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from flows.run_options import flag, given, taken
 from focal.config import load_params
 
 app = typer.Typer(help=__doc__.split("\n\n")[0], no_args_is_help=True, add_completion=False,
@@ -53,6 +55,8 @@ def friendly(hint: str):
                 message = f"{e.filename}: {e.strerror}" if e.filename else str(e)
             except ValueError as e:  # config, rubric and data errors name the file, the key and the fix
                 message = str(e)
+            except ModuleNotFoundError as e:  # the core install (pip install focal) has no pipeline or training
+                message = f"{e}; this command needs focal's extras: pip install 'focal[all]' (make install does)"
             typer.echo(f"error: {' '.join(message.split())}", err=True)
             typer.echo(f"hint: {hint}", err=True)
             raise typer.Exit(2)
@@ -60,6 +64,22 @@ def friendly(hint: str):
         return run
 
     return wrap
+
+
+def with_run_options(every_run: bool = False):
+    """Give a command flows/run_options.py's options (declared there once, for every command that takes them) as
+    typer options; the command receives them as keyword arguments (**options, None when not given)."""
+
+    def add(fn):
+        sig = inspect.signature(fn, eval_str=True)
+        own = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                   annotation=Annotated[Optional[o.type], typer.Option(flag(name), help=o.help)])
+                 for name, o in taken(every_run).items()]
+        fn.__signature__ = sig.replace(parameters=own + extra)
+        return fn
+
+    return add
 
 
 def stage_list(stages: list[str] | None) -> list[str] | None:
@@ -115,19 +135,26 @@ def run_flow(module: str, *args: str) -> int:
         proc.wait()
 
 
+FlowOpt = Annotated[bool, typer.Option("--flow", help="run it as the Prefect flow (flows/pipeline.py)")]
+
+
 @app.command()
 @friendly("fix what the line above names (every params key is explained in params.yaml); `focal run --help`")
-def run(params: ParamsOpt = "params.yaml", stages: StagesOpt = None,
-        flow: Annotated[bool, typer.Option("--flow", help="run it as the Prefect flow (flows/pipeline.py)")] = False):
+def run(params: ParamsOpt = "params.yaml", stages: StagesOpt = None, flow: FlowOpt = False):
     """Reproduce the pipeline with `dvc repro` (changed stages only), directly or as a Prefect flow.
 
     Without --stages, every stage in dvc.yaml; with --stages, those stages and
     what they depend on. --flow runs the same stages as one Prefect task each (`dvc repro --single-item`).
     A model server started by one stage is reused by the next and stopped at the end.
     """
+    repro(params, stage_list(stages), flow)
+
+
+def repro(params: str, names: list[str] | None, flow: bool) -> None:
+    """`dvc repro` of the named stages (None: all), or the Prefect flow of them; exits with its code."""
     from focal.serve import KEEP_ENV, OWNER_ENV, stop_recorded
 
-    p, names = load_params(params), stage_list(stages)
+    p = load_params(params)
     if Path(params).resolve() != Path("params.yaml").resolve():
         raise ValueError(f"--params {params}: dvc repro reads ./params.yaml; vary a key with "
                          "`dvc exp run -S section.key=value`")
@@ -142,24 +169,19 @@ def run(params: ParamsOpt = "params.yaml", stages: StagesOpt = None,
         code = subprocess.run(cmd, env=env).returncode
     finally:
         stop_recorded(p.serve)
-    typer.echo(f"focal run: `dvc repro` exited {code} after {time.perf_counter() - t0:.0f} s", err=True)
+    typer.echo(f"focal: `dvc repro` exited {code} after {time.perf_counter() - t0:.0f} s", err=True)
     raise typer.Exit(code)
 
 
 @app.command()
 @friendly("a setting is a params value (params.yaml explains each); `focal retrain --help`")
-def retrain(aggregator: Annotated[Optional[str], typer.Option(help="train.aggregator (default: as committed)")] = None,
-            rubric_set: Annotated[Optional[str], typer.Option(help="base.rubric_set (default: as committed)")] = None,
-            steps: Annotated[Optional[int], typer.Option(help="train.max_steps (default: as committed)")] = None,
-            seed: Annotated[Optional[int], typer.Option(help="sampling seed (default: a new one)")] = None,
-            remote: Annotated[Optional[str], typer.Option(help="DVC remote (default: the repository's)")] = None):
+@with_run_options()
+def retrain(**options):
     """One retraining run (flows/retrain.py): a DVC experiment, promoted to champion only if it beats it."""
     from flows.retrain import configured
 
-    configured(".", aggregator, rubric_set, steps)  # a bad setting fails here, in one line
-    args = [f"--{k.replace('_', '-')}={v}" for k, v in dict(aggregator=aggregator, rubric_set=rubric_set, steps=steps,
-                                                            seed=seed, remote=remote).items() if v is not None]
-    raise typer.Exit(run_flow("flows.retrain", *args))
+    configured(".", options)  # a bad setting fails here, in one line
+    raise typer.Exit(run_flow("flows.retrain", *[f"{flag(k)}={v}" for k, v in given(options).items()]))
 
 
 @app.command()
@@ -233,30 +255,27 @@ def judge(rollouts: Annotated[str, typer.Argument(help="rollouts file (.parquet 
 
 
 @app.command("eval")
-@friendly("the evaluate stage reads the outputs of train; `focal run` builds them")
-def evaluate(params: ParamsOpt = "params.yaml"):
-    """Run the evaluate stage (stages/evaluate.py): every policy on every benchmark, judged and compared."""
-    p = load_params(params)
-    from stages import evaluate as evaluate_stage
+@friendly("fix what the line above names (every params key is explained in params.yaml); `focal eval --help`")
+def evaluate(params: ParamsOpt = "params.yaml", flow: FlowOpt = False):
+    """The evaluate stage (stages/evaluate.py) through DVC, like every stage: `dvc repro evaluate`.
 
-    for path in evaluate_stage.run(p):
-        typer.echo(path)
+    Every policy on every benchmark, judged and compared; what it reads (the trained
+    model, ...) is reproduced first if it changed. The same as `focal run --stages evaluate`.
+    """
+    repro(params, ["evaluate"], flow)
 
 
 @app.command()
 @friendly("flows/deploy.py shows how to run it against a local Prefect server; `focal deploy --help`")
+@with_run_options(every_run=True)
 def deploy(cron: Annotated[Optional[str], typer.Option("--cron", help="cron schedule (default: Sundays 03:00)")] = None,
            interval: Annotated[Optional[int], typer.Option("--interval", help="every this many seconds instead")] = None,
-           aggregator: Annotated[Optional[str], typer.Option(help="train.aggregator of every run")] = None,
-           rubric_set: Annotated[Optional[str], typer.Option(help="base.rubric_set of every run")] = None,
-           steps: Annotated[Optional[int], typer.Option(help="train.max_steps of every run")] = None):
+           **options):
     """Serve scheduled retraining (flows/retrain.py) from this process until Ctrl-C or SIGTERM; prefect.yaml is
-    the same deployment for `prefect deploy` to a work pool."""
+    the same deployment for `prefect deploy` to a work pool. The options are given to every run."""
     from flows.deploy import serve as serve_deployment
 
-    settings = {k: v for k, v in dict(aggregator=aggregator, rubric_set=rubric_set, steps=steps).items()
-                if v is not None}
-    serve_deployment(".", cron, interval, **settings)
+    serve_deployment(".", cron, interval, **options)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
     prefect server start --host 127.0.0.1            # another shell; healthy after ~20 s (UI on :4200)
     export PREFECT_API_URL=http://127.0.0.1:4200/api
     python -m flows.deploy [--cron "0 3 * * 0"] [--interval SECONDS] [--repo .] [--aggregator A] [--steps N]
+    focal deploy ...                                 # the same (flows/run_options.py declares the run's options)
 
 Registers the deployment `focal-retrain/focal-retrain` (default: Sundays at 03:00)
 and runs each scheduled run of flows/retrain.py in a subprocess of this one, one
@@ -26,24 +27,29 @@ import sys
 from pathlib import Path
 
 from flows.retrain import configured, retrain
+from flows.run_options import add_arguments, given, taken
 
 DEPLOYMENT = "focal-retrain"
 DEFAULT_CRON = "0 3 * * 0"  # Sundays, 03:00
 
 
-def serve(repo: str = ".", cron: str | None = None, interval: int | None = None, **settings) -> None:
+def serve(repo: str = ".", cron: str | None = None, interval: int | None = None, **options) -> None:
     """Register the scheduled deployment (cron, default DEFAULT_CRON, or interval seconds) and run its
-    flow runs until SIGTERM or Ctrl-C. settings: aggregator, rubric_set, steps (retrain's parameters)."""
+    flow runs until SIGTERM or Ctrl-C. options: flows/run_options.py's, given to every run (retrain's parameters)."""
     from prefect.settings import PREFECT_API_URL
 
-    configured(repo, settings.get("aggregator"), settings.get("rubric_set"), settings.get("steps"))  # fail now
+    unknown = sorted(set(options) - set(taken(every_run=True)))
+    if unknown:
+        raise TypeError(f"serve() got {unknown[0]!r}; a deployment's options: {', '.join(taken(every_run=True))}")
+    options = given(options)
+    configured(repo, options)  # a bad setting fails now, not at the first scheduled run
     if not PREFECT_API_URL.value():
         raise ValueError("PREFECT_API_URL is not set: start `prefect server start --host 127.0.0.1` and "
                          "export PREFECT_API_URL=http://127.0.0.1:4200/api (a served flow needs a real server)")
     if interval is not None and interval < 1:
         raise ValueError(f"--interval must be >= 1 second, got {interval}")
     schedule = {"interval": interval} if interval else {"cron": cron or DEFAULT_CRON}
-    retrain.serve(name=DEPLOYMENT, parameters={"repo": str(Path(repo).resolve()), **settings},
+    retrain.serve(name=DEPLOYMENT, parameters={"repo": str(Path(repo).resolve()), **options},
                   description="Focal's recurring retraining (flows/retrain.py)", limit=1, **schedule)
 
 
@@ -52,14 +58,10 @@ def main(argv=None) -> None:
     ap.add_argument("--cron", default=DEFAULT_CRON, help="cron schedule (default: %(default)r, Sundays 03:00)")
     ap.add_argument("--interval", type=int, default=None, help="run every this many seconds instead of --cron")
     ap.add_argument("--repo", default=".", help="the repository each run works in")
-    ap.add_argument("--aggregator", help="train.aggregator of every run (default: as committed)")
-    ap.add_argument("--rubric-set", help="base.rubric_set of every run (default: as committed)")
-    ap.add_argument("--steps", type=int, help="train.max_steps of every run (default: as committed)")
+    add_arguments(ap, every_run=True)
     a = ap.parse_args(argv)
-    settings = {k: v for k, v in (("aggregator", a.aggregator), ("rubric_set", a.rubric_set), ("steps", a.steps))
-                if v is not None}
     try:
-        serve(a.repo, a.cron, a.interval, **settings)
+        serve(a.repo, a.cron, a.interval, **given(a))
     except ValueError as e:
         sys.exit(f"error: {e}")
 

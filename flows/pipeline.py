@@ -40,7 +40,7 @@ from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 from prefect.states import Failed, State
 
-from flows.workspace import DvcFailed, kept_servers, outcome, plan, run_dvc
+from flows.workspace import DvcFailed, kept_servers, plan, run_dvc, up_to_date
 
 ARTIFACT_KEY = "focal-pipeline"
 JUDGE_ARTIFACT_KEY = "focal-judge-agreement"
@@ -67,9 +67,12 @@ def retry_transient(task, task_run, state) -> bool:
 
 @task(retries=RETRIES, retry_delay_seconds=RETRY_DELAY_S, retry_condition_fn=retry_transient)
 def run_stage(stage: str, repo: str = ".", pull: bool = False) -> str:
-    """`dvc repro --single-item STAGE` (with --pull: missing outputs come from the DVC remote); what DVC did."""
-    args = ["repro", "--single-item", *(["--pull"] if pull else []), stage]
-    return outcome(run_dvc(repo, *args, what=f"stage {stage!r}"))
+    """`dvc repro --single-item STAGE` (with --pull: missing outputs come from the DVC remote); what DVC did:
+    'skipped' when `dvc status` found nothing changed, else 'ran' (its command ran, or DVC restored its outputs
+    from the run cache or the remote)."""
+    fresh = up_to_date(repo, stage)
+    run_dvc(repo, "repro", "--single-item", *(["--pull"] if pull else []), stage, what=f"stage {stage!r}")
+    return "skipped" if fresh else "ran"
 
 
 def stage_task(stage: str, timeout_s: float):
@@ -77,7 +80,7 @@ def stage_task(stage: str, timeout_s: float):
 
 
 def run_stages(stages: list[str], repo: str, timeout_s: float, pull: bool = False) -> list[dict]:
-    """Each stage as its task, in order; one row per stage: stage, result (ran / skipped / restored), seconds."""
+    """Each stage as its task, in order; one row per stage: stage, result (ran / skipped), seconds."""
     rows = []
     with kept_servers(repo):
         for stage in stages:

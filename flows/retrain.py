@@ -1,7 +1,8 @@
 """Recurring retraining: every run is a named DVC experiment, and a model is promoted only on evidence.
 
     python -m flows.retrain [--aggregator focal] [--rubric-set default] [--steps 3] [--seed N] [--repo .]
-    prefect deploy --name focal-retrain        # prefect.yaml: scheduled, on a process work pool (README)
+    focal retrain ...                          # the same options (flows/run_options.py declares them once)
+    prefect deploy --name focal-retrain        # prefect.yaml: scheduled, on a process work pool (docs/operations.md)
 
 A run, top to bottom (one task each; the flow only calls tasks):
 1. Start from the committed configuration (params.yaml at HEAD), this run's
@@ -52,7 +53,9 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.pipeline import STAGE_TIMEOUT_S, failed, retry_transient, run_stages
-from flows.workspace import DvcFailed, git, head_params, plan, restore, run_dvc, save_experiment, snapshot
+from flows.run_options import add_arguments, given, params_settings
+from flows.workspace import (DvcFailed, default_remote, git, head_params, plan, restore, run_dvc, save_experiment,
+                             snapshot)
 from focal import registry
 from focal.config import Params, load_params, params_from_dict, render_params_yaml
 from focal.io import write_text
@@ -79,14 +82,13 @@ class Run:
 
 # ---- the configuration of a run ------------------------------------------------------------------
 
-def configured(repo: str, aggregator: str | None = None, rubric_set: str | None = None,
-               steps: int | None = None) -> Params:
-    """params.yaml as committed, with this run's settings (None: as committed); ValueError saying the fix."""
+def configured(repo: str, options: dict | None = None) -> Params:
+    """params.yaml as committed, with this run's options that set params (flows/run_options.py; None or absent: as
+    committed); ValueError saying the fix."""
     raw = yaml.safe_load(head_params(repo)) or {}
-    for section, key, value in (("train", "aggregator", aggregator), ("base", "rubric_set", rubric_set),
-                                ("train", "max_steps", steps)):
-        if value is not None:
-            raw.setdefault(section, {})[key] = value
+    for key, value in params_settings(given(options or {})).items():
+        section, field = key.split(".")
+        raw.setdefault(section, {})[field] = value
     params = params_from_dict(raw, "params.yaml at HEAD with this run's settings")
     folder = Path(repo) / params.paths.rubrics / params.base.rubric_set
     if not folder.is_dir():
@@ -117,22 +119,12 @@ def run_name() -> str:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     p = flow_run.parameters
     try:
-        params = configured(p.get("repo", "."), p.get("aggregator"), p.get("rubric_set"), p.get("steps"))
+        params = configured(p.get("repo", "."), dict(p))
         champ = registry.champion(p.get("repo", "."))
     except Exception:  # noqa: BLE001 - the flow itself raises the real error, with its fix
         return f"retrain-{stamp}"
     return _slug(f"retrain-{stamp}-{params.train.aggregator}-{params.base.rubric_set}-{params.train.max_steps}steps"
                  f"-from-{champ.version if champ else 'base'}")
-
-
-def default_remote(repo: str, remote: str | None) -> str | None:
-    """The DVC remote to use: `remote`, else the repository's default remote, else none."""
-    if remote:
-        return remote
-    from dvc.repo import Repo
-
-    with Repo(repo) as r:
-        return r.config["core"].get("remote") or None
 
 
 class Busy(Exception):
@@ -343,7 +335,8 @@ def retrain(aggregator: str | None = None, rubric_set: str | None = None, steps:
 
 def run_once(name: str, aggregator, rubric_set, steps, seed, rule, repo, remote, git_remote, stage_timeout_s) -> dict:
     """The flow's body: its tasks in order, the workspace restored if anything fails."""
-    params = configured(repo, aggregator, rubric_set, steps)  # a bad setting fails here, before anything changes
+    # a bad setting fails here, before anything changes
+    params = configured(repo, dict(aggregator=aggregator, rubric_set=rubric_set, steps=steps))
     with one_run_at_a_time(repo):
         snap = snapshot(repo, Path(repo) / f".dvc/tmp/focal-snapshot-{os.getpid()}")
         champ_before = registry.champion(repo)
@@ -374,22 +367,17 @@ def run_once(name: str, aggregator, rubric_set, steps, seed, rule, repo, remote,
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repo", default=".", help="the DVC repository (default: the current folder)")
-    ap.add_argument("--aggregator", help="train.aggregator (default: as committed)")
-    ap.add_argument("--rubric-set", help="base.rubric_set (default: as committed)")
-    ap.add_argument("--steps", type=int, help="train.max_steps (default: as committed)")
-    ap.add_argument("--seed", type=int, help="sampling seed (default: a new one)")
-    ap.add_argument("--remote", help="DVC remote to pull from and push to (default: the repository's default)")
+    add_arguments(ap)
     ap.add_argument("--git-remote", help="git remote to push the experiment and the registry tags to")
     for f in ("min_ci_low", "max_min_category_drop", "max_strict_drop"):
         ap.add_argument(f"--{f.replace('_', '-')}", type=float, default=getattr(PromotionRule(), f),
-                        help=f"promotion rule: {PromotionRule.__dataclass_fields__[f].metadata['help']} "
+                        help=f"promotion rule: {PromotionRule.__dataclass_fields__[f].metadata['help'].replace('%', '%%')} "
                              "(default: %(default)s)")
     a = ap.parse_args(argv)
     try:
         rule = PromotionRule(a.min_ci_low, a.max_min_category_drop, a.max_strict_drop)
-        configured(a.repo, a.aggregator, a.rubric_set, a.steps)  # a bad setting fails here, before Prefect starts
-        print(json.dumps(retrain(a.aggregator, a.rubric_set, a.steps, a.seed, rule, a.repo, a.remote, a.git_remote),
-                         indent=2, default=str))
+        configured(a.repo, given(a))  # a bad setting fails here, before Prefect starts
+        print(json.dumps(retrain(rule=rule, repo=a.repo, git_remote=a.git_remote, **given(a)), indent=2, default=str))
     except (ValueError, DvcFailed, TimeoutError, Busy) as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         sys.exit(2)

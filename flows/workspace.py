@@ -1,13 +1,18 @@
 """The DVC workspace as the flows use it: the stage plan, one stage through `dvc repro`, snapshots, experiments.
 
     plan(".", ["evaluate"])                      # ['model', 'prepare', ..., 'evaluate']: DVC's graph, dvc.yaml's stages
+    up_to_date(".", "prepare")                   # would `dvc repro --single-item prepare` skip it? (`dvc status`)
     run_dvc(".", "repro", "--single-item", "prepare")   # DVC in a process group that dies with this process
     snap = snapshot(".")  ...  restore(".", snap)  # params.yaml, dvc.lock and every output as they were
     save_experiment(".", "retrain-...", plan)      # `dvc exp save`: the workspace as a named experiment; its commit
 
 Nothing here knows Focal's stages: which stages exist, their order and what they
 read and write come from dvc.yaml through DVC's own Python API, so `dvc repro` and
-the flows cannot disagree. Every DVC command runs as `python -m dvc` under
+the flows cannot disagree. That API is `dvc.repo.Repo`'s methods (`reproduce` as a
+forced dry run for the plan, `status`, `index.stages`, `experiments.ls`, `config`),
+nothing from DVC's private modules and no parsing of DVC's log text;
+tests/test_dvc_contract.py checks each on a small project, so a DVC upgrade that
+changes one fails there. Every DVC command runs as `python -m dvc` under
 focal/watchdog.py, in a process group of its own: the stage a command runs (and a
 model server the stage started for itself) dies with the command, and the whole
 group dies within about a second if this process dies, even on kill -9. While a
@@ -18,6 +23,7 @@ stops it at the end (`kept_servers`).
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -35,7 +41,6 @@ BIG_FILE = 16 << 20  # snapshot: files this big are hard-linked, not copied (wri
 # failure kinds as the stages name them (focal/api.py failure_kind): "timeout 2, server_error 1" (judge) or
 # "(rate_limited: ...)" (rollouts); "refused the connection" (nothing listens there) is not one of them
 TRANSIENT = re.compile(r"\b(timeout|connection|rate_limited|server_error|http_5\d\d)(?=: | \d)")
-OUTCOME = {"Running stage": "ran", "didn't change, skipping": "skipped", "is cached - skipping run": "restored"}
 
 
 class DvcFailed(Exception):
@@ -102,37 +107,41 @@ def run_dvc(repo: str | Path, *args: str, echo=print, what: str | None = None) -
     return list(lines)
 
 
-def outcome(lines: list[str]) -> str:
-    """What `dvc repro --single-item` did: 'ran', 'skipped' (nothing changed) or 'restored' (from DVC's run cache)."""
-    for line in lines:
-        for marker, result in OUTCOME.items():
-            if marker in line:
-                return result
-    return "ran"
-
-
-def _stages(repo, targets):
-    from dvc.repo.reproduce import collect_stages, get_active_graph, plan_repro
-    from dvc.stage.exceptions import StageNotFound
-
-    graph = get_active_graph(repo.index.graph)
-    project = os.path.join(repo.root_dir, "dvc.yaml")  # absolute: DVC resolves targets from the current folder
-    try:
-        chosen = collect_stages(repo, [f"{project}:{t}" for t in targets] if targets else [project])
-    except StageNotFound:
-        known = [s.name for s in repo.index.stages]
-        unknown = next(t for t in targets if t not in known)
-        raise ValueError(f"stage {unknown!r} is not in dvc.yaml; stages: {', '.join(known)}") from None
-    return plan_repro(graph, chosen)
+def _addresses(r, targets: list[str] | None) -> list[str]:
+    """dvc.yaml's stages `targets` (None: all of them) as DVC addresses them from any folder; ValueError naming the
+    known stages on an unknown name."""
+    known = [s.name for s in r.index.stages]
+    unknown = [t for t in targets or [] if t not in known]
+    if unknown:
+        raise ValueError(f"stage {unknown[0]!r} is not in dvc.yaml; stages: {', '.join(known)}")
+    project = os.path.join(r.root_dir, "dvc.yaml")  # absolute: DVC resolves targets from the current folder
+    return [f"{project}:{t}" for t in targets] if targets else [project]
 
 
 def plan(repo: str | Path, targets: list[str] | None = None) -> list[str]:
     """The stages `dvc repro TARGETS` would visit, in its order: the targets and everything upstream of them
-    (no targets: every stage in dvc.yaml). ValueError naming the known stages on an unknown name."""
+    (no targets: every stage in dvc.yaml). ValueError naming the known stages on an unknown name.
+
+    DVC's own `Repo.reproduce` decides, as `dvc repro --dry --force`: every stage of the plan, none run."""
+    from dvc.repo import Repo
+
+    dvc_log = logging.getLogger("dvc")  # a dry run logs "Running stage ..." for every stage: not news here
+    level = dvc_log.level
+    dvc_log.setLevel(logging.WARNING)
+    try:
+        with Repo(str(repo)) as r:
+            return [s.name for s in r.reproduce(_addresses(r, targets), dry=True, force=True)]
+    finally:
+        dvc_log.setLevel(level)
+
+
+def up_to_date(repo: str | Path, stage: str) -> bool:
+    """Whether `dvc repro --single-item STAGE` would skip the stage: `dvc status` of it alone (`Repo.status`) finds
+    nothing changed (its command, params, dependencies and outputs are as dvc.lock records them)."""
     from dvc.repo import Repo
 
     with Repo(str(repo)) as r:
-        return [s.name for s in _stages(r, targets)]
+        return not r.status(targets=_addresses(r, [stage]))
 
 
 def io_paths(repo: str | Path, stages: list[str] | None = None) -> dict[str, list[str]]:
@@ -148,6 +157,16 @@ def io_paths(repo: str | Path, stages: list[str] | None = None) -> dict[str, lis
                 out["cached" if o.use_cache else "uncached"].append(str(o.def_path))
             out["deps"] += [str(d.def_path) for d in s.deps if not str(d.def_path).startswith(("http:", "https:"))]
     return {k: sorted(set(v)) for k, v in out.items()}
+
+
+def default_remote(repo: str | Path, remote: str | None = None) -> str | None:
+    """The DVC remote to use: `remote`, else the repository's default remote (`dvc remote add -d`), else none."""
+    if remote:
+        return remote
+    from dvc.repo import Repo
+
+    with Repo(str(repo)) as r:
+        return r.config["core"].get("remote") or None
 
 
 @contextmanager
@@ -249,8 +268,10 @@ def save_experiment(repo: str | Path, name: str, stages: list[str], message: str
     """`dvc exp save --name NAME` of the workspace (with the stages' untracked inputs and outputs); its commit."""
     include = [arg for f in untracked_io(repo, stages) for arg in ("--include-untracked", f)]
     run_dvc(repo, "exp", "save", "--name", name, "--message", message, *include, echo=echo, what="dvc exp save")
-    refs = git(repo, "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps").splitlines()
-    commits = [line.split()[0] for line in refs if line.endswith(f"/{name}")]
+    from dvc.repo import Repo
+
+    with Repo(str(repo)) as r:  # {baseline commit: [(experiment name, its commit)]} of HEAD's experiments
+        commits = [sha for exps in r.experiments.ls().values() for exp, sha in exps if exp == name]
     if not commits:
         raise RuntimeError(f"dvc exp save reported no experiment named {name!r}")
     return commits[0]

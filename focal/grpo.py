@@ -19,13 +19,69 @@ uses), no tools and no custom rollout function; the old log-probs only when TRL 
 trunk only for a decoder whose frozen layers come first (`model.model.layers`, `embed_tokens` frozen, one
 attention type) and without DeepSpeed or FSDP. They agree with TRL's own passes up to float rounding between a
 cached and a full pass (tests/test_grpo.py).
+
+Both reach into TRL's private API: this trainer overrides four GRPOTrainer methods and reads some of its
+attributes (TRL_API below, as trl 1.16 defines them). It checks them when it is built: a TRL whose methods or
+attributes differ stops training at once with a ValueError naming the knobs to turn off; with both knobs off,
+focal/train.py builds TRL's own GRPOTrainer and none of this is used (tests/test_trl_compat.py).
 """
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.nn.functional as F
 from trl import GRPOTrainer
+
+KNOBS = ("train.sampling_logps", "train.trunk_cache")
+TESTED_TRL = "trl>=1.16,<1.17"  # pyproject.toml's `train` extra says the same (tests/test_trl_compat.py)
+# GRPOTrainer's methods this trainer overrides (each calls TRL's through super() with these parameters), exactly
+# as trl 1.16 defines them, annotations left out
+TRL_API = {
+    "_generate_single_turn": "(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False)",
+    "_generate_and_score_completions": "(self, inputs)",
+    "_compute_loss": "(self, model, inputs)",
+    "_get_per_token_logps_and_entropies": (
+        "(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None, compute_entropy=False, "
+        "compute_aux_loss=False, pixel_values=None, image_grid_thw=None, num_images=None, pixel_attention_mask=None, "
+        "spatial_shapes=None, num_tiles=None, image_sizes=None, token_type_ids=None, mm_token_type_ids=None, "
+        "image_position_ids=None)"),
+}
+# what it reads of a built GRPOTrainer (self.<name>, self.args.<name>)
+TRL_ATTRIBUTES = ("use_vllm", "tools", "rollout_func", "use_transformers_continuous_batching", "temperature",
+                  "num_iterations", "accelerator", "model")
+TRL_ARGS = ("steps_per_generation", "gradient_accumulation_steps")
+
+
+def parameters(fn) -> str:
+    """A function's parameters as written, without annotations: '(self, inputs, k=1)'."""
+    sig = inspect.signature(fn)
+    plain = [p.replace(annotation=inspect.Parameter.empty) for p in sig.parameters.values()]
+    return str(sig.replace(parameters=plain, return_annotation=inspect.Signature.empty))
+
+
+def api_changes(cls, expected: dict[str, str]) -> list[str]:
+    """How `cls` differs from `expected` (method name -> parameters): one line per method gone or changed."""
+    out = []
+    for name, params in expected.items():
+        fn = inspect.getattr_static(cls, name, None)
+        if not callable(fn):
+            out.append(f"{cls.__name__}.{name} is gone")
+        elif (found := parameters(fn)) != params:
+            out.append(f"{cls.__name__}.{name} takes {found}, not {params}")
+    return out
+
+
+def check_trl(changes: list[str], knobs=KNOBS) -> None:
+    """ValueError naming the knobs to turn off, when TRL is not the one this trainer was written for."""
+    if changes:
+        import trl
+
+        raise ValueError(f"TRL {trl.__version__} is not the TRL focal/grpo.py was written for ({TESTED_TRL}): "
+                         f"{'; '.join(changes)}. {' and '.join(knobs)} {'rely' if len(knobs) > 1 else 'relies'} on it: set "
+                         f"{' and '.join(f'{k}: false' for k in knobs)} in params.yaml (training then uses TRL's "
+                         f"GRPOTrainer as it is), or install {TESTED_TRL}")
 
 
 class SampledLogps:
@@ -111,7 +167,11 @@ class FocalGRPOTrainer(GRPOTrainer):
     trunk_cache the loss forward pass starts from the frozen layers' output kept from generation."""
 
     def __init__(self, *args, sampling_logps: bool = False, trunk_cache: bool = False, **kwargs):
+        knobs = [k for k, on in zip(KNOBS, (sampling_logps, trunk_cache)) if on] or KNOBS
+        check_trl(api_changes(GRPOTrainer, TRL_API), knobs)
         super().__init__(*args, **kwargs)
+        check_trl([f"a GRPOTrainer has no {name}" for name in TRL_ATTRIBUTES if not hasattr(self, name)]
+                  + [f"GRPOConfig has no {name}" for name in TRL_ARGS if not hasattr(self.args, name)], knobs)
         self.sampling_logps = sampling_logps
         sharded = getattr(self, "is_deepspeed_enabled", False) or getattr(self, "is_fsdp_enabled", False)
         self.trunk_layers = frozen_trunk(self.accelerator.unwrap_model(self.model)) if trunk_cache and not sharded else 0

@@ -32,24 +32,29 @@ class Unavailable(Exception):
     """A checker that cannot run on this machine (it needs NLTK data that is not installed)."""
 
 
+def verifiable(module: str):
+    """if_verifiable.<module>; without the package, an error saying how to install it (the `ifeval` extra)."""
+    import importlib
+
+    try:
+        return importlib.import_module(f"if_verifiable.{module}")
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] != "if_verifiable":
+            raise
+        raise ModuleNotFoundError("IFEval's and IFBench's checkers (IFEval-format rubric sets, checks `ifeval` and "
+                                  "`ifbench`) need if-verifiable: pip install 'focal[ifeval]'", name=e.name) from None
+
+
 def registry(name: str) -> dict:
     """The instruction registry `name` (ifeval | ifbench): instruction id -> checker class."""
-    if name == "ifeval":
-        from if_verifiable.ifeval.instructions_registry import INSTRUCTION_DICT
-    elif name == "ifbench":
-        from if_verifiable.ifbench.instructions_registry import INSTRUCTION_DICT
-    else:
+    if name not in REGISTRIES:
         raise ValueError(f"unknown instruction registry {name!r}; use one of {', '.join(REGISTRIES)}")
-    return INSTRUCTION_DICT
+    return verifiable(f"{name}.instructions_registry").INSTRUCTION_DICT
 
 
 def conflicts(name: str) -> dict:
     """The registry's conflict table: instruction id -> ids that may not share a prompt with it."""
-    if name == "ifeval":
-        from if_verifiable.ifeval.instructions_registry import INSTRUCTION_CONFLICTS
-    else:
-        from if_verifiable.ifbench.instructions_registry import INSTRUCTION_CONFLICTS
-    return INSTRUCTION_CONFLICTS
+    return verifiable(f"{'ifeval' if name == 'ifeval' else 'ifbench'}.instructions_registry").INSTRUCTION_CONFLICTS
 
 
 def ifbench_test_file():
@@ -105,8 +110,7 @@ def _describe(name: str, instruction_id: str, kwargs: dict, prompt: str) -> tupl
 def follows(name: str, instruction_id: str, kwargs: dict, response: str, prompt: str = "") -> tuple[bool, bool]:
     """(strict, loose): whether `response` follows one instruction, decided by if-verifiable's
     evaluate_instructions (IFEval's definitions). Raises Unavailable when the checker needs NLTK data."""
-    from if_verifiable.common import evaluate_instructions
-
+    evaluate_instructions = verifiable("common").evaluate_instructions
     try:
         results, _ = evaluate_instructions(response, [instruction_id], [clean_kwargs(kwargs)], prompt, registry(name))
     except LookupError as e:  # nltk.data.load: the data is not on this machine

@@ -15,7 +15,7 @@ converters are exposed for use on data already in memory.
 | writingbench     | JSONL               | {index, query, checklist: [{name, criteria_description, "1-2".."9-10"}]} |
 | ifeval, ifbench  | JSONL               | {key, prompt, instruction_id_list, kwargs, split?}             |
 
-Mappings (documented in the README):
+Mappings (documented in docs/rubrics.md):
 - healthbench: weight = |points|; points < 0 -> pitfall; category = the `axis:` tag.
 - rar: weight = |weight|; weight < 0 or "Pitfall" -> pitfall; category from the
   "Essential/Important/Optional/Pitfall Criteria:" prefix of description or title.

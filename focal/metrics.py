@@ -1,4 +1,4 @@
-"""Every metric's one definition (docs/method.md's names, explained in the README), over a satisfaction matrix.
+"""Every metric's one definition (each name explained once, in docs/method.md), over a satisfaction matrix.
 
 Training logs (focal/reward.py), evaluation (focal/evaluate.py) and the simulator all
 call these functions, so a number has the same meaning wherever it is printed.

@@ -3,6 +3,7 @@
     pass_rates_plot(metrics["eval"], "reports/plots/pass_rates.png")        # per criterion key, each policy
     policies_plot(metrics["eval"], "reports/plots/policies.png")            # policies / aggregators side by side
     trajectories_plot("dvclive/train", "reports/plots/focal_trajectories.png")  # Focal's saturation and weight
+    plot_trajectories(saturation, weight, "docs/img/focal_weights.png")         # the same from {key: series}
     audit_gap_plot("dvclive/train", "reports/train/audit_gap.png")           # the reward-hacking audit's gap
 """
 
@@ -83,9 +84,14 @@ def _read_series(folder: Path, kind: str) -> dict[str, pd.Series]:
 
 
 def trajectories_plot(train_log, path, title: str = "") -> Path | None:
-    """Two panels over training steps: Focal's saturation s and weight w'/w per criterion key."""
+    """Two panels over training steps: Focal's saturation s and weight w'/w per criterion key, from a dvclive
+    folder; None when it logged no weight (not Focal)."""
     folder = Path(train_log)
-    sat, weight = _read_series(folder, "saturation"), _read_series(folder, "weight")
+    return plot_trajectories(_read_series(folder, "saturation"), _read_series(folder, "weight"), path, title)
+
+
+def plot_trajectories(sat: dict[str, pd.Series], weight: dict[str, pd.Series], path, title: str = "") -> Path | None:
+    """The same two panels from {criterion key: values by step} series (e.g. the simulator's); None when empty."""
     if not weight:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))

@@ -58,9 +58,11 @@ from focal.metrics import constant_by_key, satisfaction_matrix, step_metrics
 
 def world() -> tuple[int, int]:
     """(number of processes, this process's index) once torch.distributed is set up (accelerate, torchrun,
-    DeepSpeed all do it); (1, 0) in a plain process."""
-    import torch.distributed as dist
-
+    DeepSpeed all do it); (1, 0) in a plain process, and without torch (the core install: one process)."""
+    try:
+        import torch.distributed as dist
+    except ImportError:
+        return 1, 0
     if dist.is_available() and dist.is_initialized():
         return dist.get_world_size(), dist.get_rank()
     return 1, 0

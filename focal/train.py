@@ -18,7 +18,8 @@ How this differs from plain GRPO (TRL's GRPOTrainer, with focal/grpo.py's reuse 
 5. With steps_per_generation > 1 the old policy's log-probs come from the sampling pass
    (train.sampling_logps) rather than a second forward pass over the generation batch,
    and with LoRA on the top layers only the loss's forward pass starts from the frozen
-   layers' output kept from sampling (train.trunk_cache).
+   layers' output kept from sampling (train.trunk_cache). Both reach into TRL's private API (focal/grpo.py
+   checks it when the trainer is built); with both off the trainer is TRL's own GRPOTrainer.
 
 Checkpoints live in `work_dir` (one folder per run identity, see `run_key`): a run
 killed mid-way and started again with the same identity resumes from the last
@@ -101,6 +102,7 @@ def lora_config(cfg, model):
 def build_trainer(policy_dir, items: list, reward, cfg, out_dir: str, seed: int, callbacks=()):
     """A GRPOTrainer on `policy_dir` (a folder or a loaded (model, tokenizer)) with `reward` as the only reward."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import GRPOTrainer
 
     from focal.grpo import FocalGRPOTrainer
 
@@ -112,10 +114,11 @@ def build_trainer(policy_dir, items: list, reward, cfg, out_dir: str, seed: int,
         model, tok = policy_dir
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    return FocalGRPOTrainer(model=model, reward_funcs=[reward], args=grpo_config(cfg, out_dir, seed),
-                            train_dataset=prompt_dataset(items), processing_class=tok,
-                            peft_config=lora_config(cfg, model), callbacks=list(callbacks),
-                            sampling_logps=cfg.sampling_logps, trunk_cache=cfg.trunk_cache)
+    reuse = {k: v for k, v in (("sampling_logps", cfg.sampling_logps), ("trunk_cache", cfg.trunk_cache)) if v}
+    trainer = FocalGRPOTrainer if reuse else GRPOTrainer  # both off: TRL as it is (focal/grpo.py's docstring)
+    return trainer(model=model, reward_funcs=[reward], args=grpo_config(cfg, out_dir, seed),
+                   train_dataset=prompt_dataset(items), processing_class=tok, peft_config=lora_config(cfg, model),
+                   callbacks=list(callbacks), **reuse)
 
 
 def dry_run_overrides(cfg):

@@ -1,4 +1,5 @@
-"""Test settings: one torch thread, hermetic Prefect and DVC (no network, temp homes)."""
+"""Test settings (one torch thread, hermetic Prefect and DVC: no network, temp homes) and the shared fixtures;
+shared functions and data are in helpers.py."""
 
 import os
 import tempfile
@@ -23,3 +24,11 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture
+def git_identity(tmp_path, monkeypatch):
+    """A git identity for the test (commits, `dvc exp save` and GTO's tags need one), in a file of its own."""
+    cfg = tmp_path / "gitconfig"
+    cfg.write_text("[user]\n\tname = focal-test\n\temail = test@localhost\n")
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(cfg))

@@ -20,7 +20,7 @@ from focal.judged import load_items
 from focal.quality import ChecksFailed
 from stages import judge as judge_stage
 from stages import validate as validate_stage
-from test_judge_stage import setup
+from helpers import judge_project
 
 T, F = True, False
 FIXTURE = Path(__file__).parent / "fixtures" / "healthbench_meta.jsonl"
@@ -68,7 +68,7 @@ def test_the_sample_is_deterministic_and_about_the_share():
 
 def test_probes_are_the_sampled_checks_asked_without_their_check(tmp_path):
     with FakeOpenAI() as server:
-        params = load_params(setup(tmp_path, server.base_url))
+        params = load_params(judge_project(tmp_path, server.base_url))
     reqs = requests_for(pd.read_parquet(params.paths.rollouts), load_items(params.paths), "rollouts")
     probes = check_probes(reqs, 1.0)
     checked = [r for r in reqs if r.criterion.check is not None]
@@ -127,7 +127,7 @@ def test_a_repeated_request_has_its_own_cache_key_and_the_rest_keep_theirs(tmp_p
     from focal.judge_prompt import cache_key
 
     with FakeOpenAI() as server:
-        params = load_params(setup(tmp_path, server.base_url))
+        params = load_params(judge_project(tmp_path, server.base_url))
     reqs = requests_for(pd.read_parquet(params.paths.rollouts), load_items(params.paths), "rollouts")
     again = repeated_probes(reqs, 1.0)
     judged = [r for r in reqs if r.criterion.check is None]
@@ -156,7 +156,7 @@ class Flipping(FakeOpenAI):
 
 def test_repeat_catches_a_judge_that_changes_its_answer_to_the_same_request(tmp_path):
     with Flipping() as server:  # answers JSON
-        params = load_params(with_section(setup(tmp_path, server.base_url), "judge", mode="per_criterion"))
+        params = load_params(with_section(judge_project(tmp_path, server.base_url), "judge", mode="per_criterion"))
         reqs = requests_for(pd.read_parquet(params.paths.rollouts), load_items(params.paths), "rollouts")
         _, m = judge_measured(params.judge, params.serve, params.paths, reqs, None)
     # restated: another prompt, asked for the first time -> "met" like the first answer; repeated: the second ask
@@ -187,7 +187,7 @@ def test_judge_stage_reports_agreement_and_validate_gates_on_it(tmp_path):
     """Acceptance (issue 14): metrics/judge.json has overall and per-criterion agreement with the checks; the validate
     stage fails when validate.min_judge_agreement is above it (a fake judge answering at random)."""
     with FakeOpenAI() as server:
-        path = setup(tmp_path, server.base_url)
+        path = judge_project(tmp_path, server.base_url)
         with_section(path, "paths", validation_report=str(tmp_path / "validation.json"))
         random_rollouts(load_params(path))
         params = load_params(path)

@@ -8,7 +8,6 @@ import math
 import pandas as pd
 import pytest
 
-from fake_openai import FakeOpenAI
 from focal.audit import Audit, gap_metrics, growing, growth, report
 from focal.cache import Cache
 from focal.config import Judge as JudgeConfig
@@ -17,7 +16,7 @@ from focal.endpoints import Endpoint
 from focal.judge import Judge
 from focal.reward import FocalReward, judge_deltas
 from focal.rubric import Check, Criterion, Item
-from test_train import CRITERIA, ITEMS
+from helpers import CRITERIA, ITEMS, Always
 from tiny import make_tiny_model
 
 # a checked criterion the tiny policy can never meet ("zebra" is not in its vocabulary) and one the judge decides
@@ -25,19 +24,6 @@ ZEBRA = Criterion("zebra", "Mentions a zebra.", 1.0, "important", check=Check("c
                   key="zebra")
 KIND = Criterion("kind", "Is kind.", 1.0, "important", key="kind")
 AUDITED = [Item(it.id, it.prompt, CRITERIA + (ZEBRA, KIND)) for it in ITEMS]
-
-
-class Always(FakeOpenAI):
-    """A loopback judge that gives every request the same verdict."""
-
-    def __init__(self, met: bool):
-        super().__init__()
-        self.met = met
-
-    def answer(self, body):
-        with self.lock:
-            self.requests.append(body)
-        return 200, self.completion(body, json.dumps({"explanation": "same", "criteria_met": self.met})), ""
 
 
 def judge_at(server, tmp_path, name="fake-judge"):

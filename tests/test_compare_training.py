@@ -55,7 +55,9 @@ def test_protocol_records_every_run_and_skips_finished_ones(tmp_path, capsys):
     assert "recorded, skipped" in capsys.readouterr().out
     # a changed protocol (more steps) is a new set of runs
     more = write_params(tmp_path, tiny, aggregators=["static"], train={**TRAIN, "max_steps": 3})
-    assert [r["aggregator"] for r in compare_training.run(more)] == ["base", "static"]
+    new_base, _ = compare_training.run(more)
+    assert new_base["aggregator"] == "base" and new_base["protocol"] != records[0]["protocol"]
+    assert new_base["ifeval"] == records[0]["ifeval"]  # the base evaluation does not depend on training: reused
     # --evaluate-on: base and every recorded run of this protocol on a file the project has never seen
     unseen = tmp_path / "unseen.jsonl"
     unseen.write_text("".join(json.dumps(r) + "\n" for r in [

@@ -110,7 +110,12 @@ def test_sections_are_validated_when_built_directly():
 
 
 def test_every_number_knob_declares_its_range():
+    numbers = 0
     for section in dataclasses.fields(Params):
-        for f in dataclasses.fields(section.default_factory()):
-            if f.type in ("int", "float"):
+        obj = section.default_factory()
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)  # the default's type, as check_knobs uses it (annotations may be strings)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                numbers += 1
                 assert f.metadata.get("rules"), f"{section.name}.{f.name} has no range"
+    assert numbers > 50  # the loop saw the number knobs (judge.concurrency, train.gamma, ...)

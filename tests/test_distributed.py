@@ -28,7 +28,7 @@ import yaml
 from focal.config import Params, render_params_yaml
 from focal.reward import FocalReward
 from focal.rubric import item_to_row
-from test_train import ITEMS
+from helpers import ITEMS
 from tiny import make_tiny_model
 
 HERE = Path(__file__).parent

@@ -6,15 +6,13 @@ model from the good run is still there, byte for byte (persist: true, atomic wri
 """
 
 import hashlib
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import yaml
 
 from fake_openai import FakeOpenAI
-from test_pipeline import copy_project, dvc
+from helpers import copy_project, dvc, sh
 from tiny import make_tiny_model
 
 
@@ -35,23 +33,19 @@ def tiny_settings(proj: Path, judge_url: str, **train) -> None:
     (proj / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
 
 
-def test_a_failed_train_run_keeps_the_last_good_model(tmp_path):
-    proj = copy_project(tmp_path)
+def test_a_failed_train_run_keeps_the_last_good_model(tmp_path, git_identity):
+    proj = copy_project(tmp_path / "proj")
     make_tiny_model(proj / "models" / "base")
-    env = {**os.environ, "GIT_CONFIG_GLOBAL": str(proj / ".gitconfig")}
     with FakeOpenAI() as judge:
         tiny_settings(proj, judge.base_url)
-        subprocess.run(["git", "add", "-A"], cwd=proj, check=True, env=env)
-        subprocess.run(["git", "commit", "-qm", "tiny"], cwd=proj, check=True, env=env)
+        sh(proj, "git", "add", "-A")
+        sh(proj, "git", "commit", "-qm", "tiny")
         for stage in ("prepare", "rollouts", "judge", "validate", "train"):
             dvc(proj, "repro", "--single-item", stage)
         assert judge.calls > 0
     good = tree_hash(proj / "models" / "trained")
     tiny_settings(proj, "http://127.0.0.1:9/v1", aggregator="focla")
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-           "GIT_CONFIG_GLOBAL": str(proj / ".gitconfig")}
-    proc = subprocess.run([sys.executable, "-m", "dvc", "repro", "--single-item", "train"], cwd=proj, env=env,
-                          capture_output=True, text=True)
+    proc = sh(proj, sys.executable, "-m", "dvc", "repro", "--single-item", "train", check=False)
     assert proc.returncode != 0
     assert "error: params.yaml: train.aggregator must be one of static, gdpo, pow3r, focal, strict, min, got 'focla'" in proc.stderr
     assert tree_hash(proj / "models" / "trained") == good  # nothing to restore: it was never removed

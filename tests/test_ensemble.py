@@ -20,8 +20,7 @@ from focal.judge import Judge
 from focal.judge_prompt import Request
 from focal.rubric import Criterion, Item
 from stages import judge as judge_stage
-from test_audit import Always
-from test_judge_stage import setup
+from helpers import Always, judge_project
 
 nan = math.nan
 
@@ -93,7 +92,7 @@ def test_ensemble_settings_are_checked():
 
 def test_the_judge_stage_measures_the_ensemble_beside_each_member(tmp_path):
     with FakeOpenAI() as judge, Always(met=True) as yes, Always(met=False) as no:
-        path = setup(tmp_path, judge.base_url)
+        path = judge_project(tmp_path, judge.base_url)
         raw = yaml.safe_load(path.read_text())
         raw["judge"]["mode"] = "per_criterion"  # the members (Always) answer JSON
         raw["ensemble"] = {"members": [{"name": "yes", "base_url": yes.base_url, "model": "fake"},
@@ -118,7 +117,7 @@ def test_the_judge_stage_measures_the_ensemble_beside_each_member(tmp_path):
 
 def test_without_an_ensemble_the_votes_table_is_empty(tmp_path):
     with FakeOpenAI() as judge:
-        params = load_params(setup(tmp_path, judge.base_url))
+        params = load_params(judge_project(tmp_path, judge.base_url))
         judge_stage.run(params)
     assert pd.read_parquet(params.paths.judge_votes).empty
     assert not any(k.startswith("ensemble/") for k in json.loads(Path(params.paths.judge_stats).read_text()))

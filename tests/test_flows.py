@@ -5,85 +5,20 @@
   and a second run skips it;
 - only a transient network failure is retried; a configuration error fails at once, in one line; a stage
   that outlives its task's timeout is stopped;
-- helpers shared by tests/test_retrain.py and tests/test_cli.py: a copy of this repository as a fresh
-  git + DVC project, and a synthetic one whose train and evaluate stages take a second.
 """
 
 import json
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import yaml
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-from prefect.client.schemas.sorting import ArtifactSort
 
 import flows.pipeline
 from flows.pipeline import ARTIFACT_KEY, JUDGE_ARTIFACT_KEY, judge_rows, pipeline
 from flows.workspace import DvcFailed, error_line, plan, transient
-from test_serve import running
+from helpers import ROOT, artifacts, dvc, project, running, set_params
 
-ROOT = Path(__file__).parents[1]
 STAGES = ["model", "rubrics", "prepare", "rollouts", "judge", "validate", "train", "evaluate"]
-
-
-@pytest.fixture
-def git_identity(tmp_path, monkeypatch):
-    """A git identity for the test (commits, `dvc exp save` and GTO's tags need one), in a file of its own."""
-    cfg = tmp_path / "gitconfig"
-    cfg.write_text("[user]\n\tname = focal-test\n\temail = test@localhost\n")
-    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(cfg))
-
-
-def sh(cwd, *cmd, check=True) -> subprocess.CompletedProcess:
-    """Run a command in cwd with this python's bin first on PATH."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.run(list(cmd), cwd=cwd, env=env, capture_output=True, text=True)
-    if check:
-        assert proc.returncode == 0, f"{' '.join(cmd)}:\n{proc.stdout}\n{proc.stderr}"
-    return proc
-
-
-def dvc(cwd, *args) -> str:
-    return sh(cwd, sys.executable, "-m", "dvc", *args).stdout
-
-
-def project(dst: Path, dvc_yaml: str | None = None, commit: bool = True) -> Path:
-    """This repository's tracked files (as they are in the working tree) in dst, as a fresh git repo (with one
-    commit), optionally with another dvc.yaml (and no dvc.lock). Needs the git_identity fixture."""
-    dst.mkdir(parents=True, exist_ok=True)
-    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    for rel in files.splitlines():
-        if (ROOT / rel).is_file():
-            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-            (dst / rel).write_bytes((ROOT / rel).read_bytes())
-    if dvc_yaml is not None:
-        (dst / "dvc.yaml").write_text(dvc_yaml)
-        (dst / "dvc.lock").unlink(missing_ok=True)
-    sh(dst, "git", "init", "-q")
-    if commit:
-        sh(dst, "git", "add", "-A")
-        sh(dst, "git", "commit", "-qm", "project")
-    return dst
-
-
-def set_params(proj: Path, **sections) -> None:
-    """Update params.yaml: set_params(proj, prepare={"max_train_prompts": 2})."""
-    raw = yaml.safe_load((proj / "params.yaml").read_text())
-    for section, values in sections.items():
-        raw.setdefault(section, {}).update(values)
-    (proj / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-
-
-def artifacts(key: str) -> list:
-    """The artifacts with this key, newest first."""
-    with get_client(sync_client=True) as client:
-        return client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
-                                     sort=ArtifactSort.CREATED_DESC)
 
 
 def test_the_plan_is_dvcs():

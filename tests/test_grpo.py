@@ -1,4 +1,6 @@
-"""focal/grpo.py: the old policy's log-probs taken from sampling equal TRL's forward pass, and replace it."""
+"""focal/grpo.py: the old policy's log-probs taken from sampling equal TRL's forward pass, and replace it; the loss
+pass from the cached trunk equals the full pass. These are what the reuses rely on TRL to do (tests/test_trl_compat.py
+checks its methods' signatures): a failure after a TRL upgrade names the knob to turn off (OFF_*)."""
 
 import pytest
 import torch
@@ -13,6 +15,8 @@ from tiny import make_tiny_model
 
 SHORT = Criterion("short", "At most 5 words.", 1.0, "essential", check=Check("max_words", {"n": 5}), key="short")
 ITEMS = [Item("p0", "why is the sun green", (SHORT,)), Item("p1", "tips for the moon", (SHORT,))]
+OFF_LOGPS = "TRL no longer does what train.sampling_logps relies on: set train.sampling_logps: false (focal/grpo.py)"
+OFF_TRUNK = "TRL no longer does what train.trunk_cache relies on: set train.trunk_cache: false (focal/grpo.py)"
 
 
 def generation_batch(trainer):
@@ -40,7 +44,7 @@ def test_sampled_logps_equal_trls_forward_pass(tmp_path, lora_r):
     m = out["completion_mask"].bool()
     assert m.sum() > 8 and out["completion_mask"].sum(1).max() > 1  # several tokens, so an off-by-one shows
     assert torch.allclose(out["old_per_token_logps"][m], ref[m], atol=1e-4), \
-        (out["old_per_token_logps"][m] - ref[m]).abs().max()
+        (OFF_LOGPS, (out["old_per_token_logps"][m] - ref[m]).abs().max())
     assert trainer._stash is None  # used once, never by a later call
 
 
@@ -52,7 +56,7 @@ def test_the_extra_forward_pass_is_skipped_only_when_asked(tmp_path, monkeypatch
     monkeypatch.setattr(GRPOTrainer, "_get_per_token_logps_and_entropies",
                         lambda self, *a, **k: calls.append(torch.is_grad_enabled()) or original(self, *a, **k))
     out = trainer._generate_and_score_completions(generation_batch(trainer))
-    assert calls.count(False) == forwards
+    assert calls.count(False) == forwards, OFF_LOGPS  # TRL's rule for when it computes them (_needs_old_logps)
     assert out["old_per_token_logps"].shape == out["completion_ids"].shape
 
 
@@ -131,7 +135,7 @@ def test_the_loss_pass_from_the_cached_trunk_equals_the_full_pass(tmp_path):
     handle.remove()
     assert bottom  # the plain pass runs it
     m = out["completion_mask"][rows].bool()
-    assert torch.allclose(cached[m], full[m], atol=1e-4), (cached[m] - full[m]).abs().max()
+    assert torch.allclose(cached[m], full[m], atol=1e-4), (OFF_TRUNK, (cached[m] - full[m]).abs().max())
     lora = [p for n, p in trainer.model.named_parameters() if p.requires_grad]
     g_cached = torch.autograd.grad(cached[m].sum(), lora)
     g_full = torch.autograd.grad(full[m].sum(), lora)
@@ -157,4 +161,6 @@ def test_training_uses_the_trunk_in_every_loss_pass(tmp_path):
 
     trainer._get_per_token_logps_and_entropies = spy
     trainer.train()
-    assert used == [True, True]  # both steps' loss passes started from the trunk (one generation for two steps)
+    # both steps' loss passes started from the trunk (one generation for two steps): it travels with its rows
+    # through TRL's shuffle and split of the generation batch
+    assert used == [True, True], OFF_TRUNK

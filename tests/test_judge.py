@@ -2,6 +2,7 @@
 
 import json
 import math
+import statistics
 import time
 
 import pytest
@@ -288,14 +289,50 @@ def test_the_throughput_and_modes_benchmarks_run_against_a_fake_server():
     assert [r["concurrency"] for r in rows] == [1, 2] and all(len(r["raw_s"]) == len(r["judge_s"]) == 2 for r in rows)
     assert rows[0]["raw_completion_tokens"] == rows[0]["judge_completion_tokens"] == [6, 6]  # the same requests
     assert all(b["max_tokens"] == 1 for b in server.requests[:calls])  # the default mode: one token each
-    assert "| 2 |" in throughput.table(rows, 6)
+    for r in rows:  # the figures are derived from the measured seconds (stored rounded to the ms) as documented
+        assert r["raw_per_s"] == pytest.approx(6 / statistics.mean(r["raw_s"]), rel=0.02) and r["judge_failures"] == 0
+        assert r["speedup_vs_sequential"] == pytest.approx(statistics.mean(rows[0]["raw_s"])
+                                                           / statistics.mean(r["judge_s"]), rel=0.02, abs=0.01)
+    assert [line.split(" | ")[0] for line in throughput.table(rows, 6).splitlines()[2:]][:3] == ["| 1", "| 2", ""]
     per = modes["per_pair"]
     assert per["per_criterion"]["calls"] == per["one_token"]["calls"] == 1.0 and per["per_response"]["calls"] == 0.5
     agree = modes["agreement"]
     # the fake says met for GOOD: [1, 0, 0, 1] (the pitfall is present) against the truth [1, 0, 0, 0]
     assert agree["per_criterion"]["labels/overall"] == agree["per_response"]["labels/overall"] == 0.75
     assert agree["one_token"]["labels/overall"] == 0.75 and modes["soft_share"]["one_token"] == 1.0  # 0.75 / 0.25
-    assert "| one_token |" in judge_modes.table(modes)
+    assert "| one_token | 1.00 | " in judge_modes.table(modes)  # the measured calls per pair, in its row
+
+
+def test_the_benchmark_tables_by_hand():
+    from benchmarks import judge as throughput
+    from benchmarks import judge_modes
+
+    rows = [{"concurrency": 1, "raw_per_s": 0.25, "judge_per_s": 0.244, "ratio": 0.996, "speedup_vs_sequential": 1.0,
+             "judge_failures": 0},
+            {"concurrency": 4, "raw_per_s": 0.561, "judge_per_s": 0.612, "ratio": 1.094, "speedup_vs_sequential": 2.46,
+             "judge_failures": 2}]
+    assert throughput.table(rows, 16).splitlines() == [
+        "| concurrency | raw judgments/s | judge judgments/s | judge / raw | speed-up over sequential | judge failures |",
+        "|---|---|---|---|---|---|",
+        "| 1 | 0.25 | 0.24 | 1.00 | 1.0x | 0 |",
+        "| 4 | 0.56 | 0.61 | 1.09 | 2.5x | 2 |",
+        "", "16 judgments per measurement; judge / raw paired per repeat, then averaged."]
+    modes = {"pairs": 10, "pairs_by_truth": {"checks": 8, "labels": 2},
+             "per_pair": {"per_criterion": {"calls": 1.05, "prompt_tokens": 382.5, "completion_tokens": 61.0,
+                                            "seconds": 4.34},
+                          "one_token": {"calls": 1.0, "prompt_tokens": 338.9, "completion_tokens": 1.0, "seconds": 0.71}},
+             "runs": {"per_criterion": [{"failures": 3}, {"failures": 1}], "one_token": [{"failures": 0}]},
+             "agreement": {"per_criterion": {"checks/overall": 0.4225, "checks/kappa": -0.3013,
+                                             "labels/overall": 0.5, "labels/kappa": math.nan},
+                           "one_token": {"checks/overall": 0.6081, "checks/kappa": 0.2162, "labels/overall": None,
+                                         "labels/kappa": None}}}
+    assert judge_modes.table(modes).splitlines() == [
+        "| mode | calls | prompt tokens | completion tokens | wall s | failed | with checks (8): agreement, kappa | "
+        "with labels (2): agreement, kappa |",
+        "|---|---|---|---|---|---|---|---|",
+        "| per_criterion | 1.05 | 382 | 61.0 | 4.34 | 2 of 10 | 0.42, -0.30 | 0.50, - |",  # failures: mean of repeats
+        "| one_token | 1.00 | 339 | 1.0 | 0.71 | 0 of 10 | 0.61, 0.22 | -, - |",  # nothing measured shows as "-"
+        "", "per pair (mean over repeats); agreement on the pairs judged (failures left out)."]
 
 
 # ---- judge.mode one_token ---------------------------------------------------------------------
@@ -397,7 +434,7 @@ def test_the_step_benchmark_judges_a_training_batch_in_each_mode(tmp_path):
     import yaml
 
     from benchmarks import judge_step
-    from test_judge_stage import setup
+    from helpers import judge_project as setup
 
     with FakeOpenAI() as server:
         path = setup(tmp_path, server.base_url)

@@ -13,38 +13,16 @@ import yaml
 
 from fake_openai import FakeOpenAI
 from focal.config import load_params
+from helpers import ROOT, judge_project
 from stages import judge as judge_stage
-from stages import prepare
 
-ROOT = Path(__file__).parents[1]
 COLUMNS = ["prompt_id", "rollout_id", "criterion_id", "key", "category", "weight", "pitfall", "source", "raw", "score",
            "failure", "reason", "cached", "latency_s"]
 
 
-def setup(tmp_path: Path, base_url: str, concurrency=2) -> Path:
-    """Prompt tables for 3 train prompts, 3 rollouts each, and params pointing at the fake judge."""
-    raw = {"paths": {"rubrics": str(ROOT / "rubrics"), **{k: str(tmp_path / v) for k, v in {
-               "train_prompts": "train.parquet", "eval_prompts": "eval.parquet", "rollouts": "rollouts.parquet",
-               "judge_template": "judge_template.md",
-               "judgments": "judgments.parquet", "judge_cache": "cache.sqlite", "judge_stats": "stats.json",
-               "judge_votes": "votes.parquet"}.items()}},
-           "prepare": {"max_train_prompts": 3, "max_eval_prompts": 1},
-           "judge": {"base_url": base_url, "model": "fake", "concurrency": concurrency, "backoff_s": 0.01,
-                     "timeout_s": 5.0}}
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    params = load_params(path)
-    prepare.run(params)
-    train = pd.read_parquet(params.paths.train_prompts)
-    rows = [{"prompt_id": pid, "rollout_id": f"{pid}-r{g}", "completion": f"answer {g} {'GOOD' if g % 2 else 'meh'}"}
-            for pid in train.prompt_id for g in range(3)]
-    pd.DataFrame(rows).to_parquet(params.paths.rollouts)
-    return path
-
-
 def test_judge_stage_writes_the_table(tmp_path):
     with FakeOpenAI() as server:
-        params = load_params(setup(tmp_path, server.base_url))
+        params = load_params(judge_project(tmp_path, server.base_url))
         judge_stage.run(params)
         calls = server.calls
     df = pd.read_parquet(params.paths.judgments)
@@ -72,10 +50,10 @@ def test_kill_mid_run_then_rerun_equals_an_uninterrupted_run(tmp_path):
     clean.mkdir()
     crash.mkdir()
     with FakeOpenAI() as server:
-        judge_stage.run(load_params(setup(clean, server.base_url)))
+        judge_stage.run(load_params(judge_project(clean, server.base_url)))
         total = server.calls
     with FakeOpenAI(delay_s=0.15) as server:
-        params_path = setup(crash, server.base_url, concurrency=1)
+        params_path = judge_project(crash, server.base_url, concurrency=1)
         cache = crash / "cache.sqlite"
         proc = subprocess.Popen([sys.executable, "-m", "stages.judge", "--params", str(params_path)], cwd=ROOT,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -118,7 +96,7 @@ def with_judge(path: Path, **judge) -> Path:
 def test_judge_cache_is_keyed_by_who_judges_and_how(tmp_path):
     """A rerun makes 0 calls; a new temperature, model name or endpoint each makes every call again."""
     with FakeOpenAI() as a, FakeOpenAI(root="/srv/other-weights") as b:
-        path = setup(tmp_path, a.base_url)
+        path = judge_project(tmp_path, a.base_url)
         rollouts, out = load_params(path).paths.rollouts, tmp_path / "out.parquet"
         focal_judge(path, rollouts, out)
         first = a.calls
@@ -135,7 +113,7 @@ def test_judge_cache_is_keyed_by_who_judges_and_how(tmp_path):
 
 def test_a_model_the_endpoint_does_not_serve_is_refused(tmp_path):
     with FakeOpenAI(models=("judge",)) as server:
-        params = load_params(with_judge(setup(tmp_path, server.base_url), model="nope"))
+        params = load_params(with_judge(judge_project(tmp_path, server.base_url), model="nope"))
         try:
             judge_stage.run(params)
         except ValueError as e:
@@ -151,7 +129,7 @@ def test_focal_judge_against_a_dead_endpoint_fails_fast_in_one_line(tmp_path):
     from focal.serve import free_port
 
     with FakeOpenAI() as server:
-        path = setup(tmp_path, server.base_url)  # prompt tables and rollouts
+        path = judge_project(tmp_path, server.base_url)  # prompt tables and rollouts
     dead = f"http://127.0.0.1:{free_port()}/v1"
     with_judge(path, base_url=dead)
     t0 = time.monotonic()
@@ -165,7 +143,7 @@ def test_focal_judge_against_a_dead_endpoint_fails_fast_in_one_line(tmp_path):
 
 def test_the_judge_stage_fails_when_too_many_calls_fail(tmp_path):
     with FakeOpenAI() as server:
-        path = setup(tmp_path, server.base_url)
+        path = judge_project(tmp_path, server.base_url)
         rollouts = pd.read_parquet(load_params(path).paths.rollouts)
         rollouts["completion"] = rollouts.completion + " [[fault:500:all]]"  # every judge call fails
         rollouts.to_parquet(load_params(path).paths.rollouts)

@@ -63,7 +63,7 @@ def test_the_judge_template_is_read_in_one_place():
 
 def test_a_remote_judges_identity_is_fetched_once(tmp_path):
     from flows.cli import app
-    from test_judge_stage import setup
+    from helpers import judge_project as setup
 
     with FakeOpenAI() as server:
         params = load_params(setup(tmp_path, server.base_url))

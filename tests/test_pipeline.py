@@ -1,12 +1,9 @@
 """The prepare stage, run three ways: as a function, under real `dvc repro`, and as a Prefect flow."""
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -14,9 +11,8 @@ import yaml
 
 from focal.config import load_params, params_from_dict, render_params_yaml
 from focal.rubric import item_from_row, load_rubric_set
+from helpers import ROOT, copy_project, dvc, sh
 from stages import prepare
-
-ROOT = Path(__file__).parents[1]
 
 
 def params_in(tmp_path, **prepare_knobs):
@@ -69,29 +65,9 @@ def test_stage_script_reports_bad_rubric_in_one_line(tmp_path):
     assert not (tmp_path / "t.parquet").exists()  # nothing half-written
 
 
-def copy_project(dst: Path) -> Path:
-    for name in ("dvc.yaml", "params.yaml", "pyproject.toml"):
-        shutil.copy(ROOT / name, dst / name)
-    for name in ("focal", "stages", "flows", "rubrics"):
-        shutil.copytree(ROOT / name, dst / name, ignore=shutil.ignore_patterns("__pycache__"))
-    env = {**os.environ, "GIT_CONFIG_GLOBAL": str(dst / ".gitconfig")}
-    (dst / ".gitconfig").write_text("[user]\n\tname = focal-test\n\temail = test@localhost\n")
-    subprocess.run(["git", "init", "-q"], cwd=dst, check=True, env=env)
-    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=dst, check=True, env=env)
-    return dst
-
-
-def dvc(cwd, *args):
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-           "GIT_CONFIG_GLOBAL": str(cwd / ".gitconfig")}
-    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc.stdout
-
-
-def test_dvc_repro_runs_prepare_then_is_a_no_op_and_swaps_domain(tmp_path):
+def test_dvc_repro_runs_prepare_then_is_a_no_op_and_swaps_domain(tmp_path, git_identity):
     """The walkthrough of the README: swapping the domain is one value in params.yaml."""
-    proj = copy_project(tmp_path)
+    proj = copy_project(tmp_path / "proj")
     out = dvc(proj, "repro", "prepare")
     assert "Running stage 'prepare'" in out
     direct = tmp_path / "direct"
@@ -110,13 +86,12 @@ def test_dvc_repro_runs_prepare_then_is_a_no_op_and_swaps_domain(tmp_path):
     assert ids.str.startswith("h").all()
 
 
-def test_prefect_flow_writes_the_same_outputs_as_the_stage(tmp_path, prefect_harness):
+def test_prefect_flow_writes_the_same_outputs_as_the_stage(tmp_path, prefect_harness, git_identity):
     """The flow's prepare is `dvc repro --single-item prepare`: the same bytes as the stage function."""
     from flows.pipeline import pipeline
 
     direct, proj = tmp_path / "stage", tmp_path / "proj"
     direct.mkdir()
-    proj.mkdir()
     prepare.run(load_params(params_in(direct)))
     copy_project(proj)
     assert pipeline(["prepare"], repo=str(proj)) == {"prepare": "ran"}
@@ -124,11 +99,10 @@ def test_prefect_flow_writes_the_same_outputs_as_the_stage(tmp_path, prefect_har
         assert (direct / name).read_bytes() == (proj / "data" / "prompts" / name).read_bytes()
 
 
-def test_dvc_exp_run_sweeps_a_param_and_exp_show_lists_it(tmp_path):
-    proj = copy_project(tmp_path)
-    env = {**os.environ, "GIT_CONFIG_GLOBAL": str(proj / ".gitconfig")}
-    subprocess.run(["git", "add", "-A"], cwd=proj, check=True, env=env)
-    subprocess.run(["git", "commit", "-qm", "init"], cwd=proj, check=True, env=env)
+def test_dvc_exp_run_sweeps_a_param_and_exp_show_lists_it(tmp_path, git_identity):
+    proj = copy_project(tmp_path / "proj")
+    sh(proj, "git", "add", "-A")
+    sh(proj, "git", "commit", "-qm", "init")
     for n in (3, 5):
         dvc(proj, "exp", "run", "prepare", "-S", f"prepare.max_train_prompts={n}")
     shown = json.loads(dvc(proj, "exp", "show", "--json"))

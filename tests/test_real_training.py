@@ -3,7 +3,7 @@
     make test-slow
 """
 
-import os
+import json
 from pathlib import Path
 
 import pytest
@@ -11,6 +11,7 @@ import yaml
 
 from focal.config import load_params
 from focal.models import materialize
+from focal.rubric import load_rubric_set
 from stages import prepare, train
 
 pytestmark = pytest.mark.slow
@@ -36,6 +37,13 @@ def test_train_stage_on_smollm2(tmp_path):
 
     before, after = load_file(base / "model.safetensors"), load_file(tmp_path / "trained" / "model.safetensors")
     assert any(not before[k].equal(after[k]) for k in before), "training changed no weight"
-    metrics = yaml.safe_load((tmp_path / "log" / "metrics.json").read_text())
-    assert "criteria" in metrics or any(k.startswith("criteria/") for k in metrics)
-    assert os.path.exists(tmp_path / "log" / "plots" / "metrics" / "rubric" / "score.tsv")
+    metrics = json.loads((tmp_path / "log" / "metrics.json").read_text())  # dvclive nests criteria/<key>/<name>
+    train_items = sorted(load_rubric_set(ROOT / "rubrics" / "default").split("train"), key=lambda it: it.id)[:4]
+    checked = {c.key for it in train_items for c in it.criteria if c.check is not None}
+    logged = metrics["criteria"]
+    assert logged and set(logged) <= checked, (sorted(logged), sorted(checked))  # checks only: no judged key
+    for key, m in logged.items():
+        assert 0 <= m["pass_rate"] <= 1 and 0 <= m["saturation"] <= 1 and m["weight"] > 0, (key, m)
+    assert 0 <= metrics["rubric"]["score"] <= 1 and "mean" in metrics["rewards"]["rubric_focal"]
+    steps = (tmp_path / "log" / "plots" / "metrics" / "rubric" / "score.tsv").read_text().splitlines()[1:]
+    assert len(steps) == 2  # one row per GRPO step

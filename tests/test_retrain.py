@@ -26,7 +26,7 @@ import yaml
 from flows.workspace import DvcFailed
 from focal import registry
 from focal.registry import PromotionRule, decide, prompt_changes
-from test_flows import ROOT, artifacts, dvc, git_identity, project, sh  # noqa: F401 - git_identity is a fixture
+from helpers import ROOT, artifacts, dvc, project, sh
 
 RULE = PromotionRule(min_ci_low=0.0, max_min_category_drop=0.05, max_strict_drop=0.1)
 

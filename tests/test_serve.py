@@ -21,6 +21,7 @@ import pytest
 
 from focal.config import Serve
 from focal.serve import KEEP_ENV, OWNER_ENV, WATCHDOG, stop_recorded
+from helpers import running
 
 ROOT = Path(__file__).resolve().parent.parent
 GONE_WITHIN_S = 10.0
@@ -61,20 +62,6 @@ with serve.serving(cfg, {model!r}) as url:
         print(resp.read().decode(), flush=True)
     time.sleep(120)
 '''
-
-
-def running(pid: int) -> bool:
-    """The process exists and is not a zombie."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return not Path("/proc/self/stat").exists()  # gone, or no /proc to tell a zombie by
 
 
 def wait_gone(pids: list[int], timeout_s: float = GONE_WITHIN_S) -> list[int]:

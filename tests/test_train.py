@@ -11,14 +11,8 @@ from focal.config import Train
 from focal.reward import FocalReward
 from focal.rubric import Check, Criterion, Item
 from focal.train import build_trainer
+from helpers import CRITERIA, ITEMS
 from tiny import make_tiny_model
-
-CRITERIA = (Criterion("short", "At most 5 words.", 3.0, "essential", check=Check("max_words", {"n": 5}), key="short"),
-            Criterion("sun", "Mentions the sun.", 2.0, "important", check=Check("contains_any", {"words": ["sun"]}), key="sun"),
-            Criterion("bang", "Uses an exclamation mark.", 2.0, "pitfall", pitfall=True,
-                      check=Check("min_count", {"text": "!", "n": 1}), key="bang"))
-ITEMS = [Item(f"p{i}", q, CRITERIA) for i, q in enumerate(["why is the sun green", "what is a good list",
-                                                           "how can the cat sleep", "tips for the moon"])]
 
 
 def test_reward_alone_matches_the_aggregator():

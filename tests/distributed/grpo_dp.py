@@ -17,7 +17,7 @@ import torch.distributed as dist  # noqa: E402
 from focal.config import Train  # noqa: E402
 from focal.reward import FocalReward  # noqa: E402
 from focal.train import build_trainer  # noqa: E402
-from test_train import ITEMS  # noqa: E402
+from helpers import ITEMS  # noqa: E402
 from tiny import make_tiny_model  # noqa: E402
 
 
