@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -40,7 +39,6 @@ STOP_GRACE_S = 10.0  # after SIGTERM, a stage has this long to stop (and stop it
 BIG_FILE = 16 << 20  # snapshot: files this big are hard-linked, not copied (writers replace files, see _copy)
 # failure kinds as the stages name them (focal/api.py failure_kind): "timeout 2, server_error 1" (judge) or
 # "(rate_limited: ...)" (rollouts); "refused the connection" (nothing listens there) is not one of them
-TRANSIENT = re.compile(r"\b(timeout|connection|rate_limited|server_error|http_5\d\d)(?=: | \d)")
 
 
 class DvcFailed(Exception):
@@ -64,13 +62,16 @@ def error_line(lines: list[str]) -> str:
 
 
 def transient(lines: list[str]) -> bool:
-    """True when the failure names a transient network error (timeout, dropped connection, 429, 5xx).
+    """True when a stage failed on transient network errors only (timeout, dropped connection, 429, 5xx): it exited
+    with focal.stage.EX_TEMPFAIL, which DVC reports in its ERROR line ("failed to run: <cmd>, exited with 75").
 
-    The stages retry single requests themselves (focal/api.py) and, when a call still fails, say why in
-    one `error:` line naming the failure kind; a refused connection, 401/403/404, a bad param or a bad
-    file is not transient: retrying it would fail the same way.
+    The stages retry single requests themselves (focal/api.py); a stage whose calls still failed says so with
+    that exit status (focal.api.CallsFailed.transient), decided from the failure kinds as data, never from its
+    words. A refused connection, 401/403/404, a bad param or a bad file exits 1: retrying would fail the same way.
     """
-    return bool(TRANSIENT.search(error_line(lines)))
+    from focal.stage import EX_TEMPFAIL
+
+    return any(line.startswith("ERROR: ") and line.rstrip().endswith(f"exited with {EX_TEMPFAIL}") for line in lines)
 
 
 def dvc_env() -> dict:

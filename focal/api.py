@@ -79,6 +79,21 @@ class EndpointDown(ValueError):
     """The endpoint cannot answer at all (refused connections, 401/403/404): the stage stops."""
 
 
+class CallsFailed(ValueError):
+    """A stage's calls still failed after their bounded retries. `transient`: every failure was of a transient kind
+    (timeout, dropped connection, 429, 5xx), so running the stage again may succeed (focal.stage exits with
+    EX_TEMPFAIL; the flows retry such a stage, flows/workspace.py)."""
+
+    def __init__(self, message: str, transient: bool):
+        super().__init__(message)
+        self.transient = transient
+
+
+def transient_kind(kind: str) -> bool:
+    """Whether a failure kind (failure_kind's, a judgment's `failure` column) is transient: retrying may succeed."""
+    return kind in ("timeout", "connection", "rate_limited", "server_error") or kind.startswith("http_5")
+
+
 def make_client(base_url: str, api_key_env: str, timeout_s: float) -> openai.AsyncOpenAI:
     """The async client; its own retries are off (with_retries does them, bounded)."""
     return openai.AsyncOpenAI(base_url=base_url, api_key=os.environ.get(api_key_env) or "EMPTY",

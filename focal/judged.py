@@ -27,6 +27,7 @@ from pathlib import Path
 
 from focal.agreement import (Labelled, check_probes, repeated_probes, restated_probes, with_checks, with_ensemble,
                              with_labels, with_repeated, with_restated)
+from focal.api import CallsFailed, transient_kind
 from focal.judge import open_judge
 from focal.judge_prompt import Judgment, Request
 
@@ -96,8 +97,8 @@ def judge_labelled(cfg, serve, paths, labelled: list[Labelled]) -> dict:
 
 # ---- the failure budget --------------------------------------------------------------
 
-class TooManyFailures(ValueError):
-    """More judge calls failed than the configured budget allows."""
+class TooManyFailures(CallsFailed):
+    """More judge calls failed than the configured budget allows (`transient` when every failure kind is)."""
 
 
 def failure_summary(df) -> tuple[int, int, dict]:
@@ -115,4 +116,5 @@ def check_failure_budget(df, max_share: float, where: str) -> None:
         listing = ", ".join(f"{k} {v}" for k, v in kinds.items())
         raise TooManyFailures(f"{where}: {failed} of {total} judge calls failed ({failed / total:.1%} > "
                               f"judge.max_failure_share {max_share:.0%}): {listing}; fix the judge endpoint "
-                              "(judge.base_url) and rerun: what succeeded is cached")
+                              "(judge.base_url) and rerun: what succeeded is cached",
+                              transient=all(transient_kind(k) for k in kinds))

@@ -21,7 +21,7 @@ from typing import Protocol
 
 import pandas as pd
 
-from focal.api import Breaker, EndpointDown, failure_kind, make_client, scrub, with_retries
+from focal.api import Breaker, CallsFailed, EndpointDown, failure_kind, make_client, scrub, with_retries
 from focal.cache import Cache, content_key
 
 COLUMNS = ["prompt_id", "rollout_id", "policy", "sample_index", "completion", "prompt_tokens",
@@ -63,8 +63,9 @@ class OpenAIBackend:
         except EndpointDown:
             raise
         except Exception as e:  # noqa: BLE001 - a rollout cannot be a missing value: stop with one line
-            raise ValueError(f"{self.param} {self.base_url}: sampling failed after {self.cfg.max_retries} retries "
-                             f"({failure_kind(e)[0]}: {scrub(str(e), self.cfg.api_key_env)[:200]})") from None
+            kind, transient = failure_kind(e)
+            raise CallsFailed(f"{self.param} {self.base_url}: sampling failed after {self.cfg.max_retries} retries "
+                              f"({kind}: {scrub(str(e), self.cfg.api_key_env)[:200]})", transient) from None
         if len(resp.choices) != s.n:
             raise RuntimeError(f"the server returned {len(resp.choices)} completions, asked for n={s.n}")
         per = (resp.usage.completion_tokens // s.n) if resp.usage else 0

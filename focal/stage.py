@@ -19,6 +19,7 @@ import argparse
 import sys
 
 ALWAYS = ("paths",)
+EX_TEMPFAIL = 75  # sysexits' "temporary failure": a stage whose calls failed on transient errors only
 
 
 class UndeclaredParams(AttributeError):
@@ -50,4 +51,5 @@ def run_stage(run, doc: str, reads, argv=None) -> None:
     try:
         run(Declared(load_params(ap.parse_args(argv).params), reads, stage))
     except ValueError as e:  # RubricError, config and data errors: the message names file, field and fix
-        sys.exit(f"error: {e}")
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(EX_TEMPFAIL if getattr(e, "transient", False) else 1)  # transient: focal.api.CallsFailed

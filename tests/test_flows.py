@@ -32,11 +32,16 @@ def test_the_plan_is_dvcs():
 
 @pytest.mark.parametrize("lines, expected", [
     (["Running stage 'judge':", "error: judge: 3 of 4 judge calls failed (75.0% > judge.max_failure_share 20%): "
-      "timeout 2, server_error 1; fix the judge endpoint", "ERROR: failed to reproduce 'judge'"], True),
-    (["error: serve.base_url http://x/v1: sampling failed after 3 retries (rate_limited: 429)"], True),
+      "timeout 2, server_error 1; fix the judge endpoint",
+      "ERROR: failed to reproduce 'judge': failed to run: python -m stages.judge, exited with 75"], True),
+    (["error: serve.base_url http://x/v1: sampling failed after 3 retries (rate_limited: 429)",
+      "ERROR: failed to reproduce 'rollouts': failed to run: python -m stages.rollouts, exited with 75"], True),
+    (["error: judge: 3 of 4 judge calls failed: timeout 2, invalid_answer 1",  # not every failure transient
+      "ERROR: failed to reproduce 'judge': failed to run: python -m stages.judge, exited with 1"], False),
     (["openai.APIConnectionError: Connection error.", "ERROR: failed to reproduce 'rubrics'"], False),  # DVC's line
     (["error: judge.base_url http://127.0.0.1:9/v1 refused the connection (4 attempts in a row); check the "
-      "server and judge.base_url"], False),
+      "server and judge.base_url", "ERROR: failed to reproduce 'judge': failed to run: python -m stages.judge, "
+      "exited with 1"], False),
     (["error: params.yaml: `prepare.max_train` is not a known key; known keys of `prepare`: max_train_prompts"], False),
     (["error: train.aggregator 'focla' is unknown; aggregators: static, focal"], False),
 ])
@@ -125,8 +130,9 @@ FLAKY_PY = """\
 import pathlib, sys
 log = pathlib.Path("flaky.log")
 log.write_text(log.read_text() + "x" if log.exists() else "x")
-if len(log.read_text()) < 3:
-    sys.exit("error: judge: 2 of 2 judge calls failed (100.0% > judge.max_failure_share 20%): timeout 2")
+if len(log.read_text()) < 3:  # as focal.stage exits on a transient failure (EX_TEMPFAIL)
+    print("error: judge: 2 of 2 judge calls failed (100.0% > judge.max_failure_share 20%): timeout 2", file=sys.stderr)
+    sys.exit(75)
 pathlib.Path("out.txt").write_text("ok")
 """
 SLEEPY_PY = """\

@@ -156,3 +156,21 @@ def test_the_judge_stage_fails_when_too_many_calls_fail(tmp_path):
             raise AssertionError("the judge stage must fail when every call fails")
     assert "judge: 27 of 27 judge calls failed (100.0% > judge.max_failure_share 20%): server_error 27" in message
     assert not Path(params.paths.judgments).exists()  # nothing half-good is written
+
+
+def test_a_stage_that_failed_on_transient_errors_only_exits_75(tmp_path):
+    """focal.stage.EX_TEMPFAIL when every failed call was transient (the flows retry the stage), 1 otherwise."""
+    from focal.stage import EX_TEMPFAIL
+
+    for always, code in (("500", EX_TEMPFAIL), ("malformed", 1)):  # a server error may pass; a bad answer stays bad
+        with FakeOpenAI(always=always) as server:
+            folder = tmp_path / always
+            folder.mkdir()
+            path = judge_project(folder, server.base_url)
+            raw = yaml.safe_load(path.read_text())
+            raw["judge"].update(max_retries=0, mode="per_criterion")
+            path.write_text(yaml.safe_dump(raw))
+            proc = subprocess.run([sys.executable, "-m", "stages.judge", "--params", str(path)], cwd=ROOT,
+                                  capture_output=True, text=True, timeout=120)
+        assert proc.returncode == code, proc.stderr
+        assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
