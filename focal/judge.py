@@ -18,7 +18,8 @@
   retries with jittered exponential backoff on timeouts, dropped connections, 429
   and 5xx (Retry-After honoured), `judge.parse_retries` on invalid answers,
   `judge.rpm` / `judge.tpm` client-side rate limits. A judgment that still fails
-  is NaN with its (scrubbed) reason, never 0. `judge.base_url` may list replicas
+  is NaN with its (scrubbed) reason, never 0. The answer text is scrubbed too
+  (focal.api.scrub) before it is parsed, stored in `raw` or cached. `judge.base_url` may list replicas
   (comma-separated): requests go to the one with the fewest in flight; one that
   refuses connections or answers 401/403/404 is skipped, and the run stops
   (EndpointDown) when none is left.
@@ -374,7 +375,7 @@ class Judge:
                                   tokens=estimate_tokens(prompt, kwargs["max_tokens"]))
         if not resp.choices:
             raise AnswerError("the server returned no choices")
-        text = resp.choices[0].message.content or ""
+        text = scrub(resp.choices[0].message.content or "", self.cfg.api_key_env)  # what is stored: raw, the cache
         if resp.choices[0].finish_reason == "length":
             try:
                 _json_object(text)
