@@ -219,18 +219,19 @@ def judge(rollouts: Annotated[str, typer.Argument(help="rollouts file (.parquet 
           params: ParamsOpt = "params.yaml"):
     """Judge a rollouts file on its prompts' rubrics (judge.* of the params file; cached like the judge stage)."""
     from focal.io import write_parquet
-    from focal.judge import judge_table, load_items, requests_for
+    from focal.judge import check_failure_budget, failure_text, judge_table, load_items, requests_for
     from focal.rubric import load_rubric_set
 
     p = load_params(params)
     requests = requests_for(read_rollouts(rollouts), load_items(p), rollouts)
     template = load_rubric_set(Path(p.paths.rubrics) / p.base.rubric_set).judge_template
     df, stats = judge_table(p, requests, template)
+    check_failure_budget(df, p.judge.max_failure_share, "focal judge")  # nothing written: successes are cached
     out = out or str(Path(rollouts).with_suffix(".judgments.parquet"))
     write_parquet(out, df)
     m = stats.metrics()
     typer.echo(f"{out}: {len(df)} judgments ({m['judge/checks']} by checks), {m['judge/calls']} API calls, "
-               f"{m['judge/failures']} failures, mean score {df.score.mean():.3f}")
+               f"{failure_text(df)}; mean score {df.score.mean():.3f} over the {df.score.notna().sum()} that did not fail")
 
 
 @app.command("eval")

@@ -582,12 +582,22 @@ def failure_summary(df) -> tuple[int, int, dict]:
     return int(len(failed)), int(len(judged)), {str(k) or "unknown": int(v) for k, v in kinds.items()}
 
 
+def failure_text(df) -> str:
+    """What a command prints beside a score: '2 of 40 judge calls failed (timeout 1, server_error 1)'."""
+    failed, total, kinds = failure_summary(df)
+    return f"{failed} of {total} judge calls failed" + (f" ({_listing(kinds)})" if kinds else "")
+
+
+def _listing(kinds: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in kinds.items())
+
+
 def check_failure_budget(df, max_share: float, where: str) -> None:
-    """Raise TooManyFailures (one line: share, budget, kinds and counts) when failed judge rows exceed max_share."""
+    """Raise TooManyFailures (one line: share, budget, kinds and counts) when failed judge rows exceed max_share.
+    Every command that prints or writes a score calls it first (the judge and evaluate stages, `focal judge`)."""
     failed, total, kinds = failure_summary(df)
     if total and failed / total > max_share:
-        listing = ", ".join(f"{k} {v}" for k, v in kinds.items())
         raise TooManyFailures(f"{where}: {failed} of {total} judge calls failed ({failed / total:.1%} > "
-                              f"judge.max_failure_share {max_share:.0%}): {listing}; fix the judge endpoint "
+                              f"judge.max_failure_share {max_share:.0%}): {_listing(kinds)}; fix the judge endpoint "
                               "(judge.base_url) and rerun: what succeeded is cached")
 

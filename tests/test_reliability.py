@@ -43,6 +43,11 @@ def edit_params(path: Path, **sections) -> None:
     path.write_text(yaml.safe_dump(raw))
 
 
+def error_line(stderr: str) -> str:
+    """The `error:` line of a command's stderr (a progress bar may come before it)."""
+    return next((line for line in stderr.splitlines() if line.startswith("error: ")), stderr)
+
+
 # ---- 1. no secret on disk --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("mode", ["per_criterion", "per_response"])
@@ -74,3 +79,33 @@ def test_4_a_trickling_model_list_is_cut_at_the_judge_deadline(tmp_path):
     assert result.exit_code == 2, result.output
     assert "cannot list its models (GET /models: no complete answer within 2 s)" in result.stderr
     assert took < 15, f"{took:.0f} s"  # before: as long as the server kept trickling (90 s and more)
+
+
+# ---- 3. a failure budget everywhere a score is printed ---------------------------------------------
+
+def test_3_focal_judge_stops_on_the_failure_budget_and_writes_nothing(tmp_path):
+    with FakeOpenAI(always="500") as server:
+        params_path = judge_setup(tmp_path, server.base_url)
+        edit_params(params_path, judge={"max_retries": 0})
+        result = runner.invoke(app, ["judge", str(tmp_path / "rollouts.parquet"), "--params", str(params_path)])
+    assert result.exit_code == 2, result.output
+    error = error_line(result.stderr)
+    assert error.startswith("error: focal judge: ") and "judge calls failed (100.0% > judge.max_failure_share 20%): " \
+        "server_error " in error, result.stderr
+    assert "mean score" not in result.output and not (tmp_path / "rollouts.judgments.parquet").exists()
+
+
+def test_3_focal_judge_says_how_many_failed_by_kind(tmp_path):
+    with FakeOpenAI() as server:
+        params_path = judge_setup(tmp_path, server.base_url)
+        rollouts = pd.read_parquet(tmp_path / "rollouts.parquet")
+        rollouts.loc[0, "completion"] += " [[fault:500:all]]"  # one rollout's judge calls all fail
+        rollouts.to_parquet(tmp_path / "rollouts.parquet")
+        edit_params(params_path, judge={"max_retries": 0, "max_failure_share": 0.5})
+        result = runner.invoke(app, ["judge", str(tmp_path / "rollouts.parquet"), "--params", str(params_path)])
+    assert result.exit_code == 0, result.output
+    df = pd.read_parquet(tmp_path / "rollouts.judgments.parquet")
+    failed = int(df.score.isna().sum())
+    judged = int((df.source == "judge").sum())
+    assert failed > 0
+    assert f"{failed} of {judged} judge calls failed (server_error {failed}); mean score " in result.output
