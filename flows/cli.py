@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import signal
 import subprocess
@@ -184,16 +185,43 @@ def serve(params: ParamsOpt = "params.yaml",
             pass
 
 
-def read_rollouts(path: str):
-    """A rollouts table from parquet or jsonl: prompt_id, completion, and rollout_id (derived when absent)."""
+def read_jsonl(path: str):
+    """A .jsonl file as a table indexed by line number (attrs['row_label'] = 'line'); a line that is not a JSON
+    object is a ValueError naming the file and the line."""
     import pandas as pd
 
+    rows, lines = [], []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{n}: invalid JSON ({e.msg}, column {e.colno}); each line must be one "
+                                 'JSON object like {"prompt_id": "...", "completion": "..."}') from None
+            if not isinstance(obj, dict):
+                raise ValueError(f"{path}:{n}: expected a JSON object with prompt_id and completion, got "
+                                 f"{line.strip()[:60]}")
+            rows.append(obj)
+            lines.append(n)
+    df = pd.DataFrame(rows, index=lines)
+    df.attrs["row_label"] = "line"
+    return df
+
+
+def read_rollouts(path: str):
+    """A rollouts table from parquet or jsonl: prompt_id, completion, and rollout_id (derived when absent).
+    Bad rows are errors naming the file and the line (jsonl) or row (focal.judge.check_rollout_rows)."""
+    import pandas as pd
+
+    from focal.judge import check_rollout_rows
     from focal.rollouts import rollout_id
 
     if not Path(path).exists():
         raise FileNotFoundError(2, "not found", path)
     if path.endswith(".jsonl"):
-        df = pd.read_json(path, lines=True, dtype=False)
+        df = read_jsonl(path)
     elif path.endswith(".parquet"):
         df = pd.read_parquet(path)
     else:
@@ -201,7 +229,8 @@ def read_rollouts(path: str):
     missing = sorted({"prompt_id", "completion"} - set(df.columns))
     if missing:
         raise ValueError(f"{path}: column {missing[0]!r} is missing; a rollouts file needs prompt_id and "
-                         f"completion (rollout_id optional); it has {', '.join(map(str, df.columns))}")
+                         f"completion (rollout_id optional); it has {', '.join(map(str, df.columns)) or 'no column'}")
+    check_rollout_rows(df, path)
     if "rollout_id" not in df:
         index = df.groupby("prompt_id").cumcount()
         df["rollout_id"] = [rollout_id(Path(path).name, pid, 0, i, text)

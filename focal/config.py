@@ -299,6 +299,9 @@ class Judge(Client):
     parse_retries: int = knob(1, "extra attempts when the answer is not valid JSON of the schema", at_least(0))
     max_tokens: int = knob(120, "max tokens of one judge answer (the schema caps the explanation at 200 characters)",
                            at_least(1))
+    max_response_chars: int = knob(100_000, "a response longer than this many characters is not sent to the judge: "
+                                   "its judgments fail with reason too_long (counted in max_failure_share); checks "
+                                   "still decide their criteria", between(1, 10_000_000))
     temperature: float = knob(0.0, "judge sampling temperature", at_least(0))
     structured: bool = knob(True, "ask for a JSON schema (response_format) where the server supports it")
     max_failure_share: float = knob(0.2, "the judge, validate and evaluate stages fail when more than this share of "

@@ -30,6 +30,8 @@
   judge/prompt_tokens, judge/completion_tokens, judge/tokens and judge/cost_usd
   (judge.price_*_per_mtok).
 - Criteria with a programmatic check are decided locally, with no call.
+- A response longer than `judge.max_response_chars` is never sent: its LLM-judged
+  criteria fail (NaN) with reason `too_long`, counted like any failure.
 - A persistent SQLite cache keyed by a hash of (the judge's identity: its weights'
   fingerprint or what the remote endpoint reports; every decoding setting; the
   template text; conversation, response, criterion): every success is committed at
@@ -398,14 +400,30 @@ class Judge:
             return [[i] for i in range(len(requests))]
         return [[i] for i, r in enumerate(requests) if r.criterion.check is not None] + response_groups(requests)
 
+    def _too_long(self, response: str) -> str:
+        """The failure reason of a response over judge.max_response_chars ('' when it may be sent)."""
+        cap = self.cfg.max_response_chars
+        if len(response) <= cap:
+            return ""
+        return (f"too_long: the response has {len(response)} characters > judge.max_response_chars {cap}; it was "
+                "not sent (raise judge.max_response_chars if the judge's context holds it)")
+
+    def _refuse(self, reqs: list[Request], reason: str) -> list[Judgment]:
+        """Judgments that failed before any call (reason 'kind: why')."""
+        self.stats.failures[reason.split(":", 1)[0]] += len(reqs)
+        return [Judgment(**_row_ids(r), source="judge", raw="", score=math.nan, reason=reason, cached=False,
+                         latency_s=0.0) for r in reqs]
+
     def _cached(self, key: str) -> bool:
         return self.cache is not None and self.cache.get(key) is not None
 
     def pending(self, requests: list[Request]) -> int:
         """How many API calls the requests would need (not a check, not cached)."""
         if self.cfg.mode == "per_response":
-            return sum(not self._cached(self._response_key([requests[i] for i in g])) for g in response_groups(requests))
-        return sum(r.criterion.check is None and not self._cached(self._key(r)) for r in requests)
+            return sum(not self._too_long(requests[g[0]].response)
+                       and not self._cached(self._response_key([requests[i] for i in g])) for g in response_groups(requests))
+        return sum(r.criterion.check is None and not self._too_long(r.response) and not self._cached(self._key(r))
+                   for r in requests)
 
     async def _judge_unit(self, pool: Pool, slot, reqs: list[Request]) -> list[Judgment]:
         if self.cfg.mode == "per_response" and reqs[0].criterion.check is None:
@@ -416,6 +434,8 @@ class Judge:
         """Every LLM-judged criterion of one response in one call (judge.mode per_response); a criterion whose
         part of the answer is missing or invalid after judge.parse_retries is NaN on its own."""
         criteria, first = [r.criterion for r in reqs], reqs[0]
+        if too_long := self._too_long(first.response):
+            return self._refuse(reqs, too_long)
         key = self._response_key(reqs)
         hit = self.cache.get(key) if self.cache is not None else None
         if hit is not None:
@@ -463,6 +483,8 @@ class Judge:
         if c.check is not None:
             self.stats.checks += 1
             return check_judgment(req)
+        if too_long := self._too_long(req.response):
+            return self._refuse([req], too_long)[0]
         key = self._key(req)
         hit = self.cache.get(key) if self.cache is not None else None
         if hit is not None:
@@ -560,8 +582,24 @@ def load_items(params: Params) -> dict:
     return {row["prompt_id"]: item_from_row(row) for df in frames for _, row in df.iterrows()}
 
 
+def check_rollout_rows(rollouts: pd.DataFrame, source: str) -> None:
+    """ValueError naming the file and the line (a .jsonl read with its line numbers as the index and
+    attrs['row_label'] = 'line') or the row, when a prompt_id, completion or rollout_id is not text."""
+    by_line = rollouts.attrs.get("row_label") == "line"
+    for col in ("prompt_id", "completion", "rollout_id"):
+        if col not in rollouts:
+            continue
+        for pos, (idx, value) in enumerate(zip(rollouts.index, rollouts[col])):
+            if not isinstance(value, str):
+                missing = value is None or (isinstance(value, float) and math.isnan(value))
+                where = f"{source}:{idx}" if by_line else f"{source}: row {pos + 1}"
+                raise ValueError(f"{where}: `{col}` must be text, got {'null (or missing)' if missing else repr(value)};"
+                                 f' write it as a JSON string ("{col}": "...")')
+
+
 def requests_for(rollouts: pd.DataFrame, items: dict, source: str) -> list[Request]:
-    """One request per (rollout, criterion), in table order."""
+    """One request per (rollout, criterion), in table order (rows checked first: check_rollout_rows)."""
+    check_rollout_rows(rollouts, source)
     missing = sorted(set(rollouts.prompt_id) - set(items))
     if missing:
         raise ValueError(f"{source}: prompt_id {missing[0]!r} (and {len(missing) - 1} more) is in no prompt table; "

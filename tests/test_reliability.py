@@ -109,3 +109,43 @@ def test_3_focal_judge_says_how_many_failed_by_kind(tmp_path):
     judged = int((df.source == "judge").sum())
     assert failed > 0
     assert f"{failed} of {judged} judge calls failed (server_error {failed}); mean score " in result.output
+
+
+# ---- 5. bad rollouts files, and a cap on what is sent ---------------------------------------------
+
+@pytest.mark.parametrize("line, expected", [
+    ('{"prompt_id": "P", "completion": null}', "rollouts.jsonl:2: `completion` must be text, got null (or missing)"),
+    ('{"prompt_id": "P", "completion": 3.5}', "rollouts.jsonl:2: `completion` must be text, got 3.5"),
+    ('{"prompt_id": "P"}', "rollouts.jsonl:2: `completion` must be text, got null (or missing)"),
+    ('{"prompt_id": "P", "completion": "x",}', "rollouts.jsonl:2: invalid JSON (Expecting property name"),
+    ('["P", "x"]', "rollouts.jsonl:2: expected a JSON object with prompt_id and completion"),
+])
+def test_5_a_bad_rollouts_line_is_one_error_naming_the_file_and_line(tmp_path, line, expected):
+    params_path = judge_setup(tmp_path, "http://127.0.0.1:9/v1")  # never called: the file is refused first
+    pid = pd.read_parquet(tmp_path / "rollouts.parquet").prompt_id.iloc[0]
+    path = tmp_path / "rollouts.jsonl"
+    path.write_text(f'{{"prompt_id": "{pid}", "completion": "fine"}}\n' + line.replace('"P"', f'"{pid}"') + "\n")
+    result = runner.invoke(app, ["judge", str(path), "--params", str(params_path)])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert error_line(result.stderr).startswith(f"error: {tmp_path / expected}"), result.stderr
+
+
+def test_5_a_completion_over_the_cap_is_not_sent_and_fails_as_too_long(tmp_path):
+    with FakeOpenAI() as server:
+        params_path = judge_setup(tmp_path, server.base_url)
+        rollouts = pd.read_parquet(tmp_path / "rollouts.parquet")
+        huge = "GOOD " + "x" * 5000
+        rollouts.loc[0, "completion"] = huge
+        rollouts.to_parquet(tmp_path / "rollouts.parquet")
+        edit_params(params_path, judge={"max_response_chars": 4000, "max_failure_share": 0.5})
+        result = runner.invoke(app, ["judge", str(tmp_path / "rollouts.parquet"), "--params", str(params_path)])
+        sent = [b["messages"][-1]["content"] for b in server.requests]
+    assert result.exit_code == 0, result.output
+    assert sent and not any(huge in text for text in sent)
+    df = pd.read_parquet(tmp_path / "rollouts.judgments.parquet")
+    refused = df[(df.rollout_id == rollouts.rollout_id[0]) & (df.source == "judge")]
+    assert len(refused) > 0 and refused.score.isna().all()
+    assert refused.reason.str.startswith("too_long: the response has 5005 characters > judge.max_response_chars "
+                                         "4000").all()
+    assert df[df.rollout_id == rollouts.rollout_id[0]].query("source == 'check'").score.notna().all()
+    assert f"judge calls failed (too_long {len(refused)})" in result.output
