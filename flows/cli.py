@@ -142,7 +142,7 @@ def run(params: ParamsOpt = "params.yaml", stages: StagesOpt = None,
         t0 = time.perf_counter()
         code = subprocess.run(cmd, env=env).returncode
     finally:
-        stop_recorded(p.serve)
+        stop_recorded(p.serve, owner=os.getpid())  # only what this run's stages started (OWNER_ENV above)
     typer.echo(f"focal run: `dvc repro` exited {code} after {time.perf_counter() - t0:.0f} s", err=True)
     raise typer.Exit(code)
 

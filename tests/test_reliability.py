@@ -14,8 +14,11 @@ servers on loopback (tests/fake_openai.py), the servers are stand-in processes, 
 8. duplicate YAML keys, upper bounds, a near-miss category, hints, paths from elsewhere, one cache shared
 """
 
+import json
 import os
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -26,9 +29,12 @@ from typer.testing import CliRunner
 
 from fake_openai import FakeOpenAI
 from flows.cli import app
-from focal.config import load_params
+from focal.config import Serve, load_params
+from focal.serve import _record_path, record, stop_recorded
 from stages import judge as judge_stage
+from test_flows import git_identity, project  # noqa: F401 - git_identity is a fixture
 from test_judge_stage import setup as judge_setup
+from test_serve import running, wait_gone
 
 ROOT = Path(__file__).parents[1]
 KEY = "sk-focal-test-0123456789abcdef"
@@ -149,3 +155,76 @@ def test_5_a_completion_over_the_cap_is_not_sent_and_fails_as_too_long(tmp_path)
                                          "4000").all()
     assert df[df.rollout_id == rollouts.rollout_id[0]].query("source == 'check'").score.notna().all()
     assert f"judge calls failed (too_long {len(refused)})" in result.output
+
+
+# ---- 2. a run stops only the servers it started -----------------------------------------------------
+
+def stand_in_server() -> subprocess.Popen:
+    """A process group leader standing in for a model server (what focal.serve stops is a process group)."""
+    return subprocess.Popen(["sleep", "300"], start_new_session=True)
+
+
+@pytest.fixture
+def processes():
+    """Processes a test starts; whatever is left is killed afterwards."""
+    started: list[subprocess.Popen] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+
+
+def test_2_stop_recorded_stops_only_its_own_live_servers(tmp_path, processes):
+    cfg = Serve(state_dir=str(tmp_path / "servers"))
+    other_run = stand_in_server()  # a concurrent `focal run`, alive
+    mine, theirs, nobodys, reused = (stand_in_server() for _ in range(4))
+    processes += [other_run, mine, theirs, nobodys, reused]
+    record(cfg, "models/a", mine.pid, "http://127.0.0.1:9/v1", os.getpid())
+    record(cfg, "models/b", theirs.pid, "http://127.0.0.1:9/v1", other_run.pid)
+    record(cfg, "models/c", nobodys.pid, "http://127.0.0.1:9/v1", 0)  # `python -m focal.serve start`
+    record(cfg, "models/d", reused.pid, "http://127.0.0.1:9/v1", os.getpid())
+    stale = _record_path(cfg, "models/d", os.getpid())
+    rec = json.loads(stale.read_text())
+    stale.write_text(json.dumps({**rec, "started": "1"}))  # the recorded server died; its pid went to another process
+    assert stop_recorded(cfg, owner=os.getpid()) == 1
+    assert wait_gone([mine.pid]) == []
+    assert all(running(p.pid) for p in (theirs, nobodys, reused, other_run))
+    assert sorted(json.loads(f.read_text())["owner"] for f in Path(cfg.state_dir).glob("*.json")) == \
+        sorted([other_run.pid, 0])  # its own record and the stale one are gone
+    assert stop_recorded(cfg, owner=0) == 1 and wait_gone([nobodys.pid]) == []  # `focal.serve stop`
+    assert running(theirs.pid)
+
+
+RECORDING_DVC = """\
+stages:
+  stage:
+    cmd: python stage.py
+    deps: [stage.py]
+    outs: [done.txt]
+"""
+RECORDING_PY = """\
+import pathlib, subprocess
+from focal.config import Serve
+from focal.serve import env_owner, record
+# a stand-in model server kept for the next stage, as focal.serve records one: owned by the run
+server = subprocess.Popen(["sleep", "300"], start_new_session=True)
+record(Serve(), "models/base", server.pid, "http://127.0.0.1:9/v1", env_owner())
+pathlib.Path("done.txt").write_text(str(server.pid))
+"""
+
+
+def test_2_focal_run_stops_its_own_server_and_no_other(tmp_path, processes, git_identity):
+    proj = project(tmp_path / "proj", RECORDING_DVC, commit=False)
+    (proj / "stage.py").write_text(RECORDING_PY)
+    cfg = Serve(state_dir=str(proj / ".focal/servers"))
+    other_run, theirs, nobodys = stand_in_server(), stand_in_server(), stand_in_server()
+    processes += [other_run, theirs, nobodys]
+    record(cfg, "models/base", theirs.pid, "http://127.0.0.1:9/v1", other_run.pid)
+    record(cfg, "models/base", nobodys.pid, "http://127.0.0.1:9/v1", 0)
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", "run"], cwd=proj, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(proj)})
+    assert proc.returncode == 0, proc.stderr
+    own = int((proj / "done.txt").read_text())
+    assert wait_gone([own]) == [], "the run left the server its stage started"
+    assert running(theirs.pid) and running(nobodys.pid) and running(other_run.pid)
