@@ -43,7 +43,8 @@ StagesOpt = Annotated[Optional[list[str]], typer.Option(
 
 
 def friendly(hint: str):
-    """Turn a user mistake into `error: <one line>` plus `hint: ...` on stderr, exit code 2."""
+    """Turn a user mistake into `error: <one line>` plus `hint: ...` on stderr, exit code 2; Ctrl-C into one line,
+    exit code 130."""
 
     def wrap(fn):
         @functools.wraps(fn)
@@ -54,6 +55,9 @@ def friendly(hint: str):
                 message = f"{e.filename}: {e.strerror}" if e.filename else str(e)
             except ValueError as e:  # config, rubric and data errors name the file, the key and the fix
                 message = str(e)
+            except KeyboardInterrupt:
+                typer.echo(f"focal {fn.__name__}: interrupted (Ctrl-C)", err=True)
+                raise typer.Exit(130) from None
             typer.echo(f"error: {' '.join(message.split())}", err=True)
             typer.echo(f"hint: {hint}", err=True)
             raise typer.Exit(2)
@@ -138,9 +142,25 @@ def run(params: ParamsOpt = "params.yaml", stages: StagesOpt = None,
     cmd = [sys.executable, "-m", "dvc", "repro", *targets]
     env = {**os.environ, KEEP_ENV: "1", OWNER_ENV: str(os.getpid()),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    t0 = time.perf_counter()
     try:
-        t0 = time.perf_counter()
-        code = subprocess.run(cmd, env=env).returncode
+        # in this foreground group: Ctrl-C reaches the stage itself (one line, outputs kept) and DVC, which
+        # waits for it; so wait too, rather than kill DVC in the middle of writing dvc.lock
+        proc = subprocess.Popen(cmd, env=env)
+        try:
+            code = proc.wait()
+        except KeyboardInterrupt:
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the wait
+            try:
+                proc.wait(timeout=STOP_WAIT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            finally:
+                signal.signal(signal.SIGINT, previous)
+            typer.echo("focal run: interrupted (Ctrl-C); the stage that was running kept its previous outputs",
+                       err=True)
+            raise typer.Exit(130) from None
     finally:
         stop_recorded(p.serve, owner=os.getpid())  # only what this run's stages started (OWNER_ENV above)
     typer.echo(f"focal run: `dvc repro` exited {code} after {time.perf_counter() - t0:.0f} s", err=True)

@@ -16,6 +16,7 @@ servers on loopback (tests/fake_openai.py), the servers are stand-in processes, 
 
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -228,3 +229,94 @@ def test_2_focal_run_stops_its_own_server_and_no_other(tmp_path, processes, git_
     own = int((proj / "done.txt").read_text())
     assert wait_gone([own]) == [], "the run left the server its stage started"
     assert running(theirs.pid) and running(nobodys.pid) and running(other_run.pid)
+
+
+# ---- 6. a failed or interrupted stage keeps its previous outputs; Ctrl-C is one line -------------------
+
+def test_6_every_stage_output_persists():
+    """DVC deletes a stage's outputs before running it unless they are `persist: true`."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        for kind in ("outs", "metrics", "plots"):
+            for out in stage.get(kind, []):
+                path, opts = next(iter(out.items())) if isinstance(out, dict) else (out, {})
+                assert opts.get("persist") is True, f"dvc.yaml: {name} {kind} {path} is not persist: true"
+
+
+SLOW_PREPARE = '''
+import os, signal, sys, time
+import stages.prepare as prepare
+from focal.stage import run_stage
+
+def slow_write(path, df):  # the tables are built; Ctrl-C comes while the stage writes
+    print("writing", flush=True)
+    time.sleep(60)
+
+prepare.write_parquet = slow_write
+run_stage(prepare.run, prepare.__doc__, prepare.READS, ["--params", sys.argv[1]])
+'''
+
+
+def test_6_ctrl_c_in_a_stage_is_one_line_and_leaves_its_outputs(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"paths": {"rubrics": str(ROOT / "rubrics"),
+                                                "train_prompts": str(tmp_path / "train.parquet"),
+                                                "eval_prompts": str(tmp_path / "eval.parquet")}}))
+    for name in ("train", "eval"):
+        (tmp_path / f"{name}.parquet").write_bytes(b"the previous output")
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_PREPARE, str(params)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        assert proc.stdout.readline() == "writing\n", proc.stderr.read()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert err.splitlines() == ["prepare: interrupted (Ctrl-C); every output is as it was or whole, none "
+                                "half-written"], err
+    assert all((tmp_path / f"{n}.parquet").read_bytes() == b"the previous output" for n in ("train", "eval"))
+
+
+def test_6_a_failed_and_an_interrupted_prepare_keep_the_prompt_tables(tmp_path, git_identity):
+    proj = project(tmp_path / "proj")
+    env = {**os.environ, "PYTHONPATH": str(proj)}
+    run = [sys.executable, "-m", "flows.cli", "run", "--stages", "prepare"]
+    assert subprocess.run(run, cwd=proj, env=env, capture_output=True).returncode == 0
+    tables = {p: p.read_bytes() for p in (proj / "data/prompts").glob("*.parquet")}
+    assert len(tables) == 2
+    # a rubric-set error: the stage fails before writing; DVC must not have deleted the tables
+    bad = proj / "rubrics/default/prompts.yaml"
+    good = bad.read_text()
+    bad.write_text(good + "\n- id: broken\n")
+    failed = subprocess.run(run, cwd=proj, env=env, capture_output=True, text=True)
+    assert failed.returncode != 0 and "error: " in failed.stderr + failed.stdout
+    assert {p: p.read_bytes() for p in tables} == tables
+    status = subprocess.run([sys.executable, "-m", "dvc", "status", "prepare"], cwd=proj, env=env,
+                            capture_output=True, text=True).stdout
+    assert "deleted" not in status, status
+    # Ctrl-C while the stage runs: one line from the stage, one from focal, no traceback, the tables kept
+    bad.write_text(good)
+    stage = proj / "stages/prepare.py"
+    stage.write_text(stage.read_text().replace('    rs = load_rubric_set(', '    print("writing", flush=True)\n'
+                                               '    import time; time.sleep(60)\n    rs = load_rubric_set(', 1))
+    proc = subprocess.Popen(run, cwd=proj, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        lines = []
+        while not lines or lines[-1] != "writing\n":
+            lines.append(proc.stdout.readline())
+            assert lines[-1], "".join(lines)
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: SIGINT to the foreground group
+        out = "".join(lines) + proc.communicate(timeout=60)[0]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, out
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out, out
+    assert "prepare: interrupted (Ctrl-C)" in out and "focal run: interrupted (Ctrl-C)" in out, out
+    assert {p: p.read_bytes() for p in tables} == tables
