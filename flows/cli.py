@@ -42,9 +42,12 @@ StagesOpt = Annotated[Optional[list[str]], typer.Option(
     "--stages", help="stages to run, comma-separated or repeated (default: all)")]
 
 
+PARAMS_HINT = "fix what the line above names (every params key is explained in params.yaml)"
+
+
 def friendly(hint: str):
     """Turn a user mistake into `error: <one line>` plus `hint: ...` on stderr, exit code 2; Ctrl-C into one line,
-    exit code 130."""
+    exit code 130. The hint is the one of the `hinting` block the error came from, else `hint`."""
 
     def wrap(fn):
         @functools.wraps(fn)
@@ -52,19 +55,42 @@ def friendly(hint: str):
             try:
                 return fn(*args, **kwargs)
             except OSError as e:  # a missing or unreadable file
-                message = f"{e.filename}: {e.strerror}" if e.filename else str(e)
+                message, err = (f"{e.filename}: {e.strerror}" if e.filename else str(e)), e
             except ValueError as e:  # config, rubric and data errors name the file, the key and the fix
-                message = str(e)
+                message, err = str(e), e
             except KeyboardInterrupt:
                 typer.echo(f"focal {fn.__name__}: interrupted (Ctrl-C)", err=True)
                 raise typer.Exit(130) from None
             typer.echo(f"error: {' '.join(message.split())}", err=True)
-            typer.echo(f"hint: {hint}", err=True)
+            typer.echo(f"hint: {getattr(err, 'focal_hint', None) or hint}", err=True)
             raise typer.Exit(2)
 
         return run
 
     return wrap
+
+
+@contextlib.contextmanager
+def hinting(hint: str):
+    """A user mistake raised inside the block gets this hint (the innermost block's wins)."""
+    try:
+        yield
+    except (OSError, ValueError) as e:
+        if not getattr(e, "focal_hint", None):
+            e.focal_hint = hint
+        raise
+
+
+def repo_params(path: str):
+    """load_params; when the params file sits beside a dvc.yaml (the repository) in another folder than this one,
+    its relative path knobs are made relative to that folder, so a command works from any folder."""
+    from focal.config import resolve_paths
+
+    params = load_params(path)
+    root = Path(path).resolve().parent
+    if root != Path.cwd().resolve() and (root / "dvc.yaml").exists():
+        resolve_paths(params, root)
+    return params
 
 
 def stage_list(stages: list[str] | None) -> list[str] | None:
@@ -74,14 +100,15 @@ def stage_list(stages: list[str] | None) -> list[str] | None:
     return parse_stages(",".join(stages or []))
 
 
-def dvc_targets(stages: list[str] | None) -> list[str]:
-    """The `dvc repro` targets: the named stages, else every stage of dvc.yaml (the rubrics stage is upstream of
-    nothing: a repro of the last stage alone would leave it stale)."""
+def dvc_targets(stages: list[str] | None, repo: Path = Path(".")) -> list[str]:
+    """The `dvc repro` targets: the named stages, else every stage of repo's dvc.yaml (the rubrics stage is
+    upstream of nothing: a repro of the last stage alone would leave it stale)."""
     import yaml
 
-    if not Path("dvc.yaml").exists():
-        raise ValueError("dvc.yaml: not found in the current folder; run focal from the repository root")
-    known = list(yaml.safe_load(Path("dvc.yaml").read_text())["stages"])
+    if not (repo / "dvc.yaml").exists():
+        raise ValueError(f"{repo / 'dvc.yaml'}: not found; run focal from the repository root, or pass --params "
+                         "with the params.yaml beside dvc.yaml")
+    known = list(yaml.safe_load((repo / "dvc.yaml").read_text())["stages"])
     unknown = [s for s in stages or [] if s not in known]
     if unknown:
         raise ValueError(f"stage {unknown[0]!r} is not in dvc.yaml; stages: {', '.join(known)}")
@@ -121,7 +148,7 @@ def run_flow(module: str, *args: str) -> int:
 
 
 @app.command()
-@friendly("fix what the line above names (every params key is explained in params.yaml); `focal run --help`")
+@friendly(f"{PARAMS_HINT}; `focal run --help`")
 def run(params: ParamsOpt = "params.yaml", stages: StagesOpt = None,
         flow: Annotated[bool, typer.Option("--flow", help="run it as the Prefect flow (flows/pipeline.py)")] = False):
     """Reproduce the pipeline with `dvc repro` (changed stages only), directly or as a Prefect flow.
@@ -132,13 +159,14 @@ def run(params: ParamsOpt = "params.yaml", stages: StagesOpt = None,
     """
     from focal.serve import KEEP_ENV, OWNER_ENV, stop_recorded
 
-    p, names = load_params(params), stage_list(stages)
-    if Path(params).resolve() != Path("params.yaml").resolve():
-        raise ValueError(f"--params {params}: dvc repro reads ./params.yaml; vary a key with "
-                         "`dvc exp run -S section.key=value`")
-    targets = dvc_targets(names)
+    p, names = repo_params(params), stage_list(stages)
+    repo = Path(params).resolve().parent  # DVC runs there, whatever this folder is
+    if Path(params).name != "params.yaml":
+        raise ValueError(f"--params {params}: dvc repro reads ./params.yaml (the one beside dvc.yaml); vary a key "
+                         "with `dvc exp run -S section.key=value`")
+    targets = dvc_targets(names, repo)
     if flow:
-        raise typer.Exit(run_flow("flows.pipeline", "--stages", ",".join(targets)))
+        raise typer.Exit(run_flow("flows.pipeline", "--stages", ",".join(targets), "--repo", str(repo)))
     cmd = [sys.executable, "-m", "dvc", "repro", *targets]
     env = {**os.environ, KEEP_ENV: "1", OWNER_ENV: str(os.getpid()),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
@@ -146,7 +174,7 @@ def run(params: ParamsOpt = "params.yaml", stages: StagesOpt = None,
     try:
         # in this foreground group: Ctrl-C reaches the stage itself (one line, outputs kept) and DVC, which
         # waits for it; so wait too, rather than kill DVC in the middle of writing dvc.lock
-        proc = subprocess.Popen(cmd, env=env)
+        proc = subprocess.Popen(cmd, env=env, cwd=repo)
         try:
             code = proc.wait()
         except KeyboardInterrupt:
@@ -190,7 +218,7 @@ def serve(params: ParamsOpt = "params.yaml",
     """Start vLLM's OpenAI-compatible server for a model, print its URL, and stop it on Ctrl-C or SIGTERM."""
     from focal.serve import KEEP_ENV, serving
 
-    p = load_params(params)
+    p = repo_params(params)
     if p.serve.base_url:
         typer.echo(f"{p.serve.base_url}  (serve.base_url is set: nothing to start)")
         return
@@ -258,9 +286,14 @@ def read_rollouts(path: str):
     return df
 
 
+ROLLOUTS_HINT = ("a rollouts file is .parquet or .jsonl with prompt_id and completion (text), its prompts in the "
+                 "prompt tables of --params (`focal run --stages prepare` writes them)")
+JUDGE_HINT = ("the judge is judge.base_url, else the local server (serve.*, `make vllm-env`); fix it and rerun: "
+              "what succeeded is cached")
+
+
 @app.command()
-@friendly("a rollouts file is .parquet or .jsonl with prompt_id and completion, its prompts in the prompt "
-          "tables of --params (`focal run --stages prepare` writes them)")
+@friendly(f"{PARAMS_HINT}; `focal judge --help`")
 def judge(rollouts: Annotated[str, typer.Argument(help="rollouts file (.parquet or .jsonl): prompt_id, completion, "
                                                        "optional rollout_id")],
           out: Annotated[Optional[str], typer.Option("--out", help="judgments parquet "
@@ -271,11 +304,13 @@ def judge(rollouts: Annotated[str, typer.Argument(help="rollouts file (.parquet 
     from focal.judge import check_failure_budget, failure_text, judge_table, load_items, requests_for
     from focal.rubric import load_rubric_set
 
-    p = load_params(params)
-    requests = requests_for(read_rollouts(rollouts), load_items(p), rollouts)
+    p = repo_params(params)
+    with hinting(ROLLOUTS_HINT):
+        requests = requests_for(read_rollouts(rollouts), load_items(p), rollouts)
     template = load_rubric_set(Path(p.paths.rubrics) / p.base.rubric_set).judge_template
-    df, stats = judge_table(p, requests, template)
-    check_failure_budget(df, p.judge.max_failure_share, "focal judge")  # nothing written: successes are cached
+    with hinting(JUDGE_HINT):
+        df, stats = judge_table(p, requests, template)
+        check_failure_budget(df, p.judge.max_failure_share, "focal judge")  # nothing written: successes are cached
     out = out or str(Path(rollouts).with_suffix(".judgments.parquet"))
     write_parquet(out, df)
     m = stats.metrics()
@@ -287,7 +322,7 @@ def judge(rollouts: Annotated[str, typer.Argument(help="rollouts file (.parquet 
 @friendly("the evaluate stage reads the outputs of train; `focal run` builds them")
 def evaluate(params: ParamsOpt = "params.yaml"):
     """Run the evaluate stage (stages/evaluate.py): every policy on every benchmark, judged and compared."""
-    p = load_params(params)
+    p = repo_params(params)
     from stages import evaluate as evaluate_stage
 
     for path in evaluate_stage.run(p):

@@ -36,7 +36,10 @@
   fingerprint or what the remote endpoint reports; every decoding setting; the
   template text; conversation, response, criterion): every success is committed at
   once, so a rerun or a restart after a crash makes no repeated calls, and another
-  judge, temperature or template never reuses an answer.
+  judge, temperature or template never reuses an answer. Judges in several processes
+  may share one cache: a judge claims a key before calling for it, and another that
+  needs the same key waits for that answer instead of paying for it again
+  (focal/cache.py's claims).
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ from focal.rubric import MARKER, Criterion, Item
 
 DEFAULT_TEMPLATE = (Path(__file__).parent / "judge_template.md").read_text(encoding="utf-8")
 EXPLANATION_CHARS = 200  # keeps answers inside judge.max_tokens when the schema is enforced
+CLAIM_POLL_S = 0.2  # how often a judge waiting for another judge's answer to the same key looks again
 _FENCED_JSON = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.S)
 
 
@@ -414,6 +418,27 @@ class Judge:
         return [Judgment(**_row_ids(r), source="judge", raw="", score=math.nan, reason=reason, cached=False,
                          latency_s=0.0) for r in reqs]
 
+    async def _lookup(self, key: str):
+        """The cached answer for key; else None, once this judge holds the key's claim in the cache. While another
+        judge on the same cache (another process) holds it, that judge is calling for this key: wait for its
+        answer rather than pay for the call twice (until its claim ends: released, expired or its process gone)."""
+        if self.cache is None:
+            return None
+        while (hit := self.cache.get(key)) is None and not self.cache.claim(key, self._claim_s()):
+            await asyncio.sleep(CLAIM_POLL_S)
+        if hit is None and (hit := self.cache.get(key)) is not None:  # answered between the get and the claim
+            self.cache.release(key)
+        return hit
+
+    def _release(self, key: str) -> None:
+        if self.cache is not None:
+            self.cache.release(key)
+
+    def _claim_s(self) -> float:
+        """How long one call for a key can take, every retry included: a claim's life."""
+        c = self.cfg
+        return (c.timeout_s + c.max_backoff_s) * (c.max_retries + 1) * (c.parse_retries + 1) + 60.0
+
     def _cached(self, key: str) -> bool:
         return self.cache is not None and self.cache.get(key) is not None
 
@@ -437,45 +462,49 @@ class Judge:
         if too_long := self._too_long(first.response):
             return self._refuse(reqs, too_long)
         key = self._response_key(reqs)
-        hit = self.cache.get(key) if self.cache is not None else None
+        hit = await self._lookup(key)
         if hit is not None:
             self.stats.cache_hits += len(reqs)
             return [Judgment(**_row_ids(r), source="judge", raw=hit["raws"][r.criterion.id],
                              score=r.criterion.satisfaction(hit["values"][r.criterion.id]), reason="", cached=True,
                              latency_s=0.0) for r in reqs]
-        prompt = render_response_prompt(self.template, first.item, criteria, first.response)
-        t0 = time.perf_counter()
-        values, raws, errors = {}, {}, {}
-        for attempt in range(self.cfg.parse_retries + 1):
-            try:
-                answer = await self._ask(pool, prompt, answers_schema(criteria), slot, answers=len(criteria))
-                values, raws, errors = parse_answers(answer, criteria)
-                errors = {k: f"invalid_answer: {scrub(v, self.cfg.api_key_env)}" for k, v in errors.items()}
-            except AnswerError as e:
-                errors = {c.id: f"invalid_answer: {scrub(str(e), self.cfg.api_key_env)}" for c in criteria}
-                continue
-            except EndpointDown:
-                raise
-            except Exception as e:  # noqa: BLE001 - becomes an explicit missing value for each criterion
-                why = f"{failure_kind(e)[0]}: {scrub(str(e), self.cfg.api_key_env)[:160]}"
-                values, errors = {}, {c.id: why for c in criteria}
-                break
-            if not errors:
-                if self.cache is not None:
-                    self.cache.put(key, {"answer": answer, "values": values, "raws": raws})
-                break
-        latency = time.perf_counter() - t0
-        out = []
-        for r in reqs:
-            cid = r.criterion.id
-            if cid in errors:
-                self.stats.failures[errors[cid].split(":", 1)[0]] += 1
-                out.append(Judgment(**_row_ids(r), source="judge", raw=raws.get(cid, ""), score=math.nan,
-                                    reason=errors[cid], cached=False, latency_s=latency))
-            else:
-                out.append(Judgment(**_row_ids(r), source="judge", raw=raws[cid], score=r.criterion.satisfaction(values[cid]),
-                                    reason="", cached=False, latency_s=latency))
-        return out
+        try:
+            prompt = render_response_prompt(self.template, first.item, criteria, first.response)
+            t0 = time.perf_counter()
+            values, raws, errors = {}, {}, {}
+            for attempt in range(self.cfg.parse_retries + 1):
+                try:
+                    answer = await self._ask(pool, prompt, answers_schema(criteria), slot, answers=len(criteria))
+                    values, raws, errors = parse_answers(answer, criteria)
+                    errors = {k: f"invalid_answer: {scrub(v, self.cfg.api_key_env)}" for k, v in errors.items()}
+                except AnswerError as e:
+                    errors = {c.id: f"invalid_answer: {scrub(str(e), self.cfg.api_key_env)}" for c in criteria}
+                    continue
+                except EndpointDown:
+                    raise
+                except Exception as e:  # noqa: BLE001 - becomes an explicit missing value for each criterion
+                    why = f"{failure_kind(e)[0]}: {scrub(str(e), self.cfg.api_key_env)[:160]}"
+                    values, errors = {}, {c.id: why for c in criteria}
+                    break
+                if not errors:
+                    if self.cache is not None:
+                        self.cache.put(key, {"answer": answer, "values": values, "raws": raws})
+                    break
+            latency = time.perf_counter() - t0
+            out = []
+            for r in reqs:
+                cid = r.criterion.id
+                if cid in errors:
+                    self.stats.failures[errors[cid].split(":", 1)[0]] += 1
+                    out.append(Judgment(**_row_ids(r), source="judge", raw=raws.get(cid, ""), score=math.nan,
+                                        reason=errors[cid], cached=False, latency_s=latency))
+                else:
+                    out.append(Judgment(**_row_ids(r), source="judge", raw=raws[cid],
+                                        score=r.criterion.satisfaction(values[cid]), reason="", cached=False,
+                                        latency_s=latency))
+            return out
+        finally:
+            self._release(key)
 
     async def _judge(self, pool: Pool, slot: asyncio.Semaphore, req: Request) -> Judgment:
         c, item = req.criterion, req.item
@@ -486,33 +515,36 @@ class Judge:
         if too_long := self._too_long(req.response):
             return self._refuse([req], too_long)[0]
         key = self._key(req)
-        hit = self.cache.get(key) if self.cache is not None else None
+        hit = await self._lookup(key)
         if hit is not None:
             self.stats.cache_hits += 1
             return Judgment(**row, source="judge", raw=hit["answer"], score=c.satisfaction(hit["value"]), reason="",
                             cached=True, latency_s=0.0)
-        prompt = render_prompt(self.template, item, c, req.response)
-        t0 = time.perf_counter()
-        answer, reason = "", ""
-        for attempt in range(self.cfg.parse_retries + 1):
-            try:
-                answer = await self._ask(pool, prompt, answer_schema(c), slot)
-                value = parse_answer(answer, c)
-            except AnswerError as e:
-                reason = f"invalid_answer: {scrub(str(e), self.cfg.api_key_env)}"
-                continue
-            except EndpointDown:
-                raise  # the whole run stops: nothing more can be judged there
-            except Exception as e:  # noqa: BLE001 - becomes an explicit missing value
-                reason = f"{failure_kind(e)[0]}: {scrub(str(e), self.cfg.api_key_env)[:160]}"
-                break
-            if self.cache is not None:
-                self.cache.put(key, {"answer": answer, "value": value})
-            return Judgment(**row, source="judge", raw=answer, score=c.satisfaction(value), reason="",
-                            cached=False, latency_s=time.perf_counter() - t0)
-        self.stats.failures[reason.split(":", 1)[0]] += 1
-        return Judgment(**row, source="judge", raw=answer, score=math.nan, reason=reason, cached=False,
-                        latency_s=time.perf_counter() - t0)
+        try:
+            prompt = render_prompt(self.template, item, c, req.response)
+            t0 = time.perf_counter()
+            answer, reason = "", ""
+            for attempt in range(self.cfg.parse_retries + 1):
+                try:
+                    answer = await self._ask(pool, prompt, answer_schema(c), slot)
+                    value = parse_answer(answer, c)
+                except AnswerError as e:
+                    reason = f"invalid_answer: {scrub(str(e), self.cfg.api_key_env)}"
+                    continue
+                except EndpointDown:
+                    raise  # the whole run stops: nothing more can be judged there
+                except Exception as e:  # noqa: BLE001 - becomes an explicit missing value
+                    reason = f"{failure_kind(e)[0]}: {scrub(str(e), self.cfg.api_key_env)[:160]}"
+                    break
+                if self.cache is not None:
+                    self.cache.put(key, {"answer": answer, "value": value})
+                return Judgment(**row, source="judge", raw=answer, score=c.satisfaction(value), reason="",
+                                cached=False, latency_s=time.perf_counter() - t0)
+            self.stats.failures[reason.split(":", 1)[0]] += 1
+            return Judgment(**row, source="judge", raw=answer, score=math.nan, reason=reason, cached=False,
+                            latency_s=time.perf_counter() - t0)
+        finally:
+            self._release(key)
 
     async def arun(self, requests: list[Request], progress: bool | None = None) -> list[Judgment]:
         """Judge all requests (order kept). EndpointDown (no replica can answer at all) stops every request.
@@ -578,7 +610,12 @@ def load_items(params: Params) -> dict:
 
     from focal.rubric import item_from_row
 
-    frames = [pd.read_parquet(p) for p in (params.paths.train_prompts, params.paths.eval_prompts)]
+    tables = (params.paths.train_prompts, params.paths.eval_prompts)
+    for path in tables:
+        if not Path(path).exists():
+            raise ValueError(f"{path}: prompt table not found (paths.train_prompts, paths.eval_prompts); build them "
+                             "with `focal run --stages prepare`")
+    frames = [pd.read_parquet(p) for p in tables]
     return {row["prompt_id"]: item_from_row(row) for df in frames for _, row in df.iterrows()}
 
 

@@ -14,7 +14,9 @@ servers on loopback (tests/fake_openai.py), the servers are stand-in processes, 
 8. duplicate YAML keys, upper bounds, a near-miss category, hints, paths from elsewhere, one cache shared
 """
 
+import concurrent.futures
 import json
+import math
 import os
 import signal
 import sqlite3
@@ -30,10 +32,16 @@ from typer.testing import CliRunner
 
 from fake_openai import FakeOpenAI
 from flows.cli import app
+from focal.cache import Cache
 from focal.config import Serve, load_params
+from focal.items import Where, parse_criterion
+from focal.judge import Judge, Request
+from focal.rubric import RubricError, load_rubric_set
 from focal.serve import _record_path, record, stop_recorded
 from stages import judge as judge_stage
+from stages import prepare
 from test_flows import git_identity, project  # noqa: F401 - git_identity is a fixture
+from test_judge import BINARY, ITEM, PITFALL, cfg as judge_cfg, endpoint as fake_endpoint
 from test_judge_stage import setup as judge_setup
 from test_serve import running, wait_gone
 
@@ -320,3 +328,102 @@ def test_6_a_failed_and_an_interrupted_prepare_keep_the_prompt_tables(tmp_path, 
     assert "Traceback" not in out and "KeyboardInterrupt" not in out, out
     assert "prepare: interrupted (Ctrl-C)" in out and "focal run: interrupted (Ctrl-C)" in out, out
     assert {p: p.read_bytes() for p in tables} == tables
+
+
+# ---- 8. smaller ----------------------------------------------------------------------------------
+
+def test_8_a_key_given_twice_is_an_error_naming_the_key_and_lines(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text("judge:\n  timeout_s: 5\n  concurrency: 2\n  timeout_s: 9\n")
+    with pytest.raises(ValueError, match=r"params.yaml:4: invalid YAML: key `timeout_s` appears twice in one mapping "
+                                         r"\(lines 2 and 4\); keep one of them"):
+        load_params(params)
+    result = runner.invoke(app, ["judge", "r.jsonl", "--params", str(params)])
+    assert result.exit_code == 2 and "key `timeout_s` appears twice" in error_line(result.stderr)
+    rubric = tmp_path / "rubrics" / "dup"
+    rubric.mkdir(parents=True)
+    (rubric / "set.yaml").write_text("format: focal\n")
+    (rubric / "prompts.yaml").write_text("- id: p1\n  prompt: hi\n  criteria:\n    - id: c\n      text: t\n"
+                                         "      weight: 1\n      weight: 3\n")
+    with pytest.raises(RubricError, match=r"prompts.yaml:7: invalid YAML \(key `weight` appears twice in one mapping "
+                                          r"\(lines 6 and 7\)"):
+        load_rubric_set(rubric)
+
+
+def test_8_large_values_have_an_upper_bound(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text("judge:\n  concurrency: 100000000\n")
+    with pytest.raises(ValueError, match=r"judge.concurrency must be in \[1, 1024\], got 100000000"):
+        load_params(params)
+
+
+def test_8_a_near_miss_of_a_known_category_warns(capsys):
+    c = parse_criterion({"id": "c", "text": "t", "weight": 1, "category": "essentail"}, Where("prompts.yaml", 3, "p1"))
+    assert c.category == "essentail"  # still accepted, as a free tag
+    assert capsys.readouterr().err == (
+        "warning: prompts.yaml:3: item 'p1' criterion 'c' field 'category' is 'essentail', not a known category: did "
+        "you mean essential?; write `category: essential` (any other text is kept as a free tag)\n")
+    parse_criterion({"id": "c", "text": "t", "weight": 1, "category": "axis:accuracy"}, Where("prompts.yaml", 3, "p1"))
+    assert capsys.readouterr().err == ""  # a tag that resembles no category is silent
+
+
+def test_8_the_hint_matches_the_error(tmp_path):
+    params_path = judge_setup(tmp_path, "http://127.0.0.1:9/v1")
+    rollouts = str(tmp_path / "rollouts.parquet")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("not json\n")
+    cases = [(["judge", str(bad), "--params", str(params_path)], "a rollouts file is"),
+             (["judge", rollouts, "--params", str(params_path)], "the judge is judge.base_url"),  # nothing listens
+             (["judge", rollouts, "--params", str(tmp_path / "nope.yaml")], "fix what the line above names (every params key")]
+    for args, hint in cases:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, result.output
+        assert result.stderr.strip().splitlines()[-1].startswith(f"hint: {hint}"), (args, result.stderr)
+
+
+def test_8_paths_resolve_against_the_repository_not_the_working_folder(tmp_path, monkeypatch, git_identity):
+    proj = project(tmp_path / "proj")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    with FakeOpenAI() as server:
+        edit_params(proj / "params.yaml", prepare={"max_train_prompts": 2, "max_eval_prompts": 1},
+                    judge={"base_url": server.base_url, "model": "judge", "timeout_s": 5.0})
+        monkeypatch.chdir(proj)
+        prepare.run(load_params("params.yaml"))  # data/prompts/*.parquet in the project
+        train = pd.read_parquet(proj / "data/prompts/train.parquet")
+        (elsewhere / "r.jsonl").write_text("".join(f'{{"prompt_id": "{pid}", "completion": "GOOD"}}\n'
+                                                   for pid in train.prompt_id))
+        monkeypatch.chdir(elsewhere)
+        result = runner.invoke(app, ["judge", "r.jsonl", "--params", str(proj / "params.yaml")])
+    assert result.exit_code == 0, result.output
+    assert (proj / "cache/judge.sqlite").exists() and not (elsewhere / "cache").exists()
+    result = runner.invoke(app, ["serve", "--params", str(proj / "params.yaml")])
+    assert result.exit_code == 2
+    assert f"serve.python '{proj / '.venv-vllm/bin/python'}' does not exist" in error_line(result.stderr)
+
+
+def test_8_two_judges_on_one_cache_pay_once_per_key(tmp_path):
+    """Two judges (as two `focal judge` processes would) on one cache file, at the same time."""
+    reqs = [Request(ITEM, c, f"GOOD answer {i}", f"r{i}") for i in range(6) for c in (BINARY, PITFALL)]
+    with FakeOpenAI(delay_s=0.3) as server:
+        judges = [Judge(judge_cfg(concurrency=4), fake_endpoint(server), cache=Cache(tmp_path / "judge.sqlite"))
+                  for _ in range(2)]
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            first, second = pool.map(lambda j: j.run(reqs, progress=False), judges)
+        assert server.calls == len(reqs)  # before: 2 x len(reqs)
+    assert [j.score for j in first] == [j.score for j in second] and not any(math.isnan(j.score) for j in first)
+    assert sum(j.stats.cache_hits for j in judges) == len(reqs)
+
+
+def test_8_a_claim_of_a_dead_or_expired_caller_is_taken_over(tmp_path):
+    a, b = Cache(tmp_path / "c.sqlite"), Cache(tmp_path / "c.sqlite")
+    assert a.claim("k", ttl_s=60) and a.claim("k", ttl_s=60)  # free, then already ours
+    assert not b.claim("k", ttl_s=60)  # a live caller holds it
+    a.release("k")
+    assert b.claim("k", ttl_s=0.0)  # released: b takes it, for no time at all
+    assert a.claim("k", ttl_s=60)  # expired
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    with sqlite3.connect(tmp_path / "c.sqlite") as db:
+        db.execute("UPDATE claims SET pid = ?, owner = 'gone' WHERE key = 'k'", (dead.pid,))
+    assert b.claim("k", ttl_s=60)  # its process is gone
