@@ -25,6 +25,8 @@ import threading
 import time
 from pathlib import Path
 
+from focal.watchdog import identity  # the pid's process, if it is alive (this machine's: a local file)
+
 
 def content_key(*parts) -> str:
     """A stable hash of JSON-serialisable parts."""
@@ -64,7 +66,7 @@ class Cache:
             self.db.execute("BEGIN IMMEDIATE")  # the check and the take are one transaction across processes
             try:
                 row = self.db.execute("SELECT owner, pid, until FROM claims WHERE key = ?", (key,)).fetchone()
-                if row is not None and row[0] != self.owner and row[2] > now and _alive(row[1]):
+                if row is not None and row[0] != self.owner and row[2] > now and identity(row[1]) is not None:
                     return False
                 self.db.execute("INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?)",
                                 (key, self.owner, os.getpid(), now + ttl_s))
@@ -84,14 +86,3 @@ class Cache:
 
     def close(self) -> None:
         self.db.close()
-
-
-def _alive(pid: int) -> bool:
-    """A process with this pid exists (on this machine: the cache is a local SQLite file)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -287,10 +287,10 @@ def serving(cfg, model_dir: str):
         return
     keep = os.environ.get(KEEP_ENV) == "1"  # `focal run`: later stages reuse it, the run stops it at the end
     with sigterm_exits():
-        owner = env_owner() if keep else None
+        owner = (env_owner() or os.getpid()) if keep else os.getpid()  # without an orchestrator: this process
         proc, base_url = start_server(cfg, model_dir, owner=owner)
         if keep:
-            record(cfg, model_dir, proc.pid, base_url, owner or 0)
+            record(cfg, model_dir, proc.pid, base_url, owner)
             yield base_url
             return
         try:
