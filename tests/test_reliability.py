@@ -345,8 +345,9 @@ def test_8_a_key_given_twice_is_an_error_naming_the_key_and_lines(tmp_path):
     with pytest.raises(ValueError, match=r"params.yaml:4: invalid YAML: key `timeout_s` appears twice in one mapping "
                                          r"\(lines 2 and 4\); keep one of them"):
         load_params(params)
-    result = runner.invoke(app, ["judge", "r.jsonl", "--params", str(params)])
-    assert result.exit_code == 2 and "key `timeout_s` appears twice" in error_line(result.stderr)
+    for command in (["judge", "r.jsonl"], ["run"]):  # focal run: one line, before DVC's multi-line ruamel error
+        result = runner.invoke(app, [*command, "--params", str(params)])
+        assert result.exit_code == 2 and "key `timeout_s` appears twice" in error_line(result.stderr), result.stderr
     rubric = tmp_path / "rubrics" / "dup"
     rubric.mkdir(parents=True)
     (rubric / "set.yaml").write_text("format: focal\n")
