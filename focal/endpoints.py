@@ -12,7 +12,9 @@ and `identity`: what produces the answers, for cache keys and rollout ids.
   the same weights under another path do.
 - A remote endpoint (`judge.base_url`, `serve.base_url`): identity = its URL, the
   model name asked for, and the id and root that its `/v1/models` reports for that
-  name (vLLM reports the served folder as `root`). A name the endpoint does not
+  name (vLLM reports the served folder as `root`); that GET is bounded as a whole by
+  the caller's `timeout_s` (judge.timeout_s for the judges, rollouts.timeout_s for a
+  policy, rubricgen.timeout_s). A name the endpoint does not
   serve is an error that says how to serve it.
 - Replicas of the judge (`judge.base_url: "http://a/v1,http://b/v1"`): every
   replica must report the same id and root for the model; identity = those, without
@@ -26,12 +28,10 @@ else decides "use this URL or start a server".
 
 from __future__ import annotations
 
-import json
-import os
-import urllib.error
-import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass
+
+import httpx
 
 NO_ENDPOINT = "http://127.0.0.1:9/v1"  # never called: where nothing needs a model (checks, cache hits)
 
@@ -57,18 +57,17 @@ def split_urls(text: str) -> list[str]:
 
 
 def served_models(base_url: str, api_key_env: str = "", timeout_s: float = 10.0, param: str = "endpoint") -> list[dict]:
-    """The `data` list of GET <base_url>/models (bounded by timeout_s); ValueError naming the URL if unreachable."""
-    req = urllib.request.Request(base_url.rstrip("/") + "/models")
-    key = os.environ.get(api_key_env) if api_key_env else None
-    if key:
-        req.add_header("Authorization", f"Bearer {key}")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
-            return list(json.loads(resp.read().decode()).get("data") or [])
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        from focal.api import scrub
+    """The `data` list of GET <base_url>/models, bounded as a whole by timeout_s (a deadline, not a read timeout);
+    ValueError naming the URL if it cannot be had in time."""
+    from focal.api import DeadlineExceeded, get_json, scrub
 
-        reason = scrub(str(getattr(e, "reason", None) or e), api_key_env)
+    try:
+        listing = get_json(base_url.rstrip("/") + "/models", api_key_env, timeout_s)
+        if not isinstance(listing, dict):
+            raise ValueError(f"not a JSON object: {str(listing)[:80]!r}")
+        return list(listing.get("data") or [])
+    except (DeadlineExceeded, httpx.HTTPError, OSError, ValueError) as e:
+        reason = scrub(str(e) or type(e).__name__, api_key_env)
         raise ValueError(f"{param} {base_url}: cannot list its models (GET /models: {reason}); check that the "
                          f"server is up, the URL ends in /v1 and the API key in ${api_key_env or '-'} is right") from None
 
@@ -108,7 +107,7 @@ def judge_identity(params) -> str:
     """What answers as the judge: the remote model at judge.base_url (every replica alike), else the base model's weights."""
     j = params.judge
     if j.base_url:
-        return pool_identity(split_urls(j.base_url), j.model, j.api_key_env, "judge.base_url")
+        return pool_identity(split_urls(j.base_url), j.model, j.api_key_env, "judge.base_url", j.timeout_s)
     return local_identity(params.paths.base_model)
 
 
@@ -135,8 +134,8 @@ def rubric_endpoint(params):
     """The rubric-generation model: rubricgen.base_url (remote), else the local vLLM server with the base model."""
     g = params.rubricgen
     if g.base_url:
-        yield Endpoint(g.base_url, g.model, remote_identity(g.base_url, g.model, g.api_key_env, "rubricgen.base_url"),
-                       "rubricgen.base_url")
+        yield Endpoint(g.base_url, g.model, remote_identity(g.base_url, g.model, g.api_key_env, "rubricgen.base_url",
+                                                            g.timeout_s), "rubricgen.base_url")
         return
     from focal.serve import serving
 
@@ -152,7 +151,8 @@ def policy_endpoint(params, policy_dir: str, name: str | None = None):
     s = params.serve
     if s.base_url:
         name = name or s.served_model_name
-        yield Endpoint(s.base_url, name, remote_identity(s.base_url, name, params.rollouts.api_key_env, "serve.base_url"),
+        r = params.rollouts
+        yield Endpoint(s.base_url, name, remote_identity(s.base_url, name, r.api_key_env, "serve.base_url", r.timeout_s),
                        "serve.base_url")
         return
     from focal.serve import serving
@@ -168,8 +168,8 @@ def audit_endpoint(params) -> Endpoint:
     a = params.audit
     if not a.base_url:
         raise ValueError("audit.source 'endpoint' needs audit.base_url (an OpenAI-compatible endpoint, .../v1)")
-    return Endpoint(a.base_url, a.model, remote_identity(a.base_url, a.model, a.api_key_env, "audit.base_url"),
-                    "audit.base_url")
+    return Endpoint(a.base_url, a.model, remote_identity(a.base_url, a.model, a.api_key_env, "audit.base_url",
+                                                         params.judge.timeout_s), "audit.base_url")
 
 
 def ensemble_endpoints(params) -> dict[str, Endpoint]:
@@ -178,6 +178,6 @@ def ensemble_endpoints(params) -> dict[str, Endpoint]:
     for i, m in enumerate(params.ensemble.members):
         where = f"ensemble.members[{i}].base_url"
         key_env = m.get("api_key_env") or params.judge.api_key_env
-        out[m["name"]] = Endpoint(m["base_url"], m["model"], remote_identity(m["base_url"], m["model"], key_env, where),
-                                  where)
+        out[m["name"]] = Endpoint(m["base_url"], m["model"], remote_identity(m["base_url"], m["model"], key_env, where,
+                                                                             params.judge.timeout_s), where)
     return out

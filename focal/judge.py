@@ -18,7 +18,8 @@
   retries with jittered exponential backoff on timeouts, dropped connections, 429
   and 5xx (Retry-After honoured), `judge.parse_retries` on invalid answers,
   `judge.rpm` / `judge.tpm` client-side rate limits. A judgment that still fails
-  is NaN with its (scrubbed) reason, never 0. `judge.base_url` may list replicas
+  is NaN with its (scrubbed) reason, never 0. The answer text is scrubbed too
+  (focal.api.scrub) before it is parsed, stored in `raw` or cached. `judge.base_url` may list replicas
   (comma-separated): requests go to the one with the fewest in flight; one that
   refuses connections or answers 401/403/404 is skipped, and the run stops
   (EndpointDown) when none is left.
@@ -29,11 +30,16 @@
   judge/prompt_tokens, judge/completion_tokens, judge/tokens and judge/cost_usd
   (judge.price_*_per_mtok).
 - Criteria with a programmatic check are decided locally, with no call.
+- A response longer than `judge.max_response_chars` is never sent: its LLM-judged
+  criteria fail (NaN) with reason `too_long`, counted like any failure.
 - A persistent SQLite cache keyed by a hash of (the judge's identity: its weights'
   fingerprint or what the remote endpoint reports; every decoding setting; the
   template text; conversation, response, criterion): every success is committed at
   once, so a rerun or a restart after a crash makes no repeated calls, and another
-  judge, temperature or template never reuses an answer.
+  judge, temperature or template never reuses an answer. Judges in several processes
+  may share one cache: a judge claims a key before calling for it, and another that
+  needs the same key waits for that answer instead of paying for it again
+  (focal/cache.py's claims).
 """
 
 from __future__ import annotations
@@ -57,6 +63,7 @@ from focal.rubric import MARKER, Criterion, Item
 
 DEFAULT_TEMPLATE = (Path(__file__).parent / "judge_template.md").read_text(encoding="utf-8")
 EXPLANATION_CHARS = 200  # keeps answers inside judge.max_tokens when the schema is enforced
+CLAIM_POLL_S = 0.2  # how often a judge waiting for another judge's answer to the same key looks again
 _FENCED_JSON = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.S)
 
 
@@ -374,7 +381,7 @@ class Judge:
                                   tokens=estimate_tokens(prompt, kwargs["max_tokens"]))
         if not resp.choices:
             raise AnswerError("the server returned no choices")
-        text = resp.choices[0].message.content or ""
+        text = scrub(resp.choices[0].message.content or "", self.cfg.api_key_env)  # what is stored: raw, the cache
         if resp.choices[0].finish_reason == "length":
             try:
                 _json_object(text)
@@ -397,14 +404,51 @@ class Judge:
             return [[i] for i in range(len(requests))]
         return [[i] for i, r in enumerate(requests) if r.criterion.check is not None] + response_groups(requests)
 
+    def _too_long(self, response: str) -> str:
+        """The failure reason of a response over judge.max_response_chars ('' when it may be sent)."""
+        cap = self.cfg.max_response_chars
+        if len(response) <= cap:
+            return ""
+        return (f"too_long: the response has {len(response)} characters > judge.max_response_chars {cap}; it was "
+                "not sent (raise judge.max_response_chars if the judge's context holds it)")
+
+    def _refuse(self, reqs: list[Request], reason: str) -> list[Judgment]:
+        """Judgments that failed before any call (reason 'kind: why')."""
+        self.stats.failures[reason.split(":", 1)[0]] += len(reqs)
+        return [Judgment(**_row_ids(r), source="judge", raw="", score=math.nan, reason=reason, cached=False,
+                         latency_s=0.0) for r in reqs]
+
+    async def _lookup(self, key: str):
+        """The cached answer for key; else None, once this judge holds the key's claim in the cache. While another
+        judge on the same cache (another process) holds it, that judge is calling for this key: wait for its
+        answer rather than pay for the call twice (until its claim ends: released, expired or its process gone)."""
+        if self.cache is None:
+            return None
+        while (hit := self.cache.get(key)) is None and not self.cache.claim(key, self._claim_s()):
+            await asyncio.sleep(CLAIM_POLL_S)
+        if hit is None and (hit := self.cache.get(key)) is not None:  # answered between the get and the claim
+            self.cache.release(key)
+        return hit
+
+    def _release(self, key: str) -> None:
+        if self.cache is not None:
+            self.cache.release(key)
+
+    def _claim_s(self) -> float:
+        """How long one call for a key can take, every retry included: a claim's life."""
+        c = self.cfg
+        return (c.timeout_s + c.max_backoff_s) * (c.max_retries + 1) * (c.parse_retries + 1) + 60.0
+
     def _cached(self, key: str) -> bool:
         return self.cache is not None and self.cache.get(key) is not None
 
     def pending(self, requests: list[Request]) -> int:
         """How many API calls the requests would need (not a check, not cached)."""
         if self.cfg.mode == "per_response":
-            return sum(not self._cached(self._response_key([requests[i] for i in g])) for g in response_groups(requests))
-        return sum(r.criterion.check is None and not self._cached(self._key(r)) for r in requests)
+            return sum(not self._too_long(requests[g[0]].response)
+                       and not self._cached(self._response_key([requests[i] for i in g])) for g in response_groups(requests))
+        return sum(r.criterion.check is None and not self._too_long(r.response) and not self._cached(self._key(r))
+                   for r in requests)
 
     async def _judge_unit(self, pool: Pool, slot, reqs: list[Request]) -> list[Judgment]:
         if self.cfg.mode == "per_response" and reqs[0].criterion.check is None:
@@ -415,46 +459,52 @@ class Judge:
         """Every LLM-judged criterion of one response in one call (judge.mode per_response); a criterion whose
         part of the answer is missing or invalid after judge.parse_retries is NaN on its own."""
         criteria, first = [r.criterion for r in reqs], reqs[0]
+        if too_long := self._too_long(first.response):
+            return self._refuse(reqs, too_long)
         key = self._response_key(reqs)
-        hit = self.cache.get(key) if self.cache is not None else None
+        hit = await self._lookup(key)
         if hit is not None:
             self.stats.cache_hits += len(reqs)
             return [Judgment(**_row_ids(r), source="judge", raw=hit["raws"][r.criterion.id],
                              score=r.criterion.satisfaction(hit["values"][r.criterion.id]), reason="", cached=True,
                              latency_s=0.0) for r in reqs]
-        prompt = render_response_prompt(self.template, first.item, criteria, first.response)
-        t0 = time.perf_counter()
-        values, raws, errors = {}, {}, {}
-        for attempt in range(self.cfg.parse_retries + 1):
-            try:
-                answer = await self._ask(pool, prompt, answers_schema(criteria), slot, answers=len(criteria))
-                values, raws, errors = parse_answers(answer, criteria)
-                errors = {k: f"invalid_answer: {scrub(v, self.cfg.api_key_env)}" for k, v in errors.items()}
-            except AnswerError as e:
-                errors = {c.id: f"invalid_answer: {scrub(str(e), self.cfg.api_key_env)}" for c in criteria}
-                continue
-            except EndpointDown:
-                raise
-            except Exception as e:  # noqa: BLE001 - becomes an explicit missing value for each criterion
-                why = f"{failure_kind(e)[0]}: {scrub(str(e), self.cfg.api_key_env)[:160]}"
-                values, errors = {}, {c.id: why for c in criteria}
-                break
-            if not errors:
-                if self.cache is not None:
-                    self.cache.put(key, {"answer": answer, "values": values, "raws": raws})
-                break
-        latency = time.perf_counter() - t0
-        out = []
-        for r in reqs:
-            cid = r.criterion.id
-            if cid in errors:
-                self.stats.failures[errors[cid].split(":", 1)[0]] += 1
-                out.append(Judgment(**_row_ids(r), source="judge", raw=raws.get(cid, ""), score=math.nan,
-                                    reason=errors[cid], cached=False, latency_s=latency))
-            else:
-                out.append(Judgment(**_row_ids(r), source="judge", raw=raws[cid], score=r.criterion.satisfaction(values[cid]),
-                                    reason="", cached=False, latency_s=latency))
-        return out
+        try:
+            prompt = render_response_prompt(self.template, first.item, criteria, first.response)
+            t0 = time.perf_counter()
+            values, raws, errors = {}, {}, {}
+            for attempt in range(self.cfg.parse_retries + 1):
+                try:
+                    answer = await self._ask(pool, prompt, answers_schema(criteria), slot, answers=len(criteria))
+                    values, raws, errors = parse_answers(answer, criteria)
+                    errors = {k: f"invalid_answer: {scrub(v, self.cfg.api_key_env)}" for k, v in errors.items()}
+                except AnswerError as e:
+                    errors = {c.id: f"invalid_answer: {scrub(str(e), self.cfg.api_key_env)}" for c in criteria}
+                    continue
+                except EndpointDown:
+                    raise
+                except Exception as e:  # noqa: BLE001 - becomes an explicit missing value for each criterion
+                    why = f"{failure_kind(e)[0]}: {scrub(str(e), self.cfg.api_key_env)[:160]}"
+                    values, errors = {}, {c.id: why for c in criteria}
+                    break
+                if not errors:
+                    if self.cache is not None:
+                        self.cache.put(key, {"answer": answer, "values": values, "raws": raws})
+                    break
+            latency = time.perf_counter() - t0
+            out = []
+            for r in reqs:
+                cid = r.criterion.id
+                if cid in errors:
+                    self.stats.failures[errors[cid].split(":", 1)[0]] += 1
+                    out.append(Judgment(**_row_ids(r), source="judge", raw=raws.get(cid, ""), score=math.nan,
+                                        reason=errors[cid], cached=False, latency_s=latency))
+                else:
+                    out.append(Judgment(**_row_ids(r), source="judge", raw=raws[cid],
+                                        score=r.criterion.satisfaction(values[cid]), reason="", cached=False,
+                                        latency_s=latency))
+            return out
+        finally:
+            self._release(key)
 
     async def _judge(self, pool: Pool, slot: asyncio.Semaphore, req: Request) -> Judgment:
         c, item = req.criterion, req.item
@@ -462,34 +512,39 @@ class Judge:
         if c.check is not None:
             self.stats.checks += 1
             return check_judgment(req)
+        if too_long := self._too_long(req.response):
+            return self._refuse([req], too_long)[0]
         key = self._key(req)
-        hit = self.cache.get(key) if self.cache is not None else None
+        hit = await self._lookup(key)
         if hit is not None:
             self.stats.cache_hits += 1
             return Judgment(**row, source="judge", raw=hit["answer"], score=c.satisfaction(hit["value"]), reason="",
                             cached=True, latency_s=0.0)
-        prompt = render_prompt(self.template, item, c, req.response)
-        t0 = time.perf_counter()
-        answer, reason = "", ""
-        for attempt in range(self.cfg.parse_retries + 1):
-            try:
-                answer = await self._ask(pool, prompt, answer_schema(c), slot)
-                value = parse_answer(answer, c)
-            except AnswerError as e:
-                reason = f"invalid_answer: {scrub(str(e), self.cfg.api_key_env)}"
-                continue
-            except EndpointDown:
-                raise  # the whole run stops: nothing more can be judged there
-            except Exception as e:  # noqa: BLE001 - becomes an explicit missing value
-                reason = f"{failure_kind(e)[0]}: {scrub(str(e), self.cfg.api_key_env)[:160]}"
-                break
-            if self.cache is not None:
-                self.cache.put(key, {"answer": answer, "value": value})
-            return Judgment(**row, source="judge", raw=answer, score=c.satisfaction(value), reason="",
-                            cached=False, latency_s=time.perf_counter() - t0)
-        self.stats.failures[reason.split(":", 1)[0]] += 1
-        return Judgment(**row, source="judge", raw=answer, score=math.nan, reason=reason, cached=False,
-                        latency_s=time.perf_counter() - t0)
+        try:
+            prompt = render_prompt(self.template, item, c, req.response)
+            t0 = time.perf_counter()
+            answer, reason = "", ""
+            for attempt in range(self.cfg.parse_retries + 1):
+                try:
+                    answer = await self._ask(pool, prompt, answer_schema(c), slot)
+                    value = parse_answer(answer, c)
+                except AnswerError as e:
+                    reason = f"invalid_answer: {scrub(str(e), self.cfg.api_key_env)}"
+                    continue
+                except EndpointDown:
+                    raise  # the whole run stops: nothing more can be judged there
+                except Exception as e:  # noqa: BLE001 - becomes an explicit missing value
+                    reason = f"{failure_kind(e)[0]}: {scrub(str(e), self.cfg.api_key_env)[:160]}"
+                    break
+                if self.cache is not None:
+                    self.cache.put(key, {"answer": answer, "value": value})
+                return Judgment(**row, source="judge", raw=answer, score=c.satisfaction(value), reason="",
+                                cached=False, latency_s=time.perf_counter() - t0)
+            self.stats.failures[reason.split(":", 1)[0]] += 1
+            return Judgment(**row, source="judge", raw=answer, score=math.nan, reason=reason, cached=False,
+                            latency_s=time.perf_counter() - t0)
+        finally:
+            self._release(key)
 
     async def arun(self, requests: list[Request], progress: bool | None = None) -> list[Judgment]:
         """Judge all requests (order kept). EndpointDown (no replica can answer at all) stops every request.
@@ -555,12 +610,33 @@ def load_items(params: Params) -> dict:
 
     from focal.rubric import item_from_row
 
-    frames = [pd.read_parquet(p) for p in (params.paths.train_prompts, params.paths.eval_prompts)]
+    tables = (params.paths.train_prompts, params.paths.eval_prompts)
+    for path in tables:
+        if not Path(path).exists():
+            raise ValueError(f"{path}: prompt table not found (paths.train_prompts, paths.eval_prompts); build them "
+                             "with `focal run --stages prepare`")
+    frames = [pd.read_parquet(p) for p in tables]
     return {row["prompt_id"]: item_from_row(row) for df in frames for _, row in df.iterrows()}
 
 
+def check_rollout_rows(rollouts: pd.DataFrame, source: str) -> None:
+    """ValueError naming the file and the line (a .jsonl read with its line numbers as the index and
+    attrs['row_label'] = 'line') or the row, when a prompt_id, completion or rollout_id is not text."""
+    by_line = rollouts.attrs.get("row_label") == "line"
+    for col in ("prompt_id", "completion", "rollout_id"):
+        if col not in rollouts:
+            continue
+        for pos, (idx, value) in enumerate(zip(rollouts.index, rollouts[col])):
+            if not isinstance(value, str):
+                missing = value is None or (isinstance(value, float) and math.isnan(value))
+                where = f"{source}:{idx}" if by_line else f"{source}: row {pos + 1}"
+                raise ValueError(f"{where}: `{col}` must be text, got {'null (or missing)' if missing else repr(value)};"
+                                 f' write it as a JSON string ("{col}": "...")')
+
+
 def requests_for(rollouts: pd.DataFrame, items: dict, source: str) -> list[Request]:
-    """One request per (rollout, criterion), in table order."""
+    """One request per (rollout, criterion), in table order (rows checked first: check_rollout_rows)."""
+    check_rollout_rows(rollouts, source)
     missing = sorted(set(rollouts.prompt_id) - set(items))
     if missing:
         raise ValueError(f"{source}: prompt_id {missing[0]!r} (and {len(missing) - 1} more) is in no prompt table; "
@@ -581,12 +657,22 @@ def failure_summary(df) -> tuple[int, int, dict]:
     return int(len(failed)), int(len(judged)), {str(k) or "unknown": int(v) for k, v in kinds.items()}
 
 
+def failure_text(df) -> str:
+    """What a command prints beside a score: '2 of 40 judge calls failed (timeout 1, server_error 1)'."""
+    failed, total, kinds = failure_summary(df)
+    return f"{failed} of {total} judge calls failed" + (f" ({_listing(kinds)})" if kinds else "")
+
+
+def _listing(kinds: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in kinds.items())
+
+
 def check_failure_budget(df, max_share: float, where: str) -> None:
-    """Raise TooManyFailures (one line: share, budget, kinds and counts) when failed judge rows exceed max_share."""
+    """Raise TooManyFailures (one line: share, budget, kinds and counts) when failed judge rows exceed max_share.
+    Every command that prints or writes a score calls it first (the judge and evaluate stages, `focal judge`)."""
     failed, total, kinds = failure_summary(df)
     if total and failed / total > max_share:
-        listing = ", ".join(f"{k} {v}" for k, v in kinds.items())
         raise TooManyFailures(f"{where}: {failed} of {total} judge calls failed ({failed / total:.1%} > "
-                              f"judge.max_failure_share {max_share:.0%}): {listing}; fix the judge endpoint "
+                              f"judge.max_failure_share {max_share:.0%}): {_listing(kinds)}; fix the judge endpoint "
                               "(judge.base_url) and rerun: what succeeded is cached")
 

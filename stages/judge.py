@@ -34,7 +34,7 @@ from focal.agreement import judge_measured
 from focal.config import Params
 from focal.ensemble import EMPTY, from_params as ensemble_from_params
 from focal.io import write_json, write_parquet
-from focal.judge import check_failure_budget, load_items, requests_for
+from focal.judge import check_failure_budget, failure_text, load_items, requests_for
 from focal.rubric import load_rubric_set
 from focal.stage import run_stage
 
@@ -52,7 +52,7 @@ def run(params: Params) -> list[Path]:
     write_parquet(params.paths.judge_votes, EMPTY if ensemble is None else ensemble.votes)
     write_json(params.paths.judge_stats, m)
     print(f"judge: {len(df)} judgments ({m['judge/checks']} by checks), {m['judge/calls']} API calls, "
-          f"{m['judge/cache_hits']} cache hits, {m['judge/failures']} failures; agreement with the checks "
+          f"{m['judge/cache_hits']} cache hits, {failure_text(df)}; agreement with the checks "
           f"{m['agreement/overall']} (kappa {m['agreement/kappa']}) on {m['agreement/n']} sampled pairs, "
           f"self-agreement {m['consistency/overall']} on {m['consistency/n']}")
     if ensemble is not None:
