@@ -36,9 +36,9 @@ frozen judge's accuracy with its rubric. GRPO alternates: the judge first (gener
 Evaluation (`measure`), before training and after every phase, on the held-out pairs (prompts never trained on):
 `heldout/accuracy` (the pair: the generator's greedy rubric, the judge's greedy judgments; an invalid rubric or
 no decision counts wrong), `heldout/rubric_valid`, `heldout/decided`, `heldout/judge_accuracy` (the judge with
-each prompt's own rubric: the judge alone), and the judge's agreement with the checks: on held-out rollouts the
-judge answers the prompt's checked criteria as if they had no check, compared with the checks (`agreement/*`,
-focal/agreement.py's figures).
+each prompt's own rubric: the judge alone), `judge/well_formed` (share of the judge's answers that parse), and
+the judge's agreement with the checks: on held-out rollouts the judge answers the prompt's checked criteria as if
+they had no check, compared with the checks (`agreement/*`, focal/agreement.py's figures).
 
 Models run in-process (transformers): the trainee inside TRL's GRPOTrainer (focal.train.build_trainer, as the
 policy's training), the frozen partner through `generate`. Each finished phase is saved in the work folder with
@@ -416,16 +416,21 @@ def measure(arm: Arm, generator_dir, judge_dir) -> dict:
            "heldout/decided": sum(None not in (s[c], s[r]) and s[c] != s[r] for c, r in generated) / n,
            "heldout/rubric_valid": len(generated) / n,
            "heldout/judge_accuracy": sum(correct(s[c], s[r]) for c, r in own) / n}
-    truth, verdict, keys = [], [], []
+    truth, verdict, keys, formed = [], [], [], [x is not None for x in s]
     for text, (_, crit, _, checked) in zip(texts[len(asks):], probes):
         try:
             values, _, errors = parse_answers(text, crit)
         except AnswerError:
             values, errors = {}, {c.id: "malformed" for c in crit}
+        formed.append(not errors)
         for c, t in zip(crit, checked):
             truth.append(t)
             verdict.append(math.nan if c.id in errors else c.satisfaction(values[c.id]))
             keys.append(c.key or c.id)
+    out["judge/well_formed"] = sum(formed) / len(formed) if formed else math.nan
+    why = [w for _, w in rubrics.values() if w]
+    out["example/judgment"] = texts[0][:300] if texts else None  # what the judge writes, for the reader
+    out["example/rubric_rejected"] = why[0][:300] if why else None  # why a generated rubric was not valid
     out.update(agreement_metrics(truth, verdict, keys, "agreement", "by_key"))
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in out.items()}
 
@@ -494,6 +499,9 @@ def run_phase(arm: Arm, name: str | None, out: Path, models: dict, progress) -> 
             figures["train/reward_mean"] = float(np.mean([x for c in calls for x in c["rewards"] if x is not None]
                                                          or [0.0]))
             figures["train/accuracy"] = float(np.mean([c["arm/accuracy"] for c in calls]))
+            for k in ("arm/well_formed", "arm/valid_rubrics"):  # the judge's judgments, the generator's rubrics
+                if k in calls[0]:
+                    figures[f"train/{k.split('/')[1]}"] = float(np.mean([c[k] for c in calls]))
         write_json(done, figures)
         progress(f"rubricarm: {out.name}: held-out accuracy {figures['heldout/accuracy']}, judge alone "
                  f"{figures['heldout/judge_accuracy']}, valid rubrics {figures['heldout/rubric_valid']}, agreement "

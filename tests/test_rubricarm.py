@@ -313,13 +313,14 @@ def test_two_alternating_rounds_through_the_stage_with_hand_worked_rewards(tmp_p
         # malformed) and the rejected one likewise: 2/4 + 0.1, 2/4 + 0.1, 0 + 0.1, 0 for each side
         assert judge["train/rewards"] == [pytest.approx([0.6, 0.6, 0.1, 0.0] * 2)] * 2
         assert judge["train/generated_rubrics"] == 8 and judge["train/pairs"] == 8
+        assert judge["train/well_formed"] == 0.75 and gen["train/valid_rubrics"] == 0.75  # 3 of 4 each
         # generator phase: rubrics NORMAL, BACKWARDS, not JSON, NORMAL; the frozen judge (greedy) decides right
         # with NORMAL (accuracy 1), inverted with BACKWARDS (0); an invalid rubric gets 0
         assert gen["train/rewards"] == [[1.0, 0.0, 0.0, 1.0]] * 2
     for phase in ("r0_untrained", "r1_judge", "r1_generator", "r2_judge", "r2_generator"):
         f = report[phase]
         assert f["heldout/pairs"] == 4 and f["heldout/accuracy"] == 1.0 and f["heldout/judge_accuracy"] == 1.0
-        assert f["heldout/rubric_valid"] == 1.0 and f["heldout/decided"] == 1.0
+        assert f["heldout/rubric_valid"] == 1.0 and f["heldout/decided"] == 1.0 and f["judge/well_formed"] == 1.0
         # the judge answers the held-out prompt's checked criterion (sun) on its 4 rollouts as the check does
         assert (f["agreement/n"], f["agreement/overall"], f["agreement/kappa"]) == (4, 1.0, 1.0)
     assert report["r0_untrained"].get("train/rewards") is None
