@@ -28,17 +28,18 @@ frozen judge's accuracy with its rubric. GRPO alternates: the judge first (gener
    `pair_accuracy` of `rubricarm.judge_samples` judgments of each response (1 = greedy); an invalid rubric
    gets 0 (`rubric_reward`).
 4. In the judge phase each pair's rubric is the frozen generator's (greedy) for its prompt; when that is not a
-   valid rubric, the prompt's own rubric from the rubric set is used (`rubricarm.fallback_rubric`; imported
-   pairs have none and fall back to GENERIC). The report says how many were generated.
+   valid rubric, the rubric the pair's label came from is used (`reference_rubric`: the prompt's checked
+   criteria; `rubricarm.fallback_rubric`; imported pairs fall back to GENERIC). The report says how many were
+   generated.
 5. No SFT warm-up (the paper warms both 8B models up with SFT); both start from `rubricarm.generator` /
    `rubricarm.judge` (default: the base model).
 
 Evaluation (`measure`), before training and after every phase, on the held-out pairs (prompts never trained on):
 `heldout/accuracy` (the pair: the generator's greedy rubric, the judge's greedy judgments; an invalid rubric or
-no decision counts wrong), `heldout/rubric_valid`, `heldout/decided`, `heldout/judge_accuracy` (the judge with
-each prompt's own rubric: the judge alone), `judge/well_formed` (share of the judge's answers that parse), and
-the judge's agreement with the checks: on held-out rollouts the judge answers the prompt's checked criteria as if
-they had no check, compared with the checks (`agreement/*`, focal/agreement.py's figures).
+no decision counts wrong), `heldout/rubric_valid`, `heldout/decided`, `heldout/judge_accuracy` (the judge alone,
+with the rubric the label came from, `reference_rubric`), `judge/well_formed` (share of the judge's answers that
+parse), and the judge's agreement with the checks: on held-out rollouts the judge answers the prompt's checked
+criteria as if they had no check, compared with the checks (`agreement/*`, focal/agreement.py's figures).
 
 Models run in-process (transformers): the trainee inside TRL's GRPOTrainer (focal.train.build_trainer, as the
 policy's training), the frozen partner through `generate`. Each finished phase is saved in the work folder with
@@ -157,10 +158,12 @@ def conversation(pair) -> Item:
     return Item(pair.prompt_id, pair.prompt, (), "train", tuple(messages) if len(messages) > 1 else ())
 
 
-def own_rubric(prompt_id: str, items: dict) -> tuple:
-    """The prompt's own rubric from the rubric set (its checks kept: the judge answers every criterion), else GENERIC."""
+def reference_rubric(prompt_id: str, items: dict) -> tuple:
+    """The rubric a pair's label came from: its prompt's checked criteria (the judge answers them; their checks
+    made the label), else the prompt's whole rubric from the rubric set, else GENERIC (an imported pair)."""
     item = items.get(prompt_id)
-    return item.criteria if item is not None and item.criteria else GENERIC
+    criteria = item.criteria if item is not None else ()
+    return tuple(c for c in criteria if c.check is not None) or criteria or GENERIC
 
 
 def unchecked(c: Criterion) -> Criterion:
@@ -170,7 +173,7 @@ def unchecked(c: Criterion) -> Criterion:
 # ---- models in-process ------------------------------------------------------------------------------
 
 def load_model(folder):
-    """(model, tokenizer) of an HF folder, float32, for generation (left padding)."""
+    """(model, tokenizer) of an HF folder for generation (left padding): float32 on the CPU, bf16 on a GPU."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -178,19 +181,28 @@ def load_model(folder):
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-    return model, tok
+    gpu = torch.cuda.is_available()
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16 if gpu else torch.float32)
+    return (model.to("cuda") if gpu else model).eval(), tok
 
 
 def generate(model, tok, chats: list, max_new_tokens: int, temperature: float = 0.0, seed: int = 0,
              batch_size: int = 8) -> list[str]:
-    """One completion per chat, batched (left padding): greedy at temperature 0, else sampled (seeded per batch)."""
+    """One completion per chat, batched (left padding): greedy at temperature 0 (the same chat twice is generated
+    once), else sampled (seeded per batch)."""
+    if temperature == 0:
+        keys = [json.dumps(list(c), sort_keys=True) for c in chats]
+        unique = list(dict.fromkeys(keys))
+        if len(unique) < len(chats):
+            texts = dict(zip(unique, generate(model, tok, [json.loads(k) for k in unique], max_new_tokens, 0.0, seed,
+                                              batch_size)))
+            return [texts[k] for k in keys]
     import torch
 
     out = []
     for start in range(0, len(chats), batch_size):
         enc = tok.apply_chat_template([list(c) for c in chats[start:start + batch_size]], add_generation_prompt=True,
-                                      return_tensors="pt", return_dict=True, padding=True)
+                                      return_tensors="pt", return_dict=True, padding=True).to(model.device)
         sampling = {"do_sample": True, "temperature": temperature, "top_p": 1.0} if temperature > 0 else \
             {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         torch.manual_seed(seed + start)
@@ -326,7 +338,8 @@ def phase_config(cfg, completion_tokens: int, prompts_per_step: int):
 
     return Train(max_steps=cfg.steps_per_phase, prompts_per_step=prompts_per_step, num_generations=cfg.group_size,
                  max_completion_length=completion_tokens, learning_rate=cfg.learning_rate,
-                 temperature=cfg.temperature, lora_r=cfg.lora_r, lora_layers=cfg.lora_layers)
+                 temperature=cfg.temperature, lora_r=cfg.lora_r, lora_layers=cfg.lora_layers,
+                 bf16=True)  # bf16 takes effect on CUDA only (focal.train.grpo_config)
 
 
 def _train(arm: Arm, trainee_dir, prompts: list[Prompt], reward, tokens: int, per_step: int, out_dir: Path,
@@ -356,7 +369,7 @@ def judge_phase(arm: Arm, generator_dir, judge_dir, out_dir: Path) -> dict:
         if crit is None:
             if not arm.cfg.fallback_rubric:
                 continue
-            crit = own_rubric(p.prompt_id, arm.items)
+            crit = reference_rubric(p.prompt_id, arm.items)
         else:
             generated += 1
         for side in ("chosen", "rejected"):
@@ -399,13 +412,13 @@ def measure(arm: Arm, generator_dir, judge_dir) -> dict:
             asks.append((conversation(p), crit, resp))
         return index[key]
 
-    generated, own = [], []
+    generated, reference = [], []
     for p in pairs:
         crit = rubrics[p.prompt_id][0]
         if crit is not None:
             generated.append((ask(p, crit, p.chosen), ask(p, crit, p.rejected)))
-        mine = own_rubric(p.prompt_id, arm.items)
-        own.append((ask(p, mine, p.chosen), ask(p, mine, p.rejected)))
+        ref = reference_rubric(p.prompt_id, arm.items)
+        reference.append((ask(p, ref, p.chosen), ask(p, ref, p.rejected)))
     probes = probe_asks(arm)
     texts = generate(*load_model(judge_dir), [judge_chat(arm.template, *a) for a in asks + [q[:3] for q in probes]],
                      arm.cfg.judge_max_tokens)
@@ -415,7 +428,7 @@ def measure(arm: Arm, generator_dir, judge_dir) -> dict:
            "heldout/accuracy": sum(correct(s[c], s[r]) for c, r in generated) / n,
            "heldout/decided": sum(None not in (s[c], s[r]) and s[c] != s[r] for c, r in generated) / n,
            "heldout/rubric_valid": len(generated) / n,
-           "heldout/judge_accuracy": sum(correct(s[c], s[r]) for c, r in own) / n}
+           "heldout/judge_accuracy": sum(correct(s[c], s[r]) for c, r in reference) / n}
     truth, verdict, keys, formed = [], [], [], [x is not None for x in s]
     for text, (_, crit, _, checked) in zip(texts[len(asks):], probes):
         try:

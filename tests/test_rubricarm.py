@@ -407,3 +407,12 @@ def test_dvc_repro_rubricarm_on_the_defaults(tmp_path):
     assert "Running stage 'rubricarm'" in out
     assert json.loads((proj / "metrics/rubricarm.json").read_text()) == {"enabled": False}
     assert "didn't change" in dvc(proj, "repro", "--single-item", "rubricarm")
+
+
+def test_greedy_generation_asks_each_distinct_chat_once(scripted):
+    from focal.rubricarm import generate, load_model
+
+    folder, asked = scripted
+    a, b = ({"role": "user", "content": "Name a star."},), ({"role": "user", "content": "Name a dog."},)
+    assert generate(*load_model(folder), [a, b, a], 8) == [RESPONSES[0], RESPONSES[1], RESPONSES[0]]
+    assert len(asked) == 2
