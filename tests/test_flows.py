@@ -28,7 +28,7 @@ from flows.workspace import DvcFailed, error_line, plan, transient
 from test_serve import running
 
 ROOT = Path(__file__).parents[1]
-STAGES = ["model", "rubrics", "prepare", "rollouts", "judge", "validate", "train", "evaluate"]
+STAGES = ["model", "rubrics", "rubricarm", "prepare", "rollouts", "judge", "validate", "train", "evaluate"]
 
 
 @pytest.fixture
@@ -88,10 +88,11 @@ def artifacts(key: str) -> list:
 
 def test_the_plan_is_dvcs():
     assert plan(ROOT) == STAGES  # every stage of dvc.yaml, in `dvc repro`'s order
-    assert plan(ROOT, ["evaluate"]) == [s for s in STAGES if s != "rubrics"]  # rubrics is upstream of nothing
+    # rubrics and rubricarm are upstream of nothing (until paths.rubric_model / judge_model point at rubricarm's)
+    assert plan(ROOT, ["evaluate"]) == [s for s in STAGES if s not in ("rubrics", "rubricarm")]
     assert plan(ROOT, ["prepare"]) == ["prepare"]
     assert plan(ROOT, ["judge", "prepare"]) == ["model", "prepare", "rollouts", "judge"]
-    with pytest.raises(ValueError, match="stage 'judg' is not in dvc.yaml; stages: model, rubrics, prepare"):
+    with pytest.raises(ValueError, match="stage 'judg' is not in dvc.yaml; stages: model, rubrics, rubricarm, prepare"):
         plan(ROOT, ["judg"])
 
 
