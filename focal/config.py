@@ -565,11 +565,13 @@ class Rubricarm(Section):
                               "more = sampled at rubricarm.temperature)", at_least(1))
     fallback_rubric: bool = knob(True, "judge phase: a pair whose generated rubric is invalid is judged with its "
                                  "prompt's own rubric (false = left out of the phase)")
-    learning_rate: float = knob(1e-5, "AdamW learning rate of both", above(0))
+    learning_rate: float = knob(2e-4, "AdamW learning rate of both (2e-4 suits LoRA; full fine-tuning wants ~1e-5)",
+                                above(0))
     temperature: float = knob(1.0, "sampling temperature in GRPO (and of the frozen judge's samples)", above(0))
-    lora_r: int = knob(0, "LoRA rank (0 = full fine-tuning); the saved models are merged plain folders", at_least(0))
-    lora_layers: int = knob(0, "LoRA on the top N layers only (0 = every layer; focal/grpo.py's trunk cache applies)",
-                            at_least(0))
+    lora_r: int = knob(16, "LoRA rank (0 = full fine-tuning); the saved models are merged plain folders", at_least(0))
+    lora_layers: int = knob(8, "LoRA on the top N layers only (0 = every layer): with focal/grpo.py's trunk cache "
+                            "the loss's forward and backward pass run through those layers only (the judge's long "
+                            "prompts make a full pass the cost of a step here)", at_least(0))
     judge_max_tokens: int = knob(160, "max tokens of one judgment (a JSON answer per criterion)", at_least(1))
     rubric_max_tokens: int = knob(192, "max tokens of one generated rubric (JSON)", at_least(1))
     eval_pairs: int = knob(8, "held-out pairs measured after each phase (0 = all)", at_least(0))

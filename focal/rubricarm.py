@@ -237,9 +237,6 @@ class Arm:
     def split(self, name: str) -> list:
         return list(self.pairs[self.pairs.split == name].itertuples())
 
-    def judge_kwargs(self) -> dict:
-        return {"max_new_tokens": self.cfg.judge_max_tokens}
-
 
 def write_rubrics(arm: Arm, gen, pairs: list) -> dict:
     """prompt_id -> (criteria or None, why not) of pi_r's greedy rubric for each distinct prompt of `pairs`."""
@@ -387,6 +384,8 @@ def judge_phase(arm: Arm, generator_dir, judge_dir, out_dir: Path) -> dict:
 def generator_phase(arm: Arm, generator_dir, judge_dir, out_dir: Path) -> dict:
     """Train pi_r with pi_j frozen; returns what happened (the reward calls)."""
     pairs = arm.split("train")
+    if not pairs:
+        return {"pairs": 0}
     rows = {f"g{k}": p for k, p in enumerate(pairs)}
     prompts = [Prompt(pid, rubric_chat(p.prompt, arm.lo, arm.hi)) for pid, p in rows.items()]
     start = len(arm.log)

@@ -287,7 +287,8 @@ def tiny_project(tmp_path: Path, model: Path, **rubricarm) -> Path:
            "rollouts": {"backend": "transformers", "num_generations": 4, "max_tokens": 8},
            "rubricgen": {"source_set": "tiny", "min_criteria": 2, "max_criteria": 3},
            "rubricarm": {"enabled": True, "rounds": 2, "steps_per_phase": 2, "group_size": 4, "pairs_per_step": 1,
-                         "learning_rate": 1e-2, "judge_max_tokens": 64, "rubric_max_tokens": 64, **rubricarm}}
+                         "learning_rate": 1e-2, "lora_r": 4, "lora_layers": 1, "judge_max_tokens": 64,
+                         "rubric_max_tokens": 64, **rubricarm}}
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
