@@ -4,6 +4,7 @@ rubrics stage by a params change."""
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -417,3 +418,34 @@ def test_greedy_generation_asks_each_distinct_chat_once(scripted):
     a, b = ({"role": "user", "content": "Name a star."},), ({"role": "user", "content": "Name a dog."},)
     assert generate(*load_model(folder), [a, b, a], 8) == [RESPONSES[0], RESPONSES[1], RESPONSES[0]]
     assert len(asked) == 2
+
+
+def test_the_trained_generator_serves_the_rubrics_stage_by_a_params_change(tmp_path, monkeypatch):
+    """paths.rubric_model: the rubrics stage's local server serves that folder, and the rubric cache is keyed by
+    its weights (a stand-in model plays the trained generator; the fake server answers no rubric, which is
+    reported as such)."""
+    from contextlib import contextmanager
+
+    import focal.serve
+    from fake_openai import FakeOpenAI
+    from stages import rubrics
+    from tiny import make_tiny_model
+
+    generator = make_tiny_model(tmp_path / "generator")
+    served = []
+    with FakeOpenAI() as fake:
+        @contextmanager
+        def serving(cfg, folder, *args, **kwargs):
+            served.append(str(folder))
+            yield fake.base_url
+
+        monkeypatch.setattr(focal.serve, "serving", serving)
+        shutil.copytree(Path(__file__).parents[1] / "rubrics" / "default", tmp_path / "rubrics" / "default")
+        raw = {"paths": {"rubrics": str(tmp_path / "rubrics"), "rubric_model": str(generator),
+                         "rubricgen_cache": str(tmp_path / "g.sqlite"), "rubricgen_report": str(tmp_path / "g.json")},
+               "rubricgen": {"enabled": True, "max_prompts": 1, "max_attempts": 1, "out_set": "none"}}
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+        with pytest.raises(RubricError, match="no prompt got a valid rubric"):
+            rubrics.run(load_params(tmp_path / "params.yaml"))
+    assert served == [str(generator)] and fake.calls == 1
+    assert "no `criteria` list" in json.loads((tmp_path / "g.json").read_text())["rejected"][0]["reason"]
