@@ -354,18 +354,14 @@ def test_disabled_writes_its_report_and_empty_folders_that_cannot_be_served(tmp_
             pass
 
 
-def test_the_trained_judge_serves_the_judge_stage_by_a_params_change(tmp_path, monkeypatch):
-    """paths.judge_model: the local judge server serves that folder, and the judge's identity (cache keys) is its
-    weights'; a stand-in model plays the trained judge, a loopback fake server plays vLLM."""
+@pytest.fixture
+def fake_server(monkeypatch):
+    """focal.serve.serving replaced by a loopback fake OpenAI server (playing vLLM): (server, folders served)."""
     from contextlib import contextmanager
 
     import focal.serve
     from fake_openai import FakeOpenAI
-    from focal.endpoints import judge_identity, local_identity
-    from stages import judge, prepare, rollouts
-    from tiny import make_tiny_model
 
-    base, trained = make_tiny_model(tmp_path / "base"), make_tiny_model(tmp_path / "trained_judge", seed=1)
     served = []
     with FakeOpenAI() as fake:
         @contextmanager
@@ -374,28 +370,40 @@ def test_the_trained_judge_serves_the_judge_stage_by_a_params_change(tmp_path, m
             yield fake.base_url
 
         monkeypatch.setattr(focal.serve, "serving", serving)
-        root = Path(__file__).parents[1]
-        raw = {"paths": {"rubrics": str(root / "rubrics"), "base_model": str(base),
-                         **{k: str(tmp_path / v) for k, v in {
-                             "train_prompts": "train.parquet", "eval_prompts": "eval.parquet", "rollouts": "r.parquet",
-                             "rollout_cache": "r.sqlite", "judge_cache": "j.sqlite", "judgments": "j.parquet",
-                             "judge_stats": "j.json", "judge_votes": "v.parquet"}.items()}},
-               "prepare": {"max_train_prompts": 1, "max_eval_prompts": 1},
-               "rollouts": {"backend": "transformers", "max_prompts": 1, "num_generations": 1, "max_tokens": 4},
-               "judge": {"backoff_s": 0.01, "agreement_share": 0.0, "consistency_share": 0.0}}
-        calls = []
-        for judge_model in (base, trained):
-            raw["paths"]["judge_model"] = str(judge_model)
-            (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-            params = load_params(tmp_path / "params.yaml")
-            if judge_model == base:
-                prepare.run(params)
-                rollouts.run(params)
-            judge.run(params)
-            calls.append(fake.calls)
-        assert served == [str(base), str(trained)]
-        assert judge_identity(params) == local_identity(trained) != local_identity(base)
-        assert calls[1] == 2 * calls[0] > 0  # the trained judge's identity finds nothing of the base's in the cache
+        yield fake, served
+
+
+def test_the_trained_judge_serves_the_judge_stage_by_a_params_change(tmp_path, fake_server):
+    """paths.judge_model: the local judge server serves that folder, and the judge's identity (cache keys) is its
+    weights'; a stand-in model plays the trained judge, a loopback fake server plays vLLM."""
+    from focal.endpoints import judge_identity, local_identity
+    from stages import judge, prepare, rollouts
+    from tiny import make_tiny_model
+
+    base, trained = make_tiny_model(tmp_path / "base"), make_tiny_model(tmp_path / "trained_judge", seed=1)
+    fake, served = fake_server
+    root = Path(__file__).parents[1]
+    raw = {"paths": {"rubrics": str(root / "rubrics"), "base_model": str(base),
+                     **{k: str(tmp_path / v) for k, v in {
+                         "train_prompts": "train.parquet", "eval_prompts": "eval.parquet", "rollouts": "r.parquet",
+                         "rollout_cache": "r.sqlite", "judge_cache": "j.sqlite", "judgments": "j.parquet",
+                         "judge_stats": "j.json", "judge_votes": "v.parquet"}.items()}},
+           "prepare": {"max_train_prompts": 1, "max_eval_prompts": 1},
+           "rollouts": {"backend": "transformers", "max_prompts": 1, "num_generations": 1, "max_tokens": 4},
+           "judge": {"backoff_s": 0.01, "agreement_share": 0.0, "consistency_share": 0.0}}
+    calls = []
+    for judge_model in (base, trained):
+        raw["paths"]["judge_model"] = str(judge_model)
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+        params = load_params(tmp_path / "params.yaml")
+        if judge_model == base:
+            prepare.run(params)
+            rollouts.run(params)
+        judge.run(params)
+        calls.append(fake.calls)
+    assert served == [str(base), str(trained)]
+    assert judge_identity(params) == local_identity(trained) != local_identity(base)
+    assert calls[1] == 2 * calls[0] > 0  # the trained judge's identity finds nothing of the base's in the cache
 
 
 def test_dvc_repro_rubricarm_on_the_defaults(tmp_path):
@@ -420,32 +428,20 @@ def test_greedy_generation_asks_each_distinct_chat_once(scripted):
     assert len(asked) == 2
 
 
-def test_the_trained_generator_serves_the_rubrics_stage_by_a_params_change(tmp_path, monkeypatch):
-    """paths.rubric_model: the rubrics stage's local server serves that folder, and the rubric cache is keyed by
-    its weights (a stand-in model plays the trained generator; the fake server answers no rubric, which is
-    reported as such)."""
-    from contextlib import contextmanager
-
-    import focal.serve
-    from fake_openai import FakeOpenAI
+def test_the_trained_generator_serves_the_rubrics_stage_by_a_params_change(tmp_path, fake_server):
+    """paths.rubric_model: the rubrics stage's local server serves that folder (a stand-in model plays the
+    trained generator; the fake server answers no rubric, which the stage reports as such)."""
     from stages import rubrics
     from tiny import make_tiny_model
 
     generator = make_tiny_model(tmp_path / "generator")
-    served = []
-    with FakeOpenAI() as fake:
-        @contextmanager
-        def serving(cfg, folder, *args, **kwargs):
-            served.append(str(folder))
-            yield fake.base_url
-
-        monkeypatch.setattr(focal.serve, "serving", serving)
-        shutil.copytree(Path(__file__).parents[1] / "rubrics" / "default", tmp_path / "rubrics" / "default")
-        raw = {"paths": {"rubrics": str(tmp_path / "rubrics"), "rubric_model": str(generator),
-                         "rubricgen_cache": str(tmp_path / "g.sqlite"), "rubricgen_report": str(tmp_path / "g.json")},
-               "rubricgen": {"enabled": True, "max_prompts": 1, "max_attempts": 1, "out_set": "none"}}
-        (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-        with pytest.raises(RubricError, match="no prompt got a valid rubric"):
-            rubrics.run(load_params(tmp_path / "params.yaml"))
+    fake, served = fake_server
+    shutil.copytree(Path(__file__).parents[1] / "rubrics" / "default", tmp_path / "rubrics" / "default")
+    raw = {"paths": {"rubrics": str(tmp_path / "rubrics"), "rubric_model": str(generator),
+                     "rubricgen_cache": str(tmp_path / "g.sqlite"), "rubricgen_report": str(tmp_path / "g.json")},
+           "rubricgen": {"enabled": True, "max_prompts": 1, "max_attempts": 1, "out_set": "none"}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(RubricError, match="no prompt got a valid rubric"):
+        rubrics.run(load_params(tmp_path / "params.yaml"))
     assert served == [str(generator)] and fake.calls == 1
     assert "no `criteria` list" in json.loads((tmp_path / "g.json").read_text())["rejected"][0]["reason"]
