@@ -210,6 +210,19 @@ class Paths(Section):
     eval_report: str = path_knob("reports/eval.md", "evaluation report in markdown (evaluate)")
     eval_plots: str = path_knob("reports/plots", "evaluation plots, PNG (evaluate)")
     validation_report: str = path_knob("metrics/validation.json", "data-check report on the judgments (validate)")
+    judge_model: str = path_knob("models/base", "the folder the local judge server serves when judge.base_url is "
+                                 "empty: the base model, or rubricarm's trained judge (paths.rubricarm_judge)")
+    rubric_model: str = path_knob("models/base", "the folder the local server serves to the rubrics stage when "
+                                  "rubricgen.base_url is empty: the base model, or rubricarm's trained generator "
+                                  "(paths.rubricarm_generator)")
+    rubricarm_pairs: str = path_knob("data/pairs.parquet", "preference pairs with their split (rubricarm)")
+    rubricarm_generator: str = path_knob("models/rubricarm/generator", "the trained rubric generator, a plain HF "
+                                         "folder (rubricarm)")
+    rubricarm_judge: str = path_knob("models/rubricarm/judge", "the trained judge, a plain HF folder (rubricarm)")
+    rubricarm_report: str = path_knob("metrics/rubricarm.json", "held-out accuracy and agreement with the checks "
+                                      "of the untrained pair and after every phase (rubricarm)")
+    rubricarm_work: str = path_knob("checkpoints/rubricarm", "each finished phase of a rubricarm run, one folder "
+                                    "per run key (a rerun resumes after the last finished phase)")
 
 
 @dataclass
@@ -596,6 +609,51 @@ class Compare(Section):
 
 
 @dataclass
+class Rubricarm(Section):
+    """The rubricarm stage: Rubric-ARM, a rubric generator and a judge trained by alternating GRPO on preference pairs (docs/rubricarm.md)."""
+
+    enabled: bool = knob(False, "train the generator and the judge (off by default: minutes of CPU per phase here; "
+                         "configs/rubricarm.yaml turns it on); off, the stage writes only its report")
+    generator: str = knob("", "the rubric generator to start from (empty = paths.base_model); any HF folder")
+    judge: str = knob("", "the judge to start from (empty = paths.base_model); any HF folder")
+    pairs_source: str = knob("checks", "'checks': pairs of rollouts (rollouts.*) of rubricgen.source_set's train "
+                             "prompts whose checked criteria differ; else a pairs file to import "
+                             "(rubricarm.pairs_format; not a DVC dependency: `dvc repro -f rubricarm` after editing it)",
+                             NONEMPTY)
+    pairs_format: str = knob("preference", "format of an imported pairs file: preference (TRL's prompt / chosen / "
+                             "rejected) or hh_rlhf", one_of("preference", "hh_rlhf"))
+    max_prompts: int = knob(6, "pairs_source checks: sample rollouts of at most this many train prompts (0 = all); "
+                            "the first ones by id", at_least(0))
+    heldout_share: float = knob(0.34, "share of the prompts whose pairs are held out (never trained on; at least one "
+                                "prompt each side when there are two)", between(0, 1, open_hi=True))
+    rounds: int = knob(2, "alternation rounds: each trains the judge (generator frozen), then the generator (judge "
+                       "frozen)", at_least(1))
+    steps_per_phase: int = knob(2, "GRPO steps of each phase", at_least(1))
+    group_size: int = knob(4, "G: completions per prompt in each phase (judgments of one response, rubrics of one "
+                           "prompt)", at_least(2))
+    pairs_per_step: int = knob(1, "pairs per GRPO step (the judge phase's batch holds both responses of each)",
+                               at_least(1))
+    format_weight: float = knob(0.1, "the judge's reward for a well-formed judgment, added to 1 for a correct "
+                                "decision", at_least(0))
+    judge_samples: int = knob(1, "judgments of each response by the frozen judge when it scores a rubric (1 = greedy; "
+                              "more = sampled at rubricarm.temperature)", at_least(1))
+    fallback_rubric: bool = knob(True, "judge phase: a pair whose generated rubric is invalid is judged with its "
+                                 "prompt's own rubric (false = left out of the phase)")
+    learning_rate: float = knob(2e-4, "AdamW learning rate of both (2e-4 suits LoRA; full fine-tuning wants ~1e-5)",
+                                above(0))
+    temperature: float = knob(1.0, "sampling temperature in GRPO (and of the frozen judge's samples)", above(0))
+    lora_r: int = knob(16, "LoRA rank (0 = full fine-tuning); the saved models are merged plain folders", at_least(0))
+    lora_layers: int = knob(8, "LoRA on the top N layers only (0 = every layer): with focal/grpo.py's trunk cache "
+                            "the loss's forward and backward pass run through those layers only (the judge's long "
+                            "prompts make a full pass the cost of a step here)", at_least(0))
+    judge_max_tokens: int = knob(160, "max tokens of one judgment (a JSON answer per criterion)", at_least(1))
+    rubric_max_tokens: int = knob(192, "max tokens of one generated rubric (JSON)", at_least(1))
+    eval_pairs: int = knob(8, "held-out pairs measured after each phase (0 = all)", at_least(0))
+    agreement_rollouts: int = knob(8, "held-out rollouts on which the judge answers the checked criteria, for its "
+                                   "agreement with the checks (0 = all)", at_least(0))
+
+
+@dataclass
 class Params:
     """The whole params.yaml."""
 
@@ -613,6 +671,7 @@ class Params:
     ensemble: Ensemble = field(default_factory=Ensemble)
     evaluate: Evaluate = field(default_factory=Evaluate)
     compare: Compare = field(default_factory=Compare)
+    rubricarm: Rubricarm = field(default_factory=Rubricarm)
 
     def __post_init__(self):
         if not self.judge.base_url and self.judge.model != self.serve.served_model_name:

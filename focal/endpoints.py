@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 
@@ -104,19 +105,29 @@ def local_identity(model_dir) -> str:
 
 
 def judge_identity(params) -> str:
-    """What answers as the judge: the remote model at judge.base_url (every replica alike), else the base model's weights."""
+    """What answers as the judge: the remote model at judge.base_url (every replica alike), else the weights of
+    paths.judge_model (the base model, or rubricarm's trained judge)."""
     j = params.judge
     if j.base_url:
         return pool_identity(split_urls(j.base_url), j.model, j.api_key_env, "judge.base_url", j.timeout_s)
-    return local_identity(params.paths.base_model)
+    return local_identity(params.paths.judge_model)
+
+
+def model_folder(folder: str, param: str) -> str:
+    """`folder` when it holds a model (config.json), else a ValueError saying how to get one there."""
+    if not (Path(folder) / "config.json").is_file():
+        raise ValueError(f"{param} is {folder}, which holds no model (no config.json): build it first (`dvc repro "
+                         f"model`; rubricarm's models need rubricarm.enabled: true and `dvc repro rubricarm`), or set "
+                         f"{param} to a model folder")
+    return folder
 
 
 @contextmanager
 def judge_endpoint(params, needed: bool = True):
-    """The judge's endpoint: judge.base_url (remote), else the local vLLM server with paths.base_model.
+    """The judge's endpoint: judge.base_url (remote), else the local vLLM server with paths.judge_model.
 
-    The local judge is always the *base* model, whatever policy is being trained or
-    evaluated. With needed=False (everything is a check or cached) no server is
+    The local judge is paths.judge_model (the base model by default, or rubricarm's trained judge), whatever
+    policy is being trained or evaluated. With needed=False (everything is a check or cached) no server is
     started and the endpoint is never called; its identity is still the judge's."""
     j = params.judge
     identity = judge_identity(params)
@@ -125,13 +136,14 @@ def judge_endpoint(params, needed: bool = True):
         return
     from focal.serve import serving
 
-    with serving(params.serve, params.paths.base_model) as url:
+    with serving(params.serve, model_folder(params.paths.judge_model, "paths.judge_model")) as url:
         yield Endpoint(url, params.serve.served_model_name, identity, "the local judge server (serve.*, logs in serve.log_dir)")
 
 
 @contextmanager
 def rubric_endpoint(params):
-    """The rubric-generation model: rubricgen.base_url (remote), else the local vLLM server with the base model."""
+    """The rubric-generation model: rubricgen.base_url (remote), else the local vLLM server with paths.rubric_model
+    (the base model, or rubricarm's trained generator)."""
     g = params.rubricgen
     if g.base_url:
         yield Endpoint(g.base_url, g.model, remote_identity(g.base_url, g.model, g.api_key_env, "rubricgen.base_url",
@@ -139,8 +151,9 @@ def rubric_endpoint(params):
         return
     from focal.serve import serving
 
-    with serving(params.serve, params.paths.base_model) as url:
-        yield Endpoint(url, params.serve.served_model_name, local_identity(params.paths.base_model),
+    folder = model_folder(params.paths.rubric_model, "paths.rubric_model")
+    with serving(params.serve, folder) as url:
+        yield Endpoint(url, params.serve.served_model_name, local_identity(folder),
                        "the local model server (serve.*, logs in serve.log_dir)")
 
 
