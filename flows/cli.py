@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import json
 import os
 import signal
 import subprocess
@@ -43,8 +44,12 @@ StagesOpt = Annotated[Optional[list[str]], typer.Option(
     "--stages", help="stages to run, comma-separated or repeated (default: all)")]
 
 
+PARAMS_HINT = "fix what the line above names (every params key is explained in params.yaml)"
+
+
 def friendly(hint: str):
-    """Turn a user mistake into `error: <one line>` plus `hint: ...` on stderr, exit code 2."""
+    """Turn a user mistake into `error: <one line>` plus `hint: ...` on stderr, exit code 2; Ctrl-C into one line,
+    exit code 130. The hint is the one of the `hinting` block the error came from, else `hint`."""
 
     def wrap(fn):
         @functools.wraps(fn)
@@ -52,13 +57,16 @@ def friendly(hint: str):
             try:
                 return fn(*args, **kwargs)
             except OSError as e:  # a missing or unreadable file
-                message = f"{e.filename}: {e.strerror}" if e.filename else str(e)
+                message, err = (f"{e.filename}: {e.strerror}" if e.filename else str(e)), e
             except ValueError as e:  # config, rubric and data errors name the file, the key and the fix
-                message = str(e)
+                message, err = str(e), e
             except ModuleNotFoundError as e:  # the core install (pip install focal) has no pipeline or training
-                message = f"{e}; this command needs focal's extras: pip install 'focal[all]' (make install does)"
+                message, err = f"{e}; this command needs focal's extras: pip install 'focal[all]' (make install does)", e
+            except KeyboardInterrupt:
+                typer.echo(f"focal {fn.__name__}: interrupted (Ctrl-C)", err=True)
+                raise typer.Exit(130) from None
             typer.echo(f"error: {' '.join(message.split())}", err=True)
-            typer.echo(f"hint: {hint}", err=True)
+            typer.echo(f"hint: {getattr(err, 'focal_hint', None) or hint}", err=True)
             raise typer.Exit(2)
 
         return run
@@ -82,6 +90,29 @@ def with_run_options(every_run: bool = False):
     return add
 
 
+@contextlib.contextmanager
+def hinting(hint: str):
+    """A user mistake raised inside the block gets this hint (the innermost block's wins)."""
+    try:
+        yield
+    except (OSError, ValueError) as e:
+        if not getattr(e, "focal_hint", None):
+            e.focal_hint = hint
+        raise
+
+
+def repo_params(path: str):
+    """load_params; when the params file sits beside a dvc.yaml (the repository) in another folder than this one,
+    its relative path knobs are made relative to that folder, so a command works from any folder."""
+    from focal.config import resolve_paths
+
+    params = load_params(path)
+    root = Path(path).resolve().parent
+    if root != Path.cwd().resolve() and (root / "dvc.yaml").exists():
+        resolve_paths(params, root)
+    return params
+
+
 def stage_list(stages: list[str] | None) -> list[str] | None:
     """['prepare,judge', 'train'] -> ['prepare', 'judge', 'train']; None -> None (all)."""
     from flows.pipeline import parse_stages
@@ -89,14 +120,15 @@ def stage_list(stages: list[str] | None) -> list[str] | None:
     return parse_stages(",".join(stages or []))
 
 
-def dvc_targets(stages: list[str] | None) -> list[str]:
-    """The `dvc repro` targets: the named stages, else every stage of dvc.yaml (the rubrics stage is upstream of
-    nothing: a repro of the last stage alone would leave it stale)."""
+def dvc_targets(stages: list[str] | None, repo: Path = Path(".")) -> list[str]:
+    """The `dvc repro` targets: the named stages, else every stage of repo's dvc.yaml (the rubrics stage is
+    upstream of nothing: a repro of the last stage alone would leave it stale)."""
     import yaml
 
-    if not Path("dvc.yaml").exists():
-        raise ValueError("dvc.yaml: not found in the current folder; run focal from the repository root")
-    known = list(yaml.safe_load(Path("dvc.yaml").read_text())["stages"])
+    if not (repo / "dvc.yaml").exists():
+        raise ValueError(f"{repo / 'dvc.yaml'}: not found; run focal from the repository root, or pass --params "
+                         "with the params.yaml beside dvc.yaml")
+    known = list(yaml.safe_load((repo / "dvc.yaml").read_text())["stages"])
     unknown = [s for s in stages or [] if s not in known]
     if unknown:
         raise ValueError(f"stage {unknown[0]!r} is not in dvc.yaml; stages: {', '.join(known)}")
@@ -139,7 +171,7 @@ FlowOpt = Annotated[bool, typer.Option("--flow", help="run it as the Prefect flo
 
 
 @app.command()
-@friendly("fix what the line above names (every params key is explained in params.yaml); `focal run --help`")
+@friendly(f"{PARAMS_HINT}; `focal run --help`")
 def run(params: ParamsOpt = "params.yaml", stages: StagesOpt = None, flow: FlowOpt = False):
     """Reproduce the pipeline with `dvc repro` (changed stages only), directly or as a Prefect flow.
 
@@ -154,22 +186,39 @@ def repro(params: str, names: list[str] | None, flow: bool) -> None:
     """`dvc repro` of the named stages (None: all), or the Prefect flow of them; exits with its code."""
     from focal.serve import KEEP_ENV, OWNER_ENV, stop_recorded
 
-    p = load_params(params)
-    if Path(params).resolve() != Path("params.yaml").resolve():
-        raise ValueError(f"--params {params}: dvc repro reads ./params.yaml; vary a key with "
-                         "`dvc exp run -S section.key=value`")
-    targets = dvc_targets(names)
+    p = repo_params(params)
+    repo = Path(params).resolve().parent  # DVC runs there, whatever this folder is
+    if Path(params).name != "params.yaml":
+        raise ValueError(f"--params {params}: dvc repro reads ./params.yaml (the one beside dvc.yaml); vary a key "
+                         "with `dvc exp run -S section.key=value`")
+    targets = dvc_targets(names, repo)
     if flow:
-        raise typer.Exit(run_flow("flows.pipeline", "--stages", ",".join(targets)))
+        raise typer.Exit(run_flow("flows.pipeline", "--stages", ",".join(targets), "--repo", str(repo)))
     cmd = [sys.executable, "-m", "dvc", "repro", *targets]
     env = {**os.environ, KEEP_ENV: "1", OWNER_ENV: str(os.getpid()),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    t0 = time.perf_counter()
     try:
-        t0 = time.perf_counter()
-        code = subprocess.run(cmd, env=env).returncode
+        # in this foreground group: Ctrl-C reaches the stage itself (one line, outputs kept) and DVC, which
+        # waits for it; so wait too, rather than kill DVC in the middle of writing dvc.lock
+        proc = subprocess.Popen(cmd, env=env, cwd=repo)
+        try:
+            code = proc.wait()
+        except KeyboardInterrupt:
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the wait
+            try:
+                proc.wait(timeout=STOP_WAIT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            finally:
+                signal.signal(signal.SIGINT, previous)
+            typer.echo("focal run: interrupted (Ctrl-C); the stage that was running kept its previous outputs",
+                       err=True)
+            raise typer.Exit(130) from None
     finally:
-        stop_recorded(p.serve)
-    typer.echo(f"focal: `dvc repro` exited {code} after {time.perf_counter() - t0:.0f} s", err=True)
+        stop_recorded(p.serve, owner=os.getpid())  # only what this run's stages started (OWNER_ENV above)
+    typer.echo(f"focal run: `dvc repro` exited {code} after {time.perf_counter() - t0:.0f} s", err=True)
     raise typer.Exit(code)
 
 
@@ -191,7 +240,7 @@ def serve(params: ParamsOpt = "params.yaml",
     """Start vLLM's OpenAI-compatible server for a model, print its URL, and stop it on Ctrl-C or SIGTERM."""
     from focal.serve import KEEP_ENV, serving
 
-    p = load_params(params)
+    p = repo_params(params)
     if p.serve.base_url:
         typer.echo(f"{p.serve.base_url}  (serve.base_url is set: nothing to start)")
         return
@@ -206,16 +255,43 @@ def serve(params: ParamsOpt = "params.yaml",
             pass
 
 
-def read_rollouts(path: str):
-    """A rollouts table from parquet or jsonl: prompt_id, completion, and rollout_id (derived when absent)."""
+def read_jsonl(path: str):
+    """A .jsonl file as a table indexed by line number (attrs['row_label'] = 'line'); a line that is not a JSON
+    object is a ValueError naming the file and the line."""
     import pandas as pd
 
+    rows, lines = [], []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{n}: invalid JSON ({e.msg}, column {e.colno}); each line must be one "
+                                 'JSON object like {"prompt_id": "...", "completion": "..."}') from None
+            if not isinstance(obj, dict):
+                raise ValueError(f"{path}:{n}: expected a JSON object with prompt_id and completion, got "
+                                 f"{line.strip()[:60]}")
+            rows.append(obj)
+            lines.append(n)
+    df = pd.DataFrame(rows, index=lines)
+    df.attrs["row_label"] = "line"
+    return df
+
+
+def read_rollouts(path: str):
+    """A rollouts table from parquet or jsonl: prompt_id, completion, and rollout_id (derived when absent).
+    Bad rows are errors naming the file and the line (jsonl) or row (focal.judge_prompt.check_rollout_rows)."""
+    import pandas as pd
+
+    from focal.judge_prompt import check_rollout_rows
     from focal.rollouts import rollout_id
 
     if not Path(path).exists():
         raise FileNotFoundError(2, "not found", path)
     if path.endswith(".jsonl"):
-        df = pd.read_json(path, lines=True, dtype=False)
+        df = read_jsonl(path)
     elif path.endswith(".parquet"):
         df = pd.read_parquet(path)
     else:
@@ -223,7 +299,8 @@ def read_rollouts(path: str):
     missing = sorted({"prompt_id", "completion"} - set(df.columns))
     if missing:
         raise ValueError(f"{path}: column {missing[0]!r} is missing; a rollouts file needs prompt_id and "
-                         f"completion (rollout_id optional); it has {', '.join(map(str, df.columns))}")
+                         f"completion (rollout_id optional); it has {', '.join(map(str, df.columns)) or 'no column'}")
+    check_rollout_rows(df, path)
     if "rollout_id" not in df:
         index = df.groupby("prompt_id").cumcount()
         df["rollout_id"] = [rollout_id(Path(path).name, pid, 0, i, text)
@@ -231,9 +308,14 @@ def read_rollouts(path: str):
     return df
 
 
+ROLLOUTS_HINT = ("a rollouts file is .parquet or .jsonl with prompt_id and completion (text), its prompts in the "
+                 "prompt tables of --params (`focal run --stages prepare` writes them)")
+JUDGE_HINT = ("the judge is judge.base_url, else the local server (serve.*, `make vllm-env`); fix it and rerun: "
+              "what succeeded is cached")
+
+
 @app.command()
-@friendly("a rollouts file is .parquet or .jsonl with prompt_id and completion, its prompts in the prompt "
-          "tables of --params (`focal run --stages prepare` writes them)")
+@friendly(f"{PARAMS_HINT}; `focal judge --help`")
 def judge(rollouts: Annotated[str, typer.Argument(help="rollouts file (.parquet or .jsonl): prompt_id, completion, "
                                                        "optional rollout_id")],
           out: Annotated[Optional[str], typer.Option("--out", help="judgments parquet "
@@ -242,22 +324,25 @@ def judge(rollouts: Annotated[str, typer.Argument(help="rollouts file (.parquet 
     """Judge a rollouts file on its prompts' rubrics (judge.* of the params file; cached like the judge stage)."""
     from focal.io import write_parquet
     from focal.judge_prompt import requests_for
-    from focal.judged import judge_table, load_items, stage_template
+    from focal.judged import check_failure_budget, failure_text, judge_table, load_items, stage_template
 
-    p = load_params(params)
-    requests = requests_for(read_rollouts(rollouts), load_items(p.paths), rollouts)
-    df, stats = judge_table(p.judge, p.serve, p.paths, requests, stage_template(p.paths))
+    p = repo_params(params)
+    with hinting(ROLLOUTS_HINT):
+        requests = requests_for(read_rollouts(rollouts), load_items(p.paths), rollouts)
+    with hinting(JUDGE_HINT):
+        df, stats = judge_table(p.judge, p.serve, p.paths, requests, stage_template(p.paths))
+        check_failure_budget(df, p.judge.max_failure_share, "focal judge")  # nothing written: successes are cached
     out = out or str(Path(rollouts).with_suffix(".judgments.parquet"))
     write_parquet(out, df)
     m = stats.metrics()
     typer.echo(f"{out}: {len(df)} judgments ({m['judge/checks']} by checks), {m['judge/calls']} API calls, "
-               f"{m['judge/failures']} failures, mean score {df.score.mean():.3f}")
+               f"{failure_text(df)}; mean score {df.score.mean():.3f} over the {df.score.notna().sum()} that did not fail")
 
 
 @app.command("eval")
-@friendly("fix what the line above names (every params key is explained in params.yaml); `focal eval --help`")
+@friendly(f"{PARAMS_HINT}; `focal eval --help`")
 def evaluate(params: ParamsOpt = "params.yaml", flow: FlowOpt = False):
-    """The evaluate stage (stages/evaluate.py) through DVC, like every stage: `dvc repro evaluate`.
+    """The evaluate stage (stages/evaluate.py) through DVC, like every stage (dvc repro evaluate).
 
     Every policy on every benchmark, judged and compared; what it reads (the trained
     model, ...) is reproduced first if it changed. The same as `focal run --stages evaluate`.

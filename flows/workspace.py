@@ -173,7 +173,8 @@ def default_remote(repo: str | Path, remote: str | None = None) -> str | None:
 @contextmanager
 def kept_servers(repo: str | Path):
     """While the block runs, servers started by stages are kept for the next stage; on the way out, however
-    the block ends, every recorded server is stopped (serve.state_dir of the repo's params.yaml)."""
+    the block ends, the recorded servers this process owns are stopped (serve.state_dir of the repo's params.yaml;
+    dvc_env makes this process their owner), and no other."""
     from focal.config import load_params
 
     cfg = load_params(Path(repo) / "params.yaml").serve
@@ -181,7 +182,7 @@ def kept_servers(repo: str | Path):
     try:
         yield
     finally:
-        if stopped := stop_recorded(cfg):
+        if stopped := stop_recorded(cfg, owner=os.getpid()):
             print(f"stopped {stopped} model server(s)")
 
 

@@ -9,7 +9,8 @@
     resp = await with_retries(lambda: client.chat.completions.create(...), policy, stats, slot=sem, breaker=breaker)
 
 - A deadline, not a read timeout: every attempt is bounded as a whole by
-  `policy.timeout_s` (a server trickling bytes cannot hold a call longer).
+  `policy.timeout_s` (a server trickling bytes cannot hold a call longer); so is
+  `get_json`, the GET of an endpoint's model list.
 - Transient failures (deadline, dropped connection, 429, 5xx) are retried up to
   `policy.max_retries` times with exponential backoff and full jitter
   (`uniform(0, backoff_s * 2**attempt)`, capped at `max_backoff_s`). A 429 or 503
@@ -30,8 +31,10 @@
   one for tokens per minute. A call reserves 1 request and its estimated tokens
   (prompt chars / 4 + max_tokens) before it is sent, waits if the bucket is in
   debt, and is corrected with the `usage` the server returns.
-- Error text that is stored (a judgment's `reason`) goes through `scrub`: the API key
-  and anything shaped like a bearer token are removed.
+- Text that is stored (a judgment's `reason`, and the judge's answer itself: `raw`
+  and the cache) goes through `scrub`: the API key, any other `*API_KEY` variable's
+  value and anything shaped like a bearer token are removed, so a server that echoes
+  the Authorization header, in an error or in a normal answer, cannot put a key on disk.
 Callers turn what is finally raised (other than EndpointDown) into an explicit missing value.
 
 Why this loop rather than openai's own retries or tenacity (issue 13): openai's
@@ -50,6 +53,7 @@ Retry-After parsing follows openai's (retry-after-ms, then seconds, then a date)
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import email.utils
 import math
@@ -100,12 +104,53 @@ def make_client(base_url: str, api_key_env: str, timeout_s: float) -> openai.Asy
                               timeout=timeout_s, max_retries=0)
 
 
-def scrub(text: str, api_key_env: str | None = None) -> str:
-    """text without the API key (its value in api_key_env) or anything shaped like a bearer token."""
-    key = os.environ.get(api_key_env) if api_key_env else None
-    if key and len(key) >= 4:
+def secrets(api_key_env: str | None = None) -> list[str]:
+    """Values that must never be stored: the variable api_key_env names, and every `*API_KEY` variable
+    (another endpoint's key); longest first, values under 4 characters ignored."""
+    names = {n for n in os.environ if n.upper().endswith("API_KEY")} | ({api_key_env} if api_key_env else set())
+    values = {os.environ.get(n) or "" for n in names}
+    return sorted((v for v in values if len(v) >= 4 and v != "EMPTY"), key=len, reverse=True)
+
+
+def scrub(text: str, api_key_env: str | None = None, shapes: bool = True) -> str:
+    """text without any API key (secrets()) and, with shapes, anything shaped like a bearer token (a policy's
+    completion is scrubbed with shapes=False: its text is training data, only a real key is removed)."""
+    for key in secrets(api_key_env):
         text = text.replace(key, "***")
-    return _TOKENS.sub(lambda m: (m.group(1) or "") + "***", text)
+    return _TOKENS.sub(lambda m: (m.group(1) or "") + "***", text) if shapes else text
+
+
+def run_sync(coro):
+    """Run a coroutine to its end from sync code, also when this thread already runs an event loop (TRL's reward
+    thread): then in a worker thread of its own."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def get_json(url: str, api_key_env: str = "", timeout_s: float = 10.0):
+    """GET url (with the API key of api_key_env as a bearer token) and parse its JSON, bounded as a whole by
+    timeout_s: a server trickling bytes cannot hold it longer. Raises DeadlineExceeded, an httpx error (no
+    connection, an HTTP error status) or ValueError (not JSON)."""
+    key = os.environ.get(api_key_env) if api_key_env else None
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+
+    async def fetch():
+        async with httpx.AsyncClient(timeout=timeout_s) as client:
+            resp = await client.get(url, headers=headers)
+            resp.raise_for_status()
+            return resp.json()
+
+    async def bounded():
+        try:
+            return await asyncio.wait_for(fetch(), timeout_s)
+        except asyncio.TimeoutError:
+            raise DeadlineExceeded(f"no complete answer within {timeout_s:g} s") from None
+
+    return run_sync(bounded())
 
 
 def refused(e: Exception) -> bool:

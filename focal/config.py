@@ -9,8 +9,11 @@ One dataclass per params.yaml section; each field's help is in its metadata.
 Each knob also declares the rules its value must meet (`at_least(1)`, `between(0, 1)`,
 `one_of(...)`); every section checks its knobs' types and rules when it is built, so
 unknown keys and bad values raise ValueError naming the file, the key (section.key),
-the allowed range and the value: `judge.concurrency must be >= 1, got 0`. A bool is
-never a number and a number never a bool; a float must be finite.
+the allowed range and the value: `judge.concurrency must be in [1, 1024], got 0`. A bool is
+never a number and a number never a bool; a float must be finite; knobs that size
+resources (concurrency, retries, timeouts, counts) have an upper bound too; a key given
+twice in the file is an error naming it and both lines. Path knobs are relative to the
+repository: `resolve_paths(params, root)` makes them absolute for a command run elsewhere.
 """
 
 from __future__ import annotations
@@ -22,6 +25,41 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+
+# ---- YAML: a key given twice is an error, not "the last one wins" ----------------------
+
+def check_unique_keys(node) -> None:
+    """A yaml ConstructorError naming the key and both lines when a mapping node has a key twice (plain YAML
+    keeps the last one silently, and DVC refuses the file later, in its own words)."""
+    seen = {}
+    for key_node, _ in node.value:
+        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        line = key_node.start_mark.line + 1
+        if key_node.value in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key `{key_node.value}` appears twice in one mapping (lines {seen[key_node.value]} "
+                f"and {line}); keep one of them", key_node.start_mark)
+        seen[key_node.value] = line
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (check_unique_keys)."""
+
+
+def _unique_mapping(loader, node):
+    check_unique_keys(node)
+    return loader.construct_mapping(node, deep=True)
+
+
+UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def yaml_error(path, e: yaml.YAMLError) -> str:
+    """`path:line: invalid YAML: what` for a YAML error (syntax, or a key given twice)."""
+    mark = getattr(e, "problem_mark", None)
+    return f"{path}{f':{mark.line + 1}' if mark else ''}: invalid YAML: {getattr(e, 'problem', None) or e}"
 
 
 # ---- rules: what a knob's value must be, said in words for the error ------------------
@@ -70,7 +108,11 @@ FOLDER_NAME = Rule("a folder name (non-empty, no '/')", lambda v: bool(v.strip()
 NATURAL = Rule("an integer >= 0", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0)
 TEXT = Rule("text", lambda v: isinstance(v, str))
 SHARE = between(0, 1)
-TIMEOUT = above(0)
+TIMEOUT = between(0, 86_400, open_lo=True)  # a day: longer is a mistake, not a setting
+CONCURRENCY = between(1, 1024)  # requests in flight: each holds a connection and a task
+RETRIES = between(0, 20)
+GENERATIONS = between(1, 1024)  # completions per prompt in one request
+TOKENS = between(1, 1_000_000)  # tokens of one completion or answer
 VLLM_DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
 
 
@@ -107,17 +149,18 @@ def check_knobs(section) -> None:
                 raise ValueError(f"{key} must be {rule.text}, got {value!r}")
 
 
-def knob(default, help: str, *rules: Rule):
-    """A config field with its help text and the rules its value must meet."""
-    metadata = {"help": help, "rules": rules}
+def knob(default, help: str, *rules: Rule, path: str | None = None):
+    """A config field with its help text and the rules its value must meet (path: see path_knob)."""
+    metadata = {"help": help, "rules": rules, "path": path}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=metadata)
     return field(default=default, metadata=metadata)
 
 
-def path_knob(default: str, help: str):
-    """A path knob: any non-empty path."""
-    return knob(default, help, NONEMPTY)
+def path_knob(default: str, help: str, optional: bool = False):
+    """A path knob: any non-empty path, relative to the repository (resolve_paths); optional: empty allowed (a
+    default elsewhere), and a relative value is a path only if it exists there (else e.g. a hub id)."""
+    return knob(default, help, TEXT if optional else NONEMPTY, path="if_exists" if optional else "always")
 
 
 class Section:
@@ -169,6 +212,19 @@ class Paths(Section):
     eval_report: str = path_knob("reports/eval.md", "evaluation report in markdown (evaluate)")
     eval_plots: str = path_knob("reports/plots", "evaluation plots, PNG (evaluate)")
     validation_report: str = path_knob("metrics/validation.json", "data-check report on the judgments (validate)")
+    judge_model: str = path_knob("models/base", "the folder the local judge server serves when judge.base_url is "
+                                 "empty: the base model, or rubricarm's trained judge (paths.rubricarm_judge)")
+    rubric_model: str = path_knob("models/base", "the folder the local server serves to the rubrics stage when "
+                                  "rubricgen.base_url is empty: the base model, or rubricarm's trained generator "
+                                  "(paths.rubricarm_generator)")
+    rubricarm_pairs: str = path_knob("data/pairs.parquet", "preference pairs with their split (rubricarm)")
+    rubricarm_generator: str = path_knob("models/rubricarm/generator", "the trained rubric generator, a plain HF "
+                                         "folder (rubricarm)")
+    rubricarm_judge: str = path_knob("models/rubricarm/judge", "the trained judge, a plain HF folder (rubricarm)")
+    rubricarm_report: str = path_knob("metrics/rubricarm.json", "held-out accuracy and agreement with the checks "
+                                      "of the untrained pair and after every phase (rubricarm)")
+    rubricarm_work: str = path_knob("checkpoints/rubricarm", "each finished phase of a rubricarm run, one folder "
+                                    "per run key (a rerun resumes after the last finished phase)")
 
 
 @dataclass
@@ -193,7 +249,7 @@ class Serve(Section):
     """vLLM's OpenAI-compatible server, started on 127.0.0.1 from its own environment."""
 
     base_url: str = knob("", "use this running OpenAI-compatible endpoint (e.g. http://gpu-box:8000/v1) and start nothing")
-    python: str = knob(".venv-vllm/bin/python", "the python of vLLM's environment (built by `make vllm-env`)", NONEMPTY)
+    python: str = path_knob(".venv-vllm/bin/python", "the python of vLLM's environment (built by `make vllm-env`)")
     served_model_name: str = knob("policy", "the model name clients ask for", NONEMPTY)
     port: int = knob(0, "port on 127.0.0.1 (0 = any free port)", between(0, 65535))
     dtype: str = knob("float32", "weights dtype on the server (float32 on CPU)", one_of(*VLLM_DTYPES))
@@ -206,8 +262,9 @@ class Serve(Section):
                                 "response every criterion of one response shares) is not computed again")
     startup_timeout_s: float = knob(600.0, "give up if /health does not answer within this many seconds", TIMEOUT)
     extra_args: list = knob([], "more command-line arguments for the vLLM server", each(TEXT, nonempty=False))
-    log_dir: str = knob("logs", "server logs go here", NONEMPTY)
-    state_dir: str = knob(".focal/servers", "records of servers started by `python -m focal.serve start`", NONEMPTY)
+    log_dir: str = path_knob("logs", "server logs go here")
+    state_dir: str = path_knob(".focal/servers", "records of the servers started and kept for later stages, each with "
+                               "its owner (`focal run`, a flow, or nobody: `python -m focal.serve start`)")
 
 
 @dataclass
@@ -216,13 +273,13 @@ class Client(Section):
 
     api_key_env: str = knob("FOCAL_API_KEY", "environment variable holding the endpoint's API key (unset = 'EMPTY')",
                             NONEMPTY)
-    concurrency: int = knob(8, "requests in flight at once", at_least(1))
+    concurrency: int = knob(8, "requests in flight at once", CONCURRENCY)
     timeout_s: float = knob(60.0, "per-request timeout in seconds", TIMEOUT)
     max_retries: int = knob(3, "retries on timeouts, dropped connections, 429 and 5xx (then the call has failed)",
-                            at_least(0))
+                            RETRIES)
     backoff_s: float = knob(1.0, "first retry delay in seconds; doubles each retry, full jitter (a 429/503's "
-                            "Retry-After is honoured on top, up to 120 s)", at_least(0))
-    max_backoff_s: float = knob(20.0, "cap on one retry delay", at_least(0))
+                            "Retry-After is honoured on top, up to 120 s)", between(0, 600))
+    max_backoff_s: float = knob(20.0, "cap on one retry delay", between(0, 3600))
 
 
 def client_knob(name: str, default):
@@ -237,14 +294,15 @@ class Rollouts(Client):
 
     backend: str = knob("vllm", "'vllm' (the OpenAI-compatible server of `serve`) or 'transformers' (in-process generate)",
                         one_of("vllm", "transformers"))
-    policy: str = knob("", "policy folder to sample from (empty = paths.base_model); any HF folder or checkpoint")
+    policy: str = path_knob("", "policy folder to sample from (empty = paths.base_model); any HF folder or checkpoint",
+                            optional=True)
     split: str = knob("train", "which prompt table to sample: train or eval", one_of("train", "eval"))
     max_prompts: int = knob(6, "sample at most this many prompts of the split (0 = all); the first ones by id",
                             at_least(0))
-    num_generations: int = knob(4, "G: completions per prompt", at_least(1))
+    num_generations: int = knob(4, "G: completions per prompt", GENERATIONS)
     temperature: float = knob(1.0, "sampling temperature", at_least(0))
     top_p: float = knob(1.0, "nucleus sampling", between(0, 1, open_lo=True))
-    max_tokens: int = knob(96, "max completion tokens", at_least(1))
+    max_tokens: int = knob(96, "max completion tokens", TOKENS)
     api_key_env: str = client_knob("api_key_env", "FOCAL_POLICY_API_KEY")
     timeout_s: float = client_knob("timeout_s", 300.0)
 
@@ -272,7 +330,7 @@ class Rubricgen(Client):
                               at_least(0))
     refine_samples: int = knob(4, "responses sampled per refinement round", at_least(1))
     response_tokens: int = knob(96, "max tokens of a sampled response", at_least(1))
-    max_tokens: int = knob(1200, "max tokens of one generated rubric", at_least(1))
+    max_tokens: int = knob(1200, "max tokens of one generated rubric", TOKENS)
     structured: bool = knob(True, "ask for the rubric's JSON schema (response_format)")
     seed: int = knob(0, "sampling seed sent with each request", at_least(0))
 
@@ -300,9 +358,12 @@ class Judge(Client):
                          "the local vLLM server of `serve` with the base model", URLS)
     model: str = knob("policy", "model name sent to the judge endpoint", NONEMPTY)
     api_key_env: str = client_knob("api_key_env", "FOCAL_JUDGE_API_KEY")
-    parse_retries: int = knob(1, "extra attempts when the answer is not valid JSON of the schema", at_least(0))
+    parse_retries: int = knob(1, "extra attempts when the answer is not valid JSON of the schema", RETRIES)
     max_tokens: int = knob(120, "max tokens of one judge answer (the schema caps the explanation at 200 characters)",
-                           at_least(1))
+                           TOKENS)
+    max_response_chars: int = knob(100_000, "a response longer than this many characters is not sent to the judge: "
+                                   "its judgments fail with reason too_long (counted in max_failure_share); checks "
+                                   "still decide their criteria", between(1, 10_000_000))
     temperature: float = knob(0.0, "judge sampling temperature", at_least(0))
     structured: bool = knob(True, "ask for a JSON schema (response_format) where the server supports it")
     max_failure_share: float = knob(0.2, "the judge, validate and evaluate stages fail when more than this share of "
@@ -359,13 +420,13 @@ class Train(Section):
                            between(0, 1))
     seed_state: bool = knob(True, "seed focal's moving average from the judged base rollouts (paths.judgments)")
     use_judge: bool = knob(True, "judge criteria without a check through the judge endpoint (false = checks only)")
-    policy: str = knob("", "policy to train (empty = paths.base_model); any HF folder")
+    policy: str = path_knob("", "policy to train (empty = paths.base_model); any HF folder", optional=True)
     max_prompts: int = knob(0, "train on at most this many train prompts (0 = all)", at_least(0))
     max_steps: int = knob(3, "optimizer steps (CPU default: a few)", at_least(1))
     prompts_per_step: int = knob(2, "P: prompts per step and process (batch = P * num_generations completions on each "
                                  "process; the global batch is that times the number of processes)", at_least(1))
-    num_generations: int = knob(4, "G: completions per prompt (GRPO group size)", at_least(2))
-    max_completion_length: int = knob(48, "max completion tokens during training", at_least(1))
+    num_generations: int = knob(4, "G: completions per prompt (GRPO group size)", between(2, 1024))
+    max_completion_length: int = knob(48, "max completion tokens during training", TOKENS)
     temperature: float = knob(1.0, "sampling temperature during training", above(0))
     learning_rate: float = knob(1e-5, "AdamW learning rate", above(0))
     kl_beta: float = knob(0.0, "KL coefficient to the reference policy (0 = none, no reference model kept)",
@@ -486,14 +547,16 @@ class Evaluate(Client):
     policies: list = knob(["base", "trained"], "policies: 'base' (paths.base_model), 'trained' (paths.trained_model) or 'name=folder'; the first is the reference of the paired comparisons",
                           each(TEXT))
     limit: int = knob(4, "prompts per benchmark (0 = all); the first ones by id", at_least(0))
-    num_generations: int = knob(2, "completions per prompt and policy", at_least(1))
-    max_tokens: int = knob(64, "max completion tokens", at_least(1))
+    num_generations: int = knob(2, "completions per prompt and policy", GENERATIONS)
+    max_tokens: int = knob(64, "max completion tokens", TOKENS)
     temperature: float = knob(0.7, "sampling temperature", at_least(0))
     backend: str = knob("vllm", "'vllm' (a server per policy) or 'transformers' (in-process)",
                         one_of("vllm", "transformers"))
-    n_bootstrap: int = knob(1000, "bootstrap resamples for the score std and the paired intervals", at_least(1))
-    writingbench_path: str = knob("", "WritingBench benchmark_all.jsonl (empty = from the inspect-evals package if installed)")
-    healthbench_path: str = knob("", "a HealthBench-format JSONL file for the healthbench benchmark")
+    n_bootstrap: int = knob(1000, "bootstrap resamples for the score std and the paired intervals",
+                            between(1, 1_000_000))
+    writingbench_path: str = path_knob("", "WritingBench benchmark_all.jsonl (empty = from the inspect-evals package if "
+                                       "installed)", optional=True)
+    healthbench_path: str = path_knob("", "a HealthBench-format JSONL file for the healthbench benchmark", optional=True)
     api_key_env: str = client_knob("api_key_env", "FOCAL_POLICY_API_KEY")  # sampling from a policy endpoint
     timeout_s: float = client_knob("timeout_s", 300.0)
 
@@ -524,7 +587,7 @@ class Compare(Section):
     checks_only: bool = knob(True, "reward and evaluate only criteria decided by a check (exact: no judge noise); "
                              "false = every criterion, the others judged by judge.* (judge.base_url or the local "
                              "judge server), the judge part of the protocol's identity")
-    policy: str = knob("", "policy every run starts from (empty = paths.base_model)")
+    policy: str = path_knob("", "policy every run starts from (empty = paths.base_model)", optional=True)
     train: dict = knob({"max_steps": 60, "prompts_per_step": 1, "num_generations": 8, "max_completion_length": 64,
                         "lora_r": 16, "lora_alpha": 32, "lora_layers": 8, "learning_rate": 1e-3, "steps_per_generation": 2,
                         "save_steps": 10},
@@ -538,11 +601,11 @@ class Compare(Section):
     eval_batch: int = knob(16, "eval prompts sampled together in one generate (left-padded; the same batches for "
                            "every policy)", at_least(1))
     eval_temperature: float = knob(0.7, "sampling temperature at evaluation", at_least(0))
-    results: str = knob("benchmarks/results/ifeval_compare.json", "one record per finished run (committed); the retired protocol's records are in benchmarks/results/retired/", NONEMPTY)
-    work_dir: str = knob("runs/compare", "checkpoints of each run (a rerun resumes an unfinished run from here)",
-                         NONEMPTY)
-    adapters: str = knob("benchmarks/results/adapters", "each finished run's LoRA adapter (fp16), one folder per "
-                         "protocol and run (committed: --evaluate-on re-evaluates recorded runs from them)", NONEMPTY)
+    results: str = path_knob("benchmarks/results/ifeval_compare.json", "one record per finished run (committed); the retired "
+                             "protocol's records are in benchmarks/results/retired/")
+    work_dir: str = path_knob("runs/compare", "checkpoints of each run (a rerun resumes an unfinished run from here)")
+    adapters: str = path_knob("benchmarks/results/adapters", "each finished run's LoRA adapter (fp16), one folder per "
+                              "protocol and run (committed: --evaluate-on re-evaluates recorded runs from them)")
 
     def __post_init__(self):
         super().__post_init__()
@@ -558,6 +621,51 @@ class Compare(Section):
             return Train(**{**self.train, **more})
         except ValueError as e:
             raise ValueError(f"compare.train: {e}") from None
+
+
+@dataclass
+class Rubricarm(Section):
+    """The rubricarm stage: Rubric-ARM, a rubric generator and a judge trained by alternating GRPO on preference pairs (docs/rubricarm.md)."""
+
+    enabled: bool = knob(False, "train the generator and the judge (off by default: minutes of CPU per phase here; "
+                         "configs/rubricarm.yaml turns it on); off, the stage writes only its report")
+    generator: str = knob("", "the rubric generator to start from (empty = paths.base_model); any HF folder")
+    judge: str = knob("", "the judge to start from (empty = paths.base_model); any HF folder")
+    pairs_source: str = knob("checks", "'checks': pairs of rollouts (rollouts.*) of rubricgen.source_set's train "
+                             "prompts whose checked criteria differ; else a pairs file to import "
+                             "(rubricarm.pairs_format; not a DVC dependency: `dvc repro -f rubricarm` after editing it)",
+                             NONEMPTY)
+    pairs_format: str = knob("preference", "format of an imported pairs file: preference (TRL's prompt / chosen / "
+                             "rejected) or hh_rlhf", one_of("preference", "hh_rlhf"))
+    max_prompts: int = knob(6, "pairs_source checks: sample rollouts of at most this many train prompts (0 = all); "
+                            "the first ones by id", at_least(0))
+    heldout_share: float = knob(0.34, "share of the prompts whose pairs are held out (never trained on; at least one "
+                                "prompt each side when there are two)", between(0, 1, open_hi=True))
+    rounds: int = knob(2, "alternation rounds: each trains the judge (generator frozen), then the generator (judge "
+                       "frozen)", at_least(1))
+    steps_per_phase: int = knob(2, "GRPO steps of each phase", at_least(1))
+    group_size: int = knob(4, "G: completions per prompt in each phase (judgments of one response, rubrics of one "
+                           "prompt)", at_least(2))
+    pairs_per_step: int = knob(1, "pairs per GRPO step (the judge phase's batch holds both responses of each)",
+                               at_least(1))
+    format_weight: float = knob(0.1, "the judge's reward for a well-formed judgment, added to 1 for a correct "
+                                "decision", at_least(0))
+    judge_samples: int = knob(1, "judgments of each response by the frozen judge when it scores a rubric (1 = greedy; "
+                              "more = sampled at rubricarm.temperature)", at_least(1))
+    fallback_rubric: bool = knob(True, "judge phase: a pair whose generated rubric is invalid is judged with its "
+                                 "prompt's own rubric (false = left out of the phase)")
+    learning_rate: float = knob(2e-4, "AdamW learning rate of both (2e-4 suits LoRA; full fine-tuning wants ~1e-5)",
+                                above(0))
+    temperature: float = knob(1.0, "sampling temperature in GRPO (and of the frozen judge's samples)", above(0))
+    lora_r: int = knob(16, "LoRA rank (0 = full fine-tuning); the saved models are merged plain folders", at_least(0))
+    lora_layers: int = knob(8, "LoRA on the top N layers only (0 = every layer): with focal/grpo.py's trunk cache "
+                            "the loss's forward and backward pass run through those layers only (the judge's long "
+                            "prompts make a full pass the cost of a step here)", at_least(0))
+    judge_max_tokens: int = knob(160, "max tokens of one judgment (a JSON answer per criterion)", at_least(1))
+    rubric_max_tokens: int = knob(192, "max tokens of one generated rubric (JSON)", at_least(1))
+    eval_pairs: int = knob(8, "held-out pairs measured after each phase (0 = all)", at_least(0))
+    agreement_rollouts: int = knob(8, "held-out rollouts on which the judge answers the checked criteria, for its "
+                                   "agreement with the checks (0 = all)", at_least(0))
 
 
 @dataclass
@@ -578,6 +686,7 @@ class Params:
     ensemble: Ensemble = field(default_factory=Ensemble)
     evaluate: Evaluate = field(default_factory=Evaluate)
     compare: Compare = field(default_factory=Compare)
+    rubricarm: Rubricarm = field(default_factory=Rubricarm)
 
     def __post_init__(self):
         if not self.judge.base_url and self.judge.model != self.serve.served_model_name:
@@ -605,11 +714,11 @@ def load_params(path="params.yaml", overrides: dict | None = None) -> Params:
     """Read and validate params.yaml; `overrides` ({section: {key: value}}) are applied on top."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader) or {}
     except FileNotFoundError:
         raise ValueError(f"{path}: not found; run from the repository root or pass --params") from None
     except yaml.YAMLError as e:
-        raise ValueError(f"{path}: invalid YAML: {e}") from None
+        raise ValueError(yaml_error(path, e)) from None
     for section, values in (overrides or {}).items():
         raw.setdefault(section, {}).update(values)
     return params_from_dict(raw, path)
@@ -625,6 +734,20 @@ def params_from_dict(raw: dict, source="params") -> Params:
         return Params(**sections)
     except ValueError as e:
         raise ValueError(f"{source}: {e}") from None
+
+
+def resolve_paths(params: Params, root) -> Params:
+    """params with every relative path knob made relative to `root` (the repository: where params.yaml and
+    dvc.yaml are), so a command run from another folder reads and writes where the pipeline does. An optional
+    path knob (a policy folder, a benchmark file) is resolved only when that path exists, else it stays (a hub id)."""
+    root = Path(root)
+    for section in dataclasses.fields(params):
+        obj = getattr(params, section.name)
+        for f in dataclasses.fields(obj):
+            value, how = getattr(obj, f.name), f.metadata.get("path")
+            if how and value and not Path(value).is_absolute() and (how == "always" or (root / value).exists()):
+                setattr(obj, f.name, str(root / value))
+    return params
 
 
 def to_dict(params: Params) -> dict:

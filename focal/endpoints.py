@@ -2,7 +2,7 @@
 
     with judge_endpoint(cfg, serve, base_model, identity) as ep:   # judge.base_url, or the local vLLM server
         ...                                       # (only focal.judge.open_judge calls it: the one way to a judge)
-    with policy_endpoint(params.serve, client.api_key_env, "models/trained", name="trained") as ep:
+    with policy_endpoint(params.serve, client, "models/trained", name="trained") as ep:
         OpenAIBackend(ep.base_url, ep.model, client)     # client: the rollouts or evaluate section
 
 An `Endpoint` is where to send requests (`base_url`, the `model` name to ask for)
@@ -12,7 +12,9 @@ and `identity`: what produces the answers, for cache keys and rollout ids.
   the same weights under another path do.
 - A remote endpoint (`judge.base_url`, `serve.base_url`): identity = its URL, the
   model name asked for, and the id and root that its `/v1/models` reports for that
-  name (vLLM reports the served folder as `root`). A name the endpoint does not
+  name (vLLM reports the served folder as `root`); that GET is bounded as a whole by
+  the caller's `timeout_s` (judge.timeout_s for the judges, rollouts.timeout_s for a
+  policy, rubricgen.timeout_s). A name the endpoint does not
   serve is an error that says how to serve it.
 - Replicas of the judge (`judge.base_url: "http://a/v1,http://b/v1"`): every
   replica must report the same id and root for the model; identity = those, without
@@ -26,12 +28,11 @@ through focal.judge.open_judge); nothing else decides "use this URL or start a s
 
 from __future__ import annotations
 
-import json
-import os
-import urllib.error
-import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
 
 NO_ENDPOINT = "http://127.0.0.1:9/v1"  # never called: where nothing needs a model (checks, cache hits)
 
@@ -57,18 +58,17 @@ def split_urls(text: str) -> list[str]:
 
 
 def served_models(base_url: str, api_key_env: str = "", timeout_s: float = 10.0, param: str = "endpoint") -> list[dict]:
-    """The `data` list of GET <base_url>/models (bounded by timeout_s); ValueError naming the URL if unreachable."""
-    req = urllib.request.Request(base_url.rstrip("/") + "/models")
-    key = os.environ.get(api_key_env) if api_key_env else None
-    if key:
-        req.add_header("Authorization", f"Bearer {key}")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
-            return list(json.loads(resp.read().decode()).get("data") or [])
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        from focal.api import scrub
+    """The `data` list of GET <base_url>/models, bounded as a whole by timeout_s (a deadline, not a read timeout);
+    ValueError naming the URL if it cannot be had in time."""
+    from focal.api import DeadlineExceeded, get_json, scrub
 
-        reason = scrub(str(getattr(e, "reason", None) or e), api_key_env)
+    try:
+        listing = get_json(base_url.rstrip("/") + "/models", api_key_env, timeout_s)
+        if not isinstance(listing, dict):
+            raise ValueError(f"not a JSON object: {str(listing)[:80]!r}")
+        return list(listing.get("data") or [])
+    except (DeadlineExceeded, httpx.HTTPError, OSError, ValueError) as e:
+        reason = scrub(str(e) or type(e).__name__, api_key_env)
         raise ValueError(f"{param} {base_url}: cannot list its models (GET /models: {reason}); check that the "
                          f"server is up, the URL ends in /v1 and the API key in ${api_key_env or '-'} is right") from None
 
@@ -104,55 +104,68 @@ def local_identity(model_dir) -> str:
     return f"weights:{fingerprint(model_dir)}"
 
 
-def judge_identity(cfg, base_model, param: str = "judge.base_url") -> str:
+def judge_identity(cfg, judge_model, param: str = "judge.base_url") -> str:
     """What answers as a judge (cfg: a judge.*-shaped section): the remote model at cfg.base_url (every replica
-    alike), else the weights of base_model (the local judge). Fetched once per run: open_judge takes it."""
+    alike), else the weights of judge_model (paths.judge_model: the base model, or rubricarm's trained judge).
+    Fetched once per run: open_judge takes it."""
     if cfg.base_url:
-        return pool_identity(split_urls(cfg.base_url), cfg.model, cfg.api_key_env, param)
-    return local_identity(base_model)
+        return pool_identity(split_urls(cfg.base_url), cfg.model, cfg.api_key_env, param, cfg.timeout_s)
+    return local_identity(judge_model)
+
+
+def model_folder(folder: str, param: str) -> str:
+    """`folder` when it holds a model (config.json), else a ValueError saying how to get one there."""
+    if not (Path(folder) / "config.json").is_file():
+        raise ValueError(f"{param} is {folder}, which holds no model (no config.json): build it first (`dvc repro "
+                         f"model`; rubricarm's models need rubricarm.enabled: true and `dvc repro rubricarm`), or set "
+                         f"{param} to a model folder")
+    return folder
 
 
 @contextmanager
-def judge_endpoint(cfg, serve, base_model, identity: str, needed: bool = True, param: str = "judge.base_url"):
-    """A judge's endpoint: cfg.base_url (remote), else the local vLLM server (`serve`) with base_model. Called by
-    focal.judge.open_judge only (the one way to a judge).
+def judge_endpoint(cfg, serve, judge_model, identity: str, needed: bool = True, param: str = "judge.base_url"):
+    """A judge's endpoint: cfg.base_url (remote), else the local vLLM server (`serve`) with judge_model
+    (paths.judge_model). Called by focal.judge.open_judge only (the one way to a judge).
 
-    The local judge is always the *base* model, whatever policy is being trained or
-    evaluated. With needed=False (everything is a check or cached) no server is
+    The local judge is paths.judge_model (the base model by default, or rubricarm's trained judge), whatever
+    policy is being trained or evaluated. With needed=False (everything is a check or cached) no server is
     started and the endpoint is never called; its identity is still the judge's."""
     if cfg.base_url or not needed:
         yield Endpoint(cfg.base_url or NO_ENDPOINT, cfg.model, identity, param)
         return
     from focal.serve import serving
 
-    with serving(serve, base_model) as url:
+    with serving(serve, model_folder(judge_model, "paths.judge_model")) as url:
         yield Endpoint(url, serve.served_model_name, identity, "the local judge server (serve.*, logs in serve.log_dir)")
 
 
 @contextmanager
 def rubric_endpoint(params):
-    """The rubric-generation model: rubricgen.base_url (remote), else the local vLLM server with the base model."""
+    """The rubric-generation model: rubricgen.base_url (remote), else the local vLLM server with paths.rubric_model
+    (the base model, or rubricarm's trained generator)."""
     g = params.rubricgen
     if g.base_url:
-        yield Endpoint(g.base_url, g.model, remote_identity(g.base_url, g.model, g.api_key_env, "rubricgen.base_url"),
-                       "rubricgen.base_url")
+        yield Endpoint(g.base_url, g.model, remote_identity(g.base_url, g.model, g.api_key_env, "rubricgen.base_url",
+                                                            g.timeout_s), "rubricgen.base_url")
         return
     from focal.serve import serving
 
-    with serving(params.serve, params.paths.base_model) as url:
-        yield Endpoint(url, params.serve.served_model_name, local_identity(params.paths.base_model),
+    folder = model_folder(params.paths.rubric_model, "paths.rubric_model")
+    with serving(params.serve, folder) as url:
+        yield Endpoint(url, params.serve.served_model_name, local_identity(folder),
                        "the local model server (serve.*, logs in serve.log_dir)")
 
 
 @contextmanager
-def policy_endpoint(serve, api_key_env: str, policy_dir: str, name: str | None = None):
+def policy_endpoint(serve, client, policy_dir: str, name: str | None = None):
     """A policy's endpoint: with serve.base_url, the model called `name` there (default serve.served_model_name;
-    every policy must be served under its own name; the key in $api_key_env), else a local vLLM server (`serve`)
-    for policy_dir."""
+    every policy must be served under its own name; client: the stage's client section, rollouts.* or evaluate.*,
+    for the API key and the deadline), else a local vLLM server (`serve`) for policy_dir."""
     s = serve
     if s.base_url:
         name = name or s.served_model_name
-        yield Endpoint(s.base_url, name, remote_identity(s.base_url, name, api_key_env, "serve.base_url"),
+        yield Endpoint(s.base_url, name, remote_identity(s.base_url, name, client.api_key_env, "serve.base_url",
+                                                         client.timeout_s),
                        "serve.base_url")
         return
     from focal.serve import serving

@@ -17,9 +17,11 @@ satisfaction is 1 - present. A failed judgment is NaN, never 0.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import math
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,10 +113,17 @@ class Where:
         self.path, self.line, self.item, self.criterion = path, line, item, criterion
 
     def error(self, field_name: str, problem: str, fix: str) -> RubricError:
+        return RubricError(self.text(field_name, problem, fix))
+
+    def warn(self, field_name: str, problem: str, fix: str) -> None:
+        """Print `warning: <where> field ... <problem>; <fix>` to stderr (the file is still accepted)."""
+        print(f"warning: {self.text(field_name, problem, fix)}", file=sys.stderr)
+
+    def text(self, field_name: str, problem: str, fix: str) -> str:
         loc = f"{self.path}" + (f":{self.line}" if self.line else "")
         who = "".join([f" item {self.item!r}" if self.item is not None else "",
                        f" criterion {self.criterion!r}" if self.criterion is not None else ""])
-        return RubricError(f"{loc}:{who} field {field_name!r} {problem}; {fix}")
+        return f"{loc}:{who} field {field_name!r} {problem}; {fix}"
 
 
 def read_text(path) -> str:
@@ -214,10 +223,15 @@ def parse_criterion(d, where: Where) -> Criterion:
     category = d.get("category", "important")
     if not isinstance(category, str) or not category.strip():
         raise where.error("category", f"must be text, got {category!r}", f"use one of {CATEGORIES} or a tag")
+    tag = category.strip().lower()
+    near = difflib.get_close_matches(tag, CATEGORIES, n=1, cutoff=0.8)
+    if near and tag not in CATEGORIES:  # a typo of a known category would silently become a free tag
+        where.warn("category", f"is {tag!r}, not a known category: did you mean {near[0]}?",
+                   f"write `category: {near[0]}` (any other text is kept as a free tag)")
     pitfall = d.get("pitfall", category == "pitfall")
     if not isinstance(pitfall, bool):
         raise where.error("pitfall", f"must be true or false, got {pitfall!r}", "write `pitfall: true`")
-    return Criterion(cid, text, weight, category.strip().lower(), pitfall,
+    return Criterion(cid, text, weight, tag, pitfall,
                      parse_scale(d.get("scale"), where), parse_check(d.get("check"), where))
 
 

@@ -18,6 +18,9 @@ the judge stage's work are focal/judged.py.
   `Judge._ask` is the one loop of every mode: an answer that gives no verdict is asked
   again `judge.parse_retries` times. A judgment that still fails is NaN with its
   failure kind (its own column, `failure`) and (scrubbed) reason, never 0.
+  The answer text is scrubbed too (focal.api.scrub) before it is parsed, stored in
+  `raw` or cached. A response longer than `judge.max_response_chars` is never sent:
+  its LLM-judged criteria fail (NaN) with reason `too_long`, counted like any failure.
   `judge.base_url` may list replicas (comma-separated): requests go to the one with
   the fewest in flight; one that refuses connections or answers 401/403/404 is
   skipped, and the run stops (EndpointDown) when none is left.
@@ -30,7 +33,9 @@ the judge stage's work are focal/judged.py.
   (judge.price_*_per_mtok).
 - A persistent SQLite cache keyed by who judges and how (judge_prompt.cache_key):
   every success is committed at once, so a rerun or a restart after a crash makes no
-  repeated calls, and another judge, mode, temperature or template never reuses an answer.
+  repeated calls, and another judge, mode, temperature or template never reuses an answer. Judges in several
+  processes may share one cache: a judge claims a key before calling for it, and another that needs the same key
+  waits for that answer instead of paying for it again (focal/cache.py's claims).
 """
 
 from __future__ import annotations
@@ -49,6 +54,8 @@ from focal.judge_prompt import (DEFAULT_TEMPLATE, AnswerError, Judgment, NoLogpr
                                 answers_schema, cache_key, check_judgment, failed, judged, json_object, parse_answer,
                                 parse_answers, parse_verdict, render_prompt, render_response_prompt, response_cache_key,
                                 response_groups, verdict_of, verdict_prompt, verdict_tokens)
+
+CLAIM_POLL_S = 0.2  # how often a judge waiting for another judge's answer to the same key looks again
 
 
 @dataclass
@@ -151,7 +158,7 @@ class Judge:
 
     def _json_reply(self, choice, max_tokens: int) -> str:
         """The answer text of a JSON-mode reply; AnswerError when it was cut off before the JSON closed."""
-        text = choice.message.content or ""
+        text = scrub(choice.message.content or "", self.cfg.api_key_env)  # what is stored: raw, the cache
         if choice.finish_reason == "length":
             try:
                 json_object(text)
@@ -174,14 +181,50 @@ class Judge:
             return [[i] for i in range(len(requests))]
         return [[i] for i, r in enumerate(requests) if r.criterion.check is not None] + response_groups(requests)
 
+    def _too_long(self, response: str) -> str:
+        """The failure reason of a response over judge.max_response_chars ('' when it may be sent)."""
+        cap = self.cfg.max_response_chars
+        if len(response) <= cap:
+            return ""
+        return (f"the response has {len(response)} characters > judge.max_response_chars {cap}; it was not sent "
+                "(raise judge.max_response_chars if the judge's context holds it)")
+
+    def _refuse(self, reqs: list[Request], why: str) -> list[Judgment]:
+        """Judgments that failed before any call (too_long)."""
+        self.stats.failures["too_long"] += len(reqs)
+        return [failed(r, "", "too_long", why) for r in reqs]
+
+    async def _lookup(self, key: str):
+        """The cached answer for key; else None, once this judge holds the key's claim in the cache. While another
+        judge on the same cache (another process) holds it, that judge is calling for this key: wait for its
+        answer rather than pay for the call twice (until its claim ends: released, expired or its process gone)."""
+        if self.cache is None:
+            return None
+        while (hit := self.cache.get(key)) is None and not self.cache.claim(key, self._claim_s()):
+            await asyncio.sleep(CLAIM_POLL_S)
+        if hit is None and (hit := self.cache.get(key)) is not None:  # answered between the get and the claim
+            self.cache.release(key)
+        return hit
+
+    def _release(self, key: str) -> None:
+        if self.cache is not None:
+            self.cache.release(key)
+
+    def _claim_s(self) -> float:
+        """How long one call for a key can take, every retry included: a claim's life."""
+        c = self.cfg
+        return (c.timeout_s + c.max_backoff_s) * (c.max_retries + 1) * (c.parse_retries + 1) + 60.0
+
     def _cached(self, key: str) -> bool:
         return self.cache is not None and self.cache.get(key) is not None
 
     def pending(self, requests: list[Request]) -> int:
         """How many API calls the requests would need (not a check, not cached)."""
         if self.cfg.mode == "per_response":
-            return sum(not self._cached(self._response_key([requests[i] for i in g])) for g in response_groups(requests))
-        return sum(r.criterion.check is None and not self._cached(self._key(r)) for r in requests)
+            return sum(not self._too_long(requests[g[0]].response)
+                       and not self._cached(self._response_key([requests[i] for i in g])) for g in response_groups(requests))
+        return sum(r.criterion.check is None and not self._too_long(r.response) and not self._cached(self._key(r))
+                   for r in requests)
 
     async def _judge_unit(self, pool: Pool, slot, reqs: list[Request]) -> list[Judgment]:
         if reqs[0].criterion.check is not None:
@@ -194,23 +237,34 @@ class Judge:
     async def _judge(self, pool: Pool, slot, req: Request) -> Judgment:
         """One (rollout, criterion) in one call (judge.mode per_criterion or one_token)."""
         c = req.criterion
-        key = self._key(req)
-        hit = self.cache.get(key) if self.cache is not None else None
-        if hit is not None:
-            self.stats.cache_hits += 1
-            return self._from_entry(req, hit, cached=True)
+        if too_long := self._too_long(req.response):
+            return self._refuse([req], too_long)[0]
         if self.one_token and not verdict_tokens(c):
             self.stats.failures["unsupported_scale"] += 1
             return failed(req, "", "unsupported_scale", f"judge.mode one_token answers in one token, so a likert "
                           f"scale must lie within 0-9 (this one is {c.scale.min:g}-{c.scale.max:g}); use judge.mode "
                           "per_criterion for this rubric set")
+        key = self._key(req)
+        hit = await self._lookup(key)
+        if hit is not None:
+            self.stats.cache_hits += 1
+            return self._from_entry(req, hit, cached=True)
+        try:
+            return await self._call(pool, slot, req, key)
+        finally:
+            self._release(key)
+
+    async def _call(self, pool: Pool, slot, req: Request, key: str) -> Judgment:
+        """_judge's call, once the key's claim is held."""
+        c = req.criterion
         prompt = self.prompt(req)
         kwargs = self.request_kwargs(prompt, answer_schema(c))
 
         def parse(choice) -> dict:  # the cache entry of a reply
             if self.one_token:
                 try:
-                    return parse_verdict(choice, c)
+                    entry = parse_verdict(choice, c)
+                    return entry | {"answer": scrub(entry["answer"], self.cfg.api_key_env)}
                 except NoLogprobs as e:  # it never will: stop at once rather than fail every judgment
                     raise EndpointDown(f"{self.endpoint.param} {self.endpoint.base_url} {e}") from None
             text = self._json_reply(choice, kwargs["max_tokens"])
@@ -243,13 +297,22 @@ class Judge:
     async def _judge_response(self, pool: Pool, slot, reqs: list[Request]) -> list[Judgment]:
         """Every LLM-judged criterion of one response in one call (judge.mode per_response); a criterion whose
         part of the answer is missing or invalid after judge.parse_retries is NaN on its own."""
-        criteria, first = [r.criterion for r in reqs], reqs[0]
+        if too_long := self._too_long(reqs[0].response):
+            return self._refuse(reqs, too_long)
         key = self._response_key(reqs)
-        hit = self.cache.get(key) if self.cache is not None else None
+        hit = await self._lookup(key)
         if hit is not None:
             self.stats.cache_hits += len(reqs)
             return [judged(r, hit["raws"][r.criterion.id], r.criterion.satisfaction(hit["values"][r.criterion.id]),
                            cached=True) for r in reqs]
+        try:
+            return await self._call_response(pool, slot, reqs, key)
+        finally:
+            self._release(key)
+
+    async def _call_response(self, pool: Pool, slot, reqs: list[Request], key: str) -> list[Judgment]:
+        """_judge_response's call, once the key's claim is held."""
+        criteria, first = [r.criterion for r in reqs], reqs[0]
         prompt = render_response_prompt(self.template, first.item, criteria, first.response)
         kwargs = self.request_kwargs(prompt, answers_schema(criteria), answers=len(criteria))
 

@@ -71,7 +71,8 @@ class OpenAIBackend:
         per = (resp.usage.completion_tokens // s.n) if resp.usage else 0
         prompt_tokens = resp.usage.prompt_tokens if resp.usage else 0
         choices = sorted(resp.choices, key=lambda ch: ch.index)
-        return [Completion(ch.message.content or "", prompt_tokens, per, ch.finish_reason or "") for ch in choices]
+        return [Completion(scrub(ch.message.content or "", self.cfg.api_key_env, shapes=False), prompt_tokens, per,
+                           ch.finish_reason or "") for ch in choices]
 
     async def _all(self, chats, s):
         slot, breaker = asyncio.Semaphore(self.cfg.concurrency), Breaker(self.base_url, self.param)

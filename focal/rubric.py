@@ -42,6 +42,7 @@ from pathlib import Path
 
 import yaml
 
+from focal.config import check_unique_keys
 from focal.importers import load_chasing_the_tail, load_healthbench, load_ifbench, load_ifeval, load_rar, load_writingbench
 # The item types and their validation live in focal/items.py; the ones callers used to import
 # from here stay importable from here (see __all__).
@@ -101,10 +102,11 @@ def item_from_row(row) -> Item:
 # ---- YAML with line numbers ---------------------------------------------------------
 
 class _LineLoader(yaml.SafeLoader):
-    """SafeLoader that records each mapping's line as the key '__line__'."""
+    """SafeLoader that records each mapping's line as the key '__line__' and refuses a key given twice."""
 
 
 def _construct_mapping(loader, node, deep=False):
+    check_unique_keys(node)
     mapping = yaml.SafeLoader.construct_mapping(loader, node, deep=True)
     mapping["__line__"] = node.start_mark.line + 1
     return mapping

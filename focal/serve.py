@@ -1,7 +1,7 @@
 """Serve a model through vLLM's OpenAI-compatible server, started from its own environment.
 
     python -m focal.serve start [--params params.yaml] [--model DIR]   # start, print the URL, return
-    python -m focal.serve stop                                            # stop what `start` started
+    python -m focal.serve stop [--all]                                    # stop what `start` started (--all: every recorded server)
 
     from focal.serve import serving
     with serving(params.serve, "models/base") as base_url:   # reuses a running shared server
@@ -30,9 +30,18 @@ or, when it is unset, by nobody (only `stop` ends it).
 
 Sharing within a run: `start` records the server in `serve.state_dir`; `serving()`
 reuses a healthy recorded server for the same model instead of starting one, and
-leaves it running. With FOCAL_SERVE_KEEP=1 (set by `make run`), a server that
-`serving()` starts is recorded and left running for the next stage; `python -m
-focal.serve stop` (run by `make run` at the end) stops every recorded server.
+leaves it running. With FOCAL_SERVE_KEEP=1 (set by `focal run` and the flows), a
+server that `serving()` starts is recorded and left running for the next stage; the
+run stops it at the end.
+
+One owner per server: a record carries the server's pid and start time and its
+owner's pid and start time (0: nobody, a server of `focal.serve start`). A stage
+reuses only a server of its own run or one that nobody owns; a run stops only the
+servers it owns (`stop_recorded(cfg, owner=os.getpid())`), and a server is stopped
+only after checking that its pid is still the recorded process (same start time),
+so a concurrent run's server, one from `focal.serve start`, or an unrelated process
+that reused a stale record's pid is never signalled. Records of servers that are
+gone are dropped.
 """
 
 from __future__ import annotations
@@ -53,6 +62,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from focal.io import write_json
+from focal.watchdog import identity
 
 KEEP_ENV = "FOCAL_SERVE_KEEP"
 OWNER_ENV = "FOCAL_SERVE_OWNER_PID"
@@ -187,34 +197,60 @@ def _wait_healthy(proc: subprocess.Popen, base_url: str, timeout_s: float, log_p
                        f"last lines of {log_path}:\n{_tail(log_path)}")
 
 
-def _record_path(cfg, model_dir: str) -> Path:
+def _record_path(cfg, model_dir: str, owner: int) -> Path:
     tag = hashlib.sha256(str(Path(model_dir).resolve()).encode()).hexdigest()[:8]
-    return Path(cfg.state_dir) / f"{cfg.served_model_name}-{tag}.json"
+    return Path(cfg.state_dir) / f"{cfg.served_model_name}-{tag}-{owner}.json"
 
 
-def _record(cfg, model_dir: str, proc: subprocess.Popen, base_url: str) -> None:
-    write_json(_record_path(cfg, model_dir), {"pid": proc.pid, "base_url": base_url,
-                                              "model_dir": str(Path(model_dir).resolve())})
+def record(cfg, model_dir: str, pid: int, base_url: str, owner: int) -> None:
+    """Record a server (the process group led by pid) for model_dir, owned by `owner` (0: nobody)."""
+    write_json(_record_path(cfg, model_dir, owner), {
+        "pid": pid, "started": identity(pid), "base_url": base_url, "model_dir": str(Path(model_dir).resolve()),
+        "owner": owner, "owner_started": identity(owner) if owner else None})
 
 
-def stop_recorded(cfg) -> int:
-    """Stop every server recorded in serve.state_dir; returns how many."""
+def _read(path: Path) -> dict | None:
+    """A record, or None when it is unreadable or its server is gone (or its pid now names another process)."""
+    try:
+        rec = json.loads(path.read_text())
+        alive = rec.get("started") is not None and identity(int(rec["pid"])) == rec["started"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return rec if alive else None
+
+
+def _owned_by(rec: dict, owner: int) -> bool:
+    """The record's owner is `owner` (0: nobody), the same process as when it was recorded."""
+    return rec.get("owner") == owner and (not owner or rec.get("owner_started") == identity(owner))
+
+
+def stop_recorded(cfg, owner: int | None = None) -> int:
+    """Stop the servers recorded in serve.state_dir that `owner` owns (a pid; 0: the ones nobody owns; None:
+    every one), each after checking it is still the recorded process; records of servers that are gone are
+    dropped. Returns how many servers were stopped."""
     stopped = 0
-    for rec in sorted(Path(cfg.state_dir).glob("*.json")):
-        stop_group(json.loads(rec.read_text())["pid"])
-        rec.unlink()
+    for path in sorted(Path(cfg.state_dir).glob("*.json")):
+        rec = _read(path)
+        if rec is None:
+            path.unlink(missing_ok=True)  # gone: nothing to stop, and its pid may be someone else's now
+            continue
+        if owner is not None and not _owned_by(rec, owner):
+            continue  # a concurrent run's, or one from `focal.serve start`: not ours to stop
+        stop_group(rec["pid"])
+        path.unlink(missing_ok=True)
         stopped += 1
     return stopped
 
 
 def shared_server(cfg, model_dir: str) -> str | None:
-    """The URL of a recorded, healthy server for this model, if any."""
-    path = _record_path(cfg, model_dir)
-    if not path.exists():
-        return None
-    rec = json.loads(path.read_text())
-    if rec.get("model_dir") == str(Path(model_dir).resolve()) and healthy(rec["base_url"]):
-        return rec["base_url"]
+    """The URL of a live, healthy recorded server for this model that this run owns (FOCAL_SERVE_OWNER_PID) or
+    that nobody owns (`focal.serve start`), if any."""
+    mine = env_owner()
+    for owner in ([mine] if mine else []) + [0]:
+        rec = _read(_record_path(cfg, model_dir, owner))
+        if rec is not None and _owned_by(rec, owner) and rec.get("model_dir") == str(Path(model_dir).resolve()) \
+                and healthy(rec["base_url"]):
+            return rec["base_url"]
     return None
 
 
@@ -251,11 +287,12 @@ def serving(cfg, model_dir: str):
     if shared:
         yield shared
         return
-    keep = os.environ.get(KEEP_ENV) == "1"  # `make run`: later stages reuse it, `focal.serve stop` ends it
+    keep = os.environ.get(KEEP_ENV) == "1"  # `focal run`: later stages reuse it, the run stops it at the end
     with sigterm_exits():
-        proc, base_url = start_server(cfg, model_dir, owner=env_owner() if keep else None)
+        owner = (env_owner() or os.getpid()) if keep else os.getpid()  # without an orchestrator: this process
+        proc, base_url = start_server(cfg, model_dir, owner=owner)
         if keep:
-            _record(cfg, model_dir, proc, base_url)
+            record(cfg, model_dir, proc.pid, base_url, owner)
             yield base_url
             return
         try:
@@ -272,6 +309,7 @@ def main(argv=None):
     ap.add_argument("action", choices=["start", "stop"])
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--model", default=None, help="model folder (default: paths.base_model)")
+    ap.add_argument("--all", action="store_true", help="stop: every recorded server, whoever started it")
     args = ap.parse_args(argv)
     params = load_params(args.params)
     cfg, model_dir = params.serve, args.model or params.paths.base_model
@@ -281,11 +319,13 @@ def main(argv=None):
             return
         url = shared_server(cfg, model_dir)
         if url is None:  # outlives this command: owned by FOCAL_SERVE_OWNER_PID, else by nobody
-            proc, url = start_server(cfg, model_dir, owner=env_owner() or 0)
-            _record(cfg, model_dir, proc, url)
+            owner = env_owner() or 0
+            proc, url = start_server(cfg, model_dir, owner=owner)
+            record(cfg, model_dir, proc.pid, url, owner)
         print(url)
-    else:
-        print(f"serve: stopped {stop_recorded(cfg)} server(s)", file=sys.stderr)
+    else:  # what `start` started: owned by FOCAL_SERVE_OWNER_PID, else by nobody
+        stopped = stop_recorded(cfg, None if args.all else env_owner() or 0)
+        print(f"serve: stopped {stopped} server(s)", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ declare raises at once (naming the stage, the section and the fix), so a stage
 cannot depend on a knob DVC does not know about; `paths` is always readable (its
 values are the stage's deps and outs in dvc.yaml). A user error (ValueError: bad
 params, rubric or data; it names the file, field and fix) becomes one
-`error: ...` line and exit code 2.
+`error: ...` line and exit code 2; Ctrl-C becomes one line and exit code 130 (stages
+write each output whole or not at all, and dvc.yaml keeps the previous ones: persist).
 """
 
 from __future__ import annotations
@@ -47,9 +48,16 @@ def run_stage(run, doc: str, reads, argv=None) -> None:
 
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml", help="the params file")
-    stage = run.__module__.rsplit(".", 1)[-1]
+    module = run.__module__
+    if module == "__main__":  # `python -m stages.judge`: the module's own name is in its spec
+        module = getattr(sys.modules["__main__"].__spec__, "name", None) or "stage"
+    stage = module.rsplit(".", 1)[-1]
     try:
         run(Declared(load_params(ap.parse_args(argv).params), reads, stage))
     except ValueError as e:  # RubricError, config and data errors: the message names file, field and fix
         print(f"error: {e}", file=sys.stderr)
         sys.exit(EX_TEMPFAIL if getattr(e, "transient", False) else 1)  # transient: focal.api.CallsFailed
+    except KeyboardInterrupt:
+        print(f"{stage}: interrupted (Ctrl-C); every output is as it was or whole, none half-written",
+              file=sys.stderr)
+        sys.exit(130)

@@ -23,6 +23,7 @@ from focal.eval_sets import load_benchmark
 from focal.config import Params
 from focal.evaluate import evaluate_policies, report
 from focal.io import write_json, write_parquet, write_text
+from focal.judge import failure_text
 from focal.plots import pass_rates_plot, policies_plot, trajectories_plot
 from focal.stage import run_stage
 
@@ -53,6 +54,8 @@ def run(params: Params) -> list[Path]:
     trajectories_plot(paths.train_log, plots / "focal_trajectories.png",
                       "Training: per-criterion saturation and weight")
     for bench, m in metrics.items():
+        print(f"evaluate: {bench}: {failure_text(judgments[judgments.benchmark == bench])} "
+              f"(judge.max_failure_share {params.judge.max_failure_share:.0%})")
         for p, v in m["policies"].items():
             print(f"evaluate: {bench} / {p}: rubric score {v['rubric_score']:.3f} ± {v['rubric_score_std']:.3f}, "
                   f"strict {v['strict_completion']:.3f}, min category {v['min_category']:.3f}, "

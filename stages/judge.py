@@ -36,7 +36,7 @@ from focal.config import Params
 from focal.ensemble import EMPTY, open_ensemble
 from focal.io import write_json, write_parquet
 from focal.judge_prompt import requests_for
-from focal.judged import check_failure_budget, load_items, stage_template
+from focal.judged import check_failure_budget, failure_text, load_items, stage_template
 from focal.stage import run_stage
 
 READS = ('judge', 'serve', 'ensemble')  # params sections this stage reads: dvc.yaml declares exactly these (a test checks)
@@ -53,7 +53,7 @@ def run(params: Params) -> list[Path]:
     write_parquet(params.paths.judge_votes, EMPTY if ensemble is None else ensemble.votes)
     write_json(params.paths.judge_stats, m)
     print(f"judge: {len(df)} judgments ({m['judge/checks']} by checks), {m['judge/calls']} API calls, "
-          f"{m['judge/cache_hits']} cache hits, {m['judge/failures']} failures; agreement with the checks "
+          f"{m['judge/cache_hits']} cache hits, {failure_text(df)}; agreement with the checks "
           f"{m['agreement/overall']} (kappa {m['agreement/kappa']}) on {m['agreement/n']} sampled pairs, "
           f"self-agreement {m['consistency/overall']} on {m['consistency/n']}")
     if ensemble is not None:

@@ -4,9 +4,11 @@ A prompt containing `[[fault:KIND:N]]` fails its first N attempts with KIND, the
 answers normally (N = "all" fails every time). KIND: timeout (sleeps past the
 client's timeout), 429, 500, 401, malformed (200 with a non-JSON answer), drop (closes
 the connection without a response), trickle (a valid answer sent 4 bytes at a time,
-`trickle_s` apart), 503, cut (200 with half a JSON answer and finish_reason "length"). A 429 or 503 carries `Retry-After: retry_after` and/or
+`trickle_s` apart), 503, cut (200 with half a JSON answer and finish_reason "length"), echo (a normal
+answer whose explanation quotes the request's Authorization header). A 429 or 503 carries `Retry-After: retry_after` and/or
 `retry-after-ms: retry_after_ms` when those are set. Error messages echo the request's
-Authorization header, as some servers do with a bad key. Every answer reports
+Authorization header, as some servers do with a bad key. With `models_trickle_s`, GET /v1/models sends its
+reply one byte every that many seconds. Every answer reports
 `usage` = the `usage` argument (prompt, completion tokens). A normal answer says criteria_met = true when
 the graded response contains "GOOD", and score 4 for likert items; a request whose JSON schema is named
 "judgments" (judge.mode per_response) gets one such answer per property of the schema. A request with
@@ -40,7 +42,9 @@ FENCED = re.compile(r"<(RESPONSE-[0-9A-F]+)>\n(.*?)\n</\1>", re.S)
 class FakeOpenAI:
     def __init__(self, delay_s: float = 0.0, timeout_sleep_s: float = 3.0, trickle_s: float = 0.25, always: str = "",
                  models=("judge", "fake", "policy", "other"), root: str = "/srv/fake-weights",
-                 retry_after: str | None = None, retry_after_ms: str | None = None, usage=(10, 5)):
+                 retry_after: str | None = None, retry_after_ms: str | None = None, usage=(10, 5),
+                 models_trickle_s: float = 0.0):
+        self.models_trickle_s = models_trickle_s
         self.retry_after, self.retry_after_ms, self.usage = retry_after, retry_after_ms, tuple(usage)
         self.models, self.root = list(models), root  # what GET /v1/models lists (vLLM: id = served name, root = folder)
         self.delay_s, self.trickle_s = delay_s, trickle_s
@@ -71,20 +75,25 @@ class FakeOpenAI:
         if kind:
             if kind == "trickle":
                 return 200, self.completion(body, json.dumps({"explanation": "slow", "criteria_met": True})), kind
+            if kind == "echo":
+                return 200, self.completion(body, self.content(body, prompt)), kind
             return {"timeout": 0, "429": 429, "500": 500, "503": 503, "401": 401, "malformed": 1, "drop": -1,
                     "cut": 1}[kind], None, kind
+        return 200, self.completion(body, self.content(body, prompt)), ""
+
+    @staticmethod
+    def content(body, prompt: str) -> str:
+        """The answer text: criteria_met = "GOOD" in the graded response, score 4; per criterion for "judgments"."""
         fenced = FENCED.search(prompt)
         graded = fenced.group(2) if fenced else prompt
         schema = (body.get("response_format") or {}).get("json_schema") or {}
         if schema.get("name") == "judgments":  # judge.mode per_response: one answer object per criterion id
-            content = json.dumps({cid: {"explanation": "fine", "score": 4} if "score" in prop["properties"]
-                                  else {"explanation": "checked", "criteria_met": "GOOD" in graded}
-                                  for cid, prop in schema["schema"]["properties"].items()})
-        elif '"score"' in prompt.split("# How to answer")[-1]:
-            content = json.dumps({"explanation": "fine", "score": 4})
-        else:
-            content = json.dumps({"explanation": "checked", "criteria_met": "GOOD" in graded})
-        return 200, self.completion(body, content), ""
+            return json.dumps({cid: {"explanation": "fine", "score": 4} if "score" in prop["properties"]
+                               else {"explanation": "checked", "criteria_met": "GOOD" in graded}
+                               for cid, prop in schema["schema"]["properties"].items()})
+        if '"score"' in prompt.split("# How to answer")[-1]:
+            return json.dumps({"explanation": "fine", "score": 4})
+        return json.dumps({"explanation": "checked", "criteria_met": "GOOD" in graded})
 
     def verdict(self, body: dict, prompt: str, kind: str) -> dict:
         """A one-token answer with its top_logprobs (judge.mode one_token)."""
@@ -139,10 +148,26 @@ class FakeOpenAI:
                 if self.path.rstrip("/").endswith("/models"):
                     with fake.lock:
                         fake.model_lists += 1
-                    self.send(200, {"object": "list", "data": [{"id": m, "object": "model", "root": fake.root}
-                                                               for m in fake.models]})
+                    listing = {"object": "list", "data": [{"id": m, "object": "model", "root": fake.root}
+                                                          for m in fake.models]}
+                    if fake.models_trickle_s:
+                        self.trickle(listing, 1, fake.models_trickle_s)
+                        return
+                    self.send(200, listing)
                     return
                 self.send(200, {"status": "ok"})
+
+            def trickle(self, obj, chunk: int, every_s: float):
+                """A 200 with obj as JSON, `chunk` bytes at a time, every_s apart."""
+                data = json.dumps(obj).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                for i in range(0, len(data), chunk):
+                    self.wfile.write(data[i:i + chunk])
+                    self.wfile.flush()
+                    time.sleep(every_s)
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -164,16 +189,15 @@ class FakeOpenAI:
                     self.send(200, fake.completion(body, '{"explanation": "This response is', "length"))
                     return
                 if kind == "trickle":
-                    data = json.dumps(obj).encode()
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    for i in range(0, len(data), 4):
-                        self.wfile.write(data[i:i + 4])
-                        self.wfile.flush()
-                        time.sleep(fake.trickle_s)
+                    self.trickle(obj, 4, fake.trickle_s)
                     return
+                if kind == "echo":  # the key, inside a normal answer
+                    content = json.loads(obj["choices"][0]["message"]["content"])
+                    for answer in [content, *content.values()]:
+                        if isinstance(answer, dict) and "explanation" in answer:
+                            answer["explanation"] += f" (you sent {self.headers.get('Authorization', '')})"
+                    for choice in obj["choices"]:
+                        choice["message"]["content"] = json.dumps(content)
                 if status != 200:
                     auth = self.headers.get("Authorization", "")
                     self.send(status, {"error": {"message": f"injected {status}; you sent {auth}", "type": "fault",

@@ -18,7 +18,9 @@ import pandas as pd
 import yaml
 
 from fake_openai import FakeOpenAI
-from focal.rubric import Check, Criterion, Item
+from focal.config import Judge as JudgeConfig
+from focal.endpoints import Endpoint
+from focal.rubric import Check, Criterion, Item, Scale
 
 ROOT = Path(__file__).parents[1]
 
@@ -30,6 +32,28 @@ CRITERIA = (Criterion("short", "At most 5 words.", 3.0, "essential", check=Check
                       check=Check("min_count", {"text": "!", "n": 1}), key="bang"))
 ITEMS = [Item(f"p{i}", q, CRITERIA) for i, q in enumerate(["why is the sun green", "what is a good list",
                                                            "how can the cat sleep", "tips for the moon"])]
+
+
+# ---- a judged item and a judge client for a loopback server -------------------------------
+
+BINARY = Criterion("relevant", "The response answers the question.", 3.0, "essential")
+PITFALL = Criterion("rude", "The response is rude.", 2.0, "pitfall", pitfall=True)
+LIKERT = Criterion("clarity", "How clear is it?", 1.0, "optional", scale=Scale("likert", 1, 5))
+CHECKED = Criterion("short", "At most 3 words.", 1.0, check=Check("max_words", {"n": 3}))
+JUDGE_ITEM = Item("p1", "What is 2+2?", (BINARY, PITFALL, LIKERT, CHECKED))
+
+
+def fake_endpoint(server, model="judge"):
+    """An Endpoint for a loopback fake server (its identity names the URL and model)."""
+    return Endpoint(server.base_url, model, f"test:{server.base_url}|{model}")
+
+
+def judge_cfg(**kw):
+    """A judge section with small timeouts and backoffs, for loopback servers."""
+    base = dict(model="judge", concurrency=4, timeout_s=0.5, max_retries=3, backoff_s=0.01, max_backoff_s=0.05,
+                parse_retries=1, mode="per_criterion")  # JSON answers; judge.mode one_token has tests of its own
+    base.update(kw)
+    return JudgeConfig(**base)
 
 
 class Always(FakeOpenAI):
@@ -59,6 +83,16 @@ def sh(cwd, *cmd, check=True) -> subprocess.CompletedProcess:
 def dvc(cwd, *args) -> str:
     """`dvc ARGS` in cwd (asserting success); its stdout."""
     return sh(cwd, sys.executable, "-m", "dvc", *args).stdout
+
+
+def wait_gone(pids: list[int], timeout_s: float = 10.0) -> list[int]:
+    """The pids still running after timeout_s (polled every 0.2 s)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while (left := [p for p in pids if running(p)]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
 
 
 def running(pid: int) -> bool:
@@ -135,8 +169,8 @@ def judge_project(tmp_path: Path, base_url: str, concurrency=2) -> Path:
 
     raw = {"paths": {"rubrics": str(ROOT / "rubrics"), **{k: str(tmp_path / v) for k, v in {
                "train_prompts": "train.parquet", "eval_prompts": "eval.parquet", "rollouts": "rollouts.parquet",
-               "judge_template": "judge_template.md", "judgments": "judgments.parquet", "judge_cache": "cache.sqlite", "judge_stats": "stats.json",
-               "judge_votes": "votes.parquet"}.items()}},
+               "judge_template": "judge_template.md", "judgments": "judgments.parquet", "judge_cache": "cache.sqlite",
+               "judge_stats": "stats.json", "judge_votes": "votes.parquet"}.items()}},
            "prepare": {"max_train_prompts": 3, "max_eval_prompts": 1},
            "judge": {"base_url": base_url, "model": "fake", "concurrency": concurrency, "backoff_s": 0.01,
                      "timeout_s": 5.0}}

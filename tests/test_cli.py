@@ -170,11 +170,11 @@ stages:
 """
 SLOW_PY = """\
 import json, os, pathlib, subprocess, time
-# a stand-in model server, recorded where focal.serve records a server kept for the next stage
+from focal.config import Serve
+from focal.serve import env_owner, record
+# a stand-in model server, recorded as focal.serve records a server kept for the next stage (owned by the flow)
 server = subprocess.Popen(["sleep", "300"], start_new_session=True)
-pathlib.Path(".focal/servers").mkdir(parents=True, exist_ok=True)
-pathlib.Path(".focal/servers/policy-test.json").write_text(json.dumps(
-    {"pid": server.pid, "base_url": "http://127.0.0.1:9/v1", "model_dir": "models/base"}))
+record(Serve(), "models/base", server.pid, "http://127.0.0.1:9/v1", env_owner())
 pathlib.Path("pids.json").write_text(json.dumps({"stage": os.getpid(), "server": server.pid}))
 time.sleep(300)
 """
@@ -213,7 +213,7 @@ def test_ctrl_c_stops_the_flow_its_stage_and_its_server_within_seconds(tmp_path,
     assert cli.returncode == 130, out
     assert took < 20, f"{took:.1f} s:\n{out}"
     assert not running(pids["stage"]) and not running(pids["server"]), out
-    assert not (proj / ".focal/servers/policy-test.json").exists()
+    assert not list((proj / ".focal/servers").glob("*.json"))
     assert "focal: stopping flows.pipeline (SIGTERM" in out, out[-3000:]  # the CLI forwarded Ctrl-C once
     assert "stopped 1 model server(s)" in out, out[-3000:]  # the flow stopped the server kept for the next stage
     assert re.search(r"Flow run '[^']+' - Finished in state Crashed\(", out), out[-3000:]  # not Completed

@@ -21,16 +21,18 @@ def test_defaults_and_the_committed_params_are_valid():
 @pytest.mark.parametrize("section, key, value, expected", [
     # counts
     ("evaluate", "limit", -1, "evaluate.limit must be >= 0, got -1"),
-    ("evaluate", "n_bootstrap", 0, "evaluate.n_bootstrap must be >= 1, got 0"),
-    ("evaluate", "num_generations", 0, "evaluate.num_generations must be >= 1, got 0"),
-    ("judge", "concurrency", 0, "judge.concurrency must be >= 1, got 0"),
-    ("judge", "max_tokens", 0, "judge.max_tokens must be >= 1, got 0"),
-    ("judge", "max_retries", -1, "judge.max_retries must be >= 0, got -1"),
-    ("rollouts", "max_tokens", 0, "rollouts.max_tokens must be >= 1, got 0"),
-    ("rollouts", "num_generations", 0, "rollouts.num_generations must be >= 1, got 0"),
+    ("evaluate", "n_bootstrap", 0, "evaluate.n_bootstrap must be in [1, 1000000], got 0"),
+    ("evaluate", "num_generations", 0, "evaluate.num_generations must be in [1, 1024], got 0"),
+    ("judge", "concurrency", 0, "judge.concurrency must be in [1, 1024], got 0"),
+    ("judge", "concurrency", 100_000_000, "judge.concurrency must be in [1, 1024], got 100000000"),
+    ("judge", "max_tokens", 0, "judge.max_tokens must be in [1, 1000000], got 0"),
+    ("judge", "max_retries", -1, "judge.max_retries must be in [0, 20], got -1"),
+    ("judge", "max_retries", 1000, "judge.max_retries must be in [0, 20], got 1000"),
+    ("rollouts", "max_tokens", 0, "rollouts.max_tokens must be in [1, 1000000], got 0"),
+    ("rollouts", "num_generations", 0, "rollouts.num_generations must be in [1, 1024], got 0"),
     ("rubricgen", "min_criteria", 0, "rubricgen.min_criteria must be >= 1, got 0"),
     ("rubricgen", "refine_rounds", -1, "rubricgen.refine_rounds must be >= 0, got -1"),
-    ("train", "num_generations", 1, "train.num_generations must be >= 2, got 1"),
+    ("train", "num_generations", 1, "train.num_generations must be in [2, 1024], got 1"),
     ("train", "max_steps", 0, "train.max_steps must be >= 1, got 0"),
     ("train", "steps_per_generation", 0, "train.steps_per_generation must be >= 1, got 0"),
     ("train", "lora_r", -1, "train.lora_r must be >= 0, got -1"),
@@ -51,9 +53,10 @@ def test_defaults_and_the_committed_params_are_valid():
     ("judge", "temperature", -0.1, "judge.temperature must be >= 0, got -0.1"),
     ("evaluate", "temperature", -1, "evaluate.temperature must be >= 0, got -1.0"),
     ("compare", "eval_temperature", -1, "compare.eval_temperature must be >= 0, got -1.0"),
-    ("judge", "timeout_s", 0, "judge.timeout_s must be > 0, got 0.0"),
-    ("serve", "startup_timeout_s", -5, "serve.startup_timeout_s must be > 0, got -5.0"),
-    ("judge", "backoff_s", -1, "judge.backoff_s must be >= 0, got -1.0"),
+    ("judge", "timeout_s", 0, "judge.timeout_s must be in (0, 86400], got 0.0"),
+    ("judge", "timeout_s", 1e9, "judge.timeout_s must be in (0, 86400], got 1000000000.0"),
+    ("serve", "startup_timeout_s", -5, "serve.startup_timeout_s must be in (0, 86400], got -5.0"),
+    ("judge", "backoff_s", -1, "judge.backoff_s must be in [0, 600], got -1.0"),
     # NaN and inf, for every float
     ("judge", "timeout_s", math.nan, "`judge.timeout_s` must be float (a finite number), got nan"),
     ("rollouts", "timeout_s", math.inf, "`rollouts.timeout_s` must be float (a finite number), got inf"),
@@ -104,7 +107,7 @@ def test_knobs_that_depend_on_each_other(raw, expected):
 def test_sections_are_validated_when_built_directly():
     with pytest.raises(ValueError, match=re.escape("`train.num_generations` must be int, got '4'")):
         Train(num_generations="4")
-    with pytest.raises(ValueError, match=re.escape("judge.concurrency must be >= 1, got 0")):
+    with pytest.raises(ValueError, match=re.escape("judge.concurrency must be in [1, 1024], got 0")):
         Judge(concurrency=0)
     assert Serve(startup_timeout_s=20).startup_timeout_s == 20.0 and isinstance(Judge(timeout_s=5).timeout_s, float)
 

@@ -1,7 +1,8 @@
 """The committed dvc.lock matches the committed code and params: a fresh clone's `dvc status` reports no changed
 dependency, parameter or command, only outputs that a clone does not carry (models and data, until `dvc repro` or
 `dvc pull` brings them). Slow-marked: it needs the lock refreshed by a real pipeline run after every code change
-(`make run`, then commit dvc.lock and the small metrics files)."""
+(`make run`, then commit dvc.lock and the small metrics files). And `dvc repro model` on a fresh clone writes
+models/base with the md5 that dvc.lock records (given the locked packages: requirements/lock-main.txt)."""
 
 import json
 import os
@@ -10,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).parents[1]
 ABSENT = {"not in cache", "deleted"}
@@ -36,3 +38,22 @@ def test_a_fresh_clone_has_no_stale_stage(tmp_path):
                 if kind not in ("changed deps", "changed outs") or bad:
                     stale.setdefault(stage, []).append({kind: bad or entries})
     assert not stale, f"dvc.lock is stale for {sorted(stale)}: {stale}"
+
+
+@pytest.mark.slow
+def test_a_fresh_clone_builds_the_base_model_the_lock_records(tmp_path):
+    """`dvc repro model` on a fresh clone, with the locked packages (requirements/lock-main.txt, what `make install`
+    installs), writes models/base with exactly the md5 in the committed dvc.lock: dvc.lock is left unchanged."""
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "PYTHONPATH": str(clone)}
+    committed = base_model_md5(clone / "dvc.lock")
+    subprocess.run([sys.executable, "-m", "dvc", "repro", "model"], cwd=clone, env=env, check=True,
+                   capture_output=True)
+    assert base_model_md5(clone / "dvc.lock") == committed, "models/base of a fresh clone differs from dvc.lock's"
+
+
+def base_model_md5(lock: Path) -> str:
+    """The md5 that a dvc.lock records for the model stage's output (models/base)."""
+    outs = yaml.safe_load(lock.read_text())["stages"]["model"]["outs"]
+    return next(o["md5"] for o in outs if o["path"] == "models/base")

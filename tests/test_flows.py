@@ -18,15 +18,18 @@ from flows.pipeline import ARTIFACT_KEY, JUDGE_ARTIFACT_KEY, judge_rows, pipelin
 from flows.workspace import DvcFailed, error_line, plan, transient
 from helpers import ROOT, artifacts, dvc, project, running, set_params
 
-STAGES = ["model", "rubrics", "prepare", "rollouts", "judge", "validate", "train", "evaluate"]
+STAGES = ["model", "rubrics", "rubricarm", "prepare", "rollouts", "judge", "validate", "train", "evaluate"]
 
 
 def test_the_plan_is_dvcs():
     assert plan(ROOT) == STAGES  # every stage of dvc.yaml, in `dvc repro`'s order
-    assert plan(ROOT, ["evaluate"]) == [s for s in STAGES if s != "rubrics"]  # rubrics is upstream of nothing
+    # rubrics and rubricarm are upstream of nothing (until paths.rubric_model / judge_model point at rubricarm's)
+    assert plan(ROOT, ["evaluate"]) == [s for s in STAGES if s not in ("rubrics", "rubricarm")]
     assert plan(ROOT, ["prepare"]) == ["prepare"]
-    assert plan(ROOT, ["judge", "prepare"]) == ["model", "prepare", "rollouts", "judge"]
-    with pytest.raises(ValueError, match="stage 'judg' is not in dvc.yaml; stages: model, rubrics, prepare"):
+    order = plan(ROOT, ["judge", "prepare"])  # DVC's order; model and prepare are independent of each other
+    assert sorted(order) == ["judge", "model", "prepare", "rollouts"]
+    assert max(order.index("model"), order.index("prepare")) < order.index("rollouts") < order.index("judge")
+    with pytest.raises(ValueError, match="stage 'judg' is not in dvc.yaml; stages: model, rubrics, rubricarm, prepare"):
         plan(ROOT, ["judg"])
 
 

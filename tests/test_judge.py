@@ -8,31 +8,15 @@ import time
 import pytest
 
 from fake_openai import FakeOpenAI
-from focal.config import Judge as JudgeConfig
 from focal.api import EndpointDown
 from focal.endpoints import Endpoint
 from focal.cache import Cache
 from focal.judge import Judge
 from focal.judge_prompt import (AnswerError, DEFAULT_TEMPLATE, Request, answer_schema, fence_tag, parse_answer,
                                 render_prompt)
-from focal.rubric import Check, Criterion, Item, Scale
-
-BINARY = Criterion("relevant", "The response answers the question.", 3.0, "essential")
-PITFALL = Criterion("rude", "The response is rude.", 2.0, "pitfall", pitfall=True)
-LIKERT = Criterion("clarity", "How clear is it?", 1.0, "optional", scale=Scale("likert", 1, 5))
-CHECKED = Criterion("short", "At most 3 words.", 1.0, check=Check("max_words", {"n": 3}))
-ITEM = Item("p1", "What is 2+2?", (BINARY, PITFALL, LIKERT, CHECKED))
-
-
-def endpoint(server, model="judge"):
-    return Endpoint(server.base_url, model, f"test:{server.base_url}|{model}")
-
-
-def cfg(**kw):
-    base = dict(model="judge", concurrency=4, timeout_s=0.5, max_retries=3, backoff_s=0.01, max_backoff_s=0.05,
-                parse_retries=1, mode="per_criterion")  # JSON answers; one_token has tests of its own below
-    base.update(kw)
-    return JudgeConfig(**base)
+from focal.rubric import Criterion, Item, Scale
+from helpers import BINARY, CHECKED, LIKERT, PITFALL, fake_endpoint as endpoint, judge_cfg as cfg
+from helpers import JUDGE_ITEM as ITEM
 
 
 def test_parse_answer_is_strict():

