@@ -84,7 +84,7 @@ def protocol(params: Params, rs=None, judge_identity: str | None = None) -> tupl
         from focal.endpoints import judge_identity as identity_of
         from focal.judge_prompt import reward_identity, set_template
 
-        who = judge_identity or identity_of(params.judge, params.paths.base_model)
+        who = judge_identity or identity_of(params.judge, params.paths.judge_model)
         ident["judge"] = reward_identity(who, params.judge, set_template(rs))
     return ident, train_items, eval_items, policy
 
@@ -276,7 +276,7 @@ def run(params: Params, aggregators=None, seeds=None) -> list[dict]:
 
     c = params.compare
     rs = rubric_set(params)
-    identity = None if c.checks_only else judge_identity(params.judge, params.paths.base_model)  # fetched once
+    identity = None if c.checks_only else judge_identity(params.judge, params.paths.judge_model)  # fetched once
     ident, train_items, eval_items, policy = protocol(params, rs, identity)
     key = content_key(ident)[:12]
     done = load_records(c.results)

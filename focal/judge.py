@@ -384,7 +384,7 @@ class Judge:
 def open_judge(cfg, serve, paths, template: str | None, needed: bool = True, requests: list[Request] | None = None,
                identity: str | None = None, param: str = "judge.base_url", cache: bool = True):
     """The one way to a ready Judge: its endpoint (cfg.base_url, else the local vLLM server of `serve` with
-    paths.base_model, started only when needed), its identity (fetched once: GET /models of a remote judge; pass
+    paths.judge_model, started only when needed), its identity (fetched once: GET /models of a remote judge; pass
     `identity` when it was fetched already, e.g. for a run key), the cache at paths.judge_cache (cache=False: none)
     and the template (None: Focal's default). cfg is the judge.* section, or one shaped like it for another judge
     (the audit's, an ensemble member's: base_url, model and api_key_env replaced; `param` names where it is set).
@@ -392,12 +392,12 @@ def open_judge(cfg, serve, paths, template: str | None, needed: bool = True, req
     needed=False, or `requests` of which none needs a call (all checks or cached): no server is started."""
     from focal.endpoints import judge_endpoint, judge_identity
 
-    identity = identity or judge_identity(cfg, paths.base_model, param)
+    identity = identity or judge_identity(cfg, paths.judge_model, param)
     store = Cache(paths.judge_cache) if cache else None
     try:
         judge = Judge(cfg, Endpoint(NO_ENDPOINT, cfg.model, identity, param), template, store)
         needed = needed and (requests is None or judge.pending(requests) > 0)
-        with judge_endpoint(cfg, serve, paths.base_model, identity, needed, param) as endpoint:
+        with judge_endpoint(cfg, serve, paths.judge_model, identity, needed, param) as endpoint:
             judge.endpoint = endpoint
             yield judge
     finally:

@@ -396,11 +396,29 @@ class Judgment:
     latency_s: float
 
 
+def check_rollout_rows(rollouts, source: str) -> None:
+    """ValueError naming the file and the line (a .jsonl read with its line numbers as the index and
+    attrs['row_label'] = 'line') or the row, when a prompt_id, completion or rollout_id is not text."""
+    by_line = rollouts.attrs.get("row_label") == "line"
+    for col in ("prompt_id", "completion", "rollout_id"):
+        if col not in rollouts:
+            continue
+        for pos, (idx, value) in enumerate(zip(rollouts.index, rollouts[col])):
+            if not isinstance(value, str):
+                missing = value is None or (isinstance(value, float) and math.isnan(value))
+                where = f"{source}:{idx}" if by_line else f"{source}: row {pos + 1}"
+                raise ValueError(f"{where}: `{col}` must be text, got {'null (or missing)' if missing else repr(value)};"
+                                 f' write it as a JSON string ("{col}": "...")')
+
+
 def requests_for(rollouts, items: dict, source: str, only_checks: bool = False,
                  fix: str = "rerun the prepare stage or regenerate the rollouts") -> list[Request]:
     """The one builder of judge requests: one per (rollout, criterion of its prompt's rubric), in rollout order.
     rollouts: a table (or a list of dicts) with prompt_id, rollout_id and completion; only_checks: the criteria
-    with a check only (a reward without a judge). An unknown prompt_id is an error naming `source` and `fix`."""
+    with a check only (a reward without a judge). An unknown prompt_id is an error naming `source` and `fix`; a
+    table's rows are checked first (check_rollout_rows)."""
+    if hasattr(rollouts, "to_dict"):
+        check_rollout_rows(rollouts, source)
     rows = rollouts.to_dict("records") if hasattr(rollouts, "to_dict") else list(rollouts)
     missing = sorted({r["prompt_id"] for r in rows} - set(items))
     if missing:

@@ -58,7 +58,12 @@ def load_items(paths) -> dict:
 
     from focal.rubric import item_from_row
 
-    frames = [pd.read_parquet(p) for p in (paths.train_prompts, paths.eval_prompts)]
+    tables = (paths.train_prompts, paths.eval_prompts)
+    for path in tables:
+        if not Path(path).exists():
+            raise ValueError(f"{path}: prompt table not found (paths.train_prompts, paths.eval_prompts); build them "
+                             "with `focal run --stages prepare`")
+    frames = [pd.read_parquet(p) for p in tables]
     return {row["prompt_id"]: item_from_row(row) for df in frames for _, row in df.iterrows()}
 
 
@@ -109,12 +114,22 @@ def failure_summary(df) -> tuple[int, int, dict]:
     return int(len(bad)), int(len(rows)), {str(k) or "unknown": int(v) for k, v in sorted(kinds.items())}
 
 
+def failure_text(df) -> str:
+    """What a command prints beside a score: '2 of 40 judge calls failed (timeout 1, server_error 1)'."""
+    failed, total, kinds = failure_summary(df)
+    return f"{failed} of {total} judge calls failed" + (f" ({_listing(kinds)})" if kinds else "")
+
+
+def _listing(kinds: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in kinds.items())
+
+
 def check_failure_budget(df, max_share: float, where: str) -> None:
-    """Raise TooManyFailures (one line: share, budget, kinds and counts) when failed judge rows exceed max_share."""
+    """Raise TooManyFailures (one line: share, budget, kinds and counts) when failed judge rows exceed max_share.
+    Every command that prints or writes a score calls it first (the judge and evaluate stages, `focal judge`)."""
     failed, total, kinds = failure_summary(df)
     if total and failed / total > max_share:
-        listing = ", ".join(f"{k} {v}" for k, v in kinds.items())
         raise TooManyFailures(f"{where}: {failed} of {total} judge calls failed ({failed / total:.1%} > "
-                              f"judge.max_failure_share {max_share:.0%}): {listing}; fix the judge endpoint "
+                              f"judge.max_failure_share {max_share:.0%}): {_listing(kinds)}; fix the judge endpoint "
                               "(judge.base_url) and rerun: what succeeded is cached",
                               transient=all(transient_kind(k) for k in kinds))

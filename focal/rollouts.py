@@ -196,7 +196,7 @@ def sample_policy(items: list, policy_dir: str, sampling: Sampling, backend: str
         if backend == "transformers":
             return sample_rollouts(items, TransformersBackend(policy_dir), sampling, local_identity(policy_dir), cache,
                                    progress=True)
-        with policy_endpoint(serve, client.api_key_env, policy_dir, name) as ep:
+        with policy_endpoint(serve, client, policy_dir, name) as ep:
             remote = OpenAIBackend(ep.base_url, ep.model, client, ep.param)
             return sample_rollouts(items, remote, sampling, ep.identity, cache, chunk=client.concurrency, progress=True)
     finally:

@@ -64,7 +64,7 @@ from focal.agreement import agreement_metrics
 from focal.cache import content_key
 from focal.io import write_json
 from focal.items import Criterion, Item, RubricError
-from focal.judge import AnswerError, parse_answers, render_response_prompt
+from focal.judge_prompt import AnswerError, parse_answers, render_response_prompt
 from focal.rubricgen import GENERATE, parse_rubric
 
 GENERIC = (Criterion("helpful", "The response does what the user asked, correctly and helpfully.", 1.0, "essential",
@@ -450,15 +450,18 @@ def measure(arm: Arm, generator_dir, judge_dir) -> dict:
 def probe_asks(arm: Arm) -> list[tuple]:
     """(conversation, checked criteria without their checks, response, the checks' satisfactions) for the first
     `rubricarm.agreement_rollouts` held-out rollouts whose prompt has checked criteria."""
-    from focal.judge import Request, check_judgment
+    from focal.judge_prompt import check_judgment, requests_for
 
     out = []
     for r in arm.probes.itertuples():
         item = arm.items.get(r.prompt_id)
-        checked = [c for c in (item.criteria if item else ()) if c.check is not None]
+        if item is None:
+            continue
+        checked = requests_for([{"prompt_id": r.prompt_id, "rollout_id": r.rollout_id, "completion": r.completion}],
+                               arm.items, "rubricarm probes", only_checks=True)
         if checked:
-            truth = [check_judgment(Request(item, c, r.completion, r.rollout_id)).score for c in checked]
-            out.append((item, tuple(unchecked(c) for c in checked), r.completion, truth))
+            truth = [check_judgment(q).score for q in checked]
+            out.append((item, tuple(unchecked(q.criterion) for q in checked), r.completion, truth))
     return out[: arm.cfg.agreement_rollouts or None]
 
 

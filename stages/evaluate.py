@@ -23,7 +23,7 @@ from focal.eval_sets import load_benchmark
 from focal.config import Params
 from focal.evaluate import evaluate_policies, report
 from focal.io import write_json, write_parquet, write_text
-from focal.judge import failure_text
+from focal.judged import failure_text
 from focal.plots import pass_rates_plot, policies_plot, trajectories_plot
 from focal.stage import run_stage
 

@@ -28,7 +28,7 @@ import pandas as pd
 
 from focal.config import Params
 from focal.io import atomic_dir, write_json, write_parquet
-from focal.judge import DEFAULT_TEMPLATE, decide_checks, requests_for
+from focal.judge_prompt import decide_checks, requests_for, set_template
 from focal.pairs import build_pairs, frame, import_pairs, split_by_prompt
 from focal.rollouts import Sampling, sample_policy
 from focal.rubric import load_rubric_set
@@ -48,7 +48,8 @@ def pairs_and_probes(params: Params, items: dict) -> tuple[pd.DataFrame, pd.Data
     chosen = sorted((it for it in items.values() if it.split == "train"), key=lambda it: it.id)[: a.max_prompts or None]
     r = params.rollouts
     sampling = Sampling(r.num_generations, r.temperature, r.top_p, r.max_tokens, params.base.seed)
-    rollouts = sample_policy(params, chosen, r.policy or params.paths.base_model, sampling, r.backend)
+    rollouts = sample_policy(chosen, r.policy or params.paths.base_model, sampling, r.backend, r, params.serve,
+                             params.paths.rollout_cache)
     checked = decide_checks([q for q in requests_for(rollouts, items, "rubricarm rollouts") if q.criterion.check])
     pairs = build_pairs(rollouts, pd.DataFrame([j.__dict__ for j in checked]), items)
     if pairs.empty:
@@ -79,7 +80,7 @@ def run(params: Params) -> list[Path]:
     counts = pairs.split.value_counts().to_dict()
     print(f"rubricarm: {len(pairs)} pairs ({counts.get('train', 0)} train, {counts.get('heldout', 0)} held out) "
           f"of {pairs.prompt_id.nunique()} prompts -> {paths.rubricarm_pairs}")
-    arm = Arm(pairs, items, probes, source.judge_template or DEFAULT_TEMPLATE, a, params.rubricgen.min_criteria,
+    arm = Arm(pairs, items, probes, set_template(source), a, params.rubricgen.min_criteria,
               params.rubricgen.max_criteria, params.base.seed)
     generator, judge = a.generator or paths.base_model, a.judge or paths.base_model
     work = Path(paths.rubricarm_work) / run_key(arm, generator, judge)

@@ -80,7 +80,7 @@ def run(params: Params) -> list[Path]:
     needs_judge = t.use_judge and any(c.check is None for it in items for c in it.criteria)
     judge_server_check(params.judge.base_url, needs_judge, PartialState().num_processes)
     template = stage_template(paths)
-    identity = judge_identity(params.judge, paths.base_model) if needs_judge else None  # fetched once
+    identity = judge_identity(params.judge, paths.judge_model) if needs_judge else None  # fetched once
     policy = t.policy or paths.base_model
     key = run_key(fingerprint(policy), [it.id for it in items], asdict(t), params.base.seed,
                   reward_identity(identity, params.judge, template) if needs_judge else None,

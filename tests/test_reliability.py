@@ -40,7 +40,8 @@ from flows.cli import app
 from focal.cache import Cache
 from focal.config import Serve, load_params
 from focal.items import Where, parse_criterion
-from focal.judge import Judge, Request
+from focal.judge import Judge
+from focal.judge_prompt import Request
 from focal.models import materialize
 from focal.rubric import RubricError, load_rubric_set
 from focal.serve import _record_path, record, stop_recorded

@@ -14,7 +14,7 @@ import yaml
 
 from focal.config import load_params
 from focal.items import Check, Criterion, Item, RubricError
-from focal.judge import DEFAULT_TEMPLATE, answers_format, rubric_list_text
+from focal.judge_prompt import DEFAULT_TEMPLATE, answers_format, rubric_list_text
 from focal.pairs import build_pairs, import_pairs, split_by_prompt
 from focal.rubricarm import (correct, judge_rewards, judgment_score, pair_accuracy, parse_generated, rubric_reward)
 from focal.rubricgen import GENERATE
@@ -28,7 +28,7 @@ BANG = Criterion("bang", "Uses an exclamation mark.", 1.0, "pitfall", pitfall=Tr
 # ---- pairs ---------------------------------------------------------------------------------------------
 
 def rollouts_and_checks(texts: dict) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    from focal.judge import decide_checks, requests_for
+    from focal.judge_prompt import decide_checks, requests_for
 
     items = {pid: Item(pid, f"question {pid}", (SUN, SHORT, BANG)) for pid in texts}
     rollouts = pd.DataFrame([{"prompt_id": pid, "rollout_id": f"{pid}-{i}", "completion": t}
@@ -337,7 +337,7 @@ def test_two_alternating_rounds_through_the_stage_with_hand_worked_rewards(tmp_p
 
 
 def test_disabled_writes_its_report_and_empty_folders_that_cannot_be_served(tmp_path):
-    from focal.endpoints import judge_endpoint
+    from focal.judge import open_judge
     from stages import rubricarm
 
     path = tiny_project(tmp_path, tmp_path / "none", enabled=False)
@@ -350,7 +350,7 @@ def test_disabled_writes_its_report_and_empty_folders_that_cannot_be_served(tmp_
     assert pd.read_parquet(tmp_path / "data/pairs.parquet").empty
     with pytest.raises(ValueError, match="paths.judge_model is .*models/rubricarm/judge, which holds no model "
                                          r"\(no config.json\).*rubricarm.enabled: true"):
-        with judge_endpoint(params):
+        with open_judge(params.judge, params.serve, params.paths, None):
             pass
 
 
@@ -386,7 +386,7 @@ def test_the_trained_judge_serves_the_judge_stage_by_a_params_change(tmp_path, f
     raw = {"paths": {"rubrics": str(root / "rubrics"), "base_model": str(base),
                      **{k: str(tmp_path / v) for k, v in {
                          "train_prompts": "train.parquet", "eval_prompts": "eval.parquet", "rollouts": "r.parquet",
-                         "rollout_cache": "r.sqlite", "judge_cache": "j.sqlite", "judgments": "j.parquet",
+                         "judge_template": "t.md", "rollout_cache": "r.sqlite", "judge_cache": "j.sqlite", "judgments": "j.parquet",
                          "judge_stats": "j.json", "judge_votes": "v.parquet"}.items()}},
            "prepare": {"max_train_prompts": 1, "max_eval_prompts": 1},
            "rollouts": {"backend": "transformers", "max_prompts": 1, "num_generations": 1, "max_tokens": 4},
@@ -402,7 +402,7 @@ def test_the_trained_judge_serves_the_judge_stage_by_a_params_change(tmp_path, f
         judge.run(params)
         calls.append(fake.calls)
     assert served == [str(base), str(trained)]
-    assert judge_identity(params) == local_identity(trained) != local_identity(base)
+    assert judge_identity(params.judge, params.paths.judge_model) == local_identity(trained) != local_identity(base)
     assert calls[1] == 2 * calls[0] > 0  # the trained judge's identity finds nothing of the base's in the cache
 
 
