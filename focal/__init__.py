@@ -1,18 +1,33 @@
 """Focal: RL of LLMs with rubric-based rewards, reweighted toward unsaturated criteria.
 
-    from focal import FocalReward, aggregate
+    from focal import FocalReward, OpenAIJudge, load_rubric_set
+
+    rubrics = load_rubric_set("rubrics/default")
+    reward = FocalReward(rubrics, aggregator="focal", judge=OpenAIJudge("http://127.0.0.1:8000/v1", "my-judge"))
+    # GRPOTrainer(model=..., reward_funcs=reward, train_dataset=rubrics.dataset("train"), args=GRPOConfig(...))
+
+Every name here is importable without torch, TRL or the pipeline tools (the core install: `pip install focal`).
 """
 
-__all__ = ["FocalReward", "aggregate"]
+_NAMES = {
+    "FocalReward": "focal.reward",
+    "OpenAIJudge": "focal.judge",
+    "Judge": "focal.judge",
+    "Cache": "focal.cache",
+    "load_rubric_set": "focal.rubric",
+    "RubricSet": "focal.rubric",
+    "Item": "focal.rubric",
+    "Criterion": "focal.rubric",
+    "Check": "focal.rubric",
+    "aggregate": "focal.aggregate",
+    "AGGREGATORS": "focal.aggregate",
+}
+__all__ = list(_NAMES)
 
 
 def __getattr__(name):  # lazy: `import focal` stays cheap
-    if name == "FocalReward":
-        from focal.reward import FocalReward
+    if name not in _NAMES:
+        raise AttributeError(f"module 'focal' has no attribute {name!r}; public names: {', '.join(_NAMES)}")
+    import importlib
 
-        return FocalReward
-    if name == "aggregate":
-        from focal.aggregate import aggregate
-
-        return aggregate
-    raise AttributeError(name)
+    return getattr(importlib.import_module(_NAMES[name]), name)

@@ -380,6 +380,27 @@ class Judge:
         return asyncio.run(self.arun(requests, progress))
 
 
+def OpenAIJudge(base_url: str, model: str, cache: str | None = None, template: str | None = None, **knobs) -> Judge:
+    """A judge at any OpenAI-compatible endpoint, for use outside the pipeline (no params.yaml):
+
+        judge = OpenAIJudge("http://127.0.0.1:8000/v1", "Qwen/Qwen3-8B", cache="judge.sqlite")
+        FocalReward(rubric_set, aggregator="focal", judge=judge)
+
+    `knobs` are any judge.* settings (focal/config.py's Judge: mode, concurrency, timeout_s, max_retries,
+    api_key_env, temperature, ...), validated as in params.yaml. Its identity is fetched once now (GET /models,
+    bounded by timeout_s), so cached verdicts are keyed by what actually answers. `cache`: a SQLite file that
+    makes a rerun free (None: no cache). The pipeline's stages use open_judge, which this shares its parts with."""
+    from focal.config import Judge as JudgeConfig
+    from focal.endpoints import judge_identity
+
+    if not base_url:
+        raise ValueError("OpenAIJudge needs the endpoint's base_url, e.g. http://127.0.0.1:8000/v1")
+    cfg = JudgeConfig(base_url=base_url, model=model, **knobs)
+    identity = judge_identity(cfg, "", "OpenAIJudge base_url")
+    return Judge(cfg, Endpoint(base_url, model, identity, "OpenAIJudge base_url"), template,
+                 Cache(cache) if cache else None)
+
+
 @contextmanager
 def open_judge(cfg, serve, paths, template: str | None, needed: bool = True, requests: list[Request] | None = None,
                identity: str | None = None, param: str = "judge.base_url", cache: bool = True):

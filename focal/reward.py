@@ -124,6 +124,17 @@ def verdict_columns(judgments, n: int, tag: str, pairs: list[dict] | None) -> di
     return out
 
 
+def items_by_id(items) -> dict:
+    """{prompt id: Item} from a RubricSet, a list of Items or such a dict (a repeated id is an error)."""
+    if isinstance(items, dict):
+        return items
+    listed = list(getattr(items, "items", items))
+    out = {it.id: it for it in listed}
+    if len(out) != len(listed):
+        raise ValueError("FocalReward: two items share an id; prompt ids must be unique")
+    return out
+
+
 def state_from_judgments(df: pd.DataFrame) -> FocalState:
     """Seed Focal's moving average with the base policy's judged rollouts (its measured saturation)."""
     m = satisfaction_matrix(df)
@@ -131,10 +142,21 @@ def state_from_judgments(df: pd.DataFrame) -> FocalState:
 
 
 class FocalReward:
-    def __init__(self, items: dict, aggregator: str = "focal", judge: Judge | None = None,
+    """The TRL reward function: judge a batch, build the satisfaction matrix, aggregate (docs/method.md).
+
+        reward = FocalReward(load_rubric_set("rubrics/default"), aggregator="focal", judge=OpenAIJudge(url, model))
+        GRPOTrainer(model=..., reward_funcs=reward, train_dataset=rubric_set.dataset("train"), ...)
+
+    `items`: a RubricSet, a list of Items, or {prompt id: Item}; the training dataset's `prompt_id` column names
+    each completion's item. `judge`: a focal.judge.Judge (OpenAIJudge, or open_judge in the pipeline); None with
+    checks_only rewards only the criteria that have a programmatic check. `aggregator_params`: the aggregator's
+    knobs (e.g. gamma=2.0 for focal; focal.aggregate.aggregator_params lists them)."""
+
+    def __init__(self, items, aggregator: str = "focal", judge: Judge | None = None,
                  state: FocalState | None = None, checks_only: bool = False, audit: Audit | None = None,
                  **aggregator_params):
         get_aggregator(aggregator)  # a typo fails here, listing the valid names
+        items = items_by_id(items)
         judged = sorted({c.id for it in items.values() for c in it.criteria if c.check is None})
         if judge is None and judged and not checks_only:
             raise ValueError(f"FocalReward: {len(judged)} criteria have no check (e.g. {judged[0]!r}) and need a "

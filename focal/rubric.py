@@ -69,6 +69,17 @@ class RubricSet:
     def split(self, name: str) -> list[Item]:
         return [it for it in self.items if it.split == name]
 
+    def dataset(self, split: str = "train"):
+        """The split as a TRL training dataset (a `datasets.Dataset`): `prompt` (chat messages) and `prompt_id`,
+        which FocalReward uses to find each completion's rubric. Needs the `datasets` package (focal[train])."""
+        from datasets import Dataset
+
+        items = self.split(split)
+        if not items:
+            raise ValueError(f"rubric set {self.name!r} has no {split!r} items; splits here: "
+                             f"{sorted({it.split for it in self.items})}")
+        return Dataset.from_list([{"prompt": it.chat(), "prompt_id": it.id} for it in items])
+
 
 # ---- tables: an item as one row (prompt tables written by the prepare stage) ----------
 

@@ -33,7 +33,7 @@ CORE_TESTS = ("test_aggregate.py", "test_api.py", "test_checks.py", "test_config
               "test_metrics_and_sim.py", "test_rubric.py", "test_simulate.py")
 
 # Run as `python -c CORE_SCRIPT REPO TMP BLOCK`: imports the core names and scores two prompts' completions with
-# FocalReward through the judge client (Judge + Cache) against tests/fake_openai.py's loopback judge, which says
+# FocalReward through the judge client (OpenAIJudge, the public API of the README) against tests/fake_openai.py's loopback judge, which says
 # "met" when a response contains GOOD. Prints JSON: the rewards, the judge's calls, and which HEAVY modules loaded.
 CORE_SCRIPT = """
 import asyncio, json, sys
@@ -46,22 +46,15 @@ if block:
 sys.path.append(str(repo / "tests"))  # fake_openai only: focal itself comes from sys.path as the caller set it
 
 import focal
-from focal import FocalReward, aggregate
-from focal.aggregate import AGGREGATORS
-from focal.cache import Cache
-from focal.config import Judge as JudgeConfig
-from focal.endpoints import Endpoint
-from focal.judge import Judge
-from focal.rubric import load_rubric_set
+from focal import AGGREGATORS, FocalReward, OpenAIJudge, aggregate, load_rubric_set  # the public names only
 from fake_openai import FakeOpenAI
 
 rubrics = load_rubric_set(repo / "rubrics" / "default")
-items = {it.id: it for it in rubrics.split("train")[:2]}
-ids = [pid for pid in items for _ in range(2)]
+items = rubrics.split("train")[:2]
+ids = [it.id for it in items for _ in range(2)]
 completions = ["GOOD: short and kind.", "no"] * len(items)
 with FakeOpenAI() as server:
-    judge = Judge(JudgeConfig(model="judge", max_retries=0, timeout_s=10.0), Endpoint(server.base_url, "judge", "fake"),
-                  rubrics.judge_template, cache=Cache(tmp / "judge.sqlite"))
+    judge = OpenAIJudge(server.base_url, "judge", cache=str(tmp / "judge.sqlite"), max_retries=0, timeout_s=10.0)
     reward = FocalReward(items, aggregator="focal", judge=judge)
     rewards = asyncio.run(reward([""] * len(ids), completions, prompt_id=ids))
     calls = server.calls
