@@ -71,6 +71,21 @@ class Always(FakeOpenAI):
 
 # ---- processes and projects -------------------------------------------------------------
 
+def one_stage_dvc(name: str, out: str) -> str:
+    """A dvc.yaml of one stage `python <name>.py` writing `out`."""
+    return f"stages:\n  {name}:\n    cmd: python {name}.py\n    deps: [{name}.py]\n    outs: [{out}]\n"
+
+
+# Python lines a stand-in stage runs: start a stand-in model server (`sleep 300`) and record it as focal.serve
+# records a server kept for the next stage, owned by the run (focal run / the flow) that started the stage.
+STANDIN_SERVER = """\
+import subprocess
+from focal.config import Serve
+from focal.serve import env_owner, record
+server = subprocess.Popen(["sleep", "300"], start_new_session=True)
+record(Serve(), "models/base", server.pid, "http://127.0.0.1:9/v1", env_owner())
+"""
+
 def sh(cwd, *cmd, check=True) -> subprocess.CompletedProcess:
     """Run a command in cwd with this python's bin first on PATH."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}

@@ -20,7 +20,7 @@ from fake_openai import FakeOpenAI
 from flows.cli import app
 from focal.config import load_params
 from stages import judge as judge_stage
-from helpers import ROOT, copy_project, judge_project, project, running
+from helpers import ROOT, STANDIN_SERVER, copy_project, judge_project, one_stage_dvc, project, running
 
 runner = CliRunner()
 
@@ -161,20 +161,8 @@ def test_focal_run_is_dvc_repro(tmp_path, monkeypatch, git_identity):
     assert result.exit_code == 2 and "dvc repro reads ./params.yaml" in result.stderr
 
 
-SLOW_DVC = """\
-stages:
-  slow:
-    cmd: python slow.py
-    deps: [slow.py]
-    outs: [never.txt]
-"""
-SLOW_PY = """\
-import json, os, pathlib, subprocess, time
-from focal.config import Serve
-from focal.serve import env_owner, record
-# a stand-in model server, recorded as focal.serve records a server kept for the next stage (owned by the flow)
-server = subprocess.Popen(["sleep", "300"], start_new_session=True)
-record(Serve(), "models/base", server.pid, "http://127.0.0.1:9/v1", env_owner())
+SLOW_DVC = one_stage_dvc("slow", "never.txt")
+SLOW_PY = STANDIN_SERVER + """import json, os, pathlib, time
 pathlib.Path("pids.json").write_text(json.dumps({"stage": os.getpid(), "server": server.pid}))
 time.sleep(300)
 """

@@ -47,6 +47,7 @@ from focal.rubric import RubricError, load_rubric_set
 from focal.serve import _record_path, record, stop_recorded
 from stages import judge as judge_stage
 from stages import prepare
+from helpers import STANDIN_SERVER, one_stage_dvc
 from helpers import BINARY, PITFALL, fake_endpoint, judge_cfg, judge_project as judge_setup, project, running, wait_gone
 from helpers import JUDGE_ITEM as ITEM
 from tiny import make_tiny_model
@@ -211,20 +212,8 @@ def test_2_stop_recorded_stops_only_its_own_live_servers(tmp_path, processes):
     assert running(theirs.pid)
 
 
-RECORDING_DVC = """\
-stages:
-  stage:
-    cmd: python stage.py
-    deps: [stage.py]
-    outs: [done.txt]
-"""
-RECORDING_PY = """\
-import pathlib, subprocess
-from focal.config import Serve
-from focal.serve import env_owner, record
-# a stand-in model server kept for the next stage, as focal.serve records one: owned by the run
-server = subprocess.Popen(["sleep", "300"], start_new_session=True)
-record(Serve(), "models/base", server.pid, "http://127.0.0.1:9/v1", env_owner())
+RECORDING_DVC = one_stage_dvc("stage", "done.txt")
+RECORDING_PY = STANDIN_SERVER + """import pathlib
 pathlib.Path("done.txt").write_text(str(server.pid))
 """
 
