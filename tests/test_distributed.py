@@ -86,7 +86,10 @@ def stage_params(folder: Path) -> Path:
         rubrics=str(HERE.parent / "rubrics"), judgments=str(folder / "absent.parquet"),
         judge_cache=str(folder / "judge.sqlite"), trained_model=str(folder / "models" / "trained"),
         train_log=str(folder / "dvclive"), train_report=str(folder / "report"),
-        train_checkpoints=str(folder / "checkpoints"))
+        train_checkpoints=str(folder / "checkpoints"), judge_template=str(folder / "judge_template.md"))
+    from focal.judge_prompt import DEFAULT_TEMPLATE
+
+    (folder / "judge_template.md").write_text(DEFAULT_TEMPLATE)  # what the prepare stage writes (the stage reads it)
     (folder / "params.yaml").write_text(yaml.safe_dump(raw))
     return folder / "params.yaml"
 

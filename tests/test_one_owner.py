@@ -43,9 +43,11 @@ def calls(name: str):
 
 
 def test_one_function_opens_a_judge():
-    assert calls("Judge") == [("focal/judge.py", "variant"), ("focal/judge.py", "open_judge")]
+    # open_judge for the pipeline; OpenAIJudge, the public constructor for a user's own script (no params.yaml)
+    assert calls("Judge") == [("focal/judge.py", "variant"), ("focal/judge.py", "OpenAIJudge"),
+                              ("focal/judge.py", "open_judge")]
     assert calls("judge_endpoint") == [("focal/judge.py", "open_judge")]
-    assert calls("Cache") and all(f != "focal/judge.py" or fn == "open_judge"
+    assert calls("Cache") and all(f != "focal/judge.py" or fn in ("open_judge", "OpenAIJudge")
                                   for f, fn in calls("Cache"))  # the judge's cache: opened there only
 
 
