@@ -14,7 +14,7 @@
   plus the strict pass rate per instruction group (`keywords`, `detectable_format`, ...) and its minimum.
 - Checkers that need NLTK data (punkt: `length_constraints:number_sentences`,
   `change_case:capital_word_frequency`, several IFBench ones) cannot run here: nothing is downloaded at
-  run time. Such an instruction is *unavailable*: left out of every metric and counted, never scored.
+  run time (if-verifiable's IFBench module asks nltk to download at import; that call is a no-op here). Such an instruction is *unavailable*: left out of every metric and counted, never scored.
 - `generate_prompts` writes IFEval-format rows from base tasks and the registry: 1-3 non-conflicting
   instructions per task (the registry's conflict table), each instruction's text from its checker's own
   `build_description`, the random arguments drawn under a seed.
@@ -23,6 +23,7 @@
 from __future__ import annotations
 
 import random
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 REGISTRIES = ("ifeval", "ifbench")
@@ -32,12 +33,29 @@ class Unavailable(Exception):
     """A checker that cannot run on this machine (it needs NLTK data that is not installed)."""
 
 
+@contextmanager
+def no_downloads():
+    """nltk.download as a no-op: if-verifiable's IFBench module calls it at import for missing NLTK data, and
+    nothing is downloaded at run time here (a checker needing that data is then `Unavailable`)."""
+    try:
+        import nltk
+    except ModuleNotFoundError:
+        yield
+        return
+    real, nltk.download = nltk.download, lambda *args, **kwargs: False
+    try:
+        yield
+    finally:
+        nltk.download = real
+
+
 def verifiable(module: str):
     """if_verifiable.<module>; without the package, an error saying how to install it (the `ifeval` extra)."""
     import importlib
 
     try:
-        return importlib.import_module(f"if_verifiable.{module}")
+        with no_downloads():
+            return importlib.import_module(f"if_verifiable.{module}")
     except ModuleNotFoundError as e:
         if (e.name or "").split(".")[0] != "if_verifiable":
             raise

@@ -105,6 +105,18 @@ def test_an_instruction_needing_missing_nltk_data_is_unavailable_not_failed():
     assert s.unavailable == ("length_constraints:number_sentences",)
 
 
+def test_loading_the_registries_downloads_nothing():
+    # if-verifiable's IFBench module calls nltk.download at import; a fresh interpreter shows whether it tried
+    import subprocess
+    import sys
+
+    code = "from focal.ifeval import registry; registry('ifbench'); registry('ifeval')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         cwd=Path(__file__).parents[1])
+    assert out.returncode == 0, out.stderr
+    assert "nltk_data" not in out.stdout + out.stderr
+
+
 def test_generated_prompts_respect_the_conflict_table_and_are_deterministic():
     tasks = [{"id": "t1", "text": "Describe a cat.", "split": "train"}, {"id": "e1", "text": "Describe a dog.", "split": "eval"}]
     pool = ["detectable_format:json_format", "keywords:existence", "punctuation:no_comma", "detectable_format:title",
