@@ -229,7 +229,7 @@ def train_one(params: Params, aggregator: str, seed: int, train_items, policy: s
 
     t = params.compare.train_config(aggregator=aggregator, use_judge=judge is not None)
     reward = FocalReward({it.id: it for it in train_items}, aggregator, judge, None, checks_only=judge is None,
-                         **t.aggregator_params())
+                         max_failure_share=params.judge.max_failure_share, **t.aggregator_params())
     timer, elapsed = StepTimer(), Elapsed(work)
     trainer = train_policy(policy, train_items, reward, t, work, seed, callbacks=[timer, elapsed])
     seconds = elapsed.seconds()

@@ -367,7 +367,8 @@ class Judge(Client):
     temperature: float = knob(0.0, "judge sampling temperature", at_least(0))
     structured: bool = knob(True, "ask for a JSON schema (response_format) where the server supports it")
     max_failure_share: float = knob(0.2, "the judge, validate and evaluate stages fail when more than this share of "
-                                    "the judge's calls failed (checks cannot fail and are not counted)", SHARE)
+                                    "the judge's calls failed, and training stops at a step where more did (checks "
+                                    "cannot fail and are not counted)", SHARE)
     agreement_share: float = knob(0.25, "share of the check-decided (rollout, criterion) pairs also asked to the judge, "
                                   "to measure its agreement with the checks (metrics/judge.json agreement/*; never "
                                   "trained on); picked by a hash of the ids", SHARE)

@@ -14,7 +14,7 @@ judge), build the satisfaction matrix, group rollouts by prompt, apply the
 aggregator (`static`, `gdpo`, `pow3r`, `focal`, `strict`, `min`) and carry
 Focal's state to the next step. A failed judgment is left out of its row (see
 focal/aggregate.py); a completion with nothing judged gets None (TRL's "could not
-score"). Through TRL's `log_metric` it logs docs/method.md's names: criteria/<key>/*,
+score"); with `max_failure_share`, a step in which more of the judge's calls failed stops training. Through TRL's `log_metric` it logs docs/method.md's names: criteria/<key>/*,
 rubric/*, judge/*, train/aggregate_s and train/judge_s; rubric/zero_std_frac (groups
 whose rewards are all equal: no gradient) and criteria/<key>/judge_constant (groups
 in which the judge gave every rollout the same verdict) say whether anything can be
@@ -53,6 +53,7 @@ from focal.aggregate import FocalState, aggregate, get_aggregator, update_state
 from focal.audit import Audit, gap_metrics
 from focal.judge import Judge
 from focal.judge_prompt import Request, requests_for
+from focal.judged import check_failure_budget
 from focal.metrics import constant_by_key, satisfaction_matrix, step_metrics
 
 
@@ -150,11 +151,13 @@ class FocalReward:
     `items`: a RubricSet, a list of Items, or {prompt id: Item}; the training dataset's `prompt_id` column names
     each completion's item. `judge`: a focal.judge.Judge (OpenAIJudge, or open_judge in the pipeline); None with
     checks_only rewards only the criteria that have a programmatic check. `aggregator_params`: the aggregator's
-    knobs (e.g. gamma=2.0 for focal; focal.aggregate.aggregator_params lists them)."""
+    knobs (e.g. gamma=2.0 for focal; focal.aggregate.aggregator_params lists them). `max_failure_share`: a step
+    in which more than this share of the judge's calls failed raises focal.judged.TooManyFailures (training stops,
+    its checkpoints and the cached judgments kept) instead of training on what is left; None: no budget."""
 
     def __init__(self, items, aggregator: str = "focal", judge: Judge | None = None,
                  state: FocalState | None = None, checks_only: bool = False, audit: Audit | None = None,
-                 **aggregator_params):
+                 max_failure_share: float | None = None, **aggregator_params):
         get_aggregator(aggregator)  # a typo fails here, listing the valid names
         items = items_by_id(items)
         judged = sorted({c.id for it in items.values() for c in it.criteria if c.check is None})
@@ -162,7 +165,7 @@ class FocalReward:
             raise ValueError(f"FocalReward: {len(judged)} criteria have no check (e.g. {judged[0]!r}) and need a "
                              "judge; pass judge=Judge(...), or checks_only=True to reward only the checked criteria")
         self.items, self.aggregator, self.params = items, aggregator, aggregator_params
-        self.judge = judge
+        self.judge, self.max_failure_share = judge, max_failure_share
         self.audit = audit if audit is not None and audit.share > 0 and judge is not None else None  # needs a judge
         self.checks_only = checks_only or judge is None
         self.state = state or FocalState()
@@ -221,6 +224,8 @@ class FocalReward:
             rows = gather_rows(rows, processes)
             pairs = gather_rows(pairs, processes) if pairs is not None else None
         df = pd.DataFrame(rows)
+        if self.max_failure_share is not None and len(df):  # the whole batch (every process's rows): all stop alike
+            check_failure_budget(df, self.max_failure_share, f"FocalReward step {self.step}")
         rewards = [None] * len(texts)
         metrics = {}
         if len(df):

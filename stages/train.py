@@ -89,7 +89,8 @@ def run(params: Params) -> list[Path]:
     judging = open_judge(params.judge, params.serve, paths, template, identity=identity) if needs_judge else nullcontext()
     with judging as judge, open_audit(params.audit, params.judge, params.serve, paths, template, needs_judge) as audit:
         reward = FocalReward({it.id: it for it in items}, t.aggregator, judge, state,
-                             checks_only=not needs_judge, audit=audit, **t.aggregator_params())
+                             checks_only=not needs_judge, audit=audit,
+                             max_failure_share=params.judge.max_failure_share, **t.aggregator_params())
         timer, gate = StepTimer(), SignalGate(reward, t.max_zero_std_steps)
         trainer = train_policy(policy, items, reward, t, work, params.base.seed, log_dir=work / "dvclive",
                                callbacks=[timer, gate])

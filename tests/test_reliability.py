@@ -117,6 +117,25 @@ def test_3_focal_judge_stops_on_the_failure_budget_and_writes_nothing(tmp_path):
     assert "mean score" not in result.output and not (tmp_path / "rollouts.judgments.parquet").exists()
 
 
+def test_3_training_stops_at_a_step_over_the_failure_budget(tmp_path):
+    import asyncio
+
+    from focal.judge import Judge
+    from focal.judged import TooManyFailures
+    from focal.reward import FocalReward
+
+    texts = ["Four.", "4 [[fault:500:all]]"]  # every judge call on the second completion fails: 3 of the step's 6
+    with FakeOpenAI() as server:
+        judge = Judge(judge_cfg(max_retries=0), fake_endpoint(server), cache=Cache(tmp_path / "judge.sqlite"))
+        within = FocalReward([ITEM], "static", judge, max_failure_share=0.5)
+        rewards = asyncio.run(within(["q", "q"], texts, prompt_id=[ITEM.id, ITEM.id]))
+        assert rewards[0] is not None and within.last_metrics["judge/failures"] == 3  # half failed: within budget
+        over = FocalReward([ITEM], "static", judge, max_failure_share=0.2)
+        with pytest.raises(TooManyFailures, match=r"FocalReward step 0: 3 of 6 judge calls failed \(50.0% > "
+                           r"judge.max_failure_share 20%\): server_error 3"):
+            asyncio.run(over(["q", "q"], texts, prompt_id=[ITEM.id, ITEM.id]))
+
+
 def test_3_focal_judge_says_how_many_failed_by_kind(tmp_path):
     with FakeOpenAI() as server:
         params_path = judge_setup(tmp_path, server.base_url)
