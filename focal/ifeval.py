@@ -14,7 +14,9 @@
   plus the strict pass rate per instruction group (`keywords`, `detectable_format`, ...) and its minimum.
 - Checkers that need NLTK data (punkt: `length_constraints:number_sentences`,
   `change_case:capital_word_frequency`, several IFBench ones) cannot run here: nothing is downloaded at
-  run time (if-verifiable's IFBench module asks nltk to download at import; that call is a no-op here). Such an instruction is *unavailable*: left out of every metric and counted, never scored.
+  run time (if-verifiable's IFBench module asks nltk to download at import; that call is a no-op here).
+  Such an instruction is *unavailable* (`available`, decided once per instruction on a probe text, the same
+  for every policy): never scored; a response with one is left out of every metric and counted.
 - `generate_prompts` writes IFEval-format rows from base tasks and the registry: 1-3 non-conflicting
   instructions per task (the registry's conflict table), each instruction's text from its checker's own
   `build_description`, the random arguments drawn under a seed.
@@ -22,6 +24,8 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import random
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -127,15 +131,43 @@ def _describe(name: str, instruction_id: str, kwargs: dict, prompt: str) -> tupl
 
 def follows(name: str, instruction_id: str, kwargs: dict, response: str, prompt: str = "") -> tuple[bool, bool]:
     """(strict, loose): whether `response` follows one instruction, decided by if-verifiable's
-    evaluate_instructions (IFEval's definitions). Raises Unavailable when the checker needs NLTK data."""
+    evaluate_instructions (IFEval's definitions). Raises Unavailable when the checker needs NLTK data,
+    ValueError for an id the registry does not know (evaluate_instructions would skip it silently)."""
+    reg = registry(name)
+    if instruction_id not in reg:
+        raise ValueError(f"unknown {name} instruction {instruction_id!r}; use an id of the {name} registry "
+                         "(focal.ifeval.registry lists them)")
     evaluate_instructions = verifiable("common").evaluate_instructions
     try:
-        results, _ = evaluate_instructions(response, [instruction_id], [clean_kwargs(kwargs)], prompt, registry(name))
+        results, _ = evaluate_instructions(response, [instruction_id], [clean_kwargs(kwargs)], prompt, reg)
     except LookupError as e:  # nltk.data.load: the data is not on this machine
         raise Unavailable(f"{instruction_id} needs NLTK data that is not installed ({str(e).strip().splitlines()[0]})") from None
     if not results:  # an empty response (after removing a <think> block) follows nothing
         return False, False
     return bool(results[0].strict_pass), bool(results[0].loose_pass)
+
+
+# A text that takes the checkers down their NLTK paths (sentences, words, stop words, verbs, title case)
+PROBE = ("Running quickly, the Old Dog barked at three cats. Then it slept, and I think that was wise!\n\n"
+         "Another Paragraph: we were walking home; is it late? Yes.\n\n* first point\n* second point\n\n"
+         "P.S. The end of the story.")
+
+
+@functools.lru_cache(maxsize=None)
+def _available(name: str, instruction_id: str, kwargs_json: str, prompt: str) -> bool:
+    try:
+        follows(name, instruction_id, json.loads(kwargs_json), PROBE, prompt)
+    except Unavailable:
+        return False
+    except Exception:  # noqa: BLE001 - the probe asks only about NLTK data; the checker's own errors show when scoring
+        return True
+    return True
+
+
+def available(name: str, instruction_id: str, kwargs: dict, prompt: str = "") -> bool:
+    """Whether the checker can run on this machine, decided once per instruction and arguments on a fixed
+    probe text (not per response), so every policy is scored on the same instructions."""
+    return _available(name, instruction_id, json.dumps(clean_kwargs(kwargs), sort_keys=True), prompt)
 
 
 @dataclass(frozen=True)
@@ -156,20 +188,31 @@ class Scored:
 
 
 def score_response(name: str, row: dict, response: str) -> Scored:
-    """Every instruction of an IFEval-format row (key, prompt, instruction_id_list, kwargs) on `response`."""
+    """Every instruction of an IFEval-format row (key, prompt, instruction_id_list, kwargs) on `response`;
+    an instruction whose checker cannot run here (`available`) is listed in `unavailable`, not scored."""
     out, missing = [], []
     for iid, kw in zip(row["instruction_id_list"], row.get("kwargs") or [{}] * len(row["instruction_id_list"])):
+        if not available(name, iid, kw or {}, row["prompt"]):
+            missing.append(iid)
+            continue
         try:
             out.append((iid, *follows(name, iid, kw, response, row["prompt"])))
-        except Unavailable:
+        except Unavailable:  # a path the probe did not take: this response's instruction is not scored
             missing.append(iid)
     return Scored(str(row["key"]), tuple(out), tuple(missing))
 
 
+def checkable(s: Scored) -> bool:
+    """A response every instruction of which could be checked: only those count (a prompt graded on part of
+    its instructions would look easier than it is)."""
+    return bool(s.instructions) and not s.unavailable
+
+
 def summarise(scored: list[Scored]) -> dict:
     """IFEval's four metrics over responses, the strict pass rate per group and per instruction id, its
-    minimum group, and what could not be checked. Prompts with no available instruction are left out."""
-    kept = [s for s in scored if s.instructions]
+    minimum group, and what could not be checked. Only responses whose every instruction could be checked
+    count (`checkable`); the others are counted in `unavailable_prompts`."""
+    kept = [s for s in scored if checkable(s)]
     inst = [i for s in kept for i in s.instructions]
     by_group, by_id = {}, {}
     for iid, strict, _ in inst:
@@ -192,7 +235,7 @@ def prompt_means(scored: list[Scored], field: str = "prompt_strict") -> dict:
     """Per prompt key, the mean over its responses of a per-response figure (for paired comparisons)."""
     acc: dict[str, list] = {}
     for s in scored:
-        if s.instructions:
+        if checkable(s):
             acc.setdefault(s.key, []).append(getattr(s, field))
     return {k: sum(v) / len(v) for k, v in acc.items()}
 

@@ -448,8 +448,14 @@ def failed(req: Request, raw: str, failure: str, reason: str, cached: bool = Fal
 
 def check_judgment(req: Request) -> Judgment:
     """Decide a criterion with a programmatic check, locally (no call)."""
+    from focal.ifeval import Unavailable
+
     c = req.criterion
-    met = run_check(c.check.name, c.check.params, req.response)
+    try:
+        met = run_check(c.check.name, c.check.params, req.response)
+    except Unavailable as e:  # a benchmark checker that needs data this machine lacks: decided nothing, pays nothing
+        return Judgment(**_row_ids(req), source="check", raw="", score=math.nan, failure="unavailable",
+                        reason=f"unavailable: {e}", cached=False, latency_s=0.0)
     return Judgment(**_row_ids(req), source="check", raw=json.dumps(met), score=c.satisfaction(met), failure="",
                     reason="", cached=False, latency_s=0.0)
 

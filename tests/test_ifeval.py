@@ -1,5 +1,7 @@
 """IFEval-format rubric sets through the benchmark's own checkers (focal/ifeval.py, the ifeval importer)."""
 
+import json
+import math
 from pathlib import Path
 
 import pytest
@@ -80,29 +82,69 @@ def test_four_metrics_and_groups_by_hand():
     s1 = Scored("a", (("punctuation:no_comma", True, True), ("change_case:english_lowercase", False, True)))
     s2 = Scored("b", (("keywords:existence", True, True),))
     s3 = Scored("c", (), ("length_constraints:number_sentences",))  # nothing checkable: left out, counted
-    m = summarise([s1, s2, s3])
+    s4 = Scored("d", (("punctuation:no_comma", False, False),), ("length_constraints:number_sentences",))  # part
+    m = summarise([s1, s2, s3, s4])
     assert m["prompt_strict"] == 0.5  # a: one instruction failed strict; b: all followed
     assert m["prompt_loose"] == 1.0
     assert m["instruction_strict"] == pytest.approx(2 / 3)  # over all instructions: 2 of 3
     assert m["instruction_loose"] == 1.0
     assert m["group_pass_rates"] == {"change_case": 0.0, "keywords": 1.0, "punctuation": 1.0}
     assert m["min_group"] == 0.0
-    assert m["unavailable"] == ["length_constraints:number_sentences"] and m["unavailable_prompts"] == 1
+    assert m["unavailable"] == ["length_constraints:number_sentences"] and m["unavailable_prompts"] == 2
 
 
-def test_an_instruction_needing_missing_nltk_data_is_unavailable_not_failed():
-    row = {"key": "x", "prompt": "p", "instruction_id_list": ["length_constraints:number_sentences", "punctuation:no_comma"],
-           "kwargs": [{"num_sentences": 2, "relation": "at least"}, {}]}
+def without_punkt():
+    """Skip unless NLTK's punkt data is missing (as on the project's machine): what these tests are about."""
+    import nltk
+
     try:
-        import nltk
-
         nltk.data.find("tokenizers/punkt")
-        pytest.skip("punkt is installed here")
     except LookupError:
-        pass
-    s = score_response("ifeval", row, "One. Two.")
-    assert s.instructions == (("punctuation:no_comma", True, True),)
+        return
+    pytest.skip("punkt is installed here")
+
+
+NEEDS_PUNKT = {"key": "x", "prompt": "p", "instruction_id_list": ["length_constraints:number_sentences",
+                                                                   "punctuation:no_comma"],
+               "kwargs": [{"num_sentences": 2, "relation": "at least"}, {}]}
+
+
+@pytest.mark.parametrize("response", ["One. Two.", ""])
+def test_an_instruction_needing_missing_nltk_data_is_unavailable_for_every_response(response):
+    # decided once per instruction, not by the path one response takes: an empty response is not "checked"
+    without_punkt()
+    s = score_response("ifeval", NEEDS_PUNKT, response)
+    assert s.instructions == (("punctuation:no_comma", bool(response), bool(response)),)
     assert s.unavailable == ("length_constraints:number_sentences",)
+    assert summarise([s])["unavailable_prompts"] == 1 and summarise([s])["responses"] == 0  # graded on part: left out
+
+
+def test_an_unknown_instruction_id_is_an_error_not_a_failure():
+    with pytest.raises(ValueError, match="unknown ifeval instruction 'punctuation:no_coma'"):
+        follows("ifeval", "punctuation:no_coma", {}, "no commas")
+
+
+def test_the_importer_leaves_out_what_cannot_be_checked_here_and_says_so(tmp_path):
+    without_punkt()
+    path = tmp_path / "input_data.jsonl"
+    only = {"key": 2, "prompt": "q", "instruction_id_list": ["length_constraints:number_sentences"],
+            "kwargs": [{"num_sentences": 2, "relation": "at least"}]}
+    path.write_text("\n".join(json.dumps(r) for r in (NEEDS_PUNKT, only)) + "\n")
+    with pytest.warns(UserWarning, match="2 instructions left out") as w:
+        items = load_ifeval(path, eval_fraction=0.0)
+    assert "length_constraints:number_sentences x2" in str(w[0].message) and "1 rows had no other" in str(w[0].message)
+    assert [it.id for it in items] == ["x"] and [c.id for c in items[0].criteria] == ["punctuation:no_comma"]
+
+
+def test_a_check_that_cannot_run_here_decides_nothing_and_pays_nothing():
+    from focal.items import Check, Criterion, Item
+    from focal.judge_prompt import Request, check_judgment
+
+    without_punkt()
+    c = Criterion("n", "two sentences", 1.0, check=Check("ifeval", {"id": "length_constraints:number_sentences",
+                                                                   "kwargs": {"num_sentences": 2, "relation": "at least"}}))
+    j = check_judgment(Request(Item("p", "q", (c,)), c, "One. Two.", "r"))
+    assert math.isnan(j.score) and j.failure == "unavailable"
 
 
 def test_loading_the_registries_downloads_nothing():
