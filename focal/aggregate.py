@@ -54,7 +54,7 @@ class Aggregated:
     rewards: np.ndarray  # [N] reward per rollout, NaN where nothing was judged
     weights: np.ndarray  # [N, C] effective weight w'_pc applied to each row (static: w_c)
     state: FocalState  # the state to use at the next step
-    saturation: np.ndarray | None = None  # [N, C] s_pc of the row's group (focal only)
+    saturation: np.ndarray | None = None  # [N, C] Focal's s_pc, or focal_proj's pace, of the row's group
 
     def as_list(self) -> list[float | None]:
         """Rewards for TRL: float, or None where nothing was judged."""
@@ -206,13 +206,33 @@ def focal(r, w, groups, categories, keys, state, gamma=2.0, alpha_min=0.1, kappa
     return Aggregated(_weighted_score(r, w_eff, w), w_eff, update_state(state, r, groups, keys, beta), sat)
 
 
+def floor_weights(wp, floor: float) -> np.ndarray:
+    """Positive weights wp (any scale) -> weights that sum to 1, each at least `floor`, by water-filling:
+    the k below the floor are set to it and the rest rescaled to fill 1 - k floor, repeated until none
+    falls below; the weights above the floor keep their proportions. Equivalently max(floor, s wp) with
+    the s that makes the sum 1. When floor * len(wp) >= 1 the only answer that fits (= 1) or comes
+    closest (> 1) is uniform, which is returned.
+    floor_weights([0.90, 0.06, 0.04], 0.1) -> [0.8, 0.1, 0.1]."""
+    wp = np.asarray(wp, dtype=float)
+    if floor * len(wp) >= 1:
+        return np.full(len(wp), 1.0 / len(wp))
+    at = np.zeros(len(wp), dtype=bool)  # the weights held at the floor; never empties the rest (see below)
+    while True:
+        out = np.where(at, floor, wp * (1.0 - at.sum() * floor) / wp[~at].sum())
+        low = ~at & (out < floor)
+        if not low.any():
+            return out
+        at |= low  # the rest sum to 1 - k floor > (C - k) floor, so at least one stays above
+
+
 def focal_proj(r, w, groups, categories, keys, state, T=1.0, gamma=3.0, eps=0.05, floor=0.0, mix=0.0):
     """Focal Reward, the authors' form (docs/method.md 4b): inverse reward projection, no state.
     Per group, with u_c = w_c / sum w and the static score S_i = sum_c u_c r_ic:
     q_i = softmax_i(S_i / T); pace_pc = clip(sum_i q_i r_ic, 0, 1) (the saturation logged);
     w'_pc proportional to u_c (1 - pace_pc + eps)^gamma, normalised to sum 1; then the knobs the
-    authors suggest against easy criteria collapsing: w' = max(w', floor) renormalised, and
-    R_i = (1 - mix) sum_c w'_pc r_ic + mix S_i. gamma = 0 (floor and mix any) gives static exactly.
+    authors suggest against easy criteria collapsing: w' = floor_weights(w', floor) (each applicable
+    criterion's weight at least `floor`, by water-filling) and R_i = (1 - mix) sum_c w'_pc r_ic + mix S_i.
+    gamma = 0 with floor = 0 (mix any) gives static exactly (a floor raises small static weights).
     Failures: a rollout with nothing judged gets no reward (NaN), not its group's mean as in the
     authors' code (a failed judgment never pays); q and pace run over the rollouts judged on c, and
     a row with some criteria failed is renormalised over what was judged, as for every aggregator."""
@@ -241,8 +261,7 @@ def focal_proj(r, w, groups, categories, keys, state, T=1.0, gamma=3.0, eps=0.05
         wp = np.where(applies, (w / w.sum()) * (1.0 - np.nan_to_num(p) + eps) ** gamma, 0.0)
         wp = wp / wp.sum()
         if floor > 0:
-            wp = np.where(applies, np.maximum(wp, floor), 0.0)
-            wp = wp / wp.sum()
+            wp[applies] = floor_weights(wp[applies], floor)
         w_focal = wp * w[applies].sum()  # on the static scale: w'_pc / w_c = 1 is the static weight
         w_eff[idx] = np.where(applies, (1.0 - mix) * w_focal + mix * w, 0.0)
     return Aggregated(_weighted_score(r, w_eff, w), w_eff, state, pace)

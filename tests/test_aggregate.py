@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from focal.aggregate import AGGREGATORS, FocalState, aggregate, update_state
+from focal.aggregate import AGGREGATORS, FocalState, aggregate, floor_weights, update_state
 
 nan = np.nan
 
@@ -171,7 +171,7 @@ def test_bad_inputs_say_what_is_wrong():
         run("focal", [[1.0]], [1], alpha_min=0)
 
 
-@pytest.mark.parametrize("name", ["static", "gdpo", "pow3r", "focal", "strict", "min"])
+@pytest.mark.parametrize("name", ["static", "gdpo", "pow3r", "focal", "focal_proj", "strict", "min"])
 def test_a_failed_judgment_never_pays(name):
     """G = 4: c0 met by all judged, c1 met by two rollouts; rollout 3's c0 judgment failed (NaN).
     Rollout 0 met everything: the failed-judgment rollout must not be paid more (before: focal 1.43, pow3r 2.00)."""
@@ -179,7 +179,7 @@ def test_a_failed_judgment_never_pays(name):
     out = aggregate(name, r, [1, 1], groups=[0, 0, 0, 0], categories=["essential", "important"], keys=["c0", "c1"],
                     state=FocalState({"c0": 0.9, "c1": 0.1}) if name == "focal" else None).rewards
     assert out[3] <= out[0] + 1e-12
-    if name in ("static", "pow3r", "focal", "strict", "min"):
+    if name in ("static", "pow3r", "focal", "focal_proj", "strict", "min"):
         assert ((out >= 0) & (out <= 1)).all()
 
 
@@ -205,10 +205,55 @@ def test_focal_proj_hand_case():
 
 
 def test_focal_proj_floor_and_mix_by_hand():
-    # floor 0.1: max([0.023953, 0.976047], 0.1) = [0.1, 0.976047] / 1.076047 -> [0.092933, 0.907067]
-    np.testing.assert_allclose(_proj(floor=0.1).rewards, [0.092933, 0.092933, 1.0, 0.0], atol=1e-5)
+    # floor 0.1: [0.023953, 0.976047] -> [0.1, 0.9] (criterion 1 up to the floor, criterion 2 fills the rest);
+    # the old max-then-renormalise gave [0.1, 0.976047] / 1.076047 = [0.092933, ...], below the floor
+    np.testing.assert_allclose(_proj(floor=0.1).rewards, [0.1, 0.1, 1.0, 0.0], atol=1e-12)
     # mix 0.3: 0.7 * 0.023953 + 0.3 * 0.5 (static) = 0.166767
     np.testing.assert_allclose(_proj(mix=0.3).rewards, [0.166767, 0.166767, 1.0, 0.0], atol=1e-5)
+
+
+def test_floor_weights_by_hand():
+    # 0.06 and 0.04 are below 0.1: both go to 0.1, the first fills 1 - 2 * 0.1 = 0.8
+    np.testing.assert_allclose(floor_weights([0.90, 0.06, 0.04], 0.1), [0.8, 0.1, 0.1], atol=1e-12)
+    # two rounds, floor 0.14: 0.05 -> 0.14 and the rest fill 0.86 in proportion: 0.15 * 0.86 / 0.95 = 0.1358 < 0.14,
+    # so it goes to the floor too; the last two fill 1 - 2 * 0.14 = 0.72 as 5 : 3 -> [0.45, 0.27]
+    np.testing.assert_allclose(floor_weights([0.5, 0.3, 0.15, 0.05], 0.14), [0.45, 0.27, 0.14, 0.14], atol=1e-12)
+    # nothing below the floor: unchanged
+    np.testing.assert_allclose(floor_weights([0.5, 0.3, 0.2], 0.1), [0.5, 0.3, 0.2], atol=1e-12)
+
+
+@pytest.mark.parametrize("floor, C", [(0.4, 3), (0.25, 4), (0.5, 2)])
+def test_floor_weights_uniform_when_floor_times_criteria_reaches_one(floor, C):
+    # floor * C >= 1: the only weights that sum to 1 with each >= floor (or as close as can be) are uniform
+    np.testing.assert_allclose(floor_weights(np.arange(1.0, C + 1) / (C * (C + 1) / 2), floor), [1 / C] * C, atol=1e-12)
+
+
+def test_focal_proj_uniform_when_floor_times_criteria_reaches_one():
+    # 2 criteria, floor 0.6 (infeasible): w' = [0.5, 0.5] whatever the pace and w; on the static scale w' * sum w = [2, 2]
+    out = _proj(w=(3, 1), floor=0.6)
+    np.testing.assert_allclose(out.weights, np.full((4, 2), 2.0), atol=1e-12)
+    np.testing.assert_allclose(out.rewards, [0.5, 0.5, 1.0, 0.0], atol=1e-12)
+
+
+def test_focal_proj_floor_is_a_floor():
+    """11 criteria, floor 0.03 (the authors' suggestion): every applicable criterion's share of the final weights
+    is >= 0.03 and those above it keep their proportions to one another (the old max-then-renormalise left the
+    easy criteria at ~0.024)."""
+    rng = np.random.default_rng(0)
+    C = 11
+    r = (rng.random((16, C)) < np.linspace(0.98, 0.05, C)).astype(float)  # easy criteria first
+    r[5, 3] = nan  # a failed judgment
+    kw = dict(groups=[0] * 8 + [1] * 8, categories=["a"] * C, keys=[f"k{c}" for c in range(C)])
+    free = aggregate("focal_proj", r, [1.0] * C, **kw).weights
+    w = aggregate("focal_proj", r, [1.0] * C, floor=0.03, **kw).weights
+    for g in (0, 8):
+        share, base = w[g] / w[g].sum(), free[g] / free[g].sum()
+        assert (base < 0.03).any()  # the floor has work to do here
+        assert (share >= 0.03 - 1e-12).all()
+        above = share > 0.03 + 1e-12
+        assert above.sum() >= 2
+        np.testing.assert_allclose(share[above] / share[above].sum(), base[above] / base[above].sum(), atol=1e-12)
+    np.testing.assert_allclose(w.sum(1), C, atol=1e-9)  # on the static scale: the total weight is sum w
 
 
 @pytest.mark.parametrize("mix", [0.0, 0.4])
