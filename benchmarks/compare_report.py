@@ -58,6 +58,18 @@ def prompt_scores(rec: dict, name: str) -> dict:
     return rec.get("prompt_scores", {}) if name == "rubric_score" else {}
 
 
+def prompt_weights(rec: dict, name: str, prompts: list[str]):
+    """Instruction-level figures pool instructions: each prompt weighs its number of instructions
+    (`prompt_instructions`); every other figure weighs prompts equally (None)."""
+    counts = rec.get("ifeval", {}).get("prompt_instructions")
+    if not name.startswith("instruction_"):
+        return None
+    if not counts:
+        raise ValueError(f"a record of {rec['aggregator']} seed {rec['seed']} has no ifeval.prompt_instructions, "
+                         f"needed to pool {name} over instructions; rerun it (or add the counts from its rubric set)")
+    return [counts[p] for p in prompts]
+
+
 def compare(a: list[dict], b: list[dict], name: str) -> dict:
     """b - a on the seeds both have: per-seed differences and the tests over seeds (focal.stats), and the
     bootstrap interval over seeds and prompts on the prompts both have."""
@@ -69,7 +81,7 @@ def compare(a: list[dict], b: list[dict], name: str) -> dict:
         if seeds else []
     if prompts:
         m = [[prompt_scores(B[s], name)[p] - prompt_scores(A[s], name)[p] for p in prompts] for s in seeds]
-        out["sp_low"], out["sp_high"] = interval_seeds_prompts(m)
+        out["sp_low"], out["sp_high"] = interval_seeds_prompts(m, weights=prompt_weights(A[seeds[0]], name, prompts))
     else:
         out["sp_low"] = out["sp_high"] = float("nan")
     return out
@@ -115,7 +127,9 @@ def range_checks(records: list[dict], figures) -> list[str]:
     return lines
 
 
-def tables(records: list[dict], primary: str = "prompt_strict") -> str:
+def tables(records: list[dict], primary: str = "prompt_strict", secondary=(), primary_label: str = "primary") -> str:
+    """The record tables: per policy, per seed on the primary, the paired tests over seeds for every pair of arms
+    and figure (the primary labelled `primary_label`, pre-registered secondaries `secondary`), and the power."""
     groups = by_aggregator(records)
     base = groups.get("base", [{}])[0]
     runs = {k: v for k, v in groups.items() if k != "base"}
@@ -123,7 +137,7 @@ def tables(records: list[dict], primary: str = "prompt_strict") -> str:
     figures = IFEVAL_FIGURES if ifeval else RUBRIC_FIGURES
     if primary not in figures:
         primary = figures[0]
-    secondary = [f for f in figures if f != primary]
+    others = [f for f in figures if f != primary]
     first = next(iter(runs.values()))[0] if runs else base
     lines = [f"Protocol {first.get('protocol', '?')}: {first.get('eval_prompts', '?')} held-out prompts x "
              f"{first.get('samples_per_prompt', '?')} samples, {first.get('steps', '?')} GRPO steps per run. "
@@ -157,13 +171,14 @@ def tables(records: list[dict], primary: str = "prompt_strict") -> str:
               "| b - a | figure | seeds | b higher | mean diff | std | t p | sign-flip p | 95% t interval | "
               "95% seeds x prompts | reading |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for a, b in pairs:
-        for f in (primary, *secondary):
+        for f in (primary, *others):
             c = compare(runs[a], runs[b], f)
             if not c["seeds"]:
                 continue
             sp = "-" if np.isnan(c["sp_low"]) else f"[{c['sp_low']:+.3f}, {c['sp_high']:+.3f}]"
             ti = "-" if np.isnan(c["t_low"]) else f"[{c['t_low']:+.3f}, {c['t_high']:+.3f}]"
-            lines.append(f"| {b} - {a} | {f}{' (primary)' if f == primary else ''} | {c['seeds']} | {c['higher']}/"
+            label = f" ({primary_label})" if f == primary else " (secondary)" if f in secondary else ""
+            lines.append(f"| {b} - {a} | {f}{label} | {c['seeds']} | {c['higher']}/"
                          f"{c['seeds']} | {c['mean']:+.3f} | {c['std']:.3f} | {c['t_p']:.3f} | {c['sign_flip_p']:.3f} | "
                          f"{ti} | {sp} | {verdict(c)} |")
     lines += ["", power_lines(runs, primary)]
@@ -171,32 +186,38 @@ def tables(records: list[dict], primary: str = "prompt_strict") -> str:
 
 
 def power_lines(runs: dict, primary: str) -> str:
-    """Seeds needed for +TARGET on the primary at 80% power, from each treatment's observed seed-level std."""
-    ref = "static" if "static" in runs else next(iter(runs))
+    """For every pair of arms: seeds needed for +TARGET on the primary at 80% power from the observed seed-level
+    std of the difference, and the difference the seeds run so far detect."""
+    arms = list(runs)
     out = [f"Power (paired t, two-sided, alpha 0.05, 80%) for a true difference of +{TARGET} on {primary}:", ""]
-    for arm in runs:
-        if arm == ref:
-            continue
-        c = compare(runs[ref], runs[arm], primary)
-        if c["seeds"] < 2 or np.isnan(c["std"]) or c["std"] == 0:
-            continue
-        n = seeds_needed(c["std"], TARGET)
-        out.append(f"- {arm} - {ref}: seed-level std of the difference {c['std']:.3f} over {c['seeds']} seeds -> "
-                   f"{n if n <= 1000 else '> 1000'} seeds needed; {c['seeds']} seeds detect "
-                   f"{detectable(c['seeds'], c['std']):.3f} at 80% power")
+    for i, a in enumerate(arms):
+        for b in arms[i + 1:]:
+            c = compare(runs[a], runs[b], primary)
+            if c["seeds"] < 2 or np.isnan(c["std"]) or c["std"] == 0:
+                continue
+            n = seeds_needed(c["std"], TARGET)
+            out.append(f"- {b} - {a}: seed-level std of the difference {c['std']:.3f} over {c['seeds']} seeds -> "
+                       f"{n if n <= 1000 else '> 1000'} seeds needed; {c['seeds']} seeds detect "
+                       f"{detectable(c['seeds'], c['std']):.3f} at 80% power")
     return "\n".join(out) if len(out) > 2 else ""
 
 
-def evaluate_on_report(records: list[dict], key: str) -> str:
-    """IFEval's four metrics per arm (mean ± sample std over seeds) and the paired tests, for --evaluate-on."""
+def evaluate_on_report(records: list[dict], key: str, secondary=()) -> str:
+    """IFEval's four metrics per arm (mean ± sample std over seeds) and the paired tests, for --evaluate-on;
+    `secondary`: the figures pre-registered for this file (`ifbench:<figure>` of compare.secondary)."""
     records = [r for r in records if r["protocol"] == key]
     if not records:
         return "no policy evaluated"
     first = records[0]
+    kept = first["completions"]
+    m = first["ifeval"]
     head = (f"{first['file']} ({first['registry']} checkers), {first['samples_per_prompt']} sample(s) per prompt; "
-            f"completions beside {first['completions']}\n\n")
+            f"completions in {Path(kept if isinstance(kept, str) else kept[0]).parent}; {m['responses']} responses "
+            f"scored, {m['unavailable_prompts']} left out (an instruction whose checker cannot run here: "
+            f"{', '.join(m['unavailable']) or 'none'})\n\n")
+    primary = "prompt_strict" if "prompt_strict" in secondary or not secondary else secondary[0]
     return head + tables([dict(r, train_seconds=0.0, steps="-", eval_prompts=r["ifeval"]["responses"])
-                          for r in records])
+                          for r in records], primary, secondary, "secondary" if secondary else "primary")
 
 
 def picture(records: list[dict], path, primary: str = "prompt_strict") -> Path | None:
@@ -247,10 +268,22 @@ def picture(records: list[dict], path, primary: str = "prompt_strict") -> Path |
     return Path(path)
 
 
-def report(results_path, primary: str = "prompt_strict") -> str:
+def report(results_path, primary: str = "prompt_strict", secondary=()) -> str:
+    """The tables of the latest protocol's records, then those of every --evaluate-on file evaluated for it
+    (IFBench's with the `ifbench:` secondaries labelled), and the picture."""
     path = Path(results_path)
     if not path.exists():
         return f"{path}: no records yet; run `python -m benchmarks.compare_training`"
     records = latest_protocol(json.loads(path.read_text())["records"])
     png = picture(records, path.with_suffix(".png"), primary)
-    return tables(records, primary) + (f"\n\nPicture: {png}" if png else "")
+    held_out = [f for f in secondary if ":" not in f]
+    text = tables(records, primary, held_out) + (f"\n\nPicture: {png}" if png else "")
+    key = records[-1]["protocol"] if records else None
+    for store in sorted(path.parent.glob("evaluate_on-*.json")):
+        evaluated = [r for r in json.loads(store.read_text())["records"] if r["protocol"] == key]
+        if not evaluated:
+            continue
+        registry = evaluated[0].get("registry", "")
+        mine = tuple(f.split(":", 1)[1] for f in secondary if f.startswith(f"{registry}:"))
+        text += f"\n\n## {store.name}\n\n" + evaluate_on_report(evaluated, key, mine)
+    return text

@@ -102,18 +102,21 @@ def sample_eval(model_and_tok, chats: list[list[dict]], params: Params, samples:
 
 def instruction_metrics(registry: str, rows: list[dict], texts: list[list[str]]) -> dict:
     """IFEval's metrics of responses (texts[i] for rows[i]) through its own checkers, and per-prompt figures
-    for paired comparisons (prompt-level strict, and the share of the prompt's instructions followed)."""
-    from focal.ifeval import prompt_means, score_response, summarise
+    for paired comparisons: prompt-level strict and loose, the share of the prompt's instructions followed
+    (strict, loose), and each prompt's number of instructions (`prompt_instructions`), the weight that makes
+    the prompts' mean share IFEval's instruction-level accuracy (pooled over instructions)."""
+    from focal.ifeval import checkable, prompt_means, score_response, summarise
 
     scored = [score_response(registry, row, t) for row, ts in zip(rows, texts) for t in ts]
     out = summarise(scored)
     out["prompt_scores"] = {"prompt_strict": prompt_means(scored, "prompt_strict"),
                             "prompt_loose": prompt_means(scored, "prompt_loose")}
-    per_inst: dict[str, list] = {}
-    for s in scored:
-        if s.instructions:
-            per_inst.setdefault(s.key, []).append(sum(x for _, x, _ in s.instructions) / len(s.instructions))
-    out["prompt_scores"]["instruction_strict"] = {k: float(np.mean(v)) for k, v in per_inst.items()}
+    for name, col in (("instruction_strict", 1), ("instruction_loose", 2)):
+        per_inst: dict[str, list] = {}
+        for s in filter(checkable, scored):
+            per_inst.setdefault(s.key, []).append(sum(x[col] for x in s.instructions) / len(s.instructions))
+        out["prompt_scores"][name] = {k: float(np.mean(v)) for k, v in per_inst.items()}
+    out["prompt_instructions"] = {s.key: len(s.instructions) for s in filter(checkable, scored)}
     return out
 
 
@@ -316,23 +319,61 @@ def run(params: Params, aggregators=None, seeds=None) -> list[dict]:
         return new
 
 
+def completion_files(out_dir: Path, name: str, samples: int) -> list[Path]:
+    """Where a policy's completions go, in IFEval's response format: one file per sample index (IFEval's
+    scorer keys responses by prompt, so a file holds one response per prompt); `<name>.jsonl` for 1 sample."""
+    return [out_dir / f"{name}.jsonl"] if samples == 1 else [out_dir / f"{name}-k{j}.jsonl" for j in range(samples)]
+
+
+def write_completions(files: list[Path], rows: list[dict], texts: list[list[str]]) -> None:
+    from focal.io import write_text
+
+    for j, f in enumerate(files):
+        f.parent.mkdir(parents=True, exist_ok=True)
+        write_text(f, "".join(json.dumps({"prompt": r["prompt"], "response": ts[j]}) + "\n" for r, ts in zip(rows, texts)))
+
+
+def read_completions(files: list[Path], rows: list[dict]) -> list[list[str]] | None:
+    """texts[i] = the responses to rows[i] from the files `write_completions` wrote; None when a file is
+    missing or does not answer these rows' prompts in order."""
+    per_file = []
+    for f in files:
+        if not f.is_file():
+            return None
+        lines = [json.loads(x) for x in f.read_text(encoding="utf-8").splitlines() if x.strip()]
+        if [x.get("prompt") for x in lines] != [r["prompt"] for r in rows]:
+            return None
+        per_file.append([x["response"] for x in lines])
+    return [list(ts) for ts in zip(*per_file)]
+
+
+def read_ifeval_file(path: Path, registry: str) -> list[dict]:
+    """The rows of an IFEval-format file, each checked as the importer checks it (file, line, field and fix:
+    an unknown instruction id or arguments its checker does not take fail here, before any sampling)."""
+    from focal.importers import ifeval_item, read_jsonl
+    from focal.items import RubricError, Where
+
+    rows = read_jsonl(path)
+    for n, r in rows:
+        try:
+            ifeval_item(r, Where(path, n, f"line {n}"), 0.0, registry)
+        except RubricError as e:
+            raise ValueError(str(e)) from None
+    return [r for _, r in rows]
+
+
 def evaluate_on(params: Params, path: Path, registry: str = "ifeval", samples: int = 1, out_dir: Path | None = None) -> str:
     """Base and every recorded run of this protocol (from its kept adapter) on an IFEval-format file: IFEval's
     metrics through the registry's checkers, each policy's completions written as IFEval's response format
-    (one `{prompt, response}` line per prompt and sample), results kept beside compare.results so a rerun only
-    evaluates what is new. Returns the report's text."""
+    (`{prompt, response}` lines, one file per sample index), results kept beside compare.results so a rerun
+    only samples what is new. A policy already sampled is scored again from its completions files, so the
+    records always hold what the current checkers say of the kept completions. Returns the report's text."""
     from benchmarks.compare_report import evaluate_on_report
     from focal.ifeval import registry as get_registry
-    from focal.importers import read_jsonl
 
     get_registry(registry)  # a typo fails before any sampling
     path = Path(path)
-    rows = [r for _, r in read_jsonl(path)]
-    for n, r in enumerate(rows, 1):
-        missing = [k for k in ("key", "prompt", "instruction_id_list") if k not in r]
-        if missing:
-            raise ValueError(f"{path}:{n}: field {missing[0]!r} is missing; an IFEval-format line has key, prompt, "
-                             "instruction_id_list and kwargs")
+    rows = read_ifeval_file(path, registry)
     ident, _, _, policy = protocol(params)
     key = content_key(ident)[:12]
     runs = [r for r in load_records(params.compare.results) if r["protocol"] == key]
@@ -342,34 +383,39 @@ def evaluate_on(params: Params, path: Path, registry: str = "ifeval", samples: i
                            params.compare.eval_max_tokens, params.compare.eval_temperature, params.compare.eval_seed)[:12]
     store = Path(params.compare.results).with_name(f"evaluate_on-{path.stem}-{file_key}.json")
     out_dir = Path(out_dir or store.with_suffix(""))
-    done = load_records(store)
+    about = f"IFEval metrics of the recorded runs of protocol {key} on {path.name} ({registry} checkers)"
     for rec in runs:
         agg, seed = rec["aggregator"], rec["seed"]
-        if recorded(done, agg, seed, key):
-            continue
-        adapter = None if agg == BASE else adapter_dir(params, key, agg, seed)
-        if adapter is not None and not adapter.exists():
-            print(f"evaluate-on: {agg} seed {seed}: no kept adapter at {adapter}, skipped", flush=True)
-            continue
-        texts = [[x.text for x in cs] for cs in sample_eval(load_run_policy(policy, adapter),
-                                                             [[{"role": "user", "content": r["prompt"]}] for r in rows],
-                                                             params, samples)]
         name = "base" if agg == BASE else f"{agg}-s{seed}"
-        out_dir.mkdir(parents=True, exist_ok=True)
-        from focal.io import write_text
-
-        write_text(out_dir / f"{name}.jsonl", "".join(json.dumps({"prompt": r["prompt"], "response": t}) + "\n"
-                                                      for r, ts in zip(rows, texts) for t in ts))
+        prior = next((r for r in load_records(store) if r["protocol"] == key and same_run(r, rec)), None)
+        if prior is not None:  # sampled already: score its completions again with the current checkers
+            kept = prior["completions"]
+            texts = read_completions([Path(f) for f in ([kept] if isinstance(kept, str) else kept)], rows)
+            if texts is None:
+                print(f"evaluate-on: {name}: completions {kept} missing or not of this file; record kept", flush=True)
+                continue
+            files = [Path(f) for f in ([kept] if isinstance(kept, str) else kept)]
+        else:
+            adapter = None if agg == BASE else adapter_dir(params, key, agg, seed)
+            if adapter is not None and not adapter.exists():
+                print(f"evaluate-on: {agg} seed {seed}: no kept adapter at {adapter}, skipped", flush=True)
+                continue
+            texts = [[x.text for x in cs] for cs in sample_eval(load_run_policy(policy, adapter),
+                                                                 [[{"role": "user", "content": r["prompt"]}] for r in rows],
+                                                                 params, samples)]
+            files = completion_files(out_dir, name, samples)
+            write_completions(files, rows, texts)
         m = instruction_metrics(registry, rows, texts)
-        new = {"aggregator": agg, "seed": seed, "protocol": key, "file": str(path), "registry": registry,
-               "samples_per_prompt": samples, "ifeval": m, "completions": str(out_dir / f"{name}.jsonl")}
-        records = [r for r in load_records(store) if not same_run(r, new)] + [new]
-        write_json(store, {"about": f"IFEval metrics of the recorded runs of protocol {key} on {path}", "records": records})
-        done = records
+        new = {"aggregator": agg, "seed": seed, "protocol": key, "file": path.name, "registry": registry,
+               "samples_per_prompt": samples, "ifeval": m, "completions": [str(f) for f in files]}
+        if prior is not None and prior.get("ifeval") == m:
+            continue
+        write_json(store, {"about": about, "records": [r for r in load_records(store) if not same_run(r, new)] + [new]})
         print(f"evaluate-on: {name}: prompt strict {m['prompt_strict']:.3f}, instruction strict "
-              f"{m['instruction_strict']:.3f} ({m['unavailable_prompts']} prompts with no checkable instruction)",
-              flush=True)
-    return evaluate_on_report(load_records(store), key)
+              f"{m['instruction_strict']:.3f} ({m['unavailable_prompts']} responses with an instruction that cannot "
+              f"be checked here, left out)", flush=True)
+    return evaluate_on_report(load_records(store), key, tuple(f.split(":", 1)[1] for f in params.compare.secondary
+                                                              if f.startswith(f"{registry}:")))
 
 
 def main(argv=None) -> None:
@@ -390,7 +436,7 @@ def main(argv=None) -> None:
         if args.report:
             from benchmarks.compare_report import report
 
-            print(report(params.compare.results, params.compare.primary))
+            print(report(params.compare.results, params.compare.primary, params.compare.secondary))
             return
         if args.evaluate_on:
             path, registry = args.evaluate_on, args.registry

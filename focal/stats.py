@@ -62,15 +62,21 @@ def over_seeds(d) -> dict:
             "t_p": p, "t_low": lo, "t_high": hi, "sign_flip_p": sign_flip_p(d), "higher": int((d > 0).sum())}
 
 
-def interval_seeds_prompts(m, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+def interval_seeds_prompts(m, n_boot: int = 2000, seed: int = 0, weights=None) -> tuple[float, float]:
     """95% bootstrap interval of the mean of a [seeds, prompts] matrix of paired differences, resampling
-    seeds (rows) and prompts (columns) both, with replacement."""
+    seeds (rows) and prompts (columns) both, with replacement. `weights` (one per prompt): the weighted
+    mean over prompts instead, e.g. each prompt's number of instructions, which makes the mean of per-prompt
+    shares IFEval's instruction-level accuracy (pooled over instructions)."""
     m = np.asarray(m, float)
     if m.size == 0:
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
     s, p = m.shape
-    boots = [m[np.ix_(rng.integers(0, s, s), rng.integers(0, p, p))].mean() for _ in range(n_boot)]
+    w = np.ones(p) if weights is None else np.asarray(weights, float)
+    boots = []
+    for _ in range(n_boot):
+        rows, cols = rng.integers(0, s, s), rng.integers(0, p, p)
+        boots.append((m[np.ix_(rows, cols)] * w[cols]).sum(1).mean() / w[cols].sum())
     return float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
 
 

@@ -24,7 +24,7 @@ def write_params(tmp_path, tiny, more=None, **compare):
     return load_params(path)
 
 
-def test_protocol_records_every_run_and_skips_finished_ones(tmp_path, capsys):
+def test_protocol_records_every_run_and_skips_finished_ones(tmp_path, capsys, monkeypatch):
     tiny = make_tiny_model(tmp_path / "tiny")
     params = write_params(tmp_path, tiny)
     new = compare_training.run(params)
@@ -74,6 +74,37 @@ def test_protocol_records_every_run_and_skips_finished_ones(tmp_path, capsys):
         lines = [json.loads(x) for x in (tmp_path / "completions" / f"{name}.jsonl").read_text().splitlines()]
         assert [x["prompt"] for x in lines] == ["Say hi. Do not use any commas.", "Name a fruit. Use lowercase only."]
         assert all(isinstance(x["response"], str) for x in lines)
+    # the report adds every evaluated file of the protocol, its pre-registered secondaries labelled
+    text = compare_report.report(tmp_path / "results.json", "prompt_strict", ("instruction_strict", "ifeval:prompt_strict"))
+    assert "## evaluate_on-unseen-" in text and "2 responses scored, 0 left out" in text
+    # a rerun samples nothing: what was sampled is scored again from its completions files
+    def no_sampling(*args, **kwargs):
+        raise AssertionError("sampled again")
+
+    store = next(tmp_path.glob("evaluate_on-unseen-*.json"))
+    kept = json.loads(store.read_text())
+    for r in kept["records"]:
+        r["ifeval"]["prompt_strict"] = -1.0  # as if scored by an older checker
+    store.write_text(json.dumps(kept))
+    monkeypatch.setattr(compare_training, "sample_eval", no_sampling)
+    compare_training.main(["--params", str(tmp_path / "params.yaml"), "--evaluate-on", str(unseen),
+                           "--out", str(tmp_path / "completions")])
+    assert "| static | 1 |" in capsys.readouterr().out
+    assert all(0 <= r["ifeval"]["prompt_strict"] <= 1 for r in json.loads(store.read_text())["records"])
+    monkeypatch.undo()
+    # several samples: one file per sample index (IFEval's scorer keys responses by prompt)
+    compare_training.main(["--params", str(tmp_path / "params.yaml"), "--evaluate-on", str(unseen), "--samples", "2",
+                           "--out", str(tmp_path / "two")])
+    for k in (0, 1):
+        lines = (tmp_path / "two" / f"static-s0-k{k}.jsonl").read_text().splitlines()
+        assert [json.loads(x)["prompt"] for x in lines] == ["Say hi. Do not use any commas.",
+                                                            "Name a fruit. Use lowercase only."]
+    # a file the registry cannot check fails before any sampling, naming the line and the instruction
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"key": 1, "prompt": "p", "instruction_id_list": ["punctuation:no_coma"], "kwargs": [{}]}) + "\n")
+    monkeypatch.setattr(compare_training, "sample_eval", no_sampling)
+    with pytest.raises(SystemExit, match=r"bad.jsonl:1.*punctuation:no_coma"):
+        compare_training.main(["--params", str(tmp_path / "params.yaml"), "--evaluate-on", str(bad)])
 
 
 def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path, capsys):
@@ -152,10 +183,32 @@ def test_report_reads_per_seed_differences_and_says_no_difference_when_an_interv
 
     # focal - static per seed: +0.1, +0.2, -0.1 (hand: mean 0.0667, sample std 0.1528, sign-flip p 6/8)
     recs = [run("static", s, 0.3) for s in range(3)] + [run("focal", s, 0.3 + d) for s, d in enumerate([0.1, 0.2, -0.1])]
-    text = compare_report.tables(recs)
+    text = compare_report.tables(recs, secondary=("min_group",))
     row = next(line for line in text.splitlines() if line.startswith("| focal - static | prompt_strict"))
+    assert "| focal - static | prompt_strict (primary) |" in text and "| focal - static | min_group (secondary) |" in text
+    assert "| focal - static | prompt_loose |" in text  # neither: unlabelled
     assert "| 3 | 2/3 | +0.067 | 0.153 |" in row and "| 0.750 |" in row and "no difference detected" in row
     # a consistent difference on every seed is read as one (both intervals exclude zero)
     recs = [run("static", s, 0.3) for s in range(4)] + [run("focal", s, 0.4 + 0.01 * s) for s in range(4)]
     row = next(line for line in compare_report.tables(recs).splitlines() if "| focal - static | prompt_strict" in line)
     assert "higher (intervals exclude zero)" in row
+
+
+def test_instruction_level_intervals_pool_instructions_not_prompts():
+    """40 prompts with 3 instructions each gain 0.3 of their instructions, 40 with 1 instruction lose 0.6: pooled over
+    instructions (IFEval's instruction-level accuracy) that is +0.075, averaged over prompts -0.15. The interval
+    resampling seeds and prompts must be about the pooled figure."""
+    from benchmarks import compare_report
+
+    counts = {f"a{i}": 3 for i in range(40)} | {f"b{i}": 1 for i in range(40)}
+
+    def run(seed, shares):
+        pooled = sum(shares[k] * counts[k] for k in counts) / sum(counts.values())
+        return {"aggregator": "x", "seed": seed, "ifeval": {"instruction_strict": pooled, "prompt_instructions": counts,
+                                                            "prompt_scores": {"instruction_strict": shares}}}
+
+    base = {k: 0.5 for k in counts}
+    better = {k: 0.5 + (0.3 if k.startswith("a") else -0.6) for k in counts}
+    c = compare_report.compare([run(0, base), run(1, base)], [run(0, better), run(1, better)], "instruction_strict")
+    assert c["mean"] == pytest.approx(0.075)
+    assert c["sp_low"] < 0.075 < c["sp_high"] and c["sp_low"] > -0.05
