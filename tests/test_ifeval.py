@@ -67,15 +67,43 @@ def test_registry_checks_agree_with_check_following_by_hand(response, iid, kwarg
     assert run_check("ifeval", {"id": iid, "kwargs": kwargs}, response) is strict
 
 
-def test_follows_matches_the_checker_class_itself():
+def ifeval_loose(checker, response: str) -> bool:
+    """IFEval's loose test, written out as its evaluation_lib defines it: the response, or it without its first
+    line, its last line or both, each also without markdown asterisks, follows the instruction."""
+    lines = response.split("\n")
+    cut = [response, "\n".join(lines[1:]).strip(), "\n".join(lines[:-1]).strip(), "\n".join(lines[1:-1]).strip()]
+    return any(r.strip() and checker.check_following(r) for r in cut + [r.replace("*", "") for r in cut])
+
+
+def test_follows_matches_the_checker_class_itself_strict_and_loose():
     from if_verifiable.ifeval.instructions_registry import INSTRUCTION_DICT
 
-    for response, iid, kwargs, strict, _ in CASES:
+    for response, iid, kwargs, strict, loose in CASES:
         if not response:
             continue
         checker = INSTRUCTION_DICT[iid](iid)
         checker.build_description(**kwargs)
-        assert bool(checker.check_following(response)) is strict, (iid, response)
+        assert (bool(checker.check_following(response)), ifeval_loose(checker, response)) == (strict, loose), (iid, response)
+
+
+IFBENCH_CASES = [  # (response, instruction, kwargs, strict, loose), by hand
+    ("helloworld", "format:no_whitespace", {}, True, True),
+    ("hello world", "format:no_whitespace", {}, False, False),
+    ("Sure:\nhelloworld", "format:no_whitespace", {}, False, True),  # loose drops the first line
+    ("I have 3 cats and 4 dogs", "count:numbers", {"N": 2}, True, True),
+    ("I have 3 cats", "count:numbers", {"N": 2}, False, False),
+]
+
+
+@pytest.mark.parametrize("response,iid,kwargs,strict,loose", IFBENCH_CASES)
+def test_ifbench_registry_checks_by_hand(response, iid, kwargs, strict, loose):
+    from if_verifiable.ifbench.instructions_registry import INSTRUCTION_DICT
+
+    assert follows("ifbench", iid, kwargs, response) == (strict, loose)
+    assert run_check("ifbench", {"id": iid, "kwargs": kwargs}, response) is strict
+    checker = INSTRUCTION_DICT[iid](iid)
+    checker.build_description(**kwargs)
+    assert (bool(checker.check_following(response)), ifeval_loose(checker, response)) == (strict, loose)
 
 
 def test_four_metrics_and_groups_by_hand():
