@@ -588,7 +588,8 @@ class Compare(Section):
                         "accuracy on the held-out prompts; the report tests it first",
                         one_of("prompt_strict", "instruction_strict", "prompt_loose", "instruction_loose",
                                "rubric_score"))
-    secondary: list = knob(["instruction_strict", "min_group", "ifbench:prompt_strict", "ifbench:instruction_strict"],
+    secondary: list = knob(["instruction_strict", "min_group", "prompt_loose", "instruction_loose",
+                            "ifbench:prompt_strict", "ifbench:instruction_strict"],
                            "pre-registered secondary metrics (docs/evidence.md), labelled so in the report; "
                            "`ifbench:<figure>` is on IFBench's test set (--evaluate-on ifbench), read only if the "
                            "primary shows a difference",
