@@ -139,16 +139,19 @@ def tables(records: list[dict], primary: str = "prompt_strict", secondary=(), pr
         primary = figures[0]
     others = [f for f in figures if f != primary]
     first = next(iter(runs.values()))[0] if runs else base
-    lines = [f"Protocol {first.get('protocol', '?')}: {first.get('eval_prompts', '?')} held-out prompts x "
-             f"{first.get('samples_per_prompt', '?')} samples, {first.get('steps', '?')} GRPO steps per run. "
-             f"Primary (pre-registered): {primary}.", "", "Checks:", *range_checks(records, figures), "",
+    trained = first.get("steps") != "-"  # evaluate_on_report: the policies of a protocol on another file
+    lines = [f"Protocol {first.get('protocol', '?')}: {first.get('eval_prompts', '?')} "
+             f"{'held-out ' if trained else ''}prompts x {first.get('samples_per_prompt', '?')} samples"
+             + (f", {first.get('steps', '?')} GRPO steps per run" if trained else "") +
+             f". {primary_label.capitalize()} (pre-registered): {primary}.", "", "Checks:",
+             *range_checks(records, figures), "",
              "| policy | seeds | " + " | ".join(figures) + " | train min/run |",
              "|---|---|" + "---|" * len(figures) + "---|"]
     if base:
         lines.append("| base | - | " + " | ".join(f"{figure(base, f):.3f}" for f in figures) + " | - |")
     for agg, rs in runs.items():
         lines.append(f"| {agg} | {len(rs)} | " + " | ".join(_ms([figure(r, f) for r in rs]) for f in figures) +
-                     f" | {np.mean([r['train_seconds'] for r in rs]) / 60:.1f} |")
+                     f" | {np.mean([r['train_seconds'] for r in rs]) / 60:.1f} |" if trained else " | - |")
     lines.append("\nmean ± sample std (ddof = 1) over seeds.")
     if not runs:
         return "\n".join(lines)
