@@ -151,7 +151,7 @@ def tables(records: list[dict], primary: str = "prompt_strict", secondary=(), pr
         lines.append("| base | - | " + " | ".join(f"{figure(base, f):.3f}" for f in figures) + " | - |")
     for agg, rs in runs.items():
         lines.append(f"| {agg} | {len(rs)} | " + " | ".join(_ms([figure(r, f) for r in rs]) for f in figures) +
-                     f" | {np.mean([r['train_seconds'] for r in rs]) / 60:.1f} |" if trained else " | - |")
+                     (f" | {np.mean([r['train_seconds'] for r in rs]) / 60:.1f} |" if trained else " | - |"))
     lines.append("\nmean ± sample std (ddof = 1) over seeds.")
     if not runs:
         return "\n".join(lines)
