@@ -143,7 +143,8 @@ def tables(records: list[dict], primary: str = "prompt_strict", secondary=(), pr
     lines = [f"Protocol {first.get('protocol', '?')}: {first.get('eval_prompts', '?')} "
              f"{'held-out ' if trained else ''}prompts x {first.get('samples_per_prompt', '?')} samples"
              + (f", {first.get('steps', '?')} GRPO steps per run" if trained else "") +
-             f". {primary_label.capitalize()} (pre-registered): {primary}.", "", "Checks:",
+             (f". {primary_label.capitalize()} (pre-registered): {primary}." if primary_label else
+              f". Nothing pre-registered for this file; first: {primary}."), "", "Checks:",
              *range_checks(records, figures), "",
              "| policy | seeds | " + " | ".join(figures) + " | train min/run |",
              "|---|---|" + "---|" * len(figures) + "---|"]
@@ -180,7 +181,7 @@ def tables(records: list[dict], primary: str = "prompt_strict", secondary=(), pr
                 continue
             sp = "-" if np.isnan(c["sp_low"]) else f"[{c['sp_low']:+.3f}, {c['sp_high']:+.3f}]"
             ti = "-" if np.isnan(c["t_low"]) else f"[{c['t_low']:+.3f}, {c['t_high']:+.3f}]"
-            label = f" ({primary_label})" if f == primary else " (secondary)" if f in secondary else ""
+            label = f" ({primary_label})" if f == primary and primary_label else " (secondary)" if f in secondary else ""
             lines.append(f"| {b} - {a} | {f}{label} | {c['seeds']} | {c['higher']}/"
                          f"{c['seeds']} | {c['mean']:+.3f} | {c['std']:.3f} | {c['t_p']:.3f} | {c['sign_flip_p']:.3f} | "
                          f"{ti} | {sp} | {verdict(c)} |")
@@ -212,15 +213,19 @@ def evaluate_on_report(records: list[dict], key: str, secondary=()) -> str:
     if not records:
         return "no policy evaluated"
     first = records[0]
-    kept = first["completions"]
     m = first["ifeval"]
+    differ = [f"{r['aggregator']} seed {r['seed']}" for r in records
+              if (r["ifeval"]["responses"], r["ifeval"]["unavailable"]) != (m["responses"], m["unavailable"])]
+    if differ:
+        raise ValueError(f"records of {first['file']} scored on different responses than base's ({', '.join(differ)}): "
+                         "run --evaluate-on on it again to score every kept completion with the same checkers")
     head = (f"{first['file']} ({first['registry']} checkers), {first['samples_per_prompt']} sample(s) per prompt; "
-            f"completions in {Path(kept if isinstance(kept, str) else kept[0]).parent}; {m['responses']} responses "
-            f"scored, {m['unavailable_prompts']} left out (an instruction whose checker cannot run here: "
-            f"{', '.join(m['unavailable']) or 'none'})\n\n")
+            f"{m['responses']} responses scored, {m['unavailable_prompts']} left out (an instruction whose checker "
+            f"cannot run here: {', '.join(m['unavailable']) or 'none'})\n\n")
     primary = "prompt_strict" if "prompt_strict" in secondary or not secondary else secondary[0]
-    return head + tables([dict(r, train_seconds=0.0, steps="-", eval_prompts=r["ifeval"]["responses"])
-                          for r in records], primary, secondary, "secondary" if secondary else "primary")
+    return head + tables([dict(r, train_seconds=0.0, steps="-",
+                               eval_prompts=len(r["ifeval"]["prompt_scores"]["prompt_strict"])) for r in records],
+                         primary, secondary, "secondary" if secondary else "")
 
 
 def picture(records: list[dict], path, primary: str = "prompt_strict") -> Path | None:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from contextlib import contextmanager, nullcontext
@@ -96,7 +97,7 @@ def sample_eval(model_and_tok, chats: list[list[dict]], params: Params, samples:
     c = params.compare
     model, tok = model_and_tok
     backend = TransformersBackend(model, tok, batch_prompts=c.eval_batch)
-    return backend.sample(chats, Sampling(samples or c.eval_samples, c.eval_temperature, 1.0, c.eval_max_tokens,
+    return backend.sample(chats, Sampling(c.eval_samples if samples is None else samples, c.eval_temperature, 1.0, c.eval_max_tokens,
                                           c.eval_seed))
 
 
@@ -347,6 +348,13 @@ def read_completions(files: list[Path], rows: list[dict]) -> list[list[str]] | N
     return [list(ts) for ts in zip(*per_file)]
 
 
+def kept_path(store: Path, f: str) -> Path:
+    """A completions file named in a record: relative to the store's folder (records before that: to the
+    working directory, the repository)."""
+    p = Path(f)
+    return p if p.is_absolute() or not (store.parent / p).exists() and p.exists() else store.parent / p
+
+
 def read_ifeval_file(path: Path, registry: str) -> list[dict]:
     """The rows of an IFEval-format file, each checked as the importer checks it (file, line, field and fix:
     an unknown instruction id or arguments its checker does not take fail here, before any sampling)."""
@@ -372,6 +380,8 @@ def evaluate_on(params: Params, path: Path, registry: str = "ifeval", samples: i
     from focal.ifeval import registry as get_registry
 
     get_registry(registry)  # a typo fails before any sampling
+    if samples < 1:
+        raise ValueError(f"--samples must be at least 1, got {samples}")
     path = Path(path)
     rows = read_ifeval_file(path, registry)
     ident, _, _, policy = protocol(params)
@@ -390,11 +400,12 @@ def evaluate_on(params: Params, path: Path, registry: str = "ifeval", samples: i
         prior = next((r for r in load_records(store) if r["protocol"] == key and same_run(r, rec)), None)
         if prior is not None:  # sampled already: score its completions again with the current checkers
             kept = prior["completions"]
-            texts = read_completions([Path(f) for f in ([kept] if isinstance(kept, str) else kept)], rows)
+            files = [kept_path(store, f) for f in ([kept] if isinstance(kept, str) else kept)]
+            texts = read_completions(files, rows)
             if texts is None:
-                print(f"evaluate-on: {name}: completions {kept} missing or not of this file; record kept", flush=True)
-                continue
-            files = [Path(f) for f in ([kept] if isinstance(kept, str) else kept)]
+                raise ValueError(f"{store}: the completions of {name} ({', '.join(map(str, files))}) are missing or "
+                                 "not of this file, so its record cannot be scored with the current checkers; restore "
+                                 f"them, or delete the store ({store}) to sample every policy again")
         else:
             adapter = None if agg == BASE else adapter_dir(params, key, agg, seed)
             if adapter is not None and not adapter.exists():
@@ -407,7 +418,8 @@ def evaluate_on(params: Params, path: Path, registry: str = "ifeval", samples: i
             write_completions(files, rows, texts)
         m = instruction_metrics(registry, rows, texts)
         new = {"aggregator": agg, "seed": seed, "protocol": key, "file": path.name, "registry": registry,
-               "samples_per_prompt": samples, "ifeval": m, "completions": [str(f) for f in files]}
+               "samples_per_prompt": samples, "ifeval": m,
+               "completions": [os.path.relpath(f, store.parent) for f in files]}  # beside the store, wherever it is
         if prior is not None and prior.get("ifeval") == m:
             continue
         write_json(store, {"about": about, "records": [r for r in load_records(store) if not same_run(r, new)] + [new]})

@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import json
 import random
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -53,13 +54,21 @@ def no_downloads():
         nltk.download = real
 
 
-def verifiable(module: str):
-    """if_verifiable.<module>; without the package, an error saying how to install it (the `ifeval` extra)."""
-    import importlib
+_IMPORTING = threading.Lock()
 
+
+def verifiable(module: str):
+    """if_verifiable.<module>; without the package, an error saying how to install it (the `ifeval` extra).
+    The first import runs under `no_downloads`, one thread at a time."""
+    import importlib
+    import sys
+
+    name = f"if_verifiable.{module}"
+    if name in sys.modules:
+        return sys.modules[name]
     try:
-        with no_downloads():
-            return importlib.import_module(f"if_verifiable.{module}")
+        with _IMPORTING, no_downloads():
+            return importlib.import_module(name)
     except ModuleNotFoundError as e:
         if (e.name or "").split(".")[0] != "if_verifiable":
             raise
@@ -137,30 +146,44 @@ def follows(name: str, instruction_id: str, kwargs: dict, response: str, prompt:
     if instruction_id not in reg:
         raise ValueError(f"unknown {name} instruction {instruction_id!r}; use an id of the {name} registry "
                          "(focal.ifeval.registry lists them)")
+    _check_args(name, instruction_id, json.dumps(clean_kwargs(kwargs), sort_keys=True))  # bad arguments: ValueError
     evaluate_instructions = verifiable("common").evaluate_instructions
     try:
         results, _ = evaluate_instructions(response, [instruction_id], [clean_kwargs(kwargs)], prompt, reg)
-    except LookupError as e:  # nltk.data.load: the data is not on this machine
+    except LookupError as e:
+        if type(e) is not LookupError:  # IndexError, KeyError: the checker failed on this response, see below
+            return False, False
+        # nltk.data's own error: the data is not on this machine
         raise Unavailable(f"{instruction_id} needs NLTK data that is not installed ({str(e).strip().splitlines()[0]})") from None
+    except (ValueError, TypeError, AttributeError, ZeroDivisionError):
+        # a checker that raises on a response (some do on odd text, in a loose variant) has not seen it followed
+        return False, False
     if not results:  # an empty response (after removing a <think> block) follows nothing
         return False, False
     return bool(results[0].strict_pass), bool(results[0].loose_pass)
 
 
-# A text that takes the checkers down their NLTK paths (sentences, words, stop words, verbs, title case)
-PROBE = ("Running quickly, the Old Dog barked at three cats. Then it slept, and I think that was wise!\n\n"
-         "Another Paragraph: we were walking home; is it late? Yes.\n\n* first point\n* second point\n\n"
-         "P.S. The end of the story.")
+@functools.lru_cache(maxsize=None)
+def _check_args(name: str, instruction_id: str, kwargs_json: str) -> None:
+    """ValueError when the checker does not take these arguments (before any response is judged with them)."""
+    _describe(name, instruction_id, json.loads(kwargs_json), "")
+
+
+# Texts that take the checkers down their NLTK paths (sentences, words, stop words, verbs, title case), short
+# and long (some checkers tokenize only past the n-th sentence or paragraph)
+_SHORT = ("Running quickly, the Old Dog barked at three cats. Then it slept, and I think that was wise!\n\n"
+          "Another Paragraph: we were walking home; is it late? Yes.\n\n* first point\n* second point\n\n"
+          "P.S. The end of the story.")
+PROBES = (_SHORT, "\n\n".join([_SHORT.replace("P.S. ", "")] * 40))
 
 
 @functools.lru_cache(maxsize=None)
 def _available(name: str, instruction_id: str, kwargs_json: str, prompt: str) -> bool:
-    try:
-        follows(name, instruction_id, json.loads(kwargs_json), PROBE, prompt)
-    except Unavailable:
-        return False
-    except Exception:  # noqa: BLE001 - the probe asks only about NLTK data; the checker's own errors show when scoring
-        return True
+    for text in PROBES:
+        try:
+            follows(name, instruction_id, json.loads(kwargs_json), text, prompt)
+        except Unavailable:
+            return False
     return True
 
 

@@ -236,34 +236,29 @@ def ifeval_item(row: dict, where: Where, eval_fraction: float, registry: str = "
 
 
 def load_ifeval(path: Path, eval_fraction: float, registry: str = "ifeval") -> list[Item]:
-    """Every row (validated: file, line, field); instructions whose checker cannot run here (they need NLTK
-    data that is not installed: focal.ifeval.available) are left out with a warning naming them, and so is
-    a row left with none."""
-    import dataclasses
+    """Every row (validated: file, line, field). A row with an instruction whose checker cannot run here (it
+    needs NLTK data that is not installed: focal.ifeval.available) is left out whole, with a warning naming
+    the instructions: graded on the rest of its instructions it would look easier than it is."""
     import warnings
 
     from focal.ifeval import available
 
-    items, left_out, rows_out = [], {}, 0
+    items, missing, rows_out = [], {}, 0
     for n, row in read_jsonl(path):
         it = ifeval_item(row, Where(path, n, f"line {n}"), eval_fraction, registry)
-        keep = tuple(c for c in it.criteria if available(registry, c.check.params["id"],
-                                                         c.check.params.get("kwargs") or {}, it.prompt))
-        for c in it.criteria:
-            if c not in keep:
-                left_out[c.check.params["id"]] = left_out.get(c.check.params["id"], 0) + 1
-        if not keep:
+        gone = [c.check.params["id"] for c in it.criteria
+                if not available(registry, c.check.params["id"], c.check.params.get("kwargs") or {}, it.prompt)]
+        for iid in gone:
+            missing[iid] = missing.get(iid, 0) + 1
+        if gone:
             rows_out += 1
-        elif len(keep) < len(it.criteria):
-            items.append(dataclasses.replace(it, criteria=keep))
         else:
             items.append(it)
-    if left_out:
-        warnings.warn(f"{path}: {sum(left_out.values())} instructions left out, their checkers need NLTK data that "
-                      f"is not installed ({', '.join(f'{k} x{v}' for k, v in sorted(left_out.items()))}); {rows_out} "
-                      "rows had no other instruction and are left out too. Install NLTK's data "
-                      "(python -m nltk.downloader punkt punkt_tab stopwords averaged_perceptron_tagger_eng) to "
-                      "score them", stacklevel=2)
+    if rows_out:
+        warnings.warn(f"{path}: {rows_out} rows left out: they have instructions whose checkers need NLTK data that "
+                      f"is not installed ({', '.join(f'{k} x{v}' for k, v in sorted(missing.items()))}). Install "
+                      "NLTK's data (python -m nltk.downloader punkt punkt_tab stopwords averaged_perceptron_tagger_eng) "
+                      "to keep them", stacklevel=2)
     return items
 
 

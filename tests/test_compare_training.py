@@ -1,6 +1,7 @@
 """The evidence protocol end to end on the tiny model: 2 aggregators x 1 seed x 2 steps, records, skip, resume."""
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -77,6 +78,9 @@ def test_protocol_records_every_run_and_skips_finished_ones(tmp_path, capsys, mo
     # the report adds every evaluated file of the protocol, its pre-registered secondaries labelled
     text = compare_report.report(tmp_path / "results.json", "prompt_strict", ("instruction_strict", "ifeval:prompt_strict"))
     assert "## evaluate_on-unseen-" in text and "2 responses scored, 0 left out" in text
+    assert "Secondary (pre-registered): prompt_strict" in text.split("## evaluate_on-unseen-")[1]
+    other = compare_report.report(tmp_path / "results.json", "prompt_strict", ("instruction_strict",))
+    assert "Nothing pre-registered for this file" in other and "(primary)" not in other.split("## evaluate_on-unseen-")[1]
     # a rerun samples nothing: what was sampled is scored again from its completions files
     def no_sampling(*args, **kwargs):
         raise AssertionError("sampled again")
@@ -99,6 +103,8 @@ def test_protocol_records_every_run_and_skips_finished_ones(tmp_path, capsys, mo
         lines = (tmp_path / "two" / f"static-s0-k{k}.jsonl").read_text().splitlines()
         assert [json.loads(x)["prompt"] for x in lines] == ["Say hi. Do not use any commas.",
                                                             "Name a fruit. Use lowercase only."]
+    with pytest.raises(SystemExit, match="--samples must be at least 1"):
+        compare_training.main(["--params", str(tmp_path / "params.yaml"), "--evaluate-on", str(unseen), "--samples", "0"])
     # a file the registry cannot check fails before any sampling, naming the line and the instruction
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"key": 1, "prompt": "p", "instruction_id_list": ["punctuation:no_coma"], "kwargs": [{}]}) + "\n")
@@ -212,3 +218,23 @@ def test_instruction_level_intervals_pool_instructions_not_prompts():
     c = compare_report.compare([run(0, base), run(1, base)], [run(0, better), run(1, better)], "instruction_strict")
     assert c["mean"] == pytest.approx(0.075)
     assert c["sp_low"] < 0.075 < c["sp_high"] and c["sp_low"] > -0.05
+
+
+def test_evaluate_on_records_must_be_scored_alike_and_find_their_completions(tmp_path, monkeypatch):
+    from benchmarks import compare_report
+
+    def rec(agg, seed, responses, unavailable):
+        return {"aggregator": agg, "seed": seed, "protocol": "k", "file": "f.jsonl", "registry": "ifbench",
+                "samples_per_prompt": 1, "ifeval": {"responses": responses, "unavailable": unavailable,
+                                                     "unavailable_prompts": 0, "prompt_scores": {"prompt_strict": {}}}}
+
+    with pytest.raises(ValueError, match=r"scored on different responses than base's \(static seed 0\)"):
+        compare_report.evaluate_on_report([rec("base", None, 10, []), rec("static", 0, 9, ["x"])], "k")
+    # completions are named relative to the store's folder; older records, relative to the working directory
+    store = tmp_path / "results" / "evaluate_on-f-abc.json"
+    (tmp_path / "results" / "evaluate_on-f-abc").mkdir(parents=True)
+    (tmp_path / "results" / "evaluate_on-f-abc" / "base.jsonl").write_text("")
+    monkeypatch.chdir(tmp_path)
+    assert compare_training.kept_path(store, "evaluate_on-f-abc/base.jsonl") == store.parent / "evaluate_on-f-abc/base.jsonl"
+    assert compare_training.kept_path(store, "results/evaluate_on-f-abc/base.jsonl") == \
+        Path("results/evaluate_on-f-abc/base.jsonl")

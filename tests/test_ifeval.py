@@ -2,13 +2,14 @@
 
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
 
 from focal.checks import run_check
-from focal.ifeval import (Scored, compatible, follows, generate_prompts, registry, rows_of, score_response,
-                          summarise)
+from focal.ifeval import (Scored, available, compatible, follows, generate_prompts, registry, rows_of,
+                          score_response, summarise)
 from focal.importers import load_ifeval
 from focal.items import RubricError
 
@@ -123,14 +124,12 @@ def test_four_metrics_and_groups_by_hand():
 
 
 def without_punkt():
-    """Skip unless NLTK's punkt data is missing (as on the project's machine): what these tests are about."""
-    import nltk
+    """Skip unless IFEval's sentence counter cannot run here (NLTK's data is missing, as on the project's
+    machine): what these tests are about."""
+    from focal.ifeval import available
 
-    try:
-        nltk.data.find("tokenizers/punkt")
-    except LookupError:
-        return
-    pytest.skip("punkt is installed here")
+    if available("ifeval", "length_constraints:number_sentences", {"num_sentences": 2, "relation": "at least"}, "p"):
+        pytest.skip("NLTK's sentence data is installed here")
 
 
 NEEDS_PUNKT = {"key": "x", "prompt": "p", "instruction_id_list": ["length_constraints:number_sentences",
@@ -153,16 +152,17 @@ def test_an_unknown_instruction_id_is_an_error_not_a_failure():
         follows("ifeval", "punctuation:no_coma", {}, "no commas")
 
 
-def test_the_importer_leaves_out_what_cannot_be_checked_here_and_says_so(tmp_path):
+def test_the_importer_leaves_out_rows_that_cannot_be_checked_here_and_says_so(tmp_path):
     without_punkt()
     path = tmp_path / "input_data.jsonl"
     only = {"key": 2, "prompt": "q", "instruction_id_list": ["length_constraints:number_sentences"],
             "kwargs": [{"num_sentences": 2, "relation": "at least"}]}
-    path.write_text("\n".join(json.dumps(r) for r in (NEEDS_PUNKT, only)) + "\n")
-    with pytest.warns(UserWarning, match="2 instructions left out") as w:
+    fine = {"key": 3, "prompt": "r", "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]}
+    path.write_text("\n".join(json.dumps(r) for r in (NEEDS_PUNKT, only, fine)) + "\n")
+    with pytest.warns(UserWarning, match="2 rows left out") as w:
         items = load_ifeval(path, eval_fraction=0.0)
-    assert "length_constraints:number_sentences x2" in str(w[0].message) and "1 rows had no other" in str(w[0].message)
-    assert [it.id for it in items] == ["x"] and [c.id for c in items[0].criteria] == ["punctuation:no_comma"]
+    assert "length_constraints:number_sentences x2" in str(w[0].message)
+    assert [it.id for it in items] == ["3"]  # a row graded on part of its instructions would look easier: left out
 
 
 def test_a_check_that_cannot_run_here_decides_nothing_and_pays_nothing():
@@ -176,16 +176,35 @@ def test_a_check_that_cannot_run_here_decides_nothing_and_pays_nothing():
     assert math.isnan(j.score) and j.failure == "unavailable"
 
 
-def test_loading_the_registries_downloads_nothing():
-    # if-verifiable's IFBench module calls nltk.download at import; a fresh interpreter shows whether it tried
+def test_loading_the_registries_downloads_nothing(tmp_path):
+    # if-verifiable's IFBench module calls nltk.download at import for data it cannot find; in a fresh interpreter
+    # with an empty NLTK data path and nltk.download replaced by a recorder, the registries must not call it
     import subprocess
     import sys
 
-    code = "from focal.ifeval import registry; registry('ifbench'); registry('ifeval')"
+    code = ("import json, nltk, sys\n"
+            f"nltk.data.path[:] = [{str(tmp_path)!r}]\n"
+            "calls = []\n"
+            "nltk.download = lambda *a, **k: calls.append(a) or False\n"
+            "from focal.ifeval import registry\n"
+            "registry('ifbench'); registry('ifeval')\n"
+            "print(json.dumps(calls))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                         cwd=Path(__file__).parents[1])
+                         cwd=Path(__file__).parents[1], env={**os.environ, "NLTK_DATA": str(tmp_path)})
     assert out.returncode == 0, out.stderr
-    assert "nltk_data" not in out.stdout + out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_a_checker_that_fails_on_a_response_has_not_seen_it_followed_and_bad_arguments_are_errors():
+    assert follows("ifbench", "format:quote_unquote", {}, 'He said ""hi"".\n\n1.') == (False, False)  # IndexError inside
+    with pytest.raises(ValueError, match="does not take the arguments"):
+        follows("ifeval", "keywords:existence", {"kw": ["a"]}, "a")
+
+
+def test_availability_takes_long_responses_into_account():
+    # IFBench's keywords_specific_position tokenizes only its n-th sentence: a short probe never gets there
+    without_punkt()
+    assert not available("ifbench", "words:keywords_specific_position", {"keyword": "giggle", "m": 33, "n": 22}, "p")
 
 
 def test_generated_prompts_respect_the_conflict_table_and_are_deterministic():
