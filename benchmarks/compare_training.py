@@ -97,7 +97,8 @@ def sample_eval(model_and_tok, chats: list[list[dict]], params: Params, samples:
     c = params.compare
     model, tok = model_and_tok
     backend = TransformersBackend(model, tok, batch_prompts=c.eval_batch)
-    return backend.sample(chats, Sampling(c.eval_samples if samples is None else samples, c.eval_temperature, 1.0, c.eval_max_tokens,
+    n = c.eval_samples if samples is None else samples
+    return backend.sample(chats, Sampling(n, c.eval_temperature, 1.0, c.eval_max_tokens,
                                           c.eval_seed))
 
 
@@ -352,7 +353,9 @@ def kept_path(store: Path, f: str) -> Path:
     """A completions file named in a record: relative to the store's folder (records before that: to the
     working directory, the repository)."""
     p = Path(f)
-    return p if p.is_absolute() or not (store.parent / p).exists() and p.exists() else store.parent / p
+    if p.is_absolute() or (store.parent / p).exists():
+        return store.parent / p  # an absolute p stays p
+    return p if p.exists() else store.parent / p
 
 
 def read_ifeval_file(path: Path, registry: str) -> list[dict]:

@@ -15,7 +15,7 @@
 - Checkers that need NLTK data (punkt: `length_constraints:number_sentences`,
   `change_case:capital_word_frequency`, several IFBench ones) cannot run here: nothing is downloaded at
   run time (if-verifiable's IFBench module asks nltk to download at import; that call is a no-op here).
-  Such an instruction is *unavailable* (`available`, decided once per instruction on a probe text, the same
+  Such an instruction is *unavailable* (`available`, decided once per instruction on probe texts, the same
   for every policy): never scored; a response with one is left out of every metric and counted.
 - `generate_prompts` writes IFEval-format rows from base tasks and the registry: 1-3 non-conflicting
   instructions per task (the registry's conflict table), each instruction's text from its checker's own
@@ -188,8 +188,8 @@ def _available(name: str, instruction_id: str, kwargs_json: str, prompt: str) ->
 
 
 def available(name: str, instruction_id: str, kwargs: dict, prompt: str = "") -> bool:
-    """Whether the checker can run on this machine, decided once per instruction and arguments on a fixed
-    probe text (not per response), so every policy is scored on the same instructions."""
+    """Whether the checker can run on this machine, decided once per instruction and arguments on fixed
+    probe texts (not per response), so every policy is scored on the same instructions."""
     return _available(name, instruction_id, json.dumps(clean_kwargs(kwargs), sort_keys=True), prompt)
 
 

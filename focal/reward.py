@@ -14,7 +14,8 @@ judge), build the satisfaction matrix, group rollouts by prompt, apply the
 aggregator (`static`, `gdpo`, `pow3r`, `focal`, `strict`, `min`) and carry
 Focal's state to the next step. A failed judgment is left out of its row (see
 focal/aggregate.py); a completion with nothing judged gets None (TRL's "could not
-score"); with `max_failure_share`, a step in which more of the judge's calls failed stops training. Through TRL's `log_metric` it logs docs/method.md's names: criteria/<key>/*,
+score"); with `max_failure_share`, a step in which more of the judge's calls failed stops
+training. Through TRL's `log_metric` it logs docs/method.md's names: criteria/<key>/*,
 rubric/*, judge/*, train/aggregate_s and train/judge_s; rubric/zero_std_frac (groups
 whose rewards are all equal: no gradient) and criteria/<key>/judge_constant (groups
 in which the judge gave every rollout the same verdict) say whether anything can be
