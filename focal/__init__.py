@@ -6,7 +6,7 @@
     reward = FocalReward(rubrics, aggregator="focal", judge=OpenAIJudge("http://127.0.0.1:8000/v1", "my-judge"))
     # GRPOTrainer(model=..., reward_funcs=reward, train_dataset=rubrics.dataset("train"), args=GRPOConfig(...))
 
-Every name here is importable without torch, TRL or the pipeline tools (the core install: `pip install focal`).
+Every name here is importable without torch, TRL or the pipeline tools (the core install: `pip install .` in a clone).
 """
 
 _NAMES = {
