@@ -13,6 +13,8 @@ For the latest protocol in compare.results:
   detected" whenever an interval holds zero;
 - the power analysis: seeds needed to detect +0.03 on the primary at 80% power from the observed
   seed-level std of the difference, and what the seeds at hand can detect;
+- exploratory, not pre-registered: where the gains land, per criterion (held-out strict pass rate of the
+  base policy, each arm's mean over seeds, each arm's mean paired difference from the first arm);
 - the picture: the primary figure per seed and arm, and per-group pass rates.
 """
 
@@ -108,6 +110,11 @@ def _ms(values) -> str:
     return f"{np.mean(v):.3f} ± {sample_std(v):.3f}" if len(v) > 1 else f"{v[0]:.3f}"
 
 
+def pass_rates(rec: dict) -> dict:
+    """A record's held-out pass rate per criterion: IFEval's per instruction, else the rubric's per key."""
+    return rec.get("ifeval", {}).get("instruction_pass_rates") or rec.get("key_pass_rates", {})
+
+
 def range_checks(records: list[dict], figures) -> list[str]:
     """Lines saying whether every per-prompt score lies in [0, 1] and which criteria cannot move."""
     lines = []
@@ -117,8 +124,7 @@ def range_checks(records: list[dict], figures) -> list[str]:
                  f"- **{len(bad)} per-prompt scores leave [0, 1]**, e.g. {bad[0]}")
     rates: dict[str, list[float]] = {}
     for r in records:
-        src = r.get("ifeval", {}).get("instruction_pass_rates") or r.get("key_pass_rates", {})
-        for k, v in src.items():
+        for k, v in pass_rates(r).items():
             rates.setdefault(k, []).append(v)
     never = sorted(k for k, v in rates.items() if max(v) == 0)
     always = sorted(k for k, v in rates.items() if min(v) == 1)
@@ -186,6 +192,35 @@ def tables(records: list[dict], primary: str = "prompt_strict", secondary=(), pr
                          f"{c['seeds']} | {c['mean']:+.3f} | {c['std']:.3f} | {c['t_p']:.3f} | {c['sign_flip_p']:.3f} | "
                          f"{ti} | {sp} | {verdict(c)} |")
     lines += ["", power_lines(runs, primary)]
+    return "\n".join(lines)
+
+
+def criterion_lines(records: list[dict]) -> str:
+    """Exploratory (not pre-registered): per criterion, hardest for the base policy first, the base policy's pass
+    rate, each arm's mean over seeds and, for every later arm, its mean paired difference from the first arm with
+    the seeds on which it is higher. Shows whether reweighting moved the gains toward the hard criteria."""
+    groups = by_aggregator(records)
+    base = pass_rates(groups.get("base", [{}])[0])
+    runs = {k: {r["seed"]: pass_rates(r) for r in v} for k, v in groups.items() if k != "base"}
+    if not runs or not base:
+        return ""
+    arms = list(runs)
+    ref, others = arms[0], arms[1:]
+    lines = ["Exploratory, not pre-registered: held-out strict pass rate per criterion, hardest for the base policy "
+             f"first; each arm's mean over seeds, and b - {ref} as the mean paired difference (seeds where b is "
+             "higher / paired seeds):", "",
+             "| criterion | base | " + " | ".join(arms) + " | " + " | ".join(f"{b} - {ref}" for b in others) + " |",
+             "|---|---|" + "---|" * (len(arms) + len(others))]
+    for key in sorted(base, key=lambda k: (base[k], k)):
+        means = [np.mean([v[key] for v in runs[a].values() if key in v]) if any(key in v for v in runs[a].values())
+                 else np.nan for a in arms]
+        diffs = []
+        for b in others:
+            d = [runs[b][s][key] - runs[ref][s][key] for s in runs[b]
+                 if s in runs[ref] and key in runs[b][s] and key in runs[ref][s]]
+            diffs.append(f"{np.mean(d):+.3f} ({sum(x > 0 for x in d)}/{len(d)})" if d else "-")
+        lines.append(f"| {key} | {base[key]:.3f} | " + " | ".join("-" if np.isnan(m) else f"{m:.3f}" for m in means)
+                     + " | " + " | ".join(diffs) + " |")
     return "\n".join(lines)
 
 
@@ -285,7 +320,10 @@ def report(results_path, primary: str = "prompt_strict", secondary=()) -> str:
     records = latest_protocol(json.loads(path.read_text())["records"])
     png = picture(records, path.with_suffix(".png"), primary)
     held_out = [f for f in secondary if ":" not in f]
-    text = tables(records, primary, held_out) + (f"\n\nPicture: {png}" if png else "")
+    text = tables(records, primary, held_out)
+    where = criterion_lines(records)
+    text += f"\n\n{where}" if where else ""
+    text += f"\n\nPicture: {png}" if png else ""
     key = records[-1]["protocol"] if records else None
     for store in sorted(path.parent.glob("evaluate_on-*.json")):
         evaluated = [r for r in json.loads(store.read_text())["records"] if r["protocol"] == key]

@@ -200,6 +200,24 @@ def test_report_reads_per_seed_differences_and_says_no_difference_when_an_interv
     assert "higher (intervals exclude zero)" in row
 
 
+def test_where_the_gains_land_per_criterion_hardest_first():
+    from benchmarks import compare_report
+
+    def run(agg, seed, a, b):
+        return {"aggregator": agg, "seed": seed, "protocol": "k",
+                "ifeval": {"instruction_pass_rates": {"easy": b, "hard": a}}}
+
+    recs = [run("base", None, 0.2, 0.9), run("static", 0, 0.3, 0.9), run("static", 1, 0.5, 1.0),
+            run("focal", 0, 0.4, 0.8), run("focal", 1, 0.8, 1.0)]
+    lines = [line for line in compare_report.criterion_lines(recs).splitlines() if line.startswith("| ")]
+    # hand: hard first (base 0.2); static mean 0.4, focal 0.6, focal - static per seed +0.1, +0.3 -> +0.2 on 2/2;
+    # easy: static 0.95, focal 0.9, per seed -0.1, 0.0 -> -0.05 on 0/2
+    assert lines[0] == "| criterion | base | static | focal | focal - static |"
+    assert lines[1] == "| hard | 0.200 | 0.400 | 0.600 | +0.200 (2/2) |"
+    assert lines[2] == "| easy | 0.900 | 0.950 | 0.900 | -0.050 (0/2) |"
+    assert compare_report.criterion_lines([run("base", None, 0.2, 0.9)]) == ""
+
+
 def test_instruction_level_intervals_pool_instructions_not_prompts():
     """40 prompts with 3 instructions each gain 0.3 of their instructions, 40 with 1 instruction lose 0.6: pooled over
     instructions (IFEval's instruction-level accuracy) that is +0.075, averaged over prompts -0.15. The interval
