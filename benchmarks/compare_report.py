@@ -4,14 +4,15 @@
 
 For the latest protocol in compare.results:
 - checks first: every per-prompt score in [0, 1]; which criteria (instruction ids) can move at all
-  (met by some responses and not by all, over every policy); the ones that cannot are named;
+  (met by some responses and not by all, over every policy, and not at one rate in every run); how many
+  prompts score 0 (or 1) on the first figure for every policy, so cannot tell the arms apart;
 - one row per arm: mean ± sample std (ddof = 1) over seeds of each figure, and the base policy's;
 - per seed, each arm's primary figure and the paired differences;
 - for each pair of arms and each figure (the pre-registered primary first): the per-seed mean
   difference, its sample std, the paired t-test and exact sign-flip permutation test over seeds,
   the 95% t interval, and a 95% bootstrap interval resampling seeds and prompts; "no difference
   detected" whenever an interval holds zero;
-- the power analysis: seeds needed to detect +0.03 on the primary at 80% power from the observed
+- the power analysis: seeds needed to detect +compare.target on the primary at 80% power from the observed
   seed-level std of the difference, and what the seeds at hand can detect;
 - exploratory, not pre-registered: where the gains land, per criterion (held-out strict pass rate of the
   base policy, each arm's mean over seeds, each arm's mean paired difference from the first arm);
@@ -29,7 +30,6 @@ from focal.stats import detectable, interval_seeds_prompts, over_seeds, sample_s
 
 IFEVAL_FIGURES = ("prompt_strict", "instruction_strict", "prompt_loose", "instruction_loose", "min_group")
 RUBRIC_FIGURES = ("rubric_score", "strict_completion", "min_category", "min_key")
-TARGET = 0.03  # the pre-registered smallest difference worth detecting on the primary (docs/evidence.md)
 
 
 def latest_protocol(records: list[dict]) -> list[dict]:
@@ -128,12 +128,25 @@ def range_checks(records: list[dict], figures) -> list[str]:
             rates.setdefault(k, []).append(v)
     never = sorted(k for k, v in rates.items() if max(v) == 0)
     always = sorted(k for k, v in rates.items() if min(v) == 1)
+    same = sorted(k for k, v in rates.items() if 0 < v[0] < 1 and len(v) > 1 and max(v) == min(v))
     lines.append(f"- criteria met by no policy in any run: {', '.join(never) or 'none'}")
     lines.append(f"- criteria met by every response of every policy: {', '.join(always) or 'none'}")
+    lines.append(f"- criteria with the same pass rate in every run (no policy moved them): {', '.join(same) or 'none'}")
+    first = figures[0]
+    scores: dict[str, list[float]] = {}
+    for r in records:
+        for p, v in prompt_scores(r, first).items():
+            scores.setdefault(p, []).append(v)
+    if scores:
+        low = sum(max(v) == 0 for v in scores.values())
+        top = sum(min(v) == 1 for v in scores.values())
+        lines.append(f"- prompts whose {first} is 0 for every policy in every run: {low} of {len(scores)}; "
+                     f"1 for every policy in every run: {top} (neither kind can tell the arms apart)")
     return lines
 
 
-def tables(records: list[dict], primary: str = "prompt_strict", secondary=(), primary_label: str = "primary") -> str:
+def tables(records: list[dict], primary: str = "prompt_strict", secondary=(), primary_label: str = "primary",
+           target: float = 0.03) -> str:
     """The record tables: per policy, per seed on the primary, the paired tests over seeds for every pair of arms
     and figure (the primary labelled `primary_label`, pre-registered secondaries `secondary`), and the power."""
     groups = by_aggregator(records)
@@ -191,7 +204,7 @@ def tables(records: list[dict], primary: str = "prompt_strict", secondary=(), pr
             lines.append(f"| {b} - {a} | {f}{label} | {c['seeds']} | {c['higher']}/"
                          f"{c['seeds']} | {c['mean']:+.3f} | {c['std']:.3f} | {c['t_p']:.3f} | {c['sign_flip_p']:.3f} | "
                          f"{ti} | {sp} | {verdict(c)} |")
-    lines += ["", power_lines(runs, primary)]
+    lines += ["", power_lines(runs, primary, target)]
     return "\n".join(lines)
 
 
@@ -224,17 +237,17 @@ def criterion_lines(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def power_lines(runs: dict, primary: str) -> str:
-    """For every pair of arms: seeds needed for +TARGET on the primary at 80% power from the observed seed-level
+def power_lines(runs: dict, primary: str, target: float = 0.03) -> str:
+    """For every pair of arms: seeds needed for +target (compare.target) on the primary at 80% power from the observed seed-level
     std of the difference, and the difference the seeds run so far detect."""
     arms = list(runs)
-    out = [f"Power (paired t, two-sided, alpha 0.05, 80%) for a true difference of +{TARGET} on {primary}:", ""]
+    out = [f"Power (paired t, two-sided, alpha 0.05, 80%) for a true difference of +{target} on {primary}:", ""]
     for i, a in enumerate(arms):
         for b in arms[i + 1:]:
             c = compare(runs[a], runs[b], primary)
             if c["seeds"] < 2 or np.isnan(c["std"]) or c["std"] == 0:
                 continue
-            n = seeds_needed(c["std"], TARGET)
+            n = seeds_needed(c["std"], target)
             out.append(f"- {b} - {a}: seed-level std of the difference {c['std']:.3f} over {c['seeds']} seeds -> "
                        f"{n if n <= 1000 else '> 1000'} seeds needed; {c['seeds']} seeds detect "
                        f"{detectable(c['seeds'], c['std']):.3f} at 80% power")
@@ -311,7 +324,7 @@ def picture(records: list[dict], path, primary: str = "prompt_strict") -> Path |
     return Path(path)
 
 
-def report(results_path, primary: str = "prompt_strict", secondary=()) -> str:
+def report(results_path, primary: str = "prompt_strict", secondary=(), target: float = 0.03) -> str:
     """The tables of the latest protocol's records, then those of every --evaluate-on file evaluated for it
     (IFBench's with the `ifbench:` secondaries labelled), and the picture."""
     path = Path(results_path)
@@ -320,7 +333,7 @@ def report(results_path, primary: str = "prompt_strict", secondary=()) -> str:
     records = latest_protocol(json.loads(path.read_text())["records"])
     png = picture(records, path.with_suffix(".png"), primary)
     held_out = [f for f in secondary if ":" not in f]
-    text = tables(records, primary, held_out)
+    text = tables(records, primary, held_out, target=target)
     where = criterion_lines(records)
     text += f"\n\n{where}" if where else ""
     text += f"\n\nPicture: {png}" if png else ""

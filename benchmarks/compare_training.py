@@ -451,7 +451,8 @@ def main(argv=None) -> None:
         if args.report:
             from benchmarks.compare_report import report
 
-            print(report(params.compare.results, params.compare.primary, params.compare.secondary))
+            print(report(params.compare.results, params.compare.primary, params.compare.secondary,
+                         params.compare.target))
             return
         if args.evaluate_on:
             path, registry = args.evaluate_on, args.registry

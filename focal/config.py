@@ -596,6 +596,9 @@ class Compare(Section):
                            each(one_of(*[f"{pre}{f}" for pre in ("", "ifbench:") for f in
                                          ("prompt_strict", "instruction_strict", "prompt_loose", "instruction_loose",
                                           "min_group")])))
+    target: float = knob(0.03, "pre-registered smallest difference on the primary worth detecting (docs/evidence.md): "
+                         "the report's power analysis gives the seeds that detect it at 80% power",
+                         between(0, 1, open_lo=True))
     checks_only: bool = knob(True, "reward and evaluate only criteria decided by a check (exact: no judge noise); "
                              "false = every criterion, the others judged by judge.* (judge.base_url or the local "
                              "judge server), the judge part of the protocol's identity")

@@ -291,3 +291,13 @@ def test_focal_proj_rejects_bad_knobs():
         _proj(T=0)
     with pytest.raises(ValueError, match="floor"):
         _proj(floor=1.0)
+
+
+@pytest.mark.parametrize("name", ["static", "pow3r", "focal", "focal_proj"])
+def test_one_criterion_reward_is_its_score_whatever_the_reweighting(name):
+    # a prompt with one criterion: reweighting has nothing to move, every weighting aggregator pays r itself
+    # (docs/evidence.md: why 29 of the IFEval protocol's 72 train prompts train every arm alike)
+    r = np.array([[0.0], [1.0], [1.0], [0.0]])
+    state = FocalState(m={"k": 0.9})  # a nearly saturated prior: focal would shrink this weight if it could
+    out = aggregate(name, r, np.array([3.0]), np.zeros(4, int), ["c"], ["k"], state)
+    assert np.asarray(out.as_list(), float).tolist() == [0.0, 1.0, 1.0, 0.0]

@@ -218,6 +218,23 @@ def test_where_the_gains_land_per_criterion_hardest_first():
     assert compare_report.criterion_lines([run("base", None, 0.2, 0.9)]) == ""
 
 
+def test_checks_name_criteria_and_prompts_that_cannot_tell_the_arms_apart():
+    from benchmarks import compare_report
+
+    def run(agg, seed, moving, p2):
+        return {"aggregator": agg, "seed": seed, "protocol": "k",
+                "ifeval": {"instruction_pass_rates": {"frozen": 0.5, "moving": moving, "never": 0.0},
+                           "prompt_scores": {"prompt_strict": {"p1": 0.0, "p2": p2, "p3": 1.0}}}}
+
+    recs = [run("base", None, 0.2, 0.0), run("static", 0, 0.4, 0.25), run("focal", 0, 0.4, 1.0)]
+    lines = compare_report.range_checks(recs, ("prompt_strict",))
+    assert "- criteria met by no policy in any run: never" in lines
+    # 'moving' has one rate in the two trained runs but another in base's: it moved
+    assert "- criteria with the same pass rate in every run (no policy moved them): frozen" in lines
+    assert any(line.startswith("- prompts whose prompt_strict is 0 for every policy in every run: 1 of 3; "
+                               "1 for every policy in every run: 1") for line in lines)
+
+
 def test_instruction_level_intervals_pool_instructions_not_prompts():
     """40 prompts with 3 instructions each gain 0.3 of their instructions, 40 with 1 instruction lose 0.6: pooled over
     instructions (IFEval's instruction-level accuracy) that is +0.075, averaged over prompts -0.15. The interval
