@@ -277,7 +277,8 @@ def evaluate_on_report(records: list[dict], key: str, secondary=()) -> str:
 
 
 def picture(records: list[dict], path, primary: str = "prompt_strict") -> Path | None:
-    """The primary figure per seed and arm (lines join a seed's arms), and per-group pass rates."""
+    """The primary figure per seed and arm (lines join a seed's arms), the paired differences that are tested
+    (per seed, with the 95% t interval), and per-group pass rates."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -291,7 +292,7 @@ def picture(records: list[dict], path, primary: str = "prompt_strict") -> Path |
         return None
     arms = list(runs)
     base = groups.get("base", [None])[0]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.2))
+    fig, (ax1, ax3, ax2) = plt.subplots(1, 3, figsize=(17, 4.2))
     by = {a: {r["seed"]: r for r in rs} for a, rs in runs.items()}
     for s in sorted({r["seed"] for rs in runs.values() for r in rs}):
         xs = [i for i, a in enumerate(arms) if s in by[a]]
@@ -305,6 +306,18 @@ def picture(records: list[dict], path, primary: str = "prompt_strict") -> Path |
     ax1.set_xticks(range(len(arms)), arms)
     ax1.set_ylabel(f"{primary} (held-out)")
     ax1.set_title("Per seed (grey, a seed's arms joined) and mean ± sample std (red)")
+    pairs = [(a, b) for i, a in enumerate(arms) for b in arms[i + 1:]]
+    for k, (a, b) in enumerate(pairs):
+        d = [figure(by[b][s], primary) - figure(by[a][s], primary) for s in by[a] if s in by[b]]
+        ax3.plot([k] * len(d), d, "o", color="0.6", alpha=0.6)
+        c = compare(runs[a], runs[b], primary)
+        if c["seeds"] > 1:
+            ax3.errorbar(k + 0.12, c["mean"], yerr=[[c["mean"] - c["t_low"]], [c["t_high"] - c["mean"]]], fmt="s",
+                         color="C3", capsize=4)
+    ax3.axhline(0, color="k", lw=0.8)
+    ax3.set_xticks(range(len(pairs)), [f"{b} -\n{a}" for a, b in pairs], fontsize=8)
+    ax3.set_ylabel(f"paired difference in {primary}")
+    ax3.set_title("Per seed (grey) and mean with 95% t interval (red)")
     names = sorted({g for r in records for g in r.get("ifeval", {}).get("group_pass_rates", {})})
     width = 0.8 / (len(arms) + 1)
     x = np.arange(len(names))
