@@ -7,7 +7,7 @@ For the latest protocol in compare.results:
   (met by some responses and not by all, over every policy, and not at one rate in every run); how many
   prompts score 0 (or 1) on the first figure for every policy, so cannot tell the arms apart;
 - one row per arm: mean ± sample std (ddof = 1) over seeds of each figure, and the base policy's;
-- per seed, each arm's primary figure and the paired differences;
+- per seed, each arm's primary figure (then each pre-registered secondary) and the paired differences;
 - for each pair of arms and each figure (the pre-registered primary first): the per-seed mean
   difference, its sample std, the paired t-test and exact sign-flip permutation test over seeds,
   the 95% t interval, and a 95% bootstrap interval resampling seeds and prompts; "no difference
@@ -178,16 +178,17 @@ def tables(records: list[dict], primary: str = "prompt_strict", secondary=(), pr
     arms = list(runs)
     pairs = [(a, b) for i, a in enumerate(arms) for b in arms[i + 1:]]
     seeds = sorted({r["seed"] for rs in runs.values() for r in rs})
-    lines += ["", f"Per seed, {primary}:", "",
-              "| seed | " + " | ".join(arms) + " | " + " | ".join(f"{b} - {a}" for a, b in pairs) + " |",
-              "|---|" + "---|" * (len(arms) + len(pairs))]
     by = {agg: {r["seed"]: r for r in rs} for agg, rs in runs.items()}
-    for s in seeds:
-        vals = [figure(by[a][s], primary) if s in by[a] else np.nan for a in arms]
-        diffs = [figure(by[b][s], primary) - figure(by[a][s], primary) if s in by[a] and s in by[b] else np.nan
-                 for a, b in pairs]
-        lines.append(f"| {s} | " + " | ".join("-" if np.isnan(v) else f"{v:.3f}" for v in vals) + " | "
-                     + " | ".join("-" if np.isnan(v) else f"{v:+.3f}" for v in diffs) + " |")
+    for f in (primary, *[f for f in others if f in secondary]):
+        lines += ["", f"Per seed, {f}:", "",
+                  "| seed | " + " | ".join(arms) + " | " + " | ".join(f"{b} - {a}" for a, b in pairs) + " |",
+                  "|---|" + "---|" * (len(arms) + len(pairs))]
+        for s in seeds:
+            vals = [figure(by[a][s], f) if s in by[a] else np.nan for a in arms]
+            diffs = [figure(by[b][s], f) - figure(by[a][s], f) if s in by[a] and s in by[b] else np.nan
+                     for a, b in pairs]
+            lines.append(f"| {s} | " + " | ".join("-" if np.isnan(v) else f"{v:.3f}" for v in vals) + " | "
+                         + " | ".join("-" if np.isnan(v) else f"{v:+.3f}" for v in diffs) + " |")
     lines += ["", "Paired tests over seeds (b - a): mean and sample std of the per-seed difference, paired t-test "
               "and exact sign-flip permutation test (two-sided), 95% t interval, 95% bootstrap interval resampling "
               "seeds and prompts:", "",

@@ -193,6 +193,9 @@ def test_report_reads_per_seed_differences_and_says_no_difference_when_an_interv
     row = next(line for line in text.splitlines() if line.startswith("| focal - static | prompt_strict"))
     assert "| focal - static | prompt_strict (primary) |" in text and "| focal - static | min_group (secondary) |" in text
     assert "| focal - static | prompt_loose |" in text  # neither: unlabelled
+    # per seed: the primary and each pre-registered secondary, not the unlabelled figures
+    assert "Per seed, prompt_strict:" in text and "Per seed, min_group:" in text and "Per seed, prompt_loose:" not in text
+    assert "| 2 | 0.300 | 0.200 | -0.100 |" in text.split("Per seed, min_group:")[1]
     assert "| 3 | 2/3 | +0.067 | 0.153 |" in row and "| 0.750 |" in row and "no difference detected" in row
     # a consistent difference on every seed is read as one (both intervals exclude zero)
     recs = [run("static", s, 0.3) for s in range(4)] + [run("focal", s, 0.4 + 0.01 * s) for s in range(4)]
