@@ -599,6 +599,21 @@ class Compare(Section):
     target: float = knob(0.03, "pre-registered smallest difference on the primary worth detecting (docs/evidence.md): "
                          "the report's power analysis gives the seeds that detect it at 80% power",
                          between(0, 1, open_lo=True))
+    confirm_seeds: list = knob(list(range(11, 24)), "round two's confirmatory seeds (H2, pre-registered in "
+                               "docs/evidence.md): new seeds of compare.confirm_arms, trained with the protocol's exact "
+                               "settings; the 11 earlier seeds are not part of H2", each(NATURAL))
+    confirm_arms: list = knob(["static", "focal"], "round two's two arms, reference first: H2 and H1' test the second "
+                              "minus the first (paired by seed)", each(one_of(_aggregators)))
+    hard_instructions: list = knob(
+        ["change_case:english_lowercase", "detectable_format:json_format", "startend:end_checker", "keywords:existence",
+         "detectable_content:postscript", "length_constraints:number_paragraphs", "punctuation:no_comma",
+         "detectable_format:number_bullet_lists", "detectable_content:number_placeholders"],
+        "H2's figure, `hard_pass_rate`: the unweighted mean over these held-out instructions (the base policy met each "
+        "in under half its responses) of each one's strict pass rate in the recheck evaluation", each(NONEMPTY))
+    recheck_samples: int = knob(16, "samples per held-out prompt of the recheck evaluation (--recheck: base and every "
+                                "kept adapter, its own record kind; H1' and H2 are read on it)", at_least(1))
+    recheck_results: str = path_knob("benchmarks/results/ifeval_recheck.json", "one record per policy of the recheck "
+                                     "evaluation (committed), beside compare.results; training records are not touched")
     checks_only: bool = knob(True, "reward and evaluate only criteria decided by a check (exact: no judge noise); "
                              "false = every criterion, the others judged by judge.* (judge.base_url or the local "
                              "judge server), the judge part of the protocol's identity")
