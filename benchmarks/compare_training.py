@@ -262,6 +262,34 @@ RUN_FIELDS = ("aggregator", "seed", "steps", "protocol", "eval_prompts", "sample
               "train_seconds", "settings")
 
 
+def run_settings(ident: dict, params: Params, aggregator: str, use_judge: bool) -> dict:
+    """What a run's record says produced it: the protocol's identity with the train settings this run used
+    (its own aggregator and knobs; the protocol's key is computed without them, so every arm shares it)."""
+    return {**ident, "train": dataclasses.asdict(params.compare.train_config(aggregator=aggregator,
+                                                                             use_judge=use_judge))}
+
+
+def provenance() -> dict:
+    """When a record was finished and from which code: `finished_at` (UTC, ISO 8601) and `code` = {commit,
+    dirty} of the repository this file is in (dirty: uncommitted changes under focal/, benchmarks/ or stages/);
+    commit None outside a git checkout."""
+    import datetime
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    code = {"commit": None, "dirty": None}
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=30)
+        if head.returncode == 0:
+            status = subprocess.run(["git", "status", "--porcelain", "--", "focal", "benchmarks", "stages",
+                                     ":(exclude)benchmarks/results"], cwd=root,
+                                    capture_output=True, text=True, timeout=30)
+            code = {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip())}
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return {"finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "code": code}
+
+
 def eval_identity(ident: dict) -> str:
     """What the base policy's evaluation depends on: the protocol's identity without the training settings."""
     return content_key({k: v for k, v in ident.items() if k != "train"})
@@ -314,7 +342,8 @@ def run(params: Params, aggregators=None, seeds=None) -> list[dict]:
                        **score_policy(model_tok, eval_items, params, judge)}
                 rec.update(eval_prompts=len(eval_items), samples_per_prompt=c.eval_samples,
                            eval_seconds=time.perf_counter() - t0, train_seconds=seconds,
-                           step_seconds=float(np.mean(durations)) if durations else None, curves=log, settings=ident)
+                           step_seconds=float(np.mean(durations)) if durations else None, curves=log,
+                           settings=run_settings(ident, params, agg, judge is not None), **provenance())
                 save_record(c.results, rec)
                 new.append(rec)
                 print(f"compare: {agg} seed {seed}: {headline(rec)} ({seconds:.0f} s training)", flush=True)

@@ -610,6 +610,9 @@ class Compare(Section):
          "detectable_format:number_bullet_lists", "detectable_content:number_placeholders"],
         "H2's figure, `hard_pass_rate`: the unweighted mean over these held-out instructions (the base policy met each "
         "in under half its responses) of each one's strict pass rate in the recheck evaluation", each(NONEMPTY))
+    preregistration: str = knob("f80ace356d1ccd7dcd87f6b88c0162d45d8b9a13", "commit of round two's pre-registration "
+                                "(docs/evidence.md): --report checks that every record of a confirmatory seed finished "
+                                "after it, from code that descends from it")
     recheck_samples: int = knob(16, "samples per held-out prompt of the recheck evaluation (--recheck: base and every "
                                 "kept adapter, its own record kind; H1' and H2 are read on it)", at_least(1))
     recheck_results: str = path_knob("benchmarks/results/ifeval_recheck.json", "one record per policy of the recheck "

@@ -40,6 +40,9 @@ def test_protocol_records_every_run_and_skips_finished_ones(tmp_path, capsys, mo
         assert all(0 <= m[f] <= 1 for f in ("prompt_strict", "prompt_loose", "instruction_strict", "instruction_loose"))
         assert m["responses"] == 4 and m["group_pass_rates"]
         assert "reward" in r["curves"] and len(r["curves"]["reward"]) == 2
+        # a record says what produced it: the aggregator that trained it, when, and from which code
+        assert r["settings"]["train"]["aggregator"] == r["aggregator"]
+        assert r["finished_at"].endswith("+00:00") and set(r["code"]) == {"commit", "dirty"}
         # the run's adapter is kept (fp16) for later re-evaluation
         adapter = tmp_path / "adapters" / r["protocol"] / f"{r['aggregator']}-s0"
         assert (adapter / "adapter_config.json").exists() and (adapter / "adapter_model.safetensors").exists()
