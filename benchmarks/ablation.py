@@ -26,8 +26,8 @@ import time
 import numpy as np
 
 from benchmarks.aggregators import METRICS, WORLDS_DIR, finals, markdown_table, upto
-from focal.io import write_json, write_text
-from focal.simulate import SimConfig, Variant, final, load_world, run_paired
+from focal.core.atomic import write_json, write_text
+from focal.rewards.simulate import SimConfig, Variant, final, load_world, run_paired
 
 VARIANTS = {
     "static": Variant("static"),

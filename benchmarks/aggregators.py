@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from focal.aggregate import AGGREGATORS
-from focal.simulate import SimConfig, Variant, final, load_world, paired, run_paired
+from focal.rewards.aggregators import AGGREGATORS
+from focal.rewards.simulate import SimConfig, Variant, final, load_world, paired, run_paired
 
 WORLDS_DIR = Path(__file__).with_name("worlds")
 METRICS = {"rubric/score": "rubric score", "rubric/strict_completion": "strict completion",

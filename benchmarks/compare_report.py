@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from focal.stats import detectable, interval_seeds_prompts, over_seeds, sample_std, seeds_needed
+from focal.evaluation.stats import detectable, interval_seeds_prompts, over_seeds, sample_std, seeds_needed
 
 IFEVAL_FIGURES = ("prompt_strict", "instruction_strict", "prompt_loose", "instruction_loose", "min_group")
 RUBRIC_FIGURES = ("rubric_score", "strict_completion", "min_category", "min_key")
@@ -73,7 +73,7 @@ def prompt_weights(rec: dict, name: str, prompts: list[str]):
 
 
 def compare(a: list[dict], b: list[dict], name: str) -> dict:
-    """b - a on the seeds both have: per-seed differences and the tests over seeds (focal.stats), and the
+    """b - a on the seeds both have: per-seed differences and the tests over seeds (focal.evaluation.stats), and the
     bootstrap interval over seeds and prompts on the prompts both have."""
     A, B = {r["seed"]: r for r in a}, {r["seed"]: r for r in b}
     seeds = sorted(set(A) & set(B))
@@ -285,7 +285,7 @@ def picture(records: list[dict], path, primary: str = "prompt_strict") -> Path |
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from focal.io import atomic_path
+    from focal.core.atomic import atomic_path
 
     groups = by_aggregator(records)
     runs = {k: v for k, v in groups.items() if k != "base"}

@@ -17,8 +17,8 @@ evaluation), so a new grid is a params change. For every (aggregator, seed):
    resumes where it stopped;
 2. sample `compare.eval_samples` completions for every eval prompt with the same
    sampling seed for every policy (base included, evaluated once), score them with
-   focal/metrics.py's definitions and, for an IFEval-format set, with IFEval's own
-   checkers and four metrics (focal/ifeval.py);
+   focal/rewards/metrics.py's definitions and, for an IFEval-format set, with IFEval's own
+   checkers and four metrics (focal/rubrics/ifeval.py);
 3. keep the run's final LoRA adapter in compare.adapters/<protocol>/<run> (fp16, small,
    committed) so the run can be evaluated again on any file later (--evaluate-on);
 4. append one record to compare.results (atomic write), with the per-prompt scores
@@ -42,10 +42,10 @@ from pathlib import Path
 
 import numpy as np
 
-from focal.cache import content_key
 from focal.config import Params, load_params
-from focal.io import write_json
-from focal.rubric import Item, load_rubric_set
+from focal.core.atomic import write_json
+from focal.core.cache import content_key
+from focal.rubrics.sets import Item, load_rubric_set
 
 BASE = "base"
 
@@ -66,8 +66,8 @@ def rubric_set(params: Params):
 
 def protocol(params: Params, rs=None, judge_identity: str | None = None) -> tuple[dict, list[Item], list[Item], str]:
     """(identity of the protocol, train items, eval items, policy folder); rs: the rubric set when loaded already,
-    judge_identity: what answers as the judge when fetched already (focal.endpoints.judge_identity)."""
-    from focal.models import fingerprint
+    judge_identity: what answers as the judge when fetched already (focal.serving.endpoints.judge_identity)."""
+    from focal.serving.weights import fingerprint
 
     c = params.compare
     rs = rs or rubric_set(params)
@@ -82,8 +82,8 @@ def protocol(params: Params, rs=None, judge_identity: str | None = None) -> tupl
              "eval": [c.eval_samples, c.eval_seed, c.eval_max_tokens, c.eval_temperature, [it.id for it in eval_items],
                       c.eval_batch]}
     if not c.checks_only:
-        from focal.endpoints import judge_identity as identity_of
-        from focal.judge_prompt import reward_identity, set_template
+        from focal.judging.prompts import reward_identity, set_template
+        from focal.serving.endpoints import judge_identity as identity_of
 
         who = judge_identity or identity_of(params.judge, params.paths.judge_model)
         ident["judge"] = reward_identity(who, params.judge, set_template(rs))
@@ -92,7 +92,7 @@ def protocol(params: Params, rs=None, judge_identity: str | None = None) -> tupl
 
 def sample_eval(model_and_tok, chats: list[list[dict]], params: Params, samples: int | None = None) -> list[list]:
     """compare.eval_samples (or `samples`) completions per chat, the same seed and batches for every policy."""
-    from focal.rollouts import Sampling, TransformersBackend
+    from focal.serving.rollouts import Sampling, TransformersBackend
 
     c = params.compare
     model, tok = model_and_tok
@@ -107,7 +107,7 @@ def instruction_metrics(registry: str, rows: list[dict], texts: list[list[str]])
     for paired comparisons: prompt-level strict and loose, the share of the prompt's instructions followed
     (strict, loose), and each prompt's number of instructions (`prompt_instructions`), the weight that makes
     the prompts' mean share IFEval's instruction-level accuracy (pooled over instructions)."""
-    from focal.ifeval import checkable, prompt_means, score_response, summarise
+    from focal.rubrics.ifeval import checkable, prompt_means, score_response, summarise
 
     scored = [score_response(registry, row, t) for row, ts in zip(rows, texts) for t in ts]
     out = summarise(scored)
@@ -127,10 +127,10 @@ def score_policy(model_and_tok, items: list[Item], params: Params, judge=None) -
     an IFEval-format set also gets IFEval's metrics (`ifeval`)."""
     import pandas as pd
 
-    from focal.evaluate import evaluate_judgments, prompt_scores
-    from focal.ifeval import rows_of
-    from focal.judge_prompt import decide_checks, requests_for
-    from focal.rollouts import COLUMNS, rollout_id
+    from focal.evaluation.evaluate import evaluate_judgments, prompt_scores
+    from focal.judging.prompts import decide_checks, requests_for
+    from focal.rubrics.ifeval import rows_of
+    from focal.serving.rollouts import COLUMNS, rollout_id
 
     c = params.compare
     comps = sample_eval(model_and_tok, [it.chat() for it in items], params)
@@ -198,7 +198,7 @@ def save_adapter(model, folder: Path) -> None:
     import torch
     from safetensors.torch import load_file, save_file
 
-    from focal.io import atomic_dir
+    from focal.core.atomic import atomic_dir
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     with atomic_dir(folder) as tmp:
@@ -229,8 +229,8 @@ def train_one(params: Params, aggregator: str, seed: int, train_items, policy: s
               adapter: Path | None = None):
     """Train one run (resuming if its checkpoints exist), keep its adapter in `adapter`; returns (model, tokenizer,
     seconds, curves)."""
-    from focal.reward import FocalReward
-    from focal.train import Elapsed, StepTimer, train_policy
+    from focal.rewards.reward import FocalReward
+    from focal.training.trainer import Elapsed, StepTimer, train_policy
 
     t = params.compare.train_config(aggregator=aggregator, use_judge=judge is not None)
     reward = FocalReward({it.id: it for it in train_items}, aggregator, judge, None, checks_only=judge is None,
@@ -247,12 +247,12 @@ def train_one(params: Params, aggregator: str, seed: int, train_items, policy: s
 @contextmanager
 def judging(params: Params, rs, identity: str | None):
     """The judge of a protocol that is not checks-only (None when it is): one endpoint and cache for the sweep,
-    opened by focal.judge.open_judge with the rubric set's template and the identity the protocol's key used."""
+    opened by focal.judging.judge.open_judge with the rubric set's template and the identity the protocol's key used."""
     if params.compare.checks_only:
         yield None
         return
-    from focal.judge import open_judge
-    from focal.judge_prompt import set_template
+    from focal.judging.judge import open_judge
+    from focal.judging.prompts import set_template
 
     with open_judge(params.judge, params.serve, params.paths, set_template(rs), identity=identity) as judge:
         yield judge
@@ -305,7 +305,7 @@ def headline(rec: dict) -> str:
 
 def run(params: Params, aggregators=None, seeds=None) -> list[dict]:
     """Every (aggregator, seed) not yet recorded for this protocol; returns the new records."""
-    from focal.endpoints import judge_identity
+    from focal.serving.endpoints import judge_identity
 
     c = params.compare
     rs = rubric_set(params)
@@ -357,7 +357,7 @@ def completion_files(out_dir: Path, name: str, samples: int) -> list[Path]:
 
 
 def write_completions(files: list[Path], rows: list[dict], texts: list[list[str]]) -> None:
-    from focal.io import write_text
+    from focal.core.atomic import write_text
 
     for j, f in enumerate(files):
         f.parent.mkdir(parents=True, exist_ok=True)
@@ -390,8 +390,8 @@ def kept_path(store: Path, f: str) -> Path:
 def read_ifeval_file(path: Path, registry: str) -> list[dict]:
     """The rows of an IFEval-format file, each checked as the importer checks it (file, line, field and fix:
     an unknown instruction id or arguments its checker does not take fail here, before any sampling)."""
-    from focal.importers import ifeval_item, read_jsonl
-    from focal.items import RubricError, Where
+    from focal.rubrics.formats import ifeval_item, read_jsonl
+    from focal.rubrics.types import RubricError, Where
 
     rows = read_jsonl(path)
     for n, r in rows:
@@ -409,7 +409,7 @@ def evaluate_on(params: Params, path: Path, registry: str = "ifeval", samples: i
     only samples what is new. A policy already sampled is scored again from its completions files, so the
     records always hold what the current checkers say of the kept completions. Returns the report's text."""
     from benchmarks.compare_report import evaluate_on_report
-    from focal.ifeval import registry as get_registry
+    from focal.rubrics.ifeval import registry as get_registry
 
     get_registry(registry)  # a typo fails before any sampling
     if samples < 1:
@@ -477,6 +477,9 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     try:
         params = load_params(args.params)
+        from focal.rewards.aggregators import check_aggregator_knobs
+
+        check_aggregator_knobs(params, args.params)
         if args.report:
             from benchmarks.compare_report import report
 
@@ -486,7 +489,7 @@ def main(argv=None) -> None:
         if args.evaluate_on:
             path, registry = args.evaluate_on, args.registry
             if path == "ifbench":
-                from focal.ifeval import ifbench_test_file
+                from focal.rubrics.ifeval import ifbench_test_file
 
                 path, registry = ifbench_test_file(), registry or "ifbench"
             print(evaluate_on(params, Path(path), registry or "ifeval", args.samples, Path(args.out) if args.out else None))

@@ -3,10 +3,10 @@
     python -m benchmarks.focal_weights_figure [--seeds 10] [--steps 600] [--out docs/img/focal_weights.png]
 
 World `neglected_essential` (benchmarks/worlds/: a hard essential criterion `hard` that conflicts with a
-cluster of easier ones), Focal with its defaults, trained in the simulator (focal/simulate.py) with no model
+cluster of easier ones), Focal with its defaults, trained in the simulator (focal/rewards/simulate.py) with no model
 and no network. Every `eval_every` steps the run records, for the last training batch, each criterion's
 saturation s (Focal's estimate) and weight w'/w (1 = static); the picture is their mean over seeds, drawn by
-focal.plots.plot_trajectories (the same panels as reports/plots/focal_trajectories.png of a real run).
+focal.evaluation.plots.plot_trajectories (the same panels as reports/plots/focal_trajectories.png of a real run).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks.aggregators import WORLDS_DIR
-from focal.plots import plot_trajectories
-from focal.simulate import SimConfig, Variant, load_world, make_bandit, train
+from focal.evaluation.plots import plot_trajectories
+from focal.rewards.simulate import SimConfig, Variant, load_world, make_bandit, train
 
 WORLD = "neglected_essential"
 

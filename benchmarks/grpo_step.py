@@ -33,8 +33,8 @@ import yaml
 
 from benchmarks.compare_training import checks_only
 from focal.config import load_params
-from focal.reward import FocalReward
-from focal.rubric import load_rubric_set
+from focal.rewards.reward import FocalReward
+from focal.rubrics.sets import load_rubric_set
 
 PARTS = ("generation", "reward", "old log-probs forward", "loss forward", "backward", "optimizer", "rest")
 
@@ -43,7 +43,7 @@ def _timed(cls, name: str, parts: dict, label):
     """Wraps cls.name so each call's wall time adds to parts[label(self)]; returns the original (to restore)."""
     original = getattr(cls, name)
 
-    @functools.wraps(original)  # the same signature: focal/grpo.py checks TRL's while the wrappers are in place
+    @functools.wraps(original)  # the same signature: focal/training/grpo.py checks TRL's while the wrappers are in place
     def wrapper(self, *args, **kwargs):
         t = time.perf_counter()
         try:
@@ -61,7 +61,7 @@ def timed_methods(trainer_cls=None, accelerator_cls=None) -> list[tuple]:
     import accelerate
     from trl import GRPOTrainer
 
-    from focal.grpo import TRL_API, TESTED_TRL, api_changes
+    from focal.training.grpo import TRL_API, TESTED_TRL, api_changes
 
     trainer_cls, accelerator_cls = trainer_cls or GRPOTrainer, accelerator_cls or accelerate.Accelerator
     methods = [(trainer_cls, "_generate", "(self, prompts)", lambda s: "generation"),
@@ -80,7 +80,7 @@ def timed_methods(trainer_cls=None, accelerator_cls=None) -> list[tuple]:
 
 def profile(cfg, items, policy, steps: int) -> dict:
     """Mean seconds per optimizer step, and its parts, over `steps` checks-only GRPO steps of `policy`."""
-    from focal.train import StepTimer, _Callback, train_policy
+    from focal.training.trainer import StepTimer, _Callback, train_policy
 
     parts = defaultdict(float)
     originals = [(cls, name, _timed(cls, name, parts, label)) for cls, name, _, label in timed_methods()]

@@ -14,9 +14,9 @@ import argparse
 import json
 from pathlib import Path
 
-from focal.ifeval import score_response
-from focal.importers import read_jsonl
-from focal.rollouts import Sampling, TransformersBackend
+from focal.rubrics.formats import read_jsonl
+from focal.rubrics.ifeval import score_response
+from focal.serving.rollouts import Sampling, TransformersBackend
 
 
 def main(argv=None) -> None:

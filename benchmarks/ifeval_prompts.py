@@ -3,7 +3,7 @@
     python -m benchmarks.ifeval_prompts [--set rubrics/ifeval]     # tasks.yaml -> prompts.jsonl
 
 tasks.yaml holds the base tasks by split, the instruction pool, the number of prompts per task
-and split, the number of instructions per prompt and the seed; focal.ifeval.generate_prompts does
+and split, the number of instructions per prompt and the seed; focal.rubrics.ifeval.generate_prompts does
 the drawing (non-conflicting instructions, each written by its checker). The output is IFEval's
 input format plus a `split` field, so the rubric set loads it with `format: ifeval` and any IFEval
 scorer reads it. Deterministic: the same tasks file gives the same bytes (a test checks it).
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import yaml
 
-from focal.ifeval import generate_prompts
-from focal.io import write_text
+from focal.core.atomic import write_text
+from focal.rubrics.ifeval import generate_prompts
 
 
 def build(tasks_file: Path) -> list[dict]:

@@ -25,12 +25,12 @@ import statistics
 import time
 from pathlib import Path
 
-from focal.api import make_client
 from focal.config import load_params
-from focal.io import write_json
-from focal.judge import Judge, open_judge
-from focal.judge_prompt import Request, answer_schema
-from focal.rubric import load_rubric_set
+from focal.core.atomic import write_json
+from focal.judging.judge import Judge, open_judge
+from focal.judging.prompts import Request, answer_schema
+from focal.rubrics.sets import load_rubric_set
+from focal.serving.client import make_client
 
 RESULTS = Path("benchmarks/results/judge_throughput.json")
 RESPONSES = ["Plants use sunlight, water and carbon dioxide to make sugar and oxygen.",

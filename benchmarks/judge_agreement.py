@@ -6,7 +6,7 @@ Each row of FILE is {prompt_id, prompt: [{role, content}], completion, rubric, b
 category}; the verdict is the majority of binary_labels (a tie is skipped and counted). The
 configured judge (judge.base_url, else the local vLLM server with the base model) judges every
 row through the judge cache (paths.judge_cache); prints agreement, Cohen's kappa and the
-confusion counts overall and per category (focal/agreement.py defines each).
+confusion counts overall and per category (focal/judging/agreement.py defines each).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import argparse
 import json
 import sys
 
-from focal.agreement import load_labelled, markdown
-from focal.judged import judge_labelled
 from focal.config import load_params
+from focal.judging.agreement import load_labelled, markdown
+from focal.judging.tables import judge_labelled
 
 
 def main(argv=None) -> dict:

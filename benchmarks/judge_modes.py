@@ -3,14 +3,14 @@
     python -m benchmarks.judge_modes [--params params.yaml] [--rollouts 24] [--labels FILE] [--repeats 1]
 
 The pairs: the check-decided criteria of the first `--rollouts` rows of paths.rollouts, asked to the
-judge as if they had no check (the check's verdict is the truth, as focal/agreement.py's check
+judge as if they had no check (the check's verdict is the truth, as focal/judging/agreement.py's check
 probes), and the HealthBench meta-evaluation rows of `--labels` (default
 tests/fixtures/healthbench_meta.jsonl; the truth is the physicians' majority, ties skipped). Each
 mode judges every pair with no cache on the same endpoint (judge.base_url, or the local vLLM
 server with the base model), the modes' order alternated over `--repeats`. Reported per mode:
 per pair, API calls, prompt and completion tokens, wall seconds; failed judgments; and its
 agreement and Cohen's kappa with the checks and with the labels (verdict met when r >= 0.5;
-focal/agreement.py defines each figure). Printed as markdown and written to
+focal/judging/agreement.py defines each figure). Printed as markdown and written to
 benchmarks/results/judge_modes.json (or --out).
 """
 
@@ -25,12 +25,12 @@ import time
 
 import pandas as pd
 
-from focal.agreement import agreement_metrics, load_labelled
 from focal.config import load_params
-from focal.io import write_json
-from focal.judge import open_judge
-from focal.judge_prompt import check_judgment, requests_for
-from focal.judged import load_items, stage_template
+from focal.core.atomic import write_json
+from focal.judging.agreement import agreement_metrics, load_labelled
+from focal.judging.judge import open_judge
+from focal.judging.prompts import check_judgment, requests_for
+from focal.judging.tables import load_items, stage_template
 
 RESULTS = "benchmarks/results/judge_modes.json"
 LABELS = "tests/fixtures/healthbench_meta.jsonl"

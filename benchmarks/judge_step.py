@@ -21,10 +21,10 @@ import statistics
 import pandas as pd
 
 from focal.config import load_params
-from focal.io import write_json
-from focal.judge import open_judge
-from focal.judged import load_items, stage_template
-from focal.reward import FocalReward
+from focal.core.atomic import write_json
+from focal.judging.judge import open_judge
+from focal.judging.tables import load_items, stage_template
+from focal.rewards.reward import FocalReward
 
 RESULTS = "benchmarks/results/judge_step.json"
 

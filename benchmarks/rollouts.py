@@ -14,9 +14,9 @@ from pathlib import Path
 import pandas as pd
 
 from focal.config import load_params
-from focal.rollouts import OpenAIBackend, Sampling, TransformersBackend, sample_rollouts
-from focal.rubric import item_from_row
-from focal.endpoints import policy_endpoint
+from focal.rubrics.sets import item_from_row
+from focal.serving.endpoints import policy_endpoint
+from focal.serving.rollouts import OpenAIBackend, Sampling, TransformersBackend, sample_rollouts
 
 
 def measure(backend, items, sampling) -> tuple[float, int]:

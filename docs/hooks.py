@@ -23,8 +23,12 @@ API_DIR = "api"
 
 
 def api_modules() -> list[str]:
-    """focal's modules, by name: focal, focal.aggregate, ..."""
-    return ["focal"] + [f"focal.{p.stem}" for p in sorted((ROOT / "focal").glob("*.py")) if p.stem != "__init__"]
+    """focal's modules and sub-packages, by name, at any depth: focal, focal.rewards, focal.rewards.aggregators, ..."""
+    names = []
+    for p in sorted((ROOT / "focal").rglob("*.py")):
+        parts = p.relative_to(ROOT).with_suffix("").parts
+        names.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return sorted(names)
 
 
 def api_page(module: str) -> str:

@@ -106,7 +106,10 @@ def repo_params(path: str):
     its relative path knobs are made relative to that folder, so a command works from any folder."""
     from focal.config import resolve_paths
 
+    from focal.rewards.aggregators import check_aggregator_knobs
+
     params = load_params(path)
+    check_aggregator_knobs(params, path)  # config sits below the aggregators' registry: their names are checked here
     root = Path(path).resolve().parent
     if root != Path.cwd().resolve() and (root / "dvc.yaml").exists():
         resolve_paths(params, root)
@@ -184,7 +187,7 @@ def run(params: ParamsOpt = "params.yaml", stages: StagesOpt = None, flow: FlowO
 
 def repro(params: str, names: list[str] | None, flow: bool) -> None:
     """`dvc repro` of the named stages (None: all), or the Prefect flow of them; exits with its code."""
-    from focal.serve import KEEP_ENV, OWNER_ENV, stop_recorded
+    from focal.serving.server import KEEP_ENV, OWNER_ENV, stop_recorded
 
     p = repo_params(params)
     repo = Path(params).resolve().parent  # DVC runs there, whatever this folder is
@@ -238,7 +241,7 @@ def retrain(**options):
 def serve(params: ParamsOpt = "params.yaml",
           model: Annotated[Optional[str], typer.Option("--model", help="model folder (default: paths.base_model)")] = None):
     """Start vLLM's OpenAI-compatible server for a model, print its URL, and stop it on Ctrl-C or SIGTERM."""
-    from focal.serve import KEEP_ENV, serving
+    from focal.serving.server import KEEP_ENV, serving
 
     p = repo_params(params)
     if p.serve.base_url:
@@ -282,11 +285,11 @@ def read_jsonl(path: str):
 
 def read_rollouts(path: str):
     """A rollouts table from parquet or jsonl: prompt_id, completion, and rollout_id (derived when absent).
-    Bad rows are errors naming the file and the line (jsonl) or row (focal.judge_prompt.check_rollout_rows)."""
+    Bad rows are errors naming the file and the line (jsonl) or row (focal.judging.prompts.check_rollout_rows)."""
     import pandas as pd
 
-    from focal.judge_prompt import check_rollout_rows
-    from focal.rollouts import rollout_id
+    from focal.judging.prompts import check_rollout_rows
+    from focal.serving.rollouts import rollout_id
 
     if not Path(path).exists():
         raise FileNotFoundError(2, "not found", path)
@@ -322,9 +325,9 @@ def judge(rollouts: Annotated[str, typer.Argument(help="rollouts file (.parquet 
                                                      "(default: ROLLOUTS with suffix .judgments.parquet)")] = None,
           params: ParamsOpt = "params.yaml"):
     """Judge a rollouts file on its prompts' rubrics (judge.* of the params file; cached like the judge stage)."""
-    from focal.io import write_parquet
-    from focal.judge_prompt import requests_for
-    from focal.judged import check_failure_budget, failure_text, judge_table, load_items, stage_template
+    from focal.core.atomic import write_parquet
+    from focal.judging.prompts import requests_for
+    from focal.judging.tables import check_failure_budget, failure_text, judge_table, load_items, stage_template
 
     p = repo_params(params)
     with hinting(ROLLOUTS_HINT):

@@ -25,7 +25,7 @@ artifact: what each stage did and how long it took; and, when the judge stage wa
 in the plan (ran or skipped), the judge measured: `paths.judge_stats`' agreement
 with the checks and self-agreement (restated; same request), and an ensemble's and
 its members' agreement, overall and per criterion key (`focal-judge-agreement`,
-focal/agreement.py).
+focal/judging/agreement.py).
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def failed(error: Exception) -> State:
 def judge_rows(metrics: dict) -> list[dict]:
     """metrics/judge.json's agreement and consistency tables (and an ensemble's, with each member's) as one table:
     a row per measure and scope."""
-    from focal.agreement import MEASURES, rows
+    from focal.judging.agreement import MEASURES, rows
 
     measures = dict(MEASURES, **{"ensemble/agreement": "the ensemble's vote vs the checks"})
     members = sorted({k.split("/")[2] for k in metrics if k.startswith("ensemble/member/") and k.endswith("/agreement/n")})

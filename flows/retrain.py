@@ -8,7 +8,7 @@ A run, top to bottom (one task each; the flow only calls tasks):
 1. Start from the committed configuration (params.yaml at HEAD), this run's
    settings (deployment parameters: aggregator, rubric set, steps), a new sampling
    seed (base.seed, recorded) and the current champion from the registry
-   (focal/registry.py, GTO tags): rollouts are sampled from the champion, training
+   (focal/evaluation/promotion.py, GTO tags): rollouts are sampled from the champion, training
    warm-starts from it, and the evaluation compares the new model with it. With no
    champion yet, the base model plays that part. All of it is written to
    params.yaml, so DVC sees it and `dvc exp show` lists it.
@@ -56,10 +56,10 @@ from flows.pipeline import STAGE_TIMEOUT_S, failed, retry_transient, run_stages
 from flows.run_options import add_arguments, given, params_settings
 from flows.workspace import (DvcFailed, default_remote, git, head_params, plan, restore, run_dvc, save_experiment,
                              snapshot)
-from focal import registry
 from focal.config import Params, load_params, params_from_dict, render_params_yaml
-from focal.io import write_text
-from focal.registry import PromotionRule
+from focal.core.atomic import write_text
+from focal.evaluation import promotion as registry
+from focal.evaluation.promotion import PromotionRule
 
 LOCK = ".dvc/tmp/focal-retrain.lock"
 METRICS_KEY, REPORT_KEY, FAILURE_KEY = "focal-retrain-metrics", "focal-retrain-report", "focal-retrain-failure"

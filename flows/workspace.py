@@ -13,7 +13,7 @@ forced dry run for the plan, `status`, `index.stages`, `experiments.ls`, `config
 nothing from DVC's private modules and no parsing of DVC's log text;
 tests/test_dvc_contract.py checks each on a small project, so a DVC upgrade that
 changes one fails there. Every DVC command runs as `python -m dvc` under
-focal/watchdog.py, in a process group of its own: the stage a command runs (and a
+focal/core/watchdog.py, in a process group of its own: the stage a command runs (and a
 model server the stage started for itself) dies with the command, and the whole
 group dies within about a second if this process dies, even on kill -9. While a
 command runs, FOCAL_SERVE_KEEP=1 and FOCAL_SERVE_OWNER_PID=<this process>: a model
@@ -33,11 +33,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from focal.serve import KEEP_ENV, OWNER_ENV, WATCHDOG, stop_group, stop_recorded
+from focal.serving.server import KEEP_ENV, OWNER_ENV, WATCHDOG, stop_group, stop_recorded
 
 STOP_GRACE_S = 10.0  # after SIGTERM, a stage has this long to stop (and stop its server) before SIGKILL
 BIG_FILE = 16 << 20  # snapshot: files this big are hard-linked, not copied (writers replace files, see _copy)
-# failure kinds as the stages name them (focal/api.py failure_kind): "timeout 2, server_error 1" (judge) or
+# failure kinds as the stages name them (focal/serving/client.py failure_kind): "timeout 2, server_error 1" (judge) or
 # "(rate_limited: ...)" (rollouts); "refused the connection" (nothing listens there) is not one of them
 
 
@@ -63,13 +63,13 @@ def error_line(lines: list[str]) -> str:
 
 def transient(lines: list[str]) -> bool:
     """True when a stage failed on transient network errors only (timeout, dropped connection, 429, 5xx): it exited
-    with focal.stage.EX_TEMPFAIL, which DVC reports in its ERROR line ("failed to run: <cmd>, exited with 75").
+    with focal.core.stage.EX_TEMPFAIL, which DVC reports in its ERROR line ("failed to run: <cmd>, exited with 75").
 
-    The stages retry single requests themselves (focal/api.py); a stage whose calls still failed says so with
-    that exit status (focal.api.CallsFailed.transient), decided from the failure kinds as data, never from its
+    The stages retry single requests themselves (focal/serving/client.py); a stage whose calls still failed says so with
+    that exit status (focal.serving.client.CallsFailed.transient), decided from the failure kinds as data, never from its
     words. A refused connection, 401/403/404, a bad param or a bad file exits 1: retrying would fail the same way.
     """
-    from focal.stage import EX_TEMPFAIL
+    from focal.core.stage import EX_TEMPFAIL
 
     return any(line.startswith("ERROR: ") and line.rstrip().endswith(f"exited with {EX_TEMPFAIL}") for line in lines)
 

@@ -10,17 +10,17 @@ Every name here is importable without torch, TRL or the pipeline tools (the core
 """
 
 _NAMES = {
-    "FocalReward": "focal.reward",
-    "OpenAIJudge": "focal.judge",
-    "Judge": "focal.judge",
-    "Cache": "focal.cache",
-    "load_rubric_set": "focal.rubric",
-    "RubricSet": "focal.rubric",
-    "Item": "focal.rubric",
-    "Criterion": "focal.rubric",
-    "Check": "focal.rubric",
-    "aggregate": "focal.aggregate",
-    "AGGREGATORS": "focal.aggregate",
+    "FocalReward": "focal.rewards.reward",
+    "OpenAIJudge": "focal.judging.judge",
+    "Judge": "focal.judging.judge",
+    "Cache": "focal.core.cache",
+    "load_rubric_set": "focal.rubrics.sets",
+    "RubricSet": "focal.rubrics.sets",
+    "Item": "focal.rubrics.sets",
+    "Criterion": "focal.rubrics.sets",
+    "Check": "focal.rubrics.sets",
+    "aggregate": "focal.rewards.aggregators",
+    "AGGREGATORS": "focal.rewards.aggregators",
 }
 __all__ = list(_NAMES)
 

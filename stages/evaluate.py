@@ -2,11 +2,11 @@
 
     python -m stages.evaluate [--params params.yaml]
 
-For each benchmark of `evaluate.benchmarks` (focal/eval_sets.py; `eval` is the
+For each benchmark of `evaluate.benchmarks` (focal/evaluation/sets.py; `eval` is the
 prepared eval split, paths.eval_prompts) and each policy of `evaluate.policies`:
 sample `evaluate.num_generations` completions per prompt (same prompts, seed and
 sampling for every policy), judge them with the same judge and the benchmark's
-judge template, and compute docs/method.md's metrics (focal/evaluate.py). Every policy
+judge template, and compute docs/method.md's metrics (focal/evaluation/evaluate.py). Every policy
 after the first is compared with the first on the same prompts. Fails when more
 than `judge.max_failure_share` of the judge calls failed.
 
@@ -19,13 +19,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from focal.eval_sets import load_benchmark
 from focal.config import Params
-from focal.evaluate import evaluate_policies, report
-from focal.io import write_json, write_parquet, write_text
-from focal.judged import failure_text
-from focal.plots import pass_rates_plot, policies_plot, trajectories_plot
-from focal.stage import run_stage
+from focal.core.atomic import write_json, write_parquet, write_text
+from focal.core.stage import run_stage
+from focal.evaluation.evaluate import evaluate_policies, report
+from focal.evaluation.plots import pass_rates_plot, policies_plot, trajectories_plot
+from focal.evaluation.sets import load_benchmark
+from focal.judging.tables import failure_text
 
 READS = ('base', 'evaluate', 'judge', 'serve')  # params sections this stage reads: dvc.yaml declares exactly these (a test checks)
 

@@ -16,13 +16,13 @@ It also measures the judge against the checks: on `judge.agreement_share` of the
 check-decided pairs (a hash of rollout and criterion ids), the judge answers as if
 the criterion had no check; its agreement, Cohen's kappa and confusion counts with
 the checks, overall and per criterion key, go to `paths.judge_stats` (agreement/*,
-focal/agreement.py). Likewise, on `judge.consistency_share` of the judge-decided
+focal/judging/agreement.py). Likewise, on `judge.consistency_share` of the judge-decided
 pairs it asks again with the rubric item restated: the judge's self-agreement
 (consistency/*), and asks the identical request again (consistency/repeat/*). Those
 extra judgments never enter `paths.judgments`. With `ensemble.members`, those judges
 also answer the check probes and vote with the configured judge: each one's verdict
 and the vote go to `paths.judge_votes` (empty without an ensemble), their agreement
-with the checks to `paths.judge_stats` (ensemble/*, focal/ensemble.py).
+with the checks to `paths.judge_stats` (ensemble/*, focal/judging/ensemble.py).
 """
 
 from __future__ import annotations
@@ -31,13 +31,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from focal.judged import judge_measured
 from focal.config import Params
-from focal.ensemble import EMPTY, open_ensemble
-from focal.io import write_json, write_parquet
-from focal.judge_prompt import requests_for
-from focal.judged import check_failure_budget, failure_text, load_items, stage_template
-from focal.stage import run_stage
+from focal.core.atomic import write_json, write_parquet
+from focal.core.stage import run_stage
+from focal.judging.ensemble import EMPTY, open_ensemble
+from focal.judging.prompts import requests_for
+from focal.judging.tables import judge_measured
+from focal.judging.tables import check_failure_budget, failure_text, load_items, stage_template
 
 READS = ('judge', 'serve', 'ensemble')  # params sections this stage reads: dvc.yaml declares exactly these (a test checks)
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from focal.config import Params
-from focal.models import materialize
-from focal.stage import run_stage
+from focal.core.stage import run_stage
+from focal.serving.weights import materialize
 
 READS = ('model',)  # params sections this stage reads: dvc.yaml declares exactly these (a test checks)
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import pandas as pd
 
 from focal.config import Params
-from focal.io import write_parquet, write_text
-from focal.judge_prompt import set_template
-from focal.rubric import RubricSet, item_to_row, load_rubric_set
-from focal.stage import run_stage
+from focal.core.atomic import write_parquet, write_text
+from focal.core.stage import run_stage
+from focal.judging.prompts import set_template
+from focal.rubrics.sets import RubricSet, item_to_row, load_rubric_set
 
 READS = ('base', 'prepare')  # params sections this stage reads: dvc.yaml declares exactly these (a test checks)
 

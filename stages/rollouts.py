@@ -5,7 +5,7 @@
 Reads the prompt table of `rollouts.split` and `rollouts.*`; writes `paths.rollouts`
 (prompt_id, rollout_id, policy, sample_index, completion, prompt_tokens,
 completion_tokens, finish_reason, seed). Backend `vllm` serves the policy with
-focal.serve (or uses serve.base_url); `transformers` generates in-process.
+focal.serving.server (or uses serve.base_url); `transformers` generates in-process.
 Resumable: finished prompts are cached in `paths.rollout_cache`.
 """
 
@@ -16,10 +16,10 @@ from pathlib import Path
 import pandas as pd
 
 from focal.config import Params
-from focal.io import write_parquet
-from focal.rollouts import Sampling, sample_policy
-from focal.rubric import item_from_row
-from focal.stage import run_stage
+from focal.core.atomic import write_parquet
+from focal.core.stage import run_stage
+from focal.rubrics.sets import item_from_row
+from focal.serving.rollouts import Sampling, sample_policy
 
 READS = ('base', 'rollouts', 'serve')  # params sections this stage reads: dvc.yaml declares exactly these (a test checks)
 

@@ -5,11 +5,11 @@
 With `rubricarm.enabled: false` (the default) it writes only its report saying so, an empty pairs table and
 empty model folders (so `paths.judge_model` / `paths.rubric_model` pointing there fail with one line saying why).
 Enabled (configs/rubricarm.yaml):
-1. pairs (focal/pairs.py): with `rubricarm.pairs_source: checks`, G rollouts (rollouts.*: the rollouts stage's
+1. pairs (focal/training/pairs.py): with `rubricarm.pairs_source: checks`, G rollouts (rollouts.*: the rollouts stage's
    sampling, so its cache answers what it already sampled) of the first `rubricarm.max_prompts` train prompts of
    `rubricgen.source_set`, paired where their checked criteria differ; else the pairs file, imported. Split by
    prompt into train and held-out (`rubricarm.heldout_share`), written to `paths.rubricarm_pairs`.
-2. the alternation (focal/rubricarm.py): the untrained pair measured, then `rubricarm.rounds` rounds of a judge
+2. the alternation (focal/training/rubricarm.py): the untrained pair measured, then `rubricarm.rounds` rounds of a judge
    phase and a generator phase (TRL's GRPO), each measured; finished phases kept under `paths.rubricarm_work`
    (a rerun resumes after the last one).
 3. the trained generator and judge to `paths.rubricarm_generator` / `paths.rubricarm_judge` (plain HF folders,
@@ -27,13 +27,13 @@ from pathlib import Path
 import pandas as pd
 
 from focal.config import Params
-from focal.io import atomic_dir, write_json, write_parquet
-from focal.judge_prompt import decide_checks, requests_for, set_template
-from focal.pairs import build_pairs, frame, import_pairs, split_by_prompt
-from focal.rollouts import Sampling, sample_policy
-from focal.rubric import load_rubric_set
-from focal.rubricarm import Arm, alternate, run_key
-from focal.stage import run_stage
+from focal.core.atomic import atomic_dir, write_json, write_parquet
+from focal.core.stage import run_stage
+from focal.judging.prompts import decide_checks, requests_for, set_template
+from focal.rubrics.sets import load_rubric_set
+from focal.serving.rollouts import Sampling, sample_policy
+from focal.training.pairs import build_pairs, frame, import_pairs, split_by_prompt
+from focal.training.rubricarm import Arm, alternate, run_key
 
 READS = ('base', 'rollouts', 'rubricarm', 'rubricgen', 'serve')  # params sections this stage reads: dvc.yaml declares exactly these (a test checks)
 EMPTY_MODEL = "This folder holds no model: rubricarm.enabled was false when the rubricarm stage last ran.\n"

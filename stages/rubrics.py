@@ -19,13 +19,13 @@ from pathlib import Path
 
 import yaml
 
-from focal.cache import Cache
 from focal.config import Params
-from focal.endpoints import rubric_endpoint
-from focal.io import atomic_dir, write_json
-from focal.rubric import RubricError, load_rubric_set
-from focal.rubricgen import RubricGenerator, to_yaml_items
-from focal.stage import run_stage
+from focal.core.atomic import atomic_dir, write_json
+from focal.core.cache import Cache
+from focal.core.stage import run_stage
+from focal.rubrics.generate import RubricGenerator, to_yaml_items
+from focal.rubrics.sets import RubricError, load_rubric_set
+from focal.serving.endpoints import rubric_endpoint
 
 READS = ('rubricgen', 'serve')  # params sections this stage reads: dvc.yaml declares exactly these (a test checks)
 

@@ -5,7 +5,7 @@
     accelerate launch --config_file configs/accelerate/multi_gpu.yaml -m stages.train --dry-run
 
 `--dry-run` (a flag, not a param: it writes nothing and leaves DVC's state alone)
-builds the real GRPOTrainer through focal.train.build_trainer, as training does,
+builds the real GRPOTrainer through focal.training.trainer.build_trainer, as training does,
 under whatever launcher started it, prints the world size, mixed precision,
 DeepSpeed stage and effective batch, and exits. It starts no judge (the reward is
 built checks-only) and, on a machine without CUDA, turns off what cannot be built
@@ -25,7 +25,7 @@ gave one verdict everywhere) and, after `train.max_zero_std_steps`, stops and fa
 With `audit.share` > 0 (and a judge), a share of each step's completions gets a second
 opinion (`audit.source`: the checks, or the model at audit.base_url): the gap between
 the training judge's pass rate and the audit's is logged per criterion
-(criteria/<key>/audit_gap, audit/*; focal/audit.py). `paths.train_report` gets
+(criteria/<key>/audit_gap, audit/*; focal/rewards/audit.py). `paths.train_report` gets
 report.md (the gap over the run, a gap that grows flagged) and audit_gap.png; the
 audit changes no reward, so it is not part of the run key.
 
@@ -44,17 +44,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from focal.audit import open_audit, write_report
 from focal.config import Params
-from focal.endpoints import judge_identity
-from focal.io import atomic_dir
-from focal.judge import open_judge
-from focal.judge_prompt import reward_identity
-from focal.judged import stage_template
-from focal.reward import FocalReward, state_from_judgments
-from focal.rubric import item_from_row
-from focal.stage import run_stage
-from focal.train import SignalGate, StepTimer, judge_server_check, on_main, run_key, save_policy, train_policy
+from focal.core.atomic import atomic_dir
+from focal.core.stage import run_stage
+from focal.evaluation.plots import audit_gap_plot, read_series
+from focal.judging.judge import open_judge
+from focal.judging.prompts import reward_identity
+from focal.judging.tables import stage_template
+from focal.rewards.aggregators import get_aggregator
+from focal.rewards.audit import growing, open_audit, report as audit_table
+from focal.rewards.reward import FocalReward, state_from_judgments
+from focal.rubrics.sets import item_from_row
+from focal.serving.endpoints import judge_identity
+from focal.training.trainer import SignalGate, StepTimer, judge_server_check, on_main, run_key, save_policy, train_policy
 
 READS = ('base', 'train', 'judge', 'serve', 'audit')  # params sections this stage reads: dvc.yaml declares exactly these (a test checks)
 
@@ -64,14 +66,27 @@ def train_items(params: Params) -> list:
     return [item_from_row(r) for _, r in rows.iterrows()][: params.train.max_prompts or None]
 
 
+def write_audit_report(train_log, folder, max_growth: float) -> dict[str, float]:
+    """<folder>/report.md (the audit gap per key over the run, flagged when it grows) and <folder>/audit_gap.png from
+    the dvclive curves in train_log; returns the growing keys {key: growth}."""
+    series = {k: s.tolist() for k, s in read_series(train_log, "audit_gap").items()}
+    table = audit_table(series, max_growth)
+    with atomic_dir(folder) as tmp:
+        text = ["# Training", "", table or "No audit this run (audit.share is 0, or no judge was used)."]
+        (Path(tmp) / "report.md").write_text("\n".join(text) + "\n", encoding="utf-8")
+        audit_gap_plot(train_log, Path(tmp) / "audit_gap.png")
+    return growing(series, max_growth)
+
+
 def run(params: Params) -> list[Path]:
     from dataclasses import asdict
 
     from accelerate import PartialState
 
-    from focal.models import fingerprint
+    from focal.serving.weights import fingerprint
 
     t, paths = params.train, params.paths
+    get_aggregator(t.aggregator, f"{getattr(params, 'source', 'params')}: train.aggregator")  # before any work
     items = train_items(params)
     state = None
     if t.aggregator == "focal" and t.seed_state and Path(paths.judgments).exists():
@@ -107,7 +122,7 @@ def write_logs(params: Params, live_dir: Path, reward, timer) -> None:
     t, paths = params.train, params.paths
     with atomic_dir(paths.train_log) as tmp:  # the curves of the whole run, resumed parts included
         shutil.copytree(live_dir, tmp, dirs_exist_ok=True)
-    grows = write_report(paths.train_log, paths.train_report, params.audit.max_gap_growth)
+    grows = write_audit_report(paths.train_log, paths.train_report, params.audit.max_gap_growth)
     if grows:
         print(f"train: warning: the audit gap grows over training on {', '.join(grows)} (> audit.max_gap_growth "
               f"{params.audit.max_gap_growth}): the policy may be gaming the judge; see {paths.train_report}/report.md")
@@ -123,7 +138,7 @@ def dry_run(params: Params) -> dict:
     import json
     import tempfile
 
-    from focal.train import build_trainer, describe, dry_run_overrides
+    from focal.training.trainer import build_trainer, describe, dry_run_overrides
 
     t, items = params.train, train_items(params)
     cfg, notes = dry_run_overrides(t)

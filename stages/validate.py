@@ -17,9 +17,9 @@ from pathlib import Path
 import pandas as pd
 
 from focal.config import Params
-from focal.io import write_json
-from focal.quality import ChecksFailed, check_judgments, summarize
-from focal.stage import run_stage
+from focal.core.atomic import write_json
+from focal.core.stage import run_stage
+from focal.judging.validate import ChecksFailed, check_judgments, summarize
 
 READS = ('validate', 'judge')  # params sections this stage reads: dvc.yaml declares exactly these (a test checks)
 

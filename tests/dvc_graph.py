@@ -5,7 +5,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).parents[1]
-DATA = {"focal/judge_prompt.py": ["focal/judge_template.md"]}  # files a module reads when imported
+DATA = {"focal/judging/prompts.py": ["focal/judging/template.md"]}  # files a module reads when imported
 
 
 def module_file(name: str) -> str | None:
@@ -23,7 +23,7 @@ def imports(path: str) -> set[str]:
             found |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.add(node.module)
-            found |= {f"{node.module}.{a.name}" for a in node.names}  # `from focal import reward`
+            found |= {f"{node.module}.{a.name}" for a in node.names}  # `from focal.rewards import reward`
     return {f for f in map(module_file, found) if f and not f.endswith("__init__.py")}
 
 

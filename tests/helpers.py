@@ -19,8 +19,8 @@ import yaml
 
 from fake_openai import FakeOpenAI
 from focal.config import Judge as JudgeConfig
-from focal.endpoints import Endpoint
-from focal.rubric import Check, Criterion, Item, Scale
+from focal.rubrics.sets import Check, Criterion, Item, Scale
+from focal.serving.endpoints import Endpoint
 
 ROOT = Path(__file__).parents[1]
 
@@ -76,12 +76,12 @@ def one_stage_dvc(name: str, out: str) -> str:
     return f"stages:\n  {name}:\n    cmd: python {name}.py\n    deps: [{name}.py]\n    outs: [{out}]\n"
 
 
-# Python lines a stand-in stage runs: start a stand-in model server (`sleep 300`) and record it as focal.serve
+# Python lines a stand-in stage runs: start a stand-in model server (`sleep 300`) and record it as focal.serving.server
 # records a server kept for the next stage, owned by the run (focal run / the flow) that started the stage.
 STANDIN_SERVER = """\
 import subprocess
 from focal.config import Serve
-from focal.serve import env_owner, record
+from focal.serving.server import env_owner, record
 server = subprocess.Popen(["sleep", "300"], start_new_session=True)
 record(Serve(), "models/base", server.pid, "http://127.0.0.1:9/v1", env_owner())
 """

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from focal.config import Params, render_params_yaml
-from focal.rubric import item_to_row
+from focal.rubrics.sets import item_to_row
 from helpers import ITEMS
 from tiny import make_tiny_model
 
@@ -101,7 +101,7 @@ def test_gpu_knobs_reach_grpo_config_and_defaults_keep_trl_defaults(tmp_path):
     from trl import GRPOConfig
 
     from focal.config import Train
-    from focal.train import grpo_config
+    from focal.training.trainer import grpo_config
 
     default = grpo_config(Train(), str(tmp_path), 0)
     trl = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False)
@@ -121,7 +121,7 @@ def test_dry_run_overrides_only_what_cannot_be_built_without_cuda(monkeypatch):
     import torch
 
     from focal.config import Train
-    from focal.train import dry_run_overrides
+    from focal.training.trainer import dry_run_overrides
 
     gpu = Train(use_vllm=True, vllm_mode="colocate", bf16=True)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

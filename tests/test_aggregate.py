@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from focal.aggregate import AGGREGATORS, FocalState, aggregate, floor_weights, update_state
+from focal.rewards.aggregators import AGGREGATORS, FocalState, aggregate, floor_weights, update_state
 
 nan = np.nan
 

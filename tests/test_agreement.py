@@ -10,14 +10,14 @@ import pytest
 import yaml
 
 from fake_openai import FakeOpenAI
-from focal.agreement import (RESTATED, check_probes, cohen_kappa, figures, load_labelled, markdown, repeated_probes,
+from focal.judging.agreement import (RESTATED, check_probes, cohen_kappa, figures, load_labelled, markdown, repeated_probes,
                              restated_probes, rows, sampled, with_checks, with_labels, with_repeated, with_restated)
-from focal.judged import judge_measured
 from focal.config import load_params
-from focal.items import RubricError
-from focal.judge_prompt import Request, requests_for
-from focal.judged import load_items
-from focal.quality import ChecksFailed
+from focal.judging.prompts import Request, requests_for
+from focal.judging.tables import judge_measured
+from focal.judging.tables import load_items
+from focal.judging.validate import ChecksFailed
+from focal.rubrics.types import RubricError
 from stages import judge as judge_stage
 from stages import validate as validate_stage
 from helpers import judge_project
@@ -122,9 +122,9 @@ def test_with_repeated_is_the_same_request_asked_again():
 
 
 def test_a_repeated_request_has_its_own_cache_key_and_the_rest_keep_theirs(tmp_path):
-    from focal.cache import content_key
     from focal.config import Judge as JudgeConfig
-    from focal.judge_prompt import cache_key
+    from focal.core.cache import content_key
+    from focal.judging.prompts import cache_key
 
     with FakeOpenAI() as server:
         params = load_params(judge_project(tmp_path, server.base_url))

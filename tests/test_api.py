@@ -1,4 +1,4 @@
-"""focal/api.py: replicas, Retry-After, client-side rate limits and token cost (pure math by hand, then the
+"""focal/serving/client.py: replicas, Retry-After, client-side rate limits and token cost (pure math by hand, then the
 real openai client against fake servers on loopback)."""
 
 import asyncio
@@ -10,13 +10,13 @@ import types
 import pytest
 
 from fake_openai import FakeOpenAI
-from focal.api import (MAX_RETRY_AFTER_S, Breaker, Bucket, EndpointDown, Limiter, Pool, Replica, estimate_tokens,
+from focal.serving.client import (MAX_RETRY_AFTER_S, Breaker, Bucket, EndpointDown, Limiter, Pool, Replica, estimate_tokens,
                        retry_after_s, with_retries)
 from focal.config import Judge as JudgeConfig
-from focal.endpoints import Endpoint, pool_identity
-from focal.judge import Judge, JudgeStats
-from focal.judge_prompt import Request
-from focal.rubric import Criterion, Item
+from focal.judging.judge import Judge, JudgeStats
+from focal.judging.prompts import Request
+from focal.rubrics.sets import Criterion, Item
+from focal.serving.endpoints import Endpoint, pool_identity
 
 BINARY = Criterion("relevant", "The response answers the question.", 3.0, "essential")
 ITEM = Item("p1", "What is 2+2?", (BINARY,))
@@ -208,7 +208,7 @@ def test_replicas_must_report_the_same_model():
 
 def test_judge_identity_reads_every_replica_of_the_comma_separated_param():
     from focal.config import params_from_dict
-    from focal.endpoints import judge_identity
+    from focal.serving.endpoints import judge_identity
 
     with FakeOpenAI() as a, FakeOpenAI(models=("other",)) as b:
         params = params_from_dict({"judge": {"base_url": f"{a.base_url},{b.base_url}", "model": "judge"}})

@@ -1,4 +1,4 @@
-"""The reward-hacking audit (focal/audit.py): the gap math by hand, the audit inside the reward, and a short GRPO run
+"""The reward-hacking audit (focal/rewards/audit.py): the gap math by hand, the audit inside the reward, and a short GRPO run
 with a judge that always says "met", whose gap shows in the logs, the plot, the report and TRL's completions table."""
 
 import asyncio
@@ -8,14 +8,14 @@ import math
 import pandas as pd
 import pytest
 
-from focal.audit import Audit, gap_metrics, growing, growth, report
-from focal.cache import Cache
 from focal.config import Judge as JudgeConfig
 from focal.config import Train, params_from_dict
-from focal.endpoints import Endpoint
-from focal.judge import Judge
-from focal.reward import FocalReward, judge_deltas
-from focal.rubric import Check, Criterion, Item
+from focal.core.cache import Cache
+from focal.judging.judge import Judge
+from focal.rewards.audit import Audit, gap_metrics, growing, growth, report
+from focal.rewards.reward import FocalReward, judge_deltas
+from focal.rubrics.sets import Check, Criterion, Item
+from focal.serving.endpoints import Endpoint
 from helpers import CRITERIA, ITEMS, Always
 from tiny import make_tiny_model
 
@@ -130,9 +130,9 @@ def test_audit_settings_are_checked():
 def test_a_short_run_with_a_judge_that_always_says_met_shows_the_gap(tmp_path):
     """The acceptance test: 3 GRPO steps; the gap of a checked criterion the policy fails is logged, drawn and
     reported; the completions table has each completion's verdicts."""
-    from focal.audit import write_report
-    from focal.plots import read_series
-    from focal.train import train_policy
+    from stages.train import write_audit_report
+    from focal.evaluation.plots import read_series
+    from focal.training.trainer import train_policy
 
     cfg = Train(max_steps=3, prompts_per_step=2, num_generations=4, max_completion_length=8, learning_rate=1e-2,
                 log_completions=True)
@@ -147,7 +147,7 @@ def test_a_short_run_with_a_judge_that_always_says_met_shows_the_gap(tmp_path):
     assert zebra and all(g == 1.0 for g in zebra)  # the judge passes it, the check never does
     series = read_series(tmp_path / "log", "audit_gap")
     assert list(series["zebra"].values) == zebra
-    grows = write_report(tmp_path / "log", tmp_path / "report", max_growth=0.1)
+    grows = write_audit_report(tmp_path / "log", tmp_path / "report", max_growth=0.1)
     assert "zebra" not in grows  # 1.0 from the start: large, but not growing
     assert (tmp_path / "report" / "audit_gap.png").stat().st_size > 1000
     assert "| zebra | 3 | +1.000 | +1.000 | +0.000 | no |" in (tmp_path / "report" / "report.md").read_text()
@@ -157,7 +157,7 @@ def test_a_short_run_with_a_judge_that_always_says_met_shows_the_gap(tmp_path):
 
 
 def test_report_flags_a_growing_gap_and_leaves_short_series_blank():
-    from focal.audit import report
+    from focal.rewards.audit import report
 
     text = report({"a": [0.1, 0.2], "b": [0.0, 0.0, 0.5, 0.6, 0.9, 1.0]}, max_growth=0.1)
     assert "| a | 2 | - | - | - | no |" in text  # 2 steps: no thirds

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from focal.checks import CHECKS, PARAM_KINDS, CheckError, check_params, run_check
+from focal.rubrics.checks import CHECKS, PARAM_KINDS, CheckError, check_params, run_check
 
 CASES = {
     # name: (params, passing response, failing response)

@@ -69,7 +69,7 @@ def test_defaults_and_the_committed_params_are_valid():
     ("judge", "structured", "yes", "`judge.structured` must be bool (true or false), got 'yes'"),
     ("evaluate", "limit", 2.5, "`evaluate.limit` must be int, got 2.5"),
     # names
-    ("train", "aggregator", "focall", "train.aggregator must be one of static, gdpo, pow3r, focal, focal_proj, strict, min"),
+    ("train", "aggregator", "", "train.aggregator must be non-empty text, got ''"),
     ("train", "scale_rewards", "mean", "train.scale_rewards must be one of group, batch, none, got 'mean'"),
     ("rollouts", "backend", "hf", "rollouts.backend must be one of vllm, transformers, got 'hf'"),
     ("rollouts", "split", "test", "rollouts.split must be one of train, eval, got 'test'"),
@@ -78,7 +78,6 @@ def test_defaults_and_the_committed_params_are_valid():
     ("evaluate", "benchmarks", ["eval", ""], "evaluate.benchmarks must be a non-empty list whose entries are each "
                                              "non-empty text, got ['eval', '']"),
     ("evaluate", "benchmarks", [], "evaluate.benchmarks must be a non-empty list"),
-    ("compare", "aggregators", ["static", "best"], "compare.aggregators must be a non-empty list whose entries are each one of"),
     ("compare", "seeds", [0, -1], "compare.seeds must be a non-empty list whose entries are each an integer >= 0, got [0, -1]"),
     ("compare", "seeds", [True], "compare.seeds must be a non-empty list whose entries are each an integer >= 0, got [True]"),
     ("serve", "extra_args", ["--x", 3], "serve.extra_args must be a list whose entries are each text, got ['--x', 3]"),
@@ -89,6 +88,22 @@ def test_defaults_and_the_committed_params_are_valid():
 def test_a_bad_knob_names_key_range_and_value(section, key, value, expected):
     with pytest.raises(ValueError, match=re.escape(f"params.yaml: {expected}")):
         params_from_dict({section: {key: value}}, "params.yaml")
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ({"train": {"aggregator": "focall"}}, "unknown aggregator 'focall' (params.yaml: train.aggregator); valid aggregators: static, "
+                                          "gdpo, pow3r, focal, focal_proj, strict, min"),
+    ({"compare": {"aggregators": ["static", "best"]}}, "unknown aggregator 'best' (params.yaml: compare.aggregators)"),
+    ({"compare": {"confirm_arms": ["static", "focla"]}}, "unknown aggregator 'focla' (params.yaml: compare.confirm_arms)"),
+])
+def test_aggregator_names_are_checked_where_params_become_a_reward(raw, expected):
+    """focal.config sits below the aggregators' registry: a name loads, and the CLI, the train stage and the evidence
+    protocol check it (check_aggregator_knobs) before any work, naming the knob and listing the valid names."""
+    from focal.rewards.aggregators import check_aggregator_knobs
+
+    params = params_from_dict(raw, "params.yaml")
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        check_aggregator_knobs(params, "params.yaml")
 
 
 @pytest.mark.parametrize("raw, expected", [

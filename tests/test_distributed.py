@@ -26,8 +26,8 @@ import pytest
 import yaml
 
 from focal.config import Params, render_params_yaml
-from focal.reward import FocalReward
-from focal.rubric import item_to_row
+from focal.rewards.reward import FocalReward
+from focal.rubrics.sets import item_to_row
 from helpers import ITEMS
 from tiny import make_tiny_model
 
@@ -87,7 +87,7 @@ def stage_params(folder: Path) -> Path:
         judge_cache=str(folder / "judge.sqlite"), trained_model=str(folder / "models" / "trained"),
         train_log=str(folder / "dvclive"), train_report=str(folder / "report"),
         train_checkpoints=str(folder / "checkpoints"), judge_template=str(folder / "judge_template.md"))
-    from focal.judge_prompt import DEFAULT_TEMPLATE
+    from focal.judging.prompts import DEFAULT_TEMPLATE
 
     (folder / "judge_template.md").write_text(DEFAULT_TEMPLATE)  # what the prepare stage writes (the stage reads it)
     (folder / "params.yaml").write_text(yaml.safe_dump(raw))
@@ -105,7 +105,7 @@ ENGINES = {"ddp": ("--multi_gpu",),
 def test_train_stage_on_two_processes_writes_each_output_once(tmp_path, engine):
     from transformers import AutoModelForCausalLM
 
-    from focal.train import last_checkpoint
+    from focal.training.trainer import last_checkpoint
 
     proc = launch("-m", "stages.train", "--params", stage_params(tmp_path), engine=ENGINES[engine])  # exit 0: both ended
     assert proc.stdout.count("train: 2 steps with 'focal'") == 1  # the summary, from the main process only
@@ -136,7 +136,7 @@ class FakeState:
 
 @pytest.mark.parametrize("main", [True, False])
 def test_on_main_runs_on_the_main_process_only_and_every_process_waits(main):
-    from focal.train import on_main
+    from focal.training.trainer import on_main
 
     called, state = [], FakeState(main)
     out = on_main(state, lambda x: called.append(x) or "written", 7)
@@ -145,7 +145,7 @@ def test_on_main_runs_on_the_main_process_only_and_every_process_waits(main):
 
 
 def test_shared_atomic_dir_on_the_main_process_replaces_the_folder_after_everyone(tmp_path):
-    from focal.train import shared_atomic_dir
+    from focal.training.trainer import shared_atomic_dir
 
     state, out = FakeState(True), tmp_path / "trained"
     out.mkdir()
@@ -160,7 +160,7 @@ def test_shared_atomic_dir_on_the_main_process_replaces_the_folder_after_everyon
 def test_focal_state_is_written_beside_a_checkpoint_by_the_saving_process_only(tmp_path):
     from types import SimpleNamespace
 
-    from focal.train import STATE_FILE, SaveFocalState
+    from focal.training.trainer import STATE_FILE, SaveFocalState
 
     (tmp_path / "checkpoint-3").mkdir()
     saver = SaveFocalState(SimpleNamespace(checkpoint=lambda: {"m": {"a": 0.5}}))
@@ -172,7 +172,7 @@ def test_focal_state_is_written_beside_a_checkpoint_by_the_saving_process_only(t
 
 
 def test_a_local_judge_server_is_refused_under_several_processes():
-    from focal.train import judge_server_check
+    from focal.training.trainer import judge_server_check
 
     with pytest.raises(ValueError, match="judge.base_url is empty and training runs on 2 processes"):
         judge_server_check("", needed=True, processes=2)
@@ -184,7 +184,7 @@ def test_a_local_judge_server_is_refused_under_several_processes():
 def test_zero3_runs_that_could_not_save_a_plain_folder_are_refused_before_training():
     from types import SimpleNamespace
 
-    from focal.train import saveable_check
+    from focal.training.trainer import saveable_check
 
     def trainer(stage, gather, lora):
         plugin = SimpleNamespace(zero_stage=stage, deepspeed_config={"zero_optimization": {

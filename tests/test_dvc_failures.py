@@ -47,6 +47,6 @@ def test_a_failed_train_run_keeps_the_last_good_model(tmp_path, git_identity):
     tiny_settings(proj, "http://127.0.0.1:9/v1", aggregator="focla")
     proc = sh(proj, sys.executable, "-m", "dvc", "repro", "--single-item", "train", check=False)
     assert proc.returncode != 0
-    assert "error: params.yaml: train.aggregator must be one of static, gdpo, pow3r, focal, focal_proj, strict, min, got 'focla'" in proc.stderr
+    assert "error: unknown aggregator 'focla' (params.yaml: train.aggregator); valid aggregators: static, gdpo, pow3r, focal, focal_proj, strict, min" in proc.stderr
     assert tree_hash(proj / "models" / "trained") == good  # nothing to restore: it was never removed
     assert (proj / "dvclive" / "train" / "metrics.json").exists()

@@ -27,7 +27,7 @@ def test_declared_params_are_exactly_the_sections_the_stage_reads(stage):
 
 def test_reading_an_undeclared_section_fails_at_once():
     from focal.config import Params
-    from focal.stage import Declared, UndeclaredParams
+    from focal.core.stage import Declared, UndeclaredParams
 
     view = Declared(Params(), ("judge",), "validate")
     assert view.judge.temperature == 0.0 and view.paths.judgments  # declared, and paths

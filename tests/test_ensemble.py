@@ -1,4 +1,4 @@
-"""Judges voting (focal/ensemble.py): the vote by hand, three loopback judges that answer differently, and the
+"""Judges voting (focal/judging/ensemble.py): the vote by hand, three loopback judges that answer differently, and the
 ensemble measured beside each member in the judge stage."""
 
 import json
@@ -10,15 +10,15 @@ import pytest
 import yaml
 
 from fake_openai import FakeOpenAI
-from focal.agreement import with_ensemble
-from focal.cache import Cache
 from focal.config import Judge as JudgeConfig
 from focal.config import load_params, params_from_dict
-from focal.endpoints import Endpoint
-from focal.ensemble import Ensemble, vote
-from focal.judge import Judge
-from focal.judge_prompt import Request
-from focal.rubric import Criterion, Item
+from focal.core.cache import Cache
+from focal.judging.agreement import with_ensemble
+from focal.judging.ensemble import Ensemble, vote
+from focal.judging.judge import Judge
+from focal.judging.prompts import Request
+from focal.rubrics.sets import Criterion, Item
+from focal.serving.endpoints import Endpoint
 from stages import judge as judge_stage
 from helpers import Always, judge_project
 

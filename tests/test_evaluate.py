@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from focal.evaluate import (clipped_mean_and_std, evaluate_judgments, paired_difference, prompt_scores,
+from focal.evaluation.evaluate import (clipped_mean_and_std, evaluate_judgments, paired_difference, prompt_scores,
                             response_score)
-from focal.plots import pass_rates_plot, policies_plot, trajectories_plot
+from focal.evaluation.plots import pass_rates_plot, policies_plot, trajectories_plot
 
 
 def test_healthbench_formula_hand_computed():
@@ -118,7 +118,7 @@ def eval_params(tmp_path, serve_url, judge_url, **evaluate):
 
 
 def eval_items(params):
-    from focal.eval_sets import load_benchmark
+    from focal.evaluation.sets import load_benchmark
 
     items, _, template = load_benchmark("eval", params)
     return {"eval": (items, template)}
@@ -127,7 +127,7 @@ def eval_items(params):
 def test_remote_policies_are_each_asked_for_by_their_own_name(tmp_path):
     """With serve.base_url, base and trained used to share one id and trained reused base's rollouts (diff 0)."""
     from fake_openai import FakeOpenAI
-    from focal.evaluate import evaluate_policies
+    from focal.evaluation.evaluate import evaluate_policies
 
     with FakeOpenAI(models=("policy", "trained", "judge")) as server:
         params = eval_params(tmp_path, server.base_url, server.base_url)
@@ -140,7 +140,7 @@ def test_remote_policies_are_each_asked_for_by_their_own_name(tmp_path):
         rollouts[rollouts.policy_name == "trained"].rollout_id)
     assert metrics["eval"]["paired"]["trained_vs_base"]["prompts"] == 2
     assert metrics["eval"]["judge"]["agreement/n"] > 0  # the judge measured on the evaluation's own checks
-    from focal.evaluate import report
+    from focal.evaluation.evaluate import report
 
     text = report(metrics, [], params)
     assert "The judge vs the checks (agreement/*):" in text
@@ -155,8 +155,8 @@ def test_remote_policies_are_each_asked_for_by_their_own_name(tmp_path):
 
 def test_evaluation_fails_when_the_judge_fails_and_reports_failures(tmp_path):
     from fake_openai import FakeOpenAI
-    from focal.evaluate import evaluate_policies, report
-    from focal.judged import TooManyFailures
+    from focal.evaluation.evaluate import evaluate_policies, report
+    from focal.judging.tables import TooManyFailures
 
     with FakeOpenAI(models=("policy", "trained")) as policy, FakeOpenAI(models=("judge",), always="500") as judge:
         params = eval_params(tmp_path, policy.base_url, judge.base_url)

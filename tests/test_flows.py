@@ -133,7 +133,7 @@ FLAKY_PY = """\
 import pathlib, sys
 log = pathlib.Path("flaky.log")
 log.write_text(log.read_text() + "x" if log.exists() else "x")
-if len(log.read_text()) < 3:  # as focal.stage exits on a transient failure (EX_TEMPFAIL)
+if len(log.read_text()) < 3:  # as focal.core.stage exits on a transient failure (EX_TEMPFAIL)
     print("error: judge: 2 of 2 judge calls failed (100.0% > judge.max_failure_share 20%): timeout 2", file=sys.stderr)
     sys.exit(75)
 pathlib.Path("out.txt").write_text("ok")

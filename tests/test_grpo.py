@@ -1,4 +1,4 @@
-"""focal/grpo.py: the old policy's log-probs taken from sampling equal TRL's forward pass, and replace it; the loss
+"""focal/training/grpo.py: the old policy's log-probs taken from sampling equal TRL's forward pass, and replace it; the loss
 pass from the cached trunk equals the full pass. These are what the reuses rely on TRL to do (tests/test_trl_compat.py
 checks its methods' signatures): a failure after a TRL upgrade names the knob to turn off (OFF_*)."""
 
@@ -7,16 +7,16 @@ import torch
 from trl import GRPOTrainer
 
 from focal.config import Train
-from focal.grpo import SampledLogps
-from focal.reward import FocalReward
-from focal.rubric import Check, Criterion, Item
-from focal.train import build_trainer
+from focal.rewards.reward import FocalReward
+from focal.rubrics.sets import Check, Criterion, Item
+from focal.training.grpo import SampledLogps
+from focal.training.trainer import build_trainer
 from tiny import make_tiny_model
 
 SHORT = Criterion("short", "At most 5 words.", 1.0, "essential", check=Check("max_words", {"n": 5}), key="short")
 ITEMS = [Item("p0", "why is the sun green", (SHORT,)), Item("p1", "tips for the moon", (SHORT,))]
-OFF_LOGPS = "TRL no longer does what train.sampling_logps relies on: set train.sampling_logps: false (focal/grpo.py)"
-OFF_TRUNK = "TRL no longer does what train.trunk_cache relies on: set train.trunk_cache: false (focal/grpo.py)"
+OFF_LOGPS = "TRL no longer does what train.sampling_logps relies on: set train.sampling_logps: false (focal/training/grpo.py)"
+OFF_TRUNK = "TRL no longer does what train.trunk_cache relies on: set train.trunk_cache: false (focal/training/grpo.py)"
 
 
 def generation_batch(trainer):

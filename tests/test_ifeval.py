@@ -1,4 +1,4 @@
-"""IFEval-format rubric sets through the benchmark's own checkers (focal/ifeval.py, the ifeval importer)."""
+"""IFEval-format rubric sets through the benchmark's own checkers (focal/rubrics/ifeval.py, the ifeval importer)."""
 
 import json
 import math
@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from focal.checks import run_check
-from focal.ifeval import (Scored, available, compatible, follows, generate_prompts, registry, rows_of,
+from focal.rubrics.checks import run_check
+from focal.rubrics.ifeval import (Scored, available, compatible, follows, generate_prompts, registry, rows_of,
                           score_response, summarise)
-from focal.importers import load_ifeval
-from focal.items import RubricError
+from focal.rubrics.formats import load_ifeval
+from focal.rubrics.types import RubricError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "ifeval" / "handmade.jsonl"
 
@@ -78,7 +78,7 @@ def ifeval_loose(checker, response: str) -> bool:
 
 
 def test_follows_matches_the_checker_class_itself_strict_and_loose():
-    INSTRUCTION_DICT = registry("ifeval")  # the registry itself, imported as focal.ifeval does (nothing downloaded)
+    INSTRUCTION_DICT = registry("ifeval")  # the registry itself, imported as focal.rubrics.ifeval does (nothing downloaded)
 
     for response, iid, kwargs, strict, loose in CASES:
         if not response:
@@ -99,7 +99,7 @@ IFBENCH_CASES = [  # (response, instruction, kwargs, strict, loose), by hand
 
 @pytest.mark.parametrize("response,iid,kwargs,strict,loose", IFBENCH_CASES)
 def test_ifbench_registry_checks_by_hand(response, iid, kwargs, strict, loose):
-    INSTRUCTION_DICT = registry("ifbench")  # imported as focal.ifeval does: if-verifiable's nltk.download is a no-op
+    INSTRUCTION_DICT = registry("ifbench")  # imported as focal.rubrics.ifeval does: if-verifiable's nltk.download is a no-op
 
     assert follows("ifbench", iid, kwargs, response) == (strict, loose)
     assert run_check("ifbench", {"id": iid, "kwargs": kwargs}, response) is strict
@@ -126,7 +126,7 @@ def test_four_metrics_and_groups_by_hand():
 def without_punkt():
     """Skip unless IFEval's sentence counter cannot run here (NLTK's data is missing, as on the project's
     machine): what these tests are about."""
-    from focal.ifeval import available
+    from focal.rubrics.ifeval import available
 
     if available("ifeval", "length_constraints:number_sentences", {"num_sentences": 2, "relation": "at least"}, "p"):
         pytest.skip("NLTK's sentence data is installed here")
@@ -166,8 +166,8 @@ def test_the_importer_leaves_out_rows_that_cannot_be_checked_here_and_says_so(tm
 
 
 def test_a_check_that_cannot_run_here_decides_nothing_and_pays_nothing():
-    from focal.items import Check, Criterion, Item
-    from focal.judge_prompt import Request, check_judgment
+    from focal.judging.prompts import Request, check_judgment
+    from focal.rubrics.types import Check, Criterion, Item
 
     without_punkt()
     c = Criterion("n", "two sentences", 1.0, check=Check("ifeval", {"id": "length_constraints:number_sentences",
@@ -186,7 +186,7 @@ def test_loading_the_registries_downloads_nothing(tmp_path):
             f"nltk.data.path[:] = [{str(tmp_path)!r}]\n"
             "calls = []\n"
             "nltk.download = lambda *a, **k: calls.append(a) or False\n"
-            "from focal.ifeval import registry\n"
+            "from focal.rubrics.ifeval import registry\n"
             "registry('ifbench'); registry('ifeval')\n"
             "print(json.dumps(calls))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,

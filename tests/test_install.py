@@ -93,7 +93,7 @@ def blocked(script: str) -> subprocess.CompletedProcess:
 
 def test_a_missing_extra_is_named():
     # the IFEval checkers come with the `ifeval` extra: without it, the error says what to install
-    proc = blocked("from focal.checks import run_check\nrun_check('ifeval', {'id': 'punctuation:no_comma'}, 'a b')")
+    proc = blocked("from focal.rubrics.checks import run_check\nrun_check('ifeval', {'id': 'punctuation:no_comma'}, 'a b')")
     assert proc.returncode == 1 and "pip install 'focal[ifeval]'" in proc.stderr, proc.stderr[-2000:]
     # the `focal` command starts with the core; a pipeline command says which install it needs, in one line
     proc = blocked("from flows.cli import app\napp(['retrain', '--steps', '1'])")

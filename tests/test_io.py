@@ -6,7 +6,7 @@ import stat
 import pandas as pd
 import pytest
 
-from focal.io import atomic_dir, write_json, write_parquet, write_text
+from focal.core.atomic import atomic_dir, write_json, write_parquet, write_text
 
 
 @pytest.fixture(params=[0o022, 0o027, 0o002])

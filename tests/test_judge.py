@@ -8,13 +8,13 @@ import time
 import pytest
 
 from fake_openai import FakeOpenAI
-from focal.api import EndpointDown
-from focal.endpoints import Endpoint
-from focal.cache import Cache
-from focal.judge import Judge
-from focal.judge_prompt import (AnswerError, DEFAULT_TEMPLATE, Request, answer_schema, fence_tag, parse_answer,
+from focal.core.cache import Cache
+from focal.judging.judge import Judge
+from focal.serving.client import EndpointDown
+from focal.serving.endpoints import Endpoint
+from focal.judging.prompts import (AnswerError, DEFAULT_TEMPLATE, Request, answer_schema, fence_tag, parse_answer,
                                 render_prompt)
-from focal.rubric import Criterion, Item, Scale
+from focal.rubrics.sets import Criterion, Item, Scale
 from helpers import BINARY, CHECKED, LIKERT, PITFALL, fake_endpoint as endpoint, judge_cfg as cfg
 from helpers import JUDGE_ITEM as ITEM
 
@@ -195,7 +195,7 @@ def test_401_stops_at_once_and_the_key_never_reaches_stored_text(monkeypatch):
 # ---- judge.mode per_response ----------------------------------------------------------------
 
 def test_per_response_gives_the_same_verdicts_in_one_call_per_response(tmp_path):
-    from focal.judge_prompt import answers_schema
+    from focal.judging.prompts import answers_schema
 
     reqs = [Request(ITEM, c, text, f"r{i}") for i, text in enumerate(["GOOD four", "four", "GOOD"])
             for c in ITEM.criteria]
@@ -228,7 +228,7 @@ def test_per_response_has_its_own_cache_keys(tmp_path):
 
 
 def test_per_response_answer_with_one_bad_property_fails_only_that_criterion():
-    from focal.judge_prompt import parse_answers
+    from focal.judging.prompts import parse_answers
 
     text = json.dumps({"relevant": {"explanation": "x", "criteria_met": True}, "clarity": {"score": 9}})
     values, raws, errors = parse_answers(text, [BINARY, PITFALL, LIKERT])
@@ -245,7 +245,7 @@ def test_per_response_answer_with_one_bad_property_fails_only_that_criterion():
 def test_response_groups_split_repeated_criteria_and_skip_checks():
     import dataclasses
 
-    from focal.judge_prompt import response_groups
+    from focal.judging.prompts import response_groups
 
     restated = dataclasses.replace(BINARY, text="Restated: " + BINARY.text)
     probe = dataclasses.replace(CHECKED, check=None)  # a check's criterion asked to the judge (agreement, audit)
@@ -322,7 +322,7 @@ def test_the_benchmark_tables_by_hand():
 # ---- judge.mode one_token ---------------------------------------------------------------------
 
 def test_token_probs_and_verdict_value_by_hand():
-    from focal.judge_prompt import token_probs, verdict_value
+    from focal.judging.prompts import token_probs, verdict_value
 
     top = [("Yes", math.log(0.45)), ("No", math.log(0.2)), (" yes.", math.log(0.15)), ("The", math.log(0.2))]
     probs = token_probs(top, BINARY)
@@ -406,7 +406,7 @@ def test_one_token_cache_key_has_the_mode(tmp_path):
 def test_one_token_prompts_of_one_response_share_everything_before_the_rubric_item():
     import os
 
-    from focal.judge_prompt import verdict_prompt
+    from focal.judging.prompts import verdict_prompt
 
     p1, p2 = (verdict_prompt(DEFAULT_TEMPLATE, ITEM, c, "GOOD four") for c in (BINARY, LIKERT))
     shared = os.path.commonprefix([p1, p2])

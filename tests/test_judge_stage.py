@@ -126,7 +126,7 @@ def test_a_model_the_endpoint_does_not_serve_is_refused(tmp_path):
 def test_focal_judge_against_a_dead_endpoint_fails_fast_in_one_line(tmp_path):
     """Acceptance (issue 11): judge.base_url at a port where nothing listens -> non-zero within 30 s, one line
     naming the URL and the param."""
-    from focal.serve import free_port
+    from focal.serving.server import free_port
 
     with FakeOpenAI() as server:
         path = judge_project(tmp_path, server.base_url)  # prompt tables and rollouts
@@ -159,8 +159,8 @@ def test_the_judge_stage_fails_when_too_many_calls_fail(tmp_path):
 
 
 def test_a_stage_that_failed_on_transient_errors_only_exits_75(tmp_path):
-    """focal.stage.EX_TEMPFAIL when every failed call was transient (the flows retry the stage), 1 otherwise."""
-    from focal.stage import EX_TEMPFAIL
+    """focal.core.stage.EX_TEMPFAIL when every failed call was transient (the flows retry the stage), 1 otherwise."""
+    from focal.core.stage import EX_TEMPFAIL
 
     for always, code in (("500", EX_TEMPFAIL), ("malformed", 1)):  # a server error may pass; a bad answer stays bad
         with FakeOpenAI(always=always) as server:

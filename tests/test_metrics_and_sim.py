@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from focal.aggregate import aggregate
-from focal.metrics import noncontrastive_frac, rubric_summary, step_metrics
+from focal.rewards.aggregators import aggregate
+from focal.rewards.metrics import noncontrastive_frac, rubric_summary, step_metrics
 
 nan = np.nan
 
@@ -29,8 +29,8 @@ def test_one_rubric_score_for_training_logs_and_evaluation():
     """The issue's case: w = [5, pitfall 4], met and pitfall present -> (5 - 4) / 5 = 0.2 on both paths."""
     import pandas as pd
 
-    from focal.evaluate import evaluate_judgments
-    from focal.metrics import satisfaction_matrix
+    from focal.evaluation.evaluate import evaluate_judgments
+    from focal.rewards.metrics import satisfaction_matrix
 
     rows = [dict(prompt_id="p", rollout_id=rid, criterion_id=cid, key=cid, category=cat, weight=w, pitfall=pit,
                  score=score, reason="")
@@ -67,7 +67,7 @@ def test_step_metrics_names_and_weights():
 
 
 def test_constant_by_key_hand_computed():
-    from focal.metrics import constant_by_key
+    from focal.rewards.metrics import constant_by_key
 
     # group 0: a varies, b constant; group 1: a constant, b constant; c judged once per group: not counted
     r = np.array([[1, 1, 1], [0, 1, nan], [1, 0, 0], [1, 0, nan]])

@@ -13,7 +13,7 @@ from fake_openai import FakeOpenAI
 from focal.config import load_params
 
 ROOT = Path(__file__).parents[1]
-CODE = sorted(p for d in ("focal", "stages", "flows", "benchmarks") for p in (ROOT / d).glob("*.py"))
+CODE = sorted(p for d in ("focal", "stages", "flows", "benchmarks") for p in (ROOT / d).rglob("*.py"))
 
 
 def where(predicate) -> list[tuple[str, str]]:
@@ -44,22 +44,22 @@ def calls(name: str):
 
 def test_one_function_opens_a_judge():
     # open_judge for the pipeline; OpenAIJudge, the public constructor for a user's own script (no params.yaml)
-    assert calls("Judge") == [("focal/judge.py", "variant"), ("focal/judge.py", "OpenAIJudge"),
-                              ("focal/judge.py", "open_judge")]
-    assert calls("judge_endpoint") == [("focal/judge.py", "open_judge")]
-    assert calls("Cache") and all(f != "focal/judge.py" or fn in ("open_judge", "OpenAIJudge")
+    assert calls("Judge") == [("focal/judging/judge.py", "variant"), ("focal/judging/judge.py", "OpenAIJudge"),
+                              ("focal/judging/judge.py", "open_judge")]
+    assert calls("judge_endpoint") == [("focal/judging/judge.py", "open_judge")]
+    assert calls("Cache") and all(f != "focal/judging/judge.py" or fn in ("open_judge", "OpenAIJudge")
                                   for f, fn in calls("Cache"))  # the judge's cache: opened there only
 
 
 def test_one_function_builds_judge_requests():
     # benchmarks/judge.py's load generator pairs made-up responses with single criteria: not rollouts
-    assert calls("Request") == [("benchmarks/judge.py", "requests"), ("focal/judge_prompt.py", "requests_for")]
+    assert calls("Request") == [("benchmarks/judge.py", "requests"), ("focal/judging/prompts.py", "requests_for")]
 
 
 def test_the_judge_template_is_read_in_one_place():
     reads = where(lambda n: isinstance(n, ast.Attribute) and n.attr == "judge_template" and isinstance(n.ctx, ast.Load))
     # from a rubric set (set_template), prepare writing it to paths.judge_template, the stages reading that
-    assert sorted(set(reads)) == [("focal/judge_prompt.py", "set_template"), ("focal/judged.py", "stage_template"),
+    assert sorted(set(reads)) == [("focal/judging/prompts.py", "set_template"), ("focal/judging/tables.py", "stage_template"),
                                   ("stages/prepare.py", "run")]
 
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from focal.config import load_params, params_from_dict, render_params_yaml
-from focal.rubric import item_from_row, load_rubric_set
+from focal.rubrics.sets import item_from_row, load_rubric_set
 from helpers import ROOT, copy_project, dvc, sh
 from stages import prepare
 

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from focal.config import load_params
-from focal.models import materialize
-from focal.rubric import load_rubric_set
+from focal.rubrics.sets import load_rubric_set
+from focal.serving.weights import materialize
 from stages import prepare, train
 
 pytestmark = pytest.mark.slow

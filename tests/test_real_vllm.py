@@ -10,15 +10,15 @@ import time
 
 import pytest
 
-from focal.cache import Cache
 from focal.config import Params, Rubricgen
-from focal.judge import open_judge
-from focal.judge_prompt import Request
-from focal.models import materialize
-from focal.rollouts import COLUMNS, OpenAIBackend, Sampling, sample_rollouts
-from focal.rubric import load_rubric_set
-from focal.rubricgen import RubricGenerator
-from focal.serve import start_server, stop_group
+from focal.core.cache import Cache
+from focal.judging.judge import open_judge
+from focal.judging.prompts import Request
+from focal.rubrics.generate import RubricGenerator
+from focal.rubrics.sets import load_rubric_set
+from focal.serving.rollouts import COLUMNS, OpenAIBackend, Sampling, sample_rollouts
+from focal.serving.server import start_server, stop_group
+from focal.serving.weights import materialize
 
 pytestmark = pytest.mark.slow
 ROOT = os.path.dirname(os.path.dirname(__file__))

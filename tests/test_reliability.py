@@ -37,14 +37,14 @@ from typer.testing import CliRunner
 
 from fake_openai import FakeOpenAI
 from flows.cli import app
-from focal.cache import Cache
 from focal.config import Serve, load_params
-from focal.items import Where, parse_criterion
-from focal.judge import Judge
-from focal.judge_prompt import Request
-from focal.models import materialize
-from focal.rubric import RubricError, load_rubric_set
-from focal.serve import _record_path, record, stop_recorded
+from focal.core.cache import Cache
+from focal.judging.judge import Judge
+from focal.judging.prompts import Request
+from focal.rubrics.sets import RubricError, load_rubric_set
+from focal.rubrics.types import Where, parse_criterion
+from focal.serving.server import _record_path, record, stop_recorded
+from focal.serving.weights import materialize
 from stages import judge as judge_stage
 from stages import prepare
 from helpers import STANDIN_SERVER, one_stage_dvc
@@ -120,9 +120,9 @@ def test_3_focal_judge_stops_on_the_failure_budget_and_writes_nothing(tmp_path):
 def test_3_training_stops_at_a_step_over_the_failure_budget(tmp_path):
     import asyncio
 
-    from focal.judge import Judge
-    from focal.judged import TooManyFailures
-    from focal.reward import FocalReward
+    from focal.judging.judge import Judge
+    from focal.judging.tables import TooManyFailures
+    from focal.rewards.reward import FocalReward
 
     texts = ["Four.", "4 [[fault:500:all]]"]  # every judge call on the second completion fails: 3 of the step's 6
     with FakeOpenAI() as server:
@@ -195,7 +195,7 @@ def test_5_a_completion_over_the_cap_is_not_sent_and_fails_as_too_long(tmp_path)
 # ---- 2. a run stops only the servers it started -----------------------------------------------------
 
 def stand_in_server() -> subprocess.Popen:
-    """A process group leader standing in for a model server (what focal.serve stops is a process group)."""
+    """A process group leader standing in for a model server (what focal.serving.server stops is a process group)."""
     return subprocess.Popen(["sleep", "300"], start_new_session=True)
 
 
@@ -217,7 +217,7 @@ def test_2_stop_recorded_stops_only_its_own_live_servers(tmp_path, processes):
     processes += [other_run, mine, theirs, nobodys, reused]
     record(cfg, "models/a", mine.pid, "http://127.0.0.1:9/v1", os.getpid())
     record(cfg, "models/b", theirs.pid, "http://127.0.0.1:9/v1", other_run.pid)
-    record(cfg, "models/c", nobodys.pid, "http://127.0.0.1:9/v1", 0)  # `python -m focal.serve start`
+    record(cfg, "models/c", nobodys.pid, "http://127.0.0.1:9/v1", 0)  # `python -m focal.serving.server start`
     record(cfg, "models/d", reused.pid, "http://127.0.0.1:9/v1", os.getpid())
     stale = _record_path(cfg, "models/d", os.getpid())
     rec = json.loads(stale.read_text())
@@ -227,7 +227,7 @@ def test_2_stop_recorded_stops_only_its_own_live_servers(tmp_path, processes):
     assert all(running(p.pid) for p in (theirs, nobodys, reused, other_run))
     assert sorted(json.loads(f.read_text())["owner"] for f in Path(cfg.state_dir).glob("*.json")) == \
         sorted([other_run.pid, 0])  # its own record and the stale one are gone
-    assert stop_recorded(cfg, owner=0) == 1 and wait_gone([nobodys.pid]) == []  # `focal.serve stop`
+    assert stop_recorded(cfg, owner=0) == 1 and wait_gone([nobodys.pid]) == []  # `focal.serving.server stop`
     assert running(theirs.pid)
 
 
@@ -268,7 +268,7 @@ def test_6_every_stage_output_persists():
 SLOW_PREPARE = '''
 import os, signal, sys, time
 import stages.prepare as prepare
-from focal.stage import run_stage
+from focal.core.stage import run_stage
 
 def slow_write(path, df):  # the tables are built; Ctrl-C comes while the stage writes
     print("writing", flush=True)

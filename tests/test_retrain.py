@@ -24,8 +24,8 @@ import pytest
 import yaml
 
 from flows.workspace import DvcFailed
-from focal import registry
-from focal.registry import PromotionRule, decide, prompt_changes
+from focal.evaluation import promotion as registry
+from focal.evaluation.promotion import PromotionRule, decide, prompt_changes
 from helpers import ROOT, artifacts, dvc, project, sh
 
 RULE = PromotionRule(min_ci_low=0.0, max_min_category_drop=0.05, max_strict_drop=0.1)
@@ -332,7 +332,7 @@ def prefect_server(tmp_path: Path, cwd: Path):
     Everything started is stopped on the way out: SIGTERM (STACK.md), then SIGKILL to what is left of each group."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from focal.serve import free_port, healthy
+    from focal.serving.server import free_port, healthy
 
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"

@@ -4,10 +4,10 @@ import pandas as pd
 import pytest
 
 from fake_openai import FakeOpenAI
-from focal.cache import Cache
 from focal.config import Rollouts
-from focal.rollouts import COLUMNS, OpenAIBackend, Sampling, TransformersBackend, rollout_id, sample_rollouts
-from focal.rubric import Criterion, Item
+from focal.core.cache import Cache
+from focal.rubrics.sets import Criterion, Item
+from focal.serving.rollouts import COLUMNS, OpenAIBackend, Sampling, TransformersBackend, rollout_id, sample_rollouts
 from tiny import make_tiny_model
 
 ITEMS = [Item(f"p{i}", f"why is the sun {w}", (Criterion("c", "t"),)) for i, w in enumerate(["green", "good", "short"])]
@@ -65,7 +65,7 @@ def test_openai_backend_asks_for_n_with_the_sampling_settings():
 
 def test_a_dead_or_failing_policy_endpoint_is_one_line_naming_url_and_param():
     """Before: a 120-line traceback. Now: a ValueError (the stage prints it as one `error:` line)."""
-    from focal.serve import free_port
+    from focal.serving.server import free_port
 
     dead = f"http://127.0.0.1:{free_port()}/v1"
     backend = OpenAIBackend(dead, "policy", Rollouts(max_retries=1, backoff_s=0.01), "serve.base_url")

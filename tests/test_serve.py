@@ -3,7 +3,7 @@
     .venv/bin/python -m pytest -q tests/test_serve.py
 
 No vLLM here: a fake server (a python script answering GET /health, with a child
-process standing in for vLLM's engine) replaces `focal.serve.vllm_command` inside
+process standing in for vLLM's engine) replaces `focal.serving.server.vllm_command` inside
 a stage-like subprocess that serves and sleeps. The test kills that subprocess and
 asserts that the server, its engine and its launcher are gone within seconds.
 A kept server (FOCAL_SERVE_KEEP=1) outlives its stage and dies with FOCAL_SERVE_OWNER_PID.
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from focal.config import Serve
-from focal.serve import KEEP_ENV, OWNER_ENV, WATCHDOG, stop_recorded
+from focal.serving.server import KEEP_ENV, OWNER_ENV, WATCHDOG, stop_recorded
 import helpers
 from helpers import running
 
@@ -53,7 +53,7 @@ HTTPServer(("127.0.0.1", port), Handler).serve_forever()
 
 STAGE = '''
 import json, sys, time, urllib.request
-import focal.serve as serve
+import focal.serving.server as serve
 from focal.config import Serve
 
 serve.vllm_command = lambda cfg, model_dir, port: [sys.executable, {fake!r}, "--port", str(port)]
@@ -148,7 +148,7 @@ def test_the_watchdog_passes_on_the_exit_code_and_starts_nothing_for_a_dead_owne
 
 def test_the_local_server_runs_with_prefix_caching():
     """Every criterion of one response shares its prompt up to the rubric item: vLLM computes that prefix once."""
-    from focal.serve import vllm_command
+    from focal.serving.server import vllm_command
 
     assert "--enable-prefix-caching" in vllm_command(Serve(), "models/base", 8000)
     assert "--enable-prefix-caching" not in vllm_command(Serve(prefix_caching=False), "models/base", 8000)

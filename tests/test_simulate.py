@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from benchmarks.aggregators import WORLDS_DIR
-from focal.aggregate import aggregate
-from focal.metrics import response_scores
-from focal.simulate import (SimConfig, Variant, grpo_advantages, load_world, make_bandit, paired, train,
+from focal.rewards.aggregators import aggregate
+from focal.rewards.metrics import response_scores
+from focal.rewards.simulate import (SimConfig, Variant, grpo_advantages, load_world, make_bandit, paired, train,
                             unsaturated_probabilities, world_names)
 
 TINY = SimConfig(steps=40, eval_every=10, eval_samples=8)

@@ -11,10 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from focal.aggregate import MET, aggregate
 from focal.config import Validate
-from focal.metrics import pass_rates, response_scores, rubric_summary, strict_rows
-from focal.quality import check_judgments
+from focal.judging.validate import check_judgments
+from focal.rewards.aggregators import aggregate
+from focal.rewards.metrics import pass_rates, response_scores, rubric_summary, strict_rows
+from focal.rubrics.types import MET
 
 R = [[0.9, 0.4], [0.7, 0.2]]  # one group of two rollouts, two criteria
 W = [3, 1]
@@ -95,7 +96,7 @@ def test_data_checks_accept_soft_scores():
 
 
 def test_a_binary_criterion_projects_a_probability():
-    from focal.rubric import Criterion
+    from focal.rubrics.sets import Criterion
 
     assert Criterion("c", "Met.").satisfaction(0.75) == 0.75
     assert Criterion("p", "Rude.", pitfall=True).satisfaction(0.75) == 0.25  # P(present) 0.75 -> 1 - 0.75

@@ -1,10 +1,10 @@
-"""Tests over seeds (focal/stats.py) against hand-computed numbers."""
+"""Tests over seeds (focal/evaluation/stats.py) against hand-computed numbers."""
 
 import math
 
 import pytest
 
-from focal.stats import detectable, interval_seeds_prompts, over_seeds, power, sample_std, seeds_needed, sign_flip_p
+from focal.evaluation.stats import detectable, interval_seeds_prompts, over_seeds, power, sample_std, seeds_needed, sign_flip_p
 
 
 def test_hand_case_of_three_seeds():

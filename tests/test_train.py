@@ -8,9 +8,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from focal.config import Train
-from focal.reward import FocalReward
-from focal.rubric import Check, Criterion, Item
-from focal.train import build_trainer
+from focal.rewards.reward import FocalReward
+from focal.rubrics.sets import Check, Criterion, Item
+from focal.training.trainer import build_trainer
 from helpers import CRITERIA, ITEMS
 from tiny import make_tiny_model
 
@@ -83,10 +83,10 @@ def test_grpo_with_focal_reward_calling_a_loopback_judge(tmp_path):
     """LLM-judged criteria go to the judge (cached); a criterion whose judgment always fails is left out of the
     reward, which stays finite; a repeated batch is answered from the cache."""
     from fake_openai import FakeOpenAI
-    from focal.cache import Cache
     from focal.config import Judge as JudgeConfig
-    from focal.endpoints import Endpoint
-    from focal.judge import Judge
+    from focal.core.cache import Cache
+    from focal.judging.judge import Judge
+    from focal.serving.endpoints import Endpoint
 
     judged = Criterion("on_topic", "Stays on topic.", 2.0, "important", key="on_topic")
     broken = Criterion("broken", "Always fails [[fault:500:all]].", 2.0, "important", key="broken")
@@ -129,7 +129,7 @@ class _Kill:
 
 
 def test_a_killed_run_resumes_from_its_checkpoint_and_ends_like_an_uninterrupted_one(tmp_path):
-    from focal.train import last_checkpoint, train_policy
+    from focal.training.trainer import last_checkpoint, train_policy
 
     folder = str(make_tiny_model(tmp_path / "tiny"))
     cfg = Train(max_steps=4, prompts_per_step=2, num_generations=4, max_completion_length=8, learning_rate=1e-2,
@@ -157,7 +157,7 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_ends_like_an_uninterrupted
 
 def test_no_learning_signal_warns_and_stops_training(tmp_path, capsys):
     """Every completion meets the only criterion: every group's rewards are equal, the gradient is 0."""
-    from focal.train import SignalGate, train_policy
+    from focal.training.trainer import SignalGate, train_policy
 
     always = Criterion("long_enough", "At most 1000 words.", 1.0, "important", check=Check("max_words", {"n": 1000}),
                        key="long_enough")
@@ -176,7 +176,7 @@ def test_the_no_signal_warning_prints_on_the_main_process_only(capsys):
     """Under data parallelism every process sees the same gathered batch; only process 0 prints the warning."""
     from types import SimpleNamespace
 
-    from focal.train import SignalGate
+    from focal.training.trainer import SignalGate
 
     for main, printed in ((False, False), (True, True)):
         reward = SimpleNamespace(step=0, last_metrics={"rubric/zero_std_frac": 1.0})

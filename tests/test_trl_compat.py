@@ -1,7 +1,7 @@
-"""focal/grpo.py reaches into TRL's private API: the installed TRL is the one it was written for, and a TRL that
+"""focal/training/grpo.py reaches into TRL's private API: the installed TRL is the one it was written for, and a TRL that
 differs is caught before training, with a message naming the knob to turn off.
 
-- the four GRPOTrainer methods FocalGRPOTrainer overrides take exactly the parameters focal/grpo.py passes, the
+- the four GRPOTrainer methods FocalGRPOTrainer overrides take exactly the parameters focal/training/grpo.py passes, the
   attributes it reads exist, and the installed TRL is the version pyproject.toml pins;
 - stand-ins for a TRL upgrade (a method renamed, a parameter added, an attribute renamed) fail the check, and
   building the trainer fails with a ValueError naming train.sampling_logps / train.trunk_cache; with both knobs
@@ -20,12 +20,12 @@ import pytest
 from packaging.requirements import Requirement
 from trl import GRPOTrainer
 
-import focal.grpo
+import focal.training.grpo
 from focal.config import Train
-from focal.grpo import KNOBS, TESTED_TRL, TRL_API, FocalGRPOTrainer, api_changes, check_trl
-from focal.reward import FocalReward
-from focal.rubric import Check, Criterion, Item
-from focal.train import build_trainer
+from focal.rewards.reward import FocalReward
+from focal.rubrics.sets import Check, Criterion, Item
+from focal.training.grpo import KNOBS, TESTED_TRL, TRL_API, FocalGRPOTrainer, api_changes, check_trl
+from focal.training.trainer import build_trainer
 from tiny import make_tiny_model
 
 ROOT = Path(__file__).parents[1]
@@ -45,7 +45,7 @@ def test_the_installed_trl_is_the_one_grpo_py_was_written_for():
     check_trl(api_changes(GRPOTrainer, TRL_API))  # raises, naming the knobs, if not
     train = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["train"]
     pin = next(Requirement(r) for r in train if Requirement(r).name == "trl")
-    assert str(pin) == str(Requirement(TESTED_TRL)), "pyproject.toml's trl pin and focal/grpo.py's TESTED_TRL differ"
+    assert str(pin) == str(Requirement(TESTED_TRL)), "pyproject.toml's trl pin and focal/training/grpo.py's TESTED_TRL differ"
     assert pin.specifier.contains(version("trl")), f"trl {version('trl')} is installed; the pin is {pin}"
 
 
@@ -80,7 +80,7 @@ def test_building_checks_trl_and_both_knobs_off_is_trls_own_trainer(tmp_path, mo
         return build_trainer(folder, ITEMS, reward, cfg, str(tmp_path / "out"), seed=0)
 
     assert type(build()) is FocalGRPOTrainer  # the defaults: both reuses on
-    monkeypatch.setattr(focal.grpo, "TRL_ATTRIBUTES", (*focal.grpo.TRL_ATTRIBUTES, "rollout_fn"))  # renamed by TRL
+    monkeypatch.setattr(focal.training.grpo, "TRL_ATTRIBUTES", (*focal.training.grpo.TRL_ATTRIBUTES, "rollout_fn"))  # renamed by TRL
     with pytest.raises(ValueError, match="a GRPOTrainer has no rollout_fn. train.sampling_logps relies on it"):
         build(trunk_cache=False)
     monkeypatch.delattr(GRPOTrainer, "_compute_loss")  # a TRL without the method

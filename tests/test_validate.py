@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from focal.config import Validate
-from focal.quality import check_judgments
+from focal.judging.validate import check_judgments
 
 ROOT = Path(__file__).parents[1]
 

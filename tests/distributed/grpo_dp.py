@@ -1,6 +1,6 @@
 """Run under `accelerate launch --multi_gpu --num_processes 2` (tests/test_distributed.py): two GRPO steps of the
 tiny model with FocalReward, data parallel on CPU (gloo), one generation for two steps and LoRA on the top layer
-(so the old log-probs and the trunk come from sampling, focal/grpo.py); writes each process's Focal state to
+(so the old log-probs and the trunk come from sampling, focal/training/grpo.py); writes each process's Focal state to
 OUT/grpo-rank<k>.json.
 
     accelerate launch --multi_gpu --num_processes 2 --mixed_precision no tests/distributed/grpo_dp.py OUT
@@ -15,8 +15,8 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 import torch.distributed as dist  # noqa: E402
 
 from focal.config import Train  # noqa: E402
-from focal.reward import FocalReward  # noqa: E402
-from focal.train import build_trainer  # noqa: E402
+from focal.rewards.reward import FocalReward  # noqa: E402
+from focal.training.trainer import build_trainer  # noqa: E402
 from helpers import ITEMS  # noqa: E402
 from tiny import make_tiny_model  # noqa: E402
 

@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).parents[1]))  # tests/: the shared items
 
 from accelerate import PartialState  # noqa: E402
 
-from focal.reward import FocalReward  # noqa: E402
+from focal.rewards.reward import FocalReward  # noqa: E402
 from helpers import ITEMS  # noqa: E402
 
 BATCHES = [["the sun", "a b c d e f g !", "sun", "why", "the moon is sun", "no", "cat cat cat cat cat cat", "! !"],
