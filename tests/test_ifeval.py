@@ -235,3 +235,18 @@ def test_the_committed_ifeval_set_is_what_its_tasks_file_generates():
     train = {r["key"].split("-")[0] for r in committed if r["split"] == "train"}
     evals = {r["key"].split("-")[0] for r in committed if r["split"] == "eval"}
     assert train and evals and not train & evals  # different base tasks for train and eval
+
+
+def test_loose_follows_ifevals_original_definition_on_a_trailing_newline():
+    """IFEval's original loose variants are built from the response as written: "without the last line" of
+    'all lowercase here\\nSHOUT\\n' drops the empty line after SHOUT, so no variant is all lowercase. if-verifiable
+    strips the response first and drops SHOUT instead (loose True). Without the trailing newline both drop SHOUT."""
+    from if_verifiable import common
+
+    from focal.rubrics.ifeval import follows, registry
+
+    lower = "change_case:english_lowercase"
+    assert follows("ifeval", lower, {}, "all lowercase here\nSHOUT\n") == (False, False)
+    assert follows("ifeval", lower, {}, "all lowercase here\nSHOUT") == (False, True)
+    results, _ = common.evaluate_instructions("all lowercase here\nSHOUT\n", [lower], [{}], "", registry("ifeval"))
+    assert results[0].loose_pass  # the library's definition, which the project does not follow

@@ -34,5 +34,21 @@ def test_power_and_seeds_needed():
     assert detectable(10, 0.03) == pytest.approx(0.03, abs=0.003)
 
 
+@pytest.mark.parametrize("n, sd, delta, expected", [
+    # Monte Carlo over 10^6 simulated experiments (normal differences, |t| > t_crit on n - 1 df), seed 1
+    (2, 0.05, 1.0, 0.9733),  # df = 1, large effect: scipy's noncentral t cdf returns NaN here
+    (2, 0.05, 0.5, 0.7330),
+    (3, 0.05, 0.1, 0.4719),
+])
+def test_power_is_finite_and_right_at_two_and_three_seeds(n, sd, delta, expected):
+    assert power(n, sd, delta) == pytest.approx(expected, abs=0.003)
+
+
+def test_detectable_at_two_seeds_is_the_difference_with_80_percent_power():
+    d = detectable(2, 0.05)
+    assert math.isfinite(d) and power(2, 0.05, d) == pytest.approx(0.8, abs=1e-6)
+    assert math.isnan(detectable(1, 0.05)) and math.isnan(power(1, 0.05, 0.1)) and math.isnan(power(5, 0.0, 0.1))
+
+
 def test_interval_over_seeds_and_prompts_of_a_constant_matrix():
     assert interval_seeds_prompts([[0.2, 0.2], [0.2, 0.2]], n_boot=50) == pytest.approx((0.2, 0.2))

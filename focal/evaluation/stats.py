@@ -81,15 +81,28 @@ def interval_seeds_prompts(m, n_boot: int = 2000, seed: int = 0, weights=None) -
 
 
 def power(n: int, sd: float, delta: float, alpha: float = 0.05) -> float:
-    """Power of the two-sided paired t-test over n seeds to detect a true mean difference delta."""
-    from scipy import stats
+    """Power of the two-sided paired t-test over n seeds to detect a true mean difference delta.
 
-    if n < 2 or sd <= 0:
+    T = (Z + nc) / sqrt(V / df) with Z normal, V chi-square(df), nc = delta / (sd / sqrt(n)); the power
+    P(|T| > t_crit) = E_V[P(Z > t_crit sqrt(V/df) - nc) + P(Z < -t_crit sqrt(V/df) - nc)], integrated over V.
+    Finite for every df >= 1 (scipy's noncentral t cdf returns NaN at df = 1 for large nc). NaN for n < 2 or
+    sd <= 0 (no test, or no spread to test against)."""
+    from scipy import integrate, stats
+
+    if n < 2 or not sd > 0:
         return float("nan")
     df = n - 1
     nc = delta / (sd / math.sqrt(n))
     crit = stats.t.ppf(1 - alpha / 2, df)
-    return float(1 - stats.nct.cdf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
+
+    def rejects(v):
+        s = crit * math.sqrt(v / df)
+        return (stats.norm.sf(s - nc) + stats.norm.cdf(-s - nc)) * stats.chi2.pdf(v, df)
+
+    # split at the chi-square's bulk so quad sees where the mass is (df = 1 has a pole at 0)
+    cut = max(df, 1.0)
+    value = integrate.quad(rejects, 0, cut, limit=200)[0] + integrate.quad(rejects, cut, math.inf, limit=200)[0]
+    return float(min(max(value, 0.0), 1.0))
 
 
 def seeds_needed(sd: float, delta: float, target: float = 0.8, alpha: float = 0.05, most: int = 1000) -> int:
@@ -101,11 +114,15 @@ def seeds_needed(sd: float, delta: float, target: float = 0.8, alpha: float = 0.
 
 
 def detectable(n: int, sd: float, target: float = 0.8, alpha: float = 0.05) -> float:
-    """Smallest true difference that n seeds detect with `target` power (bisection on power)."""
+    """Smallest true difference that n seeds detect with `target` power (bisection on power, which rises with
+    the difference); NaN when there is no test (n < 2, sd not > 0)."""
     if n < 2 or not sd > 0:
         return float("nan")
     lo, hi = 0.0, 20 * sd
     for _ in range(60):
         mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if power(n, sd, mid, alpha) < target else (lo, mid)
+        p = power(n, sd, mid, alpha)
+        if math.isnan(p):
+            raise ValueError(f"power({n}, {sd}, {mid}) is not a number")  # never read NaN as "power reached"
+        lo, hi = (mid, hi) if p < target else (lo, mid)
     return hi

@@ -4,9 +4,12 @@
     follows("ifeval", "punctuation:no_comma", {}, "no commas here")      # (strict, loose) = (True, True)
 
 - The checkers are IFEval's and IFBench's instruction registries as `if-verifiable` ships them;
-  strict and loose are decided by its `evaluate_instructions`, IFEval's own definitions (loose:
-  the instruction holds for the response or for one of its variants without the first line, the
-  last line, both, or the markdown asterisks). Nothing here re-implements a checker.
+  strict is decided by its `evaluate_instructions`; loose as IFEval's original code (and lm-eval's copy)
+  defines it: the instruction holds for the response or for one of its variants without the first line,
+  the last line, both, or the markdown asterisks, the variants built from the response *as written*.
+  if-verifiable strips the whole response before it builds them, so on a response that ends in newlines
+  its "without the last line" drops real text where the original drops an empty line; `loose_variants`
+  keeps the original's definition. Nothing here re-implements a checker.
 - A criterion of an IFEval-format rubric set (focal/rubrics/formats.py, formats `ifeval` and `ifbench`)
   carries `check: {ifeval: {id, kwargs}}`; focal/rubrics/checks.py calls `follows` and rewards the strict pass.
 - The four IFEval metrics: prompt-level strict / loose (every instruction of the prompt followed)
@@ -160,7 +163,31 @@ def follows(name: str, instruction_id: str, kwargs: dict, response: str, prompt:
         return False, False
     if not results:  # an empty response (after removing a <think> block) follows nothing
         return False, False
-    return bool(results[0].strict_pass), bool(results[0].loose_pass)
+    strict = bool(results[0].strict_pass)
+    return strict, strict or any(_strict_pass(v, instruction_id, kwargs, prompt, reg) for v in loose_variants(response))
+
+
+def loose_variants(response: str) -> list[str]:
+    """IFEval's loose variants of a response as written (its original evaluation code): the response, without its
+    first line, its last line, both, and each of those without markdown asterisks. A reasoning model's <think>
+    block is dropped first, but the text is not stripped: "without the last line" of "a\nb\n" is "a\nb"."""
+    if "</think>" in response:
+        response = response.split("</think>", 1)[-1]
+    elif response.lstrip().startswith("<think>"):
+        return []
+    return verifiable("common").get_loose_transformations(response)
+
+
+def _strict_pass(text: str, instruction_id: str, kwargs: dict, prompt: str, reg) -> bool:
+    """Whether one loose variant follows the instruction; a checker that raises on it has not seen it followed."""
+    if not text.strip():
+        return False
+    try:
+        results, _ = verifiable("common").evaluate_instructions(text, [instruction_id], [clean_kwargs(kwargs)],
+                                                                prompt, reg)
+    except (LookupError, ValueError, TypeError, AttributeError, ZeroDivisionError):
+        return False
+    return bool(results and results[0].strict_pass)
 
 
 @functools.lru_cache(maxsize=None)
