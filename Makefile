@@ -30,7 +30,7 @@ LOCK := requirements/lock-main.txt
 VLLM_LOCK := requirements/lock-vllm.txt
 PIP_FLAGS := --disable-pip-version-check --progress-bar off
 
-.PHONY: run test test-slow install vllm-env lock bench deploy retrain clean params-profile
+.PHONY: run test test-slow install vllm-env lock lock-dvc bench deploy retrain clean params-profile
 
 $(STAMP): pyproject.toml $(LOCK)
 	@echo "==> [1/4] creating $(VENV) with $$($(PYTHON) --version)"
@@ -88,6 +88,12 @@ run: $(STAMP) $(VLLM_STAMP)
 	@echo "==> focal run (dvc repro: the whole pipeline on params.yaml)"
 	$(BIN)/focal run
 	@echo "==> done: $(BIN)/dvc metrics show; reports/eval.md; reports/plots/"
+
+# dvc.lock records the code each stage ran (tests/test_dvc_lock.py checks it in the default suite). After a change
+# to stage code: `make run`, then commit dvc.lock and the metrics. For a change that cannot change any output (a
+# move, a docstring) after a `make run` whose outputs are still here: `make lock-dvc` records the code as is.
+lock-dvc: $(STAMP)
+	$(BIN)/dvc commit -f
 
 deploy: $(STAMP) $(VLLM_STAMP)
 	$(BIN)/python -m flows.deploy

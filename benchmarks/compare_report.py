@@ -358,7 +358,9 @@ def report(results_path, primary: str = "prompt_strict", secondary=(), target: f
     path = Path(results_path)
     if not path.exists():
         return f"{path}: no records yet; run `python -m benchmarks.compare_training`"
-    records = latest_protocol(json.loads(path.read_text())["records"])
+    everything = latest_protocol(json.loads(path.read_text())["records"])
+    # round one's tables: the protocol's seeds (compare.seeds); round two's seeds are read in its own report
+    records = [r for r in everything if settings is None or r["seed"] is None or r["seed"] in settings.seeds]
     png = picture(records, path.with_suffix(".png"), primary)
     held_out = [f for f in secondary if ":" not in f]
     text = tables(records, primary, held_out, target=target)
@@ -378,7 +380,7 @@ def report(results_path, primary: str = "prompt_strict", secondary=(), target: f
         rechecked = [r for r in json.loads(recheck_path.read_text())["records"] if r["protocol"] == key]
         if rechecked:
             text += f"\n\n## {recheck_path.name}\n\n" + round_two(
-                rechecked, records, settings.confirm_arms, settings.seeds, settings.confirm_seeds,
+                rechecked, everything, settings.confirm_arms, settings.seeds, settings.confirm_seeds,
                 settings.hard_instructions, settings.preregistration, target)
     return text
 
@@ -493,3 +495,44 @@ def round_two(recheck: list[dict], training: list[dict], arms, old_seeds, confir
                   f"{len(all_seeds)}; neither is read, and Holm's correction applies once both are complete."]
     lines += ["", "Power for H2 from the seeds at hand:", power_line(a, b, c2, target)]
     return text + "\n".join(lines)
+
+
+# ---- docs/evidence.md's "What was found", round one: every figure printed here, none typed by hand ---------------
+
+def summary(records: list[dict], seeds, primary: str = "prompt_strict", target: float = 0.03) -> str:
+    """The round-one bullets of docs/evidence.md's "What was found", from the training records of `seeds` (the
+    protocol's compare.seeds): training against the base policy (counts, no test), each pair of arms tested on the
+    primary, and what the seeds can detect (power_line's figures, and the power at +target), per pair; arms with
+    fewer than MIN_SEEDS seeds are named as too few to test. `python -m benchmarks.compare_training --summary`."""
+    from focal.evaluation.stats import power
+
+    records = [r for r in records if r["seed"] is None or r["seed"] in seeds]
+    groups = by_aggregator(records)
+    base = groups.get("base", [None])[0]
+    runs = {k: v for k, v in groups.items() if k != "base"}
+    main = {k: v for k, v in runs.items() if len(v) >= MIN_SEEDS}
+    few = {k: len(v) for k, v in runs.items() if len(v) < MIN_SEEDS}
+    out = []
+    if base is not None and main:
+        means = ", ".join(f"{np.mean([figure(r, primary) for r in rs]):.3f} ({a})" for a, rs in main.items())
+        above = ", ".join(f"{sum(figure(r, primary) > figure(base, primary) for r in rs)} of {len(rs)} seeds ({a})"
+                          for a, rs in main.items())
+        out.append(f"- **Training against the base policy.** Held-out {primary} goes from the base policy's "
+                   f"{figure(base, primary):.3f} to {means} (mean over seeds); a run is above the base policy on "
+                   f"{above}. The base policy is one evaluation, so these are counts, not a paired test.")
+    arms = list(main)
+    pairs = [(a, b) for i, a in enumerate(arms) for b in arms[i + 1:]]
+    tested = [(a, b, compare(main[a], main[b], primary)) for a, b in pairs]
+    if tested:
+        out.append(f"- **Between the arms**, on {primary}: " + "; ".join(
+            f"{b} - {a} {c['mean']:+.3f} (95% t interval [{c['t_low']:+.3f}, {c['t_high']:+.3f}], {c['higher']}/"
+            f"{c['seeds']} seeds higher, {verdict(c)})" for a, b, c in tested) + ".")
+        out.append(f"- **What these seeds can see**, at 80% power (paired t, alpha 0.05): " + "; ".join(
+            f"{b} - {a}: {c['seeds']} seeds detect {detectable(c['seeds'], c['std']):.3f}, and a true +{target} "
+            f"would be detected {power(c['seeds'], c['std'], target):.0%} of the time ({seeds_needed(c['std'], target)}"
+            f" seeds for 80%)" for a, b, c in tested if c["std"] > 0) + ".")
+    if few:
+        out.append("- Too few seeds to test (fewer than " + f"{MIN_SEEDS}): " +
+                   ", ".join(f"{a} {n} seed{'s' if n != 1 else ''}" for a, n in few.items()) +
+                   "; their rows are in the tables, nothing is read from them.")
+    return "\n".join(out)

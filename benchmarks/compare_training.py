@@ -532,6 +532,8 @@ def main(argv=None) -> None:
     ap.add_argument("--aggregators", nargs="+", default=None, help="only these (default: compare.aggregators)")
     ap.add_argument("--seeds", nargs="+", type=int, default=None, help="only these (default: compare.seeds)")
     ap.add_argument("--report", action="store_true", help="print the tables from compare.results and draw the picture")
+    ap.add_argument("--summary", action="store_true", help="print docs/evidence.md's round-one summary (What was "
+                    "found) from compare.results, compare.seeds only")
     ap.add_argument("--recheck", action="store_true", help="the recheck evaluation: base and every kept adapter of "
                     "--aggregators (default compare.confirm_arms) at compare.recheck_samples samples per prompt, into "
                     "compare.recheck_results")
@@ -552,6 +554,12 @@ def main(argv=None) -> None:
 
             print(report(params.compare.results, params.compare.primary, params.compare.secondary,
                          params.compare.target, params.compare))
+            return
+        if args.summary:
+            from benchmarks.compare_report import latest_protocol, summary
+
+            print(summary(latest_protocol(load_records(params.compare.results)), params.compare.seeds,
+                          params.compare.primary, params.compare.target))
             return
         if args.recheck:
             recheck(params, args.aggregators, args.seeds)

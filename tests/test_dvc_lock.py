@@ -4,6 +4,7 @@ dependency, parameter or command, only outputs that a clone does not carry (mode
 (`make run`, then commit dvc.lock and the small metrics files). And `dvc repro model` on a fresh clone writes
 models/base with the md5 that dvc.lock records (given the locked packages: requirements/lock-main.txt)."""
 
+import hashlib
 import json
 import os
 import subprocess
@@ -15,6 +16,48 @@ import yaml
 
 ROOT = Path(__file__).parents[1]
 ABSENT = {"not in cache", "deleted"}
+CODE = ("focal/", "stages/")
+FIX = ("run `make run` (dvc repro: the stage's outputs may change) and commit dvc.lock and the metrics; for a change "
+       "that cannot change any output (a move, a docstring) `make lock-dvc` (dvc commit) after a `make run` records "
+       "the new code without rerunning")
+
+
+def stale_code_deps(root: Path = ROOT) -> dict[str, list[str]]:
+    """stage -> the code it declares (focal/, stages/ deps in dvc.yaml) that dvc.lock records differently: a path
+    the lock lacks or has extra, or a file whose md5 is not the lock's (DVC 3's md5 of a file is its bytes')."""
+    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    out = {}
+    for name, stage in stages.items():
+        declared = sorted(d for d in stage.get("deps", []) if isinstance(d, str) and d.startswith(CODE))
+        locked = {d["path"]: d.get("md5") for d in lock.get(name, {}).get("deps", []) if d["path"].startswith(CODE)}
+        bad = [f"{p} (not in dvc.lock)" for p in declared if p not in locked]
+        bad += [f"{p} (in dvc.lock, not in dvc.yaml)" for p in sorted(set(locked) - set(declared))]
+        bad += [f"{p} (changed)" for p in declared if p in locked and (not (root / p).is_file() or
+                hashlib.md5((root / p).read_bytes()).hexdigest() != locked[p])]
+        if bad:
+            out[name] = bad
+    return out
+
+
+def test_dvc_lock_records_the_committed_code():
+    """The fast half of the check below: every stage's code deps in dvc.lock are the files of this checkout. A change
+    to stage code without a refreshed lock fails here, in the default suite, not only in `make test-slow`."""
+    stale = stale_code_deps()
+    assert not stale, f"dvc.lock is stale: {stale}; {FIX}"
+
+
+def test_the_lock_check_sees_a_changed_file(tmp_path):
+    for f in ("dvc.yaml", "dvc.lock"):
+        (tmp_path / f).write_text((ROOT / f).read_text())
+    stage = next(iter(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].values()))
+    code = [d for d in stage["deps"] if isinstance(d, str) and d.startswith(CODE)]
+    for p in code:
+        (tmp_path / p).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / p).write_bytes((ROOT / p).read_bytes())
+    (tmp_path / code[0]).write_text((ROOT / code[0]).read_text() + "\n# an edit\n")
+    stale = stale_code_deps(tmp_path)
+    assert f"{code[0]} (changed)" in next(iter(stale.values()))
 
 
 @pytest.mark.slow

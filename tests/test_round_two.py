@@ -141,3 +141,19 @@ def test_the_recheck_evaluation_records_base_and_every_kept_adapter(tmp_path, mo
     assert compare_training.recheck(params) == []
     text = compare_report.report(tmp_path / "results.json", settings=params.compare)
     assert "## recheck.json" in text and "Round two: the recheck evaluation (3 samples per held-out prompt)" in text
+
+
+def test_the_evidence_pages_summary_is_what_the_command_prints():
+    """docs/evidence.md's round-one summary is `--summary`'s output on the committed records, byte for byte."""
+    from pathlib import Path
+
+    from benchmarks.compare_report import latest_protocol, summary
+    from benchmarks.compare_training import load_records
+    from focal.config import load_params
+
+    root = Path(__file__).parents[1]
+    c = load_params(root / "params.yaml").compare
+    page = (root / "docs" / "evidence.md").read_text(encoding="utf-8")
+    block = page.split("<!-- summary: python -m benchmarks.compare_training --summary")[1].split("-->", 1)[1]
+    block = block.split("<!-- /summary -->")[0].strip()
+    assert block == summary(latest_protocol(load_records(root / c.results)), c.seeds, c.primary, c.target)
