@@ -470,8 +470,11 @@ def round_two(recheck: list[dict], training: list[dict], arms, old_seeds, confir
     recs = [dict(r, steps="-", train_seconds=0.0, ifeval={**r["ifeval"], "hard_pass_rate": hard_pass_rate(r, hard)})
             for r in recheck]
     samples = sorted({r["samples_per_prompt"] for r in recs})
+    seconds = [r["eval_seconds"] for r in recs if r.get("eval_seconds")]
+    took = f"; one evaluation took {np.mean(seconds) / 60:.1f} min on average ({min(seconds) / 60:.1f}-" \
+           f"{max(seconds) / 60:.1f}, eval_seconds)" if seconds else ""
     head = [f"Round two: the recheck evaluation ({', '.join(map(str, samples))} samples per held-out prompt), "
-            f"{len(recs)} policies.", "", "Pre-registration:", *provenance_lines(training, confirm_seeds, prereg, git), ""]
+            f"{len(recs)} policies{took}.", "", "Pre-registration:", *provenance_lines(training, confirm_seeds, prereg, git), ""]
     text = "\n".join(head) + tables(recs, "prompt_strict", ("hard_pass_rate",), primary_label="H1' figure", target=target)
     by = by_aggregator(recs)
     ra, rb = by.get(a, []), by.get(b, [])
