@@ -17,7 +17,6 @@ benchmarks/results/judge_modes.json (or --out).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import os
 import platform
@@ -29,7 +28,7 @@ from focal.config import load_params
 from focal.core.atomic import write_json
 from focal.judging.agreement import agreement_metrics, load_labelled
 from focal.judging.judge import open_judge
-from focal.judging.prompts import check_judgment, requests_for
+from focal.judging.prompts import check_judgment, probe, requests_for
 from focal.judging.tables import load_items, stage_template
 
 RESULTS = "benchmarks/results/judge_modes.json"
@@ -41,7 +40,7 @@ def pairs(rollouts, items: dict, labelled) -> tuple[list, list[float], list[str]
     """(requests, truth satisfactions, what each truth is: "checks" or "labels") of the check-decided criteria of
     the rollouts, asked without their check, and of the labelled rows."""
     checked = requests_for(rollouts, items, "rollouts", only_checks=True)
-    reqs = [dataclasses.replace(r, criterion=dataclasses.replace(r.criterion, check=None)) for r in checked]
+    reqs = [probe(r) for r in checked]
     truth = [check_judgment(r).score for r in checked]
     return (reqs + [x.request for x in labelled], truth + [1.0 if x.verdict else 0.0 for x in labelled],
             ["checks"] * len(reqs) + ["labels"] * len(labelled))

@@ -51,7 +51,7 @@ import math
 from dataclasses import dataclass
 
 from focal.core.cache import content_key
-from focal.judging.prompts import Request, requests_for
+from focal.judging.prompts import Request, probe, requests_for
 from focal.rubrics.formats import healthbench_item, read_jsonl
 from focal.rubrics.types import MET
 from focal.rubrics.types import Where
@@ -156,8 +156,7 @@ def sampled(rollout_id: str, criterion_id: str, share: float) -> bool:
 
 def check_probes(requests: list[Request], share: float) -> list[Request]:
     """The sampled check-decided requests, with the check removed, so that the LLM judge answers them."""
-    return [dataclasses.replace(r, criterion=dataclasses.replace(r.criterion, check=None)) for r in requests
-            if r.criterion.check is not None and sampled(r.rollout_id, r.criterion.id, share)]
+    return [probe(r) for r in requests if r.criterion.check is not None and sampled(r.rollout_id, r.criterion.id, share)]
 
 
 def restated_probes(requests: list[Request], share: float) -> list[Request]:

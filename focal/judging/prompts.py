@@ -34,6 +34,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -394,6 +395,12 @@ class Judgment:
     reason: str  # "" when it succeeded, else "<failure>: <what happened>" (scrubbed)
     cached: bool
     latency_s: float
+
+
+def probe(req: Request) -> Request:
+    """`req` with its criterion's check removed, so that the LLM judge is asked what the check decides: the one
+    builder of a probe (agreement's check probes, the reward audit, benchmarks/judge_modes, Rubric-ARM's agreement)."""
+    return dataclasses.replace(req, criterion=dataclasses.replace(req.criterion, check=None))
 
 
 def check_rollout_rows(rollouts, source: str) -> None:

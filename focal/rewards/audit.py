@@ -41,7 +41,7 @@ import numpy as np
 
 from focal.judging.agreement import sampled
 from focal.judging.judge import Judge, open_judge
-from focal.judging.prompts import Judgment, Request
+from focal.judging.prompts import Judgment, Request, probe
 from focal.rubrics.types import MET
 
 SOURCES = ("checks", "endpoint")
@@ -137,8 +137,7 @@ class Audit:
         check (source 'checks') or their LLM-judged criteria (source 'endpoint')."""
         picked = [r for r in requests if self.share > 0 and sampled(r.rollout_id, "audit", self.share)]
         if self.source == "checks":
-            return [dataclasses.replace(r, criterion=dataclasses.replace(r.criterion, check=None)) for r in picked
-                    if r.criterion.check is not None]
+            return [probe(r) for r in picked if r.criterion.check is not None]
         return [r for r in picked if r.criterion.check is None]
 
     async def judged(self, training: Judge, requests: list[Request]) -> tuple[list[Judgment], list[dict]]:
