@@ -45,6 +45,27 @@ def test_gap_by_hand():
     assert gap_metrics([], [], []) == {"audit/n": 0.0}
 
 
+def test_the_completions_table_finds_each_completion_by_its_id():
+    import ast
+    from pathlib import Path
+    from types import SimpleNamespace as J
+
+    from focal.rewards.reward import rollout_ids, verdict_columns
+
+    assert rollout_ids("s3-r1", 2) == ["s3-r1-0", "s3-r1-1"]
+    ids = ["b-x", "a"]  # any ids: a completion's row is its place in `ids`, never a number read out of the id
+    judged = [J(rollout_id="a", criterion_id="kind", score=1.0), J(rollout_id="b-x", criterion_id="kind", score=math.nan)]
+    pairs = [{"rollout_id": "a", "criterion_id": "zebra", "trained": 1.0, "audit": 0.0},
+             {"rollout_id": "other-process-0", "criterion_id": "zebra", "trained": 1.0, "audit": 1.0}]
+    out = verdict_columns(judged, ids, pairs)
+    assert [json.loads(c) for c in out["criteria"]] == [{"kind": None}, {"kind": 1.0}]
+    assert out["audit"] == [None, json.dumps({"zebra": [1.0, 0.0]})]
+    source = (Path(__file__).parents[1] / "focal/rewards/reward.py").read_text()
+    splits = [n.func.attr for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Call)
+              and isinstance(n.func, ast.Attribute) and n.func.attr in ("split", "rsplit", "partition", "rpartition")]
+    assert splits == []  # no rollout id is parsed back
+
+
 def test_growth_is_last_third_minus_first_third():
     assert growth([0.0, 0.0, 0.1, 0.2, 0.5, 0.6]) == pytest.approx(0.55)  # thirds of 2: 0.55 - 0.0
     assert growth([0.3, 0.1, 0.2, 0.9]) == pytest.approx(0.9 - 0.3)  # thirds of 1 (the middle is not used)
