@@ -1,5 +1,6 @@
 """The judge measured: agreement, Cohen's kappa and confusion counts against checks and against labels."""
 
+import ast
 import json
 import math
 import random
@@ -94,6 +95,29 @@ def test_with_checks_compares_each_probe_with_its_check():
     assert m["agreement/by_key/w/agreement"] == 0.5 and m["agreement/share"] == 0.25
     assert [r["scope"] for r in rows(m, "agreement")] == ["overall", "by_key/w"]
     assert markdown(m, "agreement").splitlines()[2].startswith("| overall | 0.5 | 0.0 | 2 |")
+
+
+def test_agreement_keeps_its_structure_and_names_it_once():
+    from focal.judging.agreement import agreement_metrics, agreement_table, metric_name
+
+    # the structure: figures per scope, () overall and (by, group) per group; a criterion key may hold '/'
+    table = agreement_table([1.0, 0.0, 1.0], [1.0, 1.0, 1.0], ["a/b", "a/b", "c"], "by_key")
+    assert list(table) == [(), ("by_key", "a/b"), ("by_key", "c")] and table[("by_key", "a/b")]["fp"] == 1
+    assert metric_name("agreement", (), "agreement") == "agreement/overall"
+    assert metric_name("agreement", ("by_key", "a/b"), "kappa") == "agreement/by_key/a/b/kappa"
+    m = agreement_metrics([1.0, 0.0, 1.0], [1.0, 1.0, 1.0], ["a/b", "a/b", "c"], "agreement", "by_key")
+    assert m["agreement/by_key/a/b/agreement"] == 0.5 and m["agreement/overall"] == pytest.approx(2 / 3, abs=1e-4)
+    # read back from the flat names (a metrics file): every scope whole, none cut at a '/'; a nested prefix apart
+    nested = {k.replace("agreement/", "agreement/repeat/", 1): v for k, v in m.items()}
+    assert [r["scope"] for r in rows(m | nested, "agreement")] == ["overall", "by_key/a/b", "by_key/c"]
+    assert [r["scope"] for r in rows(m | nested, "agreement/repeat")] == ["overall", "by_key/a/b", "by_key/c"]
+    assert rows(m, "agreement")[1]["fp"] == 1 and rows(m, "consistency") == []
+    with pytest.raises(ValueError, match="grouped by one of by_key, by_category, got 'by_kye'"):
+        agreement_table([1.0], [1.0], ["a"], "by_kye")
+    source = (Path(__file__).parents[1] / "focal/judging/agreement.py").read_text()
+    splits = [n.func.attr for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Call)
+              and isinstance(n.func, ast.Attribute) and n.func.attr in ("split", "rsplit", "partition", "rpartition")]
+    assert splits == []  # no metric name is parsed back
 
 
 def test_with_restated_is_the_judges_self_agreement():
