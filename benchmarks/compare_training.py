@@ -82,7 +82,8 @@ def protocol(params: Params, rs=None, judge_identity: str | None = None) -> tupl
              "eval": [c.eval_samples, c.eval_seed, c.eval_max_tokens, c.eval_temperature, [it.id for it in eval_items],
                       c.eval_batch]}
     if not c.checks_only:
-        from focal.judging.prompts import reward_identity, set_template
+        from focal.judging.modes import reward_identity
+        from focal.judging.prompts import set_template
         from focal.serving.endpoints import judge_identity as identity_of
 
         who = judge_identity or identity_of(params.judge, params.paths.judge_model)

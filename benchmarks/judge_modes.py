@@ -28,12 +28,13 @@ from focal.config import load_params
 from focal.core.atomic import write_json
 from focal.judging.agreement import agreement_metrics, load_labelled
 from focal.judging.judge import open_judge
+from focal.judging.modes import MODES as JUDGE_MODES
 from focal.judging.prompts import check_judgment, probe, requests_for
 from focal.judging.tables import load_items, stage_template
 
 RESULTS = "benchmarks/results/judge_modes.json"
 LABELS = "tests/fixtures/healthbench_meta.jsonl"
-MODES = ("per_criterion", "per_response", "one_token")
+MODES = tuple(JUDGE_MODES)  # every registered judge mode
 
 
 def pairs(rollouts, items: dict, labelled) -> tuple[list, list[float], list[str]]:

@@ -106,10 +106,12 @@ def repo_params(path: str):
     its relative path knobs are made relative to that folder, so a command works from any folder."""
     from focal.config import resolve_paths
 
+    from focal.judging.modes import get_mode
     from focal.rewards.aggregators import check_aggregator_knobs
 
     params = load_params(path)
     check_aggregator_knobs(params, path)  # config sits below the aggregators' registry: their names are checked here
+    get_mode(params.judge.mode, f"{path}: judge.mode")  # and below the judge modes' registry
     root = Path(path).resolve().parent
     if root != Path.cwd().resolve() and (root / "dvc.yaml").exists():
         resolve_paths(params, root)

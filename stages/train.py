@@ -49,7 +49,7 @@ from focal.core.atomic import atomic_dir
 from focal.core.stage import run_stage
 from focal.evaluation.plots import audit_gap_plot, read_series
 from focal.judging.judge import open_judge
-from focal.judging.prompts import reward_identity
+from focal.judging.modes import reward_identity
 from focal.judging.tables import stage_template
 from focal.rewards.aggregators import get_aggregator
 from focal.rewards.audit import growing, open_audit, report as audit_table

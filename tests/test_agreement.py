@@ -1,6 +1,7 @@
 """The judge measured: agreement, Cohen's kappa and confusion counts against checks and against labels."""
 
 import ast
+import dataclasses
 import json
 import math
 import random
@@ -148,7 +149,7 @@ def test_with_repeated_is_the_same_request_asked_again():
 def test_a_repeated_request_has_its_own_cache_key_and_the_rest_keep_theirs(tmp_path):
     from focal.config import Judge as JudgeConfig
     from focal.core.cache import content_key
-    from focal.judging.prompts import cache_key
+    from focal.judging.modes import MODES
 
     with FakeOpenAI() as server:
         params = load_params(judge_project(tmp_path, server.base_url))
@@ -162,8 +163,9 @@ def test_a_repeated_request_has_its_own_cache_key_and_the_rest_keep_theirs(tmp_p
     old = content_key("judge", "id", {"temperature": 0.0, "max_tokens": cfg.max_tokens, "structured": True,
                                       "seed": None}, "T", r.item.chat(), r.response, c.text, c.pitfall, c.scale.kind,
                       c.scale.min, c.scale.max)  # the key as it was before `repeat` existed
-    assert cache_key("id", cfg, "T", r.item, c, r.response) == cache_key("id", cfg, "T", r.item, c, r.response, 0) == old
-    assert cache_key("id", cfg, "T", r.item, c, r.response, 1) != old
+    key = MODES["per_criterion"].key
+    assert key("id", cfg, "T", [r]) == key("id", cfg, "T", [dataclasses.replace(r, repeat=0)]) == old
+    assert key("id", cfg, "T", [dataclasses.replace(r, repeat=1)]) != old
 
 
 class Flipping(FakeOpenAI):
