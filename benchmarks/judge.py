@@ -29,6 +29,7 @@ from focal.config import load_params
 from focal.core.atomic import write_json
 from focal.judging.judge import Judge, open_judge
 from focal.judging.prompts import Request
+from focal.judging.spec import JudgeSpec
 from focal.rubrics.sets import load_rubric_set
 from focal.serving.client import make_client
 
@@ -125,7 +126,7 @@ def main():
     params = load_params(args.params)
     reqs = requests(params, args.n)
     t0 = time.perf_counter()
-    with open_judge(params.judge, params.serve, params.paths, None, cache=False) as judge:
+    with open_judge(JudgeSpec.from_params(params, None, cache=False)) as judge:
         rows = measure(judge, reqs, sorted(set(args.concurrency) | {1}), args.repeats)
     record = {"judge": judge.endpoint.identity, "model": judge.endpoint.model, "n": args.n, "repeats": args.repeats,
               "max_tokens": params.judge.max_tokens, "structured": params.judge.structured,

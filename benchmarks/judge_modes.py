@@ -30,6 +30,7 @@ from focal.judging.agreement import agreement_metrics, load_labelled
 from focal.judging.judge import open_judge
 from focal.judging.modes import MODES as JUDGE_MODES
 from focal.judging.prompts import check_judgment, probe, requests_for
+from focal.judging.spec import JudgeSpec
 from focal.judging.tables import load_items, stage_template
 
 RESULTS = "benchmarks/results/judge_modes.json"
@@ -117,7 +118,7 @@ def main(argv=None):
     labelled = load_labelled(args.labels)[0] if args.labels else []
     reqs, truth, kinds = pairs(rollouts, load_items(params.paths), labelled)
     t0 = time.perf_counter()
-    with open_judge(params.judge, params.serve, params.paths, stage_template(params.paths), cache=False) as judge:
+    with open_judge(JudgeSpec.from_params(params, stage_template(params.paths), cache=False)) as judge:
         result = compare(judge, reqs, truth, kinds, args.repeats, tuple(args.modes))
     result |= {"judge": judge.endpoint.identity, "rollouts": len(rollouts), "repeats": args.repeats,
                "max_tokens": params.judge.max_tokens, "top_logprobs": params.judge.top_logprobs,

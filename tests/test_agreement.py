@@ -16,6 +16,7 @@ from focal.judging.agreement import (RESTATED, check_probes, cohen_kappa, figure
                              restated_probes, rows, sampled, with_checks, with_labels, with_repeated, with_restated)
 from focal.config import load_params
 from focal.judging.prompts import Request, requests_for
+from focal.judging.spec import JudgeSpec
 from focal.judging.tables import judge_measured
 from focal.judging.tables import load_items
 from focal.judging.validate import ChecksFailed
@@ -184,7 +185,7 @@ def test_repeat_catches_a_judge_that_changes_its_answer_to_the_same_request(tmp_
     with Flipping() as server:  # answers JSON
         params = load_params(with_section(judge_project(tmp_path, server.base_url), "judge", mode="per_criterion"))
         reqs = requests_for(pd.read_parquet(params.paths.rollouts), load_items(params.paths), "rollouts")
-        _, m = judge_measured(params.judge, params.serve, params.paths, reqs, None)
+        _, m = judge_measured(JudgeSpec.from_params(params, None), reqs)
     # restated: another prompt, asked for the first time -> "met" like the first answer; repeated: the second ask
     # of the identical prompt -> "not met"
     assert m["consistency/n"] == m["consistency/repeat/n"] > 0  # the same sampled pairs

@@ -1,16 +1,19 @@
 """The judge client: judges requests through an OpenAI-compatible API, bounded, cached; `open_judge` is the one way
 to a ready judge.
 
-    with open_judge(params.judge, params.serve, params.paths, template) as judge:   # endpoint, identity, cache
+    spec = JudgeSpec.from_params(params, template)      # focal/judging/spec.py: built once per stage
+    with open_judge(spec) as judge:                        # endpoint, identity, cache
         judgments = judge.run(requests_for(rollouts, items, "data/rollouts.parquet"))
 
-What is asked and how an answer is read (prompts, schemas, parsing, cache keys,
-Request and Judgment) is focal/judging/prompts.py; judged tables, the failure budget and
-the judge stage's work are focal/judging/tables.py.
-- `open_judge` opens every judge (the configured one, the audit's, an ensemble
-  member's): its endpoint (judge.base_url, or the local vLLM server with the base
-  model, started only when some request needs a call: focal/serving/endpoints.py), its
-  identity fetched once, the cache at paths.judge_cache, the template.
+What is asked and how an answer is read (prompts, schemas, parsing, Request and
+Judgment) is focal/judging/prompts.py, each mode's request, parser and cache key
+focal/judging/modes.py; judged tables, the failure budget and the judge stage's work
+are focal/judging/tables.py.
+- `open_judge` opens every judge from its spec (focal/judging/spec.py: the configured
+  one, the audit's, an ensemble member's): its endpoint (judge.base_url, or the local
+  vLLM server with the base model, started only when some request needs a call:
+  focal/serving/endpoints.py), its identity fetched once, the cache at
+  paths.judge_cache, the template.
 - Bounded everything (focal/serving/client.py): `judge.concurrency` requests in flight,
   `judge.timeout_s` as a deadline on each whole request, `judge.max_retries`
   retries with jittered exponential backoff on timeouts, dropped connections, 429
@@ -53,6 +56,7 @@ from focal.serving.client import EndpointDown, Limiter, Pool, estimate_tokens, f
 from focal.serving.endpoints import NO_ENDPOINT, Endpoint
 from focal.judging.modes import get_mode
 from focal.judging.prompts import DEFAULT_TEMPLATE, AnswerError, Judgment, NoLogprobs, Request, check_judgment, failed, judged
+from focal.judging.spec import JudgeSpec
 
 CLAIM_POLL_S = 0.2  # how often a judge waiting for another judge's answer to the same key looks again
 
@@ -285,34 +289,30 @@ def OpenAIJudge(base_url: str, model: str, cache: str | None = None, template: s
     bounded by timeout_s), so cached verdicts are keyed by what actually answers. `cache`: a SQLite file that
     makes a rerun free (None: no cache). The pipeline's stages use open_judge, which this shares its parts with."""
     from focal.config import Judge as JudgeConfig
-    from focal.serving.endpoints import judge_identity
 
     if not base_url:
         raise ValueError("OpenAIJudge needs the endpoint's base_url, e.g. http://127.0.0.1:8000/v1")
-    cfg = JudgeConfig(base_url=base_url, model=model, **knobs)
-    identity = judge_identity(cfg, "", "OpenAIJudge base_url")
-    return Judge(cfg, Endpoint(base_url, model, identity, "OpenAIJudge base_url"), template,
-                 Cache(cache) if cache else None)
+    spec = JudgeSpec(JudgeConfig(base_url=base_url, model=model, **knobs), template, cache or "",
+                     source="OpenAIJudge base_url")
+    return Judge(spec.cfg, Endpoint(base_url, model, spec.identity(), spec.source), spec.template,
+                 Cache(spec.cache_path) if spec.cache_path else None)
 
 
 @contextmanager
-def open_judge(cfg, serve, paths, template: str | None, needed: bool = True, requests: list[Request] | None = None,
-               identity: str | None = None, param: str = "judge.base_url", cache: bool = True):
-    """The one way to a ready Judge: its endpoint (cfg.base_url, else the local vLLM server of `serve` with
-    paths.judge_model, started only when needed), its identity (fetched once: GET /models of a remote judge; pass
-    `identity` when it was fetched already, e.g. for a run key), the cache at paths.judge_cache (cache=False: none)
-    and the template (None: Focal's default). cfg is the judge.* section, or one shaped like it for another judge
-    (the audit's, an ensemble member's: base_url, model and api_key_env replaced; `param` names where it is set).
+def open_judge(spec: JudgeSpec, requests: list[Request] | None = None, identity: str | None = None):
+    """The one way to a ready Judge of `spec` (focal/judging/spec.py: the configured judge, the audit's, an ensemble
+    member's): its endpoint (spec.cfg.base_url, else the local vLLM server of spec.serve with spec.local_model,
+    started only when needed), its identity (fetched once: GET /models of a remote judge; pass `identity` when it
+    was fetched already, e.g. for a run key), its cache (spec.cache_path) and template. With `requests` of which
+    none needs a call (all checks or cached), no server is started."""
+    from focal.serving.endpoints import judge_endpoint
 
-    needed=False, or `requests` of which none needs a call (all checks or cached): no server is started."""
-    from focal.serving.endpoints import judge_endpoint, judge_identity
-
-    identity = identity or judge_identity(cfg, paths.judge_model, param)
-    store = Cache(paths.judge_cache) if cache else None
+    identity = identity or spec.identity()
+    store = Cache(spec.cache_path) if spec.cache_path else None
     try:
-        judge = Judge(cfg, Endpoint(NO_ENDPOINT, cfg.model, identity, param), template, store)
-        needed = needed and (requests is None or judge.pending(requests) > 0)
-        with judge_endpoint(cfg, serve, paths.judge_model, identity, needed, param) as endpoint:
+        judge = Judge(spec.cfg, Endpoint(NO_ENDPOINT, spec.cfg.model, identity, spec.source), spec.template, store)
+        needed = requests is None or judge.pending(requests) > 0
+        with judge_endpoint(spec.cfg, spec.serve, spec.local_model, identity, needed, spec.source) as endpoint:
             judge.endpoint = endpoint
             yield judge
     finally:

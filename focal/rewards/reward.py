@@ -1,7 +1,7 @@
 """FocalReward: a TRL reward function that judges each completion on its rubric and aggregates the batch.
 
     from focal import FocalReward
-    with open_judge(params.judge, params.serve, params.paths, template) as judge:   # focal.judging.judge: cached
+    with open_judge(JudgeSpec.from_params(params, template)) as judge:   # focal.judging.judge: cached
         reward = FocalReward(items, aggregator="focal", judge=judge)   # items: {prompt_id: Item}
     reward = FocalReward(items, aggregator="focal", checks_only=True)   # no judge: only criteria with a check
     trainer = GRPOTrainer(model=..., reward_funcs=[reward], train_dataset=ds, args=cfg)  # ds has prompt_id
