@@ -16,7 +16,7 @@ from focal.rewards.audit import Audit, gap_metrics, growing, growth, report
 from focal.rewards.reward import FocalReward, judge_deltas
 from focal.rubrics.sets import Check, Criterion, Item
 from focal.serving.endpoints import Endpoint
-from helpers import CRITERIA, ITEMS, Always
+from helpers import CRITERIA, ITEMS, Always, string_splits
 from tiny import make_tiny_model
 
 # a checked criterion the tiny policy can never meet ("zebra" is not in its vocabulary) and one the judge decides
@@ -46,8 +46,6 @@ def test_gap_by_hand():
 
 
 def test_the_completions_table_finds_each_completion_by_its_id():
-    import ast
-    from pathlib import Path
     from types import SimpleNamespace as J
 
     from focal.rewards.reward import rollout_ids, verdict_columns
@@ -60,10 +58,7 @@ def test_the_completions_table_finds_each_completion_by_its_id():
     out = verdict_columns(judged, ids, pairs)
     assert [json.loads(c) for c in out["criteria"]] == [{"kind": None}, {"kind": 1.0}]
     assert out["audit"] == [None, json.dumps({"zebra": [1.0, 0.0]})]
-    source = (Path(__file__).parents[1] / "focal/rewards/reward.py").read_text()
-    splits = [n.func.attr for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Call)
-              and isinstance(n.func, ast.Attribute) and n.func.attr in ("split", "rsplit", "partition", "rpartition")]
-    assert splits == []  # no rollout id is parsed back
+    assert string_splits("focal/rewards/reward.py") == []  # no rollout id is parsed back
 
 
 def test_growth_is_last_third_minus_first_third():
