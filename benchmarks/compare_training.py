@@ -45,6 +45,7 @@ import numpy as np
 from focal.config import Params, load_params
 from focal.core.atomic import write_json
 from focal.core.cache import content_key
+from focal.judging.spec import JudgeSpec
 from focal.rubrics.sets import Item, load_rubric_set
 
 BASE = "base"
@@ -64,9 +65,18 @@ def rubric_set(params: Params):
     return load_rubric_set(Path(params.paths.rubrics) / (params.compare.rubric_set or params.base.rubric_set))
 
 
-def protocol(params: Params, rs=None, judge_identity: str | None = None) -> tuple[dict, list[Item], list[Item], str]:
+def judge_spec(params: Params, rs) -> JudgeSpec | None:
+    """The protocol's judge (judge.*, with the rubric set's template); None when the protocol is checks-only."""
+    from focal.judging.prompts import set_template
+
+    return None if params.compare.checks_only else JudgeSpec.from_params(params, set_template(rs))
+
+
+def protocol(params: Params, rs=None, spec: JudgeSpec | None = None,
+             identity: str | None = None) -> tuple[dict, list[Item], list[Item], str]:
     """(identity of the protocol, train items, eval items, policy folder); rs: the rubric set when loaded already,
-    judge_identity: what answers as the judge when fetched already (focal.serving.endpoints.judge_identity)."""
+    spec: the protocol's judge when built already (judge_spec), identity: what answers as that judge when fetched
+    already (JudgeSpec.identity)."""
     from focal.serving.weights import fingerprint
 
     c = params.compare
@@ -82,11 +92,10 @@ def protocol(params: Params, rs=None, judge_identity: str | None = None) -> tupl
              "eval": [c.eval_samples, c.eval_seed, c.eval_max_tokens, c.eval_temperature, [it.id for it in eval_items],
                       c.eval_batch]}
     if not c.checks_only:
-        from focal.judging.prompts import reward_identity, set_template
-        from focal.serving.endpoints import judge_identity as identity_of
+        from focal.judging.modes import reward_identity
 
-        who = judge_identity or identity_of(params.judge, params.paths.judge_model)
-        ident["judge"] = reward_identity(who, params.judge, set_template(rs))
+        spec = spec or judge_spec(params, rs)
+        ident["judge"] = reward_identity(identity or spec.identity(), spec.cfg, spec.template)
     return ident, train_items, eval_items, policy
 
 
@@ -252,16 +261,15 @@ def train_one(params: Params, aggregator: str, seed: int, train_items, policy: s
 
 
 @contextmanager
-def judging(params: Params, rs, identity: str | None):
-    """The judge of a protocol that is not checks-only (None when it is): one endpoint and cache for the sweep,
-    opened by focal.judging.judge.open_judge with the rubric set's template and the identity the protocol's key used."""
-    if params.compare.checks_only:
+def judging(spec: JudgeSpec | None, identity: str | None):
+    """The judge of a protocol that is not checks-only (None when it is: no spec): one endpoint and cache for the
+    sweep, opened by focal.judging.judge.open_judge with the identity the protocol's key used."""
+    if spec is None:
         yield None
         return
     from focal.judging.judge import open_judge
-    from focal.judging.prompts import set_template
 
-    with open_judge(params.judge, params.serve, params.paths, set_template(rs), identity=identity) as judge:
+    with open_judge(spec, identity=identity) as judge:
         yield judge
 
 
@@ -312,17 +320,16 @@ def headline(rec: dict) -> str:
 
 def run(params: Params, aggregators=None, seeds=None) -> list[dict]:
     """Every (aggregator, seed) not yet recorded for this protocol; returns the new records."""
-    from focal.serving.endpoints import judge_identity
-
     c = params.compare
     rs = rubric_set(params)
-    identity = None if c.checks_only else judge_identity(params.judge, params.paths.judge_model)  # fetched once
-    ident, train_items, eval_items, policy = protocol(params, rs, identity)
+    spec = judge_spec(params, rs)
+    identity = None if spec is None else spec.identity()  # fetched once
+    ident, train_items, eval_items, policy = protocol(params, rs, spec, identity)
     key = content_key(ident)[:12]
     done = load_records(c.results)
     left = not recorded(done, BASE, None, key) or any(
         not recorded(done, agg, seed, key) for seed in seeds or c.seeds for agg in aggregators or c.aggregators)
-    with judging(params, rs, identity) if left else nullcontext() as judge:  # a server starts only if something is left
+    with judging(spec, identity) if left else nullcontext() as judge:  # a server starts only if something is left
         new = []
         if not recorded(done, BASE, None, key):
             t0 = time.perf_counter()

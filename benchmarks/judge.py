@@ -4,7 +4,7 @@
 
 For each concurrency c, on the same server (the local vLLM server with the base model,
 or judge.base_url) and the same n requests (the judge's exact chat.completions
-arguments, `Judge.request_kwargs`):
+arguments, `Judge.request`):
 - raw: a plain async load generator (c requests in flight, no retries, no parsing, no cache);
 - judge: `Judge.run` with judge.concurrency = c and no cache (retries, breaker, limiter, parsing).
 Both are warmed first (one pass each on the same requests, so the server's prefix
@@ -28,7 +28,8 @@ from pathlib import Path
 from focal.config import load_params
 from focal.core.atomic import write_json
 from focal.judging.judge import Judge, open_judge
-from focal.judging.prompts import Request, answer_schema
+from focal.judging.prompts import Request
+from focal.judging.spec import JudgeSpec
 from focal.rubrics.sets import load_rubric_set
 from focal.serving.client import make_client
 
@@ -50,7 +51,7 @@ def requests(params, n: int) -> list[Request]:
 
 async def raw(judge: Judge, reqs: list[Request], concurrency: int) -> tuple[float, int]:
     """(seconds, completion tokens) of sending the judge's requests as a plain async load generator."""
-    bodies = [judge.request_kwargs(judge.prompt(r), answer_schema(r.criterion)) for r in reqs]
+    bodies = [judge.request([r])[1] for r in reqs]
     sem = asyncio.Semaphore(concurrency)
     tokens = 0
 
@@ -125,7 +126,7 @@ def main():
     params = load_params(args.params)
     reqs = requests(params, args.n)
     t0 = time.perf_counter()
-    with open_judge(params.judge, params.serve, params.paths, None, cache=False) as judge:
+    with open_judge(JudgeSpec.from_params(params, None, cache=False)) as judge:
         rows = measure(judge, reqs, sorted(set(args.concurrency) | {1}), args.repeats)
     record = {"judge": judge.endpoint.identity, "model": judge.endpoint.model, "n": args.n, "repeats": args.repeats,
               "max_tokens": params.judge.max_tokens, "structured": params.judge.structured,

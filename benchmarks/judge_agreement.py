@@ -17,6 +17,7 @@ import sys
 
 from focal.config import load_params
 from focal.judging.agreement import load_labelled, markdown
+from focal.judging.spec import JudgeSpec
 from focal.judging.tables import judge_labelled
 
 
@@ -29,7 +30,8 @@ def main(argv=None) -> dict:
     try:
         labelled, ties = load_labelled(args.labels)
         params = load_params(args.params)
-        metrics = judge_labelled(params.judge, params.serve, params.paths, labelled) | {"labels/ties_skipped": ties}
+        spec = JudgeSpec.from_params(params, None)  # HealthBench's rows: Focal's default template
+        metrics = judge_labelled(spec, labelled) | {"labels/ties_skipped": ties}
     except ValueError as e:  # a bad row names file:line, item, field and fix; a bad param names the key
         sys.exit(f"error: {e}")
     print(f"{args.labels}: {len(labelled)} labelled judgments ({ties} ties skipped)")

@@ -17,7 +17,6 @@ benchmarks/results/judge_modes.json (or --out).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import os
 import platform
@@ -29,19 +28,21 @@ from focal.config import load_params
 from focal.core.atomic import write_json
 from focal.judging.agreement import agreement_metrics, load_labelled
 from focal.judging.judge import open_judge
-from focal.judging.prompts import check_judgment, requests_for
+from focal.judging.modes import MODES as JUDGE_MODES
+from focal.judging.prompts import check_judgment, probe, requests_for
+from focal.judging.spec import JudgeSpec
 from focal.judging.tables import load_items, stage_template
 
 RESULTS = "benchmarks/results/judge_modes.json"
 LABELS = "tests/fixtures/healthbench_meta.jsonl"
-MODES = ("per_criterion", "per_response", "one_token")
+MODES = tuple(JUDGE_MODES)  # every registered judge mode
 
 
 def pairs(rollouts, items: dict, labelled) -> tuple[list, list[float], list[str]]:
     """(requests, truth satisfactions, what each truth is: "checks" or "labels") of the check-decided criteria of
     the rollouts, asked without their check, and of the labelled rows."""
     checked = requests_for(rollouts, items, "rollouts", only_checks=True)
-    reqs = [dataclasses.replace(r, criterion=dataclasses.replace(r.criterion, check=None)) for r in checked]
+    reqs = [probe(r) for r in checked]
     truth = [check_judgment(r).score for r in checked]
     return (reqs + [x.request for x in labelled], truth + [1.0 if x.verdict else 0.0 for x in labelled],
             ["checks"] * len(reqs) + ["labels"] * len(labelled))
@@ -117,7 +118,7 @@ def main(argv=None):
     labelled = load_labelled(args.labels)[0] if args.labels else []
     reqs, truth, kinds = pairs(rollouts, load_items(params.paths), labelled)
     t0 = time.perf_counter()
-    with open_judge(params.judge, params.serve, params.paths, stage_template(params.paths), cache=False) as judge:
+    with open_judge(JudgeSpec.from_params(params, stage_template(params.paths), cache=False)) as judge:
         result = compare(judge, reqs, truth, kinds, args.repeats, tuple(args.modes))
     result |= {"judge": judge.endpoint.identity, "rollouts": len(rollouts), "repeats": args.repeats,
                "max_tokens": params.judge.max_tokens, "top_logprobs": params.judge.top_logprobs,

@@ -23,6 +23,7 @@ import pandas as pd
 from focal.config import load_params
 from focal.core.atomic import write_json
 from focal.judging.judge import open_judge
+from focal.judging.spec import JudgeSpec
 from focal.judging.tables import load_items, stage_template
 from focal.rewards.reward import FocalReward
 
@@ -62,7 +63,7 @@ def main(argv=None) -> dict:
     items = load_items(p.paths)
     result = {"prompts_per_step": t.prompts_per_step, "num_generations": t.num_generations, "steps": len(steps),
               "note": args.note, "machine": f"{platform.machine()}, {os.cpu_count()} cores", "modes": {}}
-    with open_judge(p.judge, p.serve, p.paths, stage_template(p.paths), cache=False) as judge:
+    with open_judge(JudgeSpec.from_params(p, stage_template(p.paths), cache=False)) as judge:
         result["judge"] = judge.endpoint.identity
         for mode in args.modes:
             runs = [step_seconds(judge.variant(mode=mode), items, b, t.aggregator) for b in steps]

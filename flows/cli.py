@@ -106,10 +106,12 @@ def repo_params(path: str):
     its relative path knobs are made relative to that folder, so a command works from any folder."""
     from focal.config import resolve_paths
 
+    from focal.judging.modes import get_mode
     from focal.rewards.aggregators import check_aggregator_knobs
 
     params = load_params(path)
     check_aggregator_knobs(params, path)  # config sits below the aggregators' registry: their names are checked here
+    get_mode(params.judge.mode, f"{path}: judge.mode")  # and below the judge modes' registry
     root = Path(path).resolve().parent
     if root != Path.cwd().resolve() and (root / "dvc.yaml").exists():
         resolve_paths(params, root)
@@ -327,13 +329,14 @@ def judge(rollouts: Annotated[str, typer.Argument(help="rollouts file (.parquet 
     """Judge a rollouts file on its prompts' rubrics (judge.* of the params file; cached like the judge stage)."""
     from focal.core.atomic import write_parquet
     from focal.judging.prompts import requests_for
+    from focal.judging.spec import JudgeSpec
     from focal.judging.tables import check_failure_budget, failure_text, judge_table, load_items, stage_template
 
     p = repo_params(params)
     with hinting(ROLLOUTS_HINT):
         requests = requests_for(read_rollouts(rollouts), load_items(p.paths), rollouts)
     with hinting(JUDGE_HINT):
-        df, stats = judge_table(p.judge, p.serve, p.paths, requests, stage_template(p.paths))
+        df, stats = judge_table(JudgeSpec.from_params(p, stage_template(p.paths)), requests)
         check_failure_budget(df, p.judge.max_failure_share, "focal judge")  # nothing written: successes are cached
     out = out or str(Path(rollouts).with_suffix(".judgments.parquet"))
     write_parquet(out, df)

@@ -385,7 +385,7 @@ class Judge(Client):
                      "top_logprobs, as vLLM does); per_criterion: one call per (rollout, criterion) answered as JSON "
                      "with an explanation, as HealthBench does; per_response: one call per rollout answering every "
                      "LLM-judged criterion as one JSON object (fewer calls and prompt tokens); each mode has its own "
-                     "cache keys", one_of("per_criterion", "per_response", "one_token"))
+                     "cache keys", NONEMPTY)  # the names: focal/judging/modes.py's MODES, checked where a judge is built
     top_logprobs: int = knob(20, "judge.mode one_token: how many of the most likely next tokens to ask for (vLLM and "
                              "OpenAI serve at most 20); a reply with neither yes nor no among them is a failed "
                              "judgment", between(1, 20))

@@ -36,6 +36,7 @@ from focal.core.atomic import write_json, write_parquet
 from focal.core.stage import run_stage
 from focal.judging.ensemble import EMPTY, open_ensemble
 from focal.judging.prompts import requests_for
+from focal.judging.spec import JudgeSpec
 from focal.judging.tables import judge_measured
 from focal.judging.tables import check_failure_budget, failure_text, load_items, stage_template
 
@@ -46,8 +47,9 @@ def run(params: Params) -> list[Path]:
     p = params
     requests = requests_for(pd.read_parquet(p.paths.rollouts), load_items(p.paths), p.paths.rollouts)
     template = stage_template(p.paths)  # the rubric set's, as the prepare stage wrote it
-    with open_ensemble(p.ensemble, p.judge, p.serve, p.paths, template) as ensemble:
-        df, m = judge_measured(p.judge, p.serve, p.paths, requests, template, ensemble)  # the judge measured too
+    spec = JudgeSpec.from_params(p, template)
+    with open_ensemble(p.ensemble, spec) as ensemble:
+        df, m = judge_measured(spec, requests, ensemble)  # the judge measured too
     check_failure_budget(df, params.judge.max_failure_share, "judge")  # successes stay cached for the rerun
     write_parquet(params.paths.judgments, df)
     write_parquet(params.paths.judge_votes, EMPTY if ensemble is None else ensemble.votes)

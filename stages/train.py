@@ -49,13 +49,13 @@ from focal.core.atomic import atomic_dir
 from focal.core.stage import run_stage
 from focal.evaluation.plots import audit_gap_plot, read_series
 from focal.judging.judge import open_judge
-from focal.judging.prompts import reward_identity
+from focal.judging.modes import reward_identity
+from focal.judging.spec import JudgeSpec
 from focal.judging.tables import stage_template
 from focal.rewards.aggregators import get_aggregator
 from focal.rewards.audit import growing, open_audit, report as audit_table
 from focal.rewards.reward import FocalReward, state_from_judgments
 from focal.rubrics.sets import item_from_row
-from focal.serving.endpoints import judge_identity
 from focal.training.trainer import SignalGate, StepTimer, judge_server_check, on_main, run_key, save_policy, train_policy
 
 READS = ('base', 'train', 'judge', 'serve', 'audit')  # params sections this stage reads: dvc.yaml declares exactly these (a test checks)
@@ -94,15 +94,15 @@ def run(params: Params) -> list[Path]:
         print(f"train: focal state seeded from {paths.judgments}: {len(state.m)} keys")
     needs_judge = t.use_judge and any(c.check is None for it in items for c in it.criteria)
     judge_server_check(params.judge.base_url, needs_judge, PartialState().num_processes)
-    template = stage_template(paths)
-    identity = judge_identity(params.judge, paths.judge_model) if needs_judge else None  # fetched once
+    spec = JudgeSpec.from_params(params, stage_template(paths))
+    identity = spec.identity() if needs_judge else None  # fetched once
     policy = t.policy or paths.base_model
     key = run_key(fingerprint(policy), [it.id for it in items], asdict(t), params.base.seed,
-                  reward_identity(identity, params.judge, template) if needs_judge else None,
+                  reward_identity(identity, spec.cfg, spec.template) if needs_judge else None,
                   sorted(state.m.items()) if state else None)
     work = Path(paths.train_checkpoints) / key
-    judging = open_judge(params.judge, params.serve, paths, template, identity=identity) if needs_judge else nullcontext()
-    with judging as judge, open_audit(params.audit, params.judge, params.serve, paths, template, needs_judge) as audit:
+    judging = open_judge(spec, identity=identity) if needs_judge else nullcontext()
+    with judging as judge, open_audit(params.audit, spec, needs_judge) as audit:
         reward = FocalReward({it.id: it for it in items}, t.aggregator, judge, state,
                              checks_only=not needs_judge, audit=audit,
                              max_failure_share=params.judge.max_failure_share, **t.aggregator_params())

@@ -7,6 +7,7 @@ Two self-contained fakes keep their own modules: fake_openai.py (a loopback Open
 and tiny.py (a tiny random model and tokenizer).
 """
 
+import ast
 import json
 import os
 import shutil
@@ -67,6 +68,14 @@ class Always(FakeOpenAI):
         with self.lock:
             self.requests.append(body)
         return 200, self.completion(body, json.dumps({"explanation": "same", "criteria_met": self.met})), ""
+
+
+def string_splits(module: str) -> list[str]:
+    """The str.split-like calls (split, rsplit, partition, rpartition) in a module of this repository: where a
+    string is cut back into parts (an id or a metric name should not be: structure stays structure)."""
+    tree = ast.parse((ROOT / module).read_text(encoding="utf-8"))
+    return [f"{module}:{n.lineno} {n.func.attr}" for n in ast.walk(tree) if isinstance(n, ast.Call)
+            and isinstance(n.func, ast.Attribute) and n.func.attr in ("split", "rsplit", "partition", "rpartition")]
 
 
 # ---- processes and projects -------------------------------------------------------------

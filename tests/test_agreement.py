@@ -1,5 +1,6 @@
 """The judge measured: agreement, Cohen's kappa and confusion counts against checks and against labels."""
 
+import dataclasses
 import json
 import math
 import random
@@ -14,13 +15,14 @@ from focal.judging.agreement import (RESTATED, check_probes, cohen_kappa, figure
                              restated_probes, rows, sampled, with_checks, with_labels, with_repeated, with_restated)
 from focal.config import load_params
 from focal.judging.prompts import Request, requests_for
+from focal.judging.spec import JudgeSpec
 from focal.judging.tables import judge_measured
 from focal.judging.tables import load_items
 from focal.judging.validate import ChecksFailed
 from focal.rubrics.types import RubricError
 from stages import judge as judge_stage
 from stages import validate as validate_stage
-from helpers import judge_project
+from helpers import judge_project, string_splits
 
 T, F = True, False
 FIXTURE = Path(__file__).parent / "fixtures" / "healthbench_meta.jsonl"
@@ -96,6 +98,26 @@ def test_with_checks_compares_each_probe_with_its_check():
     assert markdown(m, "agreement").splitlines()[2].startswith("| overall | 0.5 | 0.0 | 2 |")
 
 
+def test_agreement_keeps_its_structure_and_names_it_once():
+    from focal.judging.agreement import agreement_metrics, agreement_table, metric_name
+
+    # the structure: figures per scope, () overall and (by, group) per group; a criterion key may hold '/'
+    table = agreement_table([1.0, 0.0, 1.0], [1.0, 1.0, 1.0], ["a/b", "a/b", "c"], "by_key")
+    assert list(table) == [(), ("by_key", "a/b"), ("by_key", "c")] and table[("by_key", "a/b")]["fp"] == 1
+    assert metric_name("agreement", (), "agreement") == "agreement/overall"
+    assert metric_name("agreement", ("by_key", "a/b"), "kappa") == "agreement/by_key/a/b/kappa"
+    m = agreement_metrics([1.0, 0.0, 1.0], [1.0, 1.0, 1.0], ["a/b", "a/b", "c"], "agreement", "by_key")
+    assert m["agreement/by_key/a/b/agreement"] == 0.5 and m["agreement/overall"] == pytest.approx(2 / 3, abs=1e-4)
+    # read back from the flat names (a metrics file): every scope whole, none cut at a '/'; a nested prefix apart
+    nested = {k.replace("agreement/", "agreement/repeat/", 1): v for k, v in m.items()}
+    assert [r["scope"] for r in rows(m | nested, "agreement")] == ["overall", "by_key/a/b", "by_key/c"]
+    assert [r["scope"] for r in rows(m | nested, "agreement/repeat")] == ["overall", "by_key/a/b", "by_key/c"]
+    assert rows(m, "agreement")[1]["fp"] == 1 and rows(m, "consistency") == []
+    with pytest.raises(ValueError, match="grouped by one of by_key, by_category, got 'by_kye'"):
+        agreement_table([1.0], [1.0], ["a"], "by_kye")
+    assert string_splits("focal/judging/agreement.py") == []  # no metric name is parsed back
+
+
 def test_with_restated_is_the_judges_self_agreement():
     judgments = pd.DataFrame({"rollout_id": ["a", "b", "c", "d", "a"], "criterion_id": ["rel"] * 4 + ["w"],
                               "key": ["rel"] * 4 + ["w"], "source": ["judge"] * 4 + ["check"],
@@ -124,7 +146,7 @@ def test_with_repeated_is_the_same_request_asked_again():
 def test_a_repeated_request_has_its_own_cache_key_and_the_rest_keep_theirs(tmp_path):
     from focal.config import Judge as JudgeConfig
     from focal.core.cache import content_key
-    from focal.judging.prompts import cache_key
+    from focal.judging.modes import MODES
 
     with FakeOpenAI() as server:
         params = load_params(judge_project(tmp_path, server.base_url))
@@ -138,8 +160,9 @@ def test_a_repeated_request_has_its_own_cache_key_and_the_rest_keep_theirs(tmp_p
     old = content_key("judge", "id", {"temperature": 0.0, "max_tokens": cfg.max_tokens, "structured": True,
                                       "seed": None}, "T", r.item.chat(), r.response, c.text, c.pitfall, c.scale.kind,
                       c.scale.min, c.scale.max)  # the key as it was before `repeat` existed
-    assert cache_key("id", cfg, "T", r.item, c, r.response) == cache_key("id", cfg, "T", r.item, c, r.response, 0) == old
-    assert cache_key("id", cfg, "T", r.item, c, r.response, 1) != old
+    key = MODES["per_criterion"].key
+    assert key("id", cfg, "T", [r]) == key("id", cfg, "T", [dataclasses.replace(r, repeat=0)]) == old
+    assert key("id", cfg, "T", [dataclasses.replace(r, repeat=1)]) != old
 
 
 class Flipping(FakeOpenAI):
@@ -158,7 +181,7 @@ def test_repeat_catches_a_judge_that_changes_its_answer_to_the_same_request(tmp_
     with Flipping() as server:  # answers JSON
         params = load_params(with_section(judge_project(tmp_path, server.base_url), "judge", mode="per_criterion"))
         reqs = requests_for(pd.read_parquet(params.paths.rollouts), load_items(params.paths), "rollouts")
-        _, m = judge_measured(params.judge, params.serve, params.paths, reqs, None)
+        _, m = judge_measured(JudgeSpec.from_params(params, None), reqs)
     # restated: another prompt, asked for the first time -> "met" like the first answer; repeated: the second ask
     # of the identical prompt -> "not met"
     assert m["consistency/n"] == m["consistency/repeat/n"] > 0  # the same sampled pairs

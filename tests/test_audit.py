@@ -16,7 +16,7 @@ from focal.rewards.audit import Audit, gap_metrics, growing, growth, report
 from focal.rewards.reward import FocalReward, judge_deltas
 from focal.rubrics.sets import Check, Criterion, Item
 from focal.serving.endpoints import Endpoint
-from helpers import CRITERIA, ITEMS, Always
+from helpers import CRITERIA, ITEMS, Always, string_splits
 from tiny import make_tiny_model
 
 # a checked criterion the tiny policy can never meet ("zebra" is not in its vocabulary) and one the judge decides
@@ -43,6 +43,22 @@ def test_gap_by_hand():
     assert m["audit/gap"] == pytest.approx(0.4) and m["audit/train_pass_rate"] == pytest.approx(0.8)
     assert m["audit/audit_pass_rate"] == pytest.approx(0.4)
     assert gap_metrics([], [], []) == {"audit/n": 0.0}
+
+
+def test_the_completions_table_finds_each_completion_by_its_id():
+    from types import SimpleNamespace as J
+
+    from focal.rewards.reward import rollout_ids, verdict_columns
+
+    assert rollout_ids("s3-r1", 2) == ["s3-r1-0", "s3-r1-1"]
+    ids = ["b-x", "a"]  # any ids: a completion's row is its place in `ids`, never a number read out of the id
+    judged = [J(rollout_id="a", criterion_id="kind", score=1.0), J(rollout_id="b-x", criterion_id="kind", score=math.nan)]
+    pairs = [{"rollout_id": "a", "criterion_id": "zebra", "trained": 1.0, "audit": 0.0},
+             {"rollout_id": "other-process-0", "criterion_id": "zebra", "trained": 1.0, "audit": 1.0}]
+    out = verdict_columns(judged, ids, pairs)
+    assert [json.loads(c) for c in out["criteria"]] == [{"kind": None}, {"kind": 1.0}]
+    assert out["audit"] == [None, json.dumps({"zebra": [1.0, 0.0]})]
+    assert string_splits("focal/rewards/reward.py") == []  # no rollout id is parsed back
 
 
 def test_growth_is_last_third_minus_first_third():

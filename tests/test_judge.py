@@ -264,7 +264,7 @@ def test_the_throughput_and_modes_benchmarks_run_against_a_fake_server():
     params = Params()
     reqs = throughput.requests(params, 6)
     with FakeOpenAI() as server:
-        judge = Judge(params.judge, endpoint(server))  # as open_judge(..., cache=False) gives it
+        judge = Judge(params.judge, endpoint(server))  # as open_judge(JudgeSpec.from_params(params, None, cache=False)) gives it
         rows = throughput.measure(judge, reqs, [1, 2], repeats=2)
         calls = server.calls
         pairs = [Request(ITEM, c, text, f"r{i}") for i, text in enumerate(["GOOD", "bad"]) for c in (BINARY, PITFALL)]

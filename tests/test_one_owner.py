@@ -56,6 +56,16 @@ def test_one_function_builds_judge_requests():
     assert calls("Request") == [("benchmarks/judge.py", "requests"), ("focal/judging/prompts.py", "requests_for")]
 
 
+def test_one_function_builds_a_probe():
+    # a criterion asked to the judge with its check removed: agreement's check probes, the audit, the modes benchmark
+    # and Rubric-ARM's agreement all call focal.judging.prompts.probe; nothing else removes a check
+    removes = where(lambda n: isinstance(n, ast.keyword) and n.arg == "check"
+                    and isinstance(n.value, ast.Constant) and n.value.value is None)
+    assert removes == [("focal/judging/prompts.py", "probe")]
+    assert sorted(set(calls("probe"))) == [("benchmarks/judge_modes.py", "pairs"), ("focal/judging/agreement.py", "check_probes"),
+                                           ("focal/rewards/audit.py", "probes"), ("focal/training/rubricarm.py", "probe_asks")]
+
+
 def test_the_judge_template_is_read_in_one_place():
     reads = where(lambda n: isinstance(n, ast.Attribute) and n.attr == "judge_template" and isinstance(n.ctx, ast.Load))
     # from a rubric set (set_template), prepare writing it to paths.judge_template, the stages reading that

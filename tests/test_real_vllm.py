@@ -13,6 +13,7 @@ import pytest
 from focal.config import Params, Rubricgen
 from focal.core.cache import Cache
 from focal.judging.judge import open_judge
+from focal.judging.spec import JudgeSpec
 from focal.judging.prompts import Request
 from focal.rubrics.generate import RubricGenerator
 from focal.rubrics.sets import load_rubric_set
@@ -41,7 +42,7 @@ def params(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def judge(params):
-    with open_judge(params.judge, params.serve, params.paths, None, cache=False) as judge:  # local server, base model
+    with open_judge(JudgeSpec.from_params(params, None, cache=False)) as judge:  # local server, base model
         yield judge
 
 

@@ -338,6 +338,7 @@ def test_two_alternating_rounds_through_the_stage_with_hand_worked_rewards(tmp_p
 
 def test_disabled_writes_its_report_and_empty_folders_that_cannot_be_served(tmp_path):
     from focal.judging.judge import open_judge
+    from focal.judging.spec import JudgeSpec
     from stages import rubricarm
 
     path = tiny_project(tmp_path, tmp_path / "none", enabled=False)
@@ -350,7 +351,7 @@ def test_disabled_writes_its_report_and_empty_folders_that_cannot_be_served(tmp_
     assert pd.read_parquet(tmp_path / "data/pairs.parquet").empty
     with pytest.raises(ValueError, match="paths.judge_model is .*models/rubricarm/judge, which holds no model "
                                          r"\(no config.json\).*rubricarm.enabled: true"):
-        with open_judge(params.judge, params.serve, params.paths, None):
+        with open_judge(JudgeSpec.from_params(params, None)):
             pass
 
 

@@ -114,6 +114,7 @@ def evaluate_policies(params, benchmarks: dict) -> tuple[dict, "pd.DataFrame", "
     from pathlib import Path
 
     from focal.judging.prompts import requests_for
+    from focal.judging.spec import JudgeSpec
     from focal.judging.tables import judge_measured
     from focal.judging.tables import check_failure_budget
     from focal.serving.rollouts import Sampling, sample_policy
@@ -136,7 +137,7 @@ def evaluate_policies(params, benchmarks: dict) -> tuple[dict, "pd.DataFrame", "
     for bench, (items, template) in benchmarks.items():
         part = rollouts[rollouts.benchmark == bench]
         reqs = requests_for(part, {it.id: it for it in items}, f"evaluate ({bench})")
-        df, judged = judge_measured(params.judge, params.serve, params.paths, reqs, template)  # + the judge measured
+        df, judged = judge_measured(JudgeSpec.from_params(params, template), reqs)  # + the judge measured
         # each policy's rollout ids differ (they carry the policy's identity): its name comes with a join, not a string
         df = df.merge(part[["rollout_id", "policy_name"]], on="rollout_id", how="left", validate="many_to_one")
         df["benchmark"] = bench

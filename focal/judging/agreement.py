@@ -51,7 +51,7 @@ import math
 from dataclasses import dataclass
 
 from focal.core.cache import content_key
-from focal.judging.prompts import Request, requests_for
+from focal.judging.prompts import Request, probe, requests_for
 from focal.rubrics.formats import healthbench_item, read_jsonl
 from focal.rubrics.types import MET
 from focal.rubrics.types import Where
@@ -61,6 +61,7 @@ FIGURES = ("agreement", "kappa", "n", "tp", "fp", "fn", "tn", "missing")
 MEASURES = {"agreement": "the judge vs the checks", "consistency": "the judge vs itself, rubric item restated",
             "consistency/repeat": "the judge vs itself, the same request again"}
 RESTATED = "Consider this rubric item carefully: {text}"  # the rewording of consistency probes
+GROUPINGS = ("by_key", "by_category")  # what agreement figures are grouped by: criterion key, a label's category
 
 
 # ---- the math ---------------------------------------------------------------------
@@ -106,34 +107,58 @@ def met(score) -> bool | None:
     return None if _missing(score) else bool(score >= MET)
 
 
-def agreement_metrics(truth_scores, judged_scores, groups, prefix: str, by: str) -> dict:
-    """Flat metrics of satisfactions: `<prefix>/overall` (agreement), `<prefix>/kappa`, `<prefix>/n`, ... and
-    per group `<prefix>/<by>/<group>/agreement`, `.../kappa`, ...; NaN becomes None (null in JSON)."""
+def agreement_table(truth_scores, judged_scores, groups, by: str) -> dict[tuple, dict]:
+    """figures() of satisfactions overall (scope ()) and per group (scope (by, group)): the structure that
+    agreement_metrics names."""
+    if by not in GROUPINGS:
+        raise ValueError(f"agreement figures are grouped by one of {', '.join(GROUPINGS)}, got {by!r}")
     truth, judged, groups = [met(s) for s in truth_scores], [met(s) for s in judged_scores], list(groups)
-    out = _flat(prefix, figures(truth, judged), overall=True)
+    table = {(): figures(truth, judged)}
     for g in sorted(set(groups)):
         pick = [i for i, x in enumerate(groups) if x == g]
-        out |= _flat(f"{prefix}/{by}/{g}", figures([truth[i] for i in pick], [judged[i] for i in pick]))
-    return out
+        table[(by, g)] = figures([truth[i] for i in pick], [judged[i] for i in pick])
+    return table
 
 
-def _flat(prefix: str, f: dict, overall: bool = False) -> dict:
+def metric_name(prefix: str, scope: tuple, figure: str) -> str:
+    """The one builder of an agreement metric's name: `<prefix>/overall` (the overall agreement), `<prefix>/kappa`,
+    ..., and per group `<prefix>/<by>/<group>/<figure>`."""
+    if not scope:
+        return f"{prefix}/{'overall' if figure == 'agreement' else figure}"
+    return "/".join((prefix, *scope, figure))
+
+
+def agreement_metrics(truth_scores, judged_scores, groups, prefix: str, by: str) -> dict:
+    """Flat metrics of satisfactions (agreement_table, named by metric_name): `<prefix>/overall` (agreement),
+    `<prefix>/kappa`, `<prefix>/n`, ... and per group `<prefix>/<by>/<group>/agreement`, ...; NaN becomes None
+    (null in JSON)."""
     def value(v):
         return None if _missing(v) else (round(v, 4) if isinstance(v, float) else v)
 
-    return {f"{prefix}/{'overall' if overall and k == 'agreement' else k}": value(f[k]) for k in FIGURES}
+    table = agreement_table(truth_scores, judged_scores, groups, by)
+    return {metric_name(prefix, scope, k): value(f[k]) for scope, f in table.items() for k in FIGURES}
+
+
+def scopes(metrics: dict, prefix: str) -> list[tuple]:
+    """The scopes of a flat metrics dict (a metrics file read back) that agreement_metrics wrote under `prefix`:
+    () when its overall figures are there ([] otherwise), then each (by, group) with every figure there. A group is
+    found where metric_name would have put its `n`, and kept only if metric_name names all its figures: nothing
+    is split at '/' (a criterion key may hold one), and a nested prefix's figures (consistency/repeat under
+    consistency) are not this prefix's."""
+    if metric_name(prefix, (), "n") not in metrics:
+        return []
+    n = "/" + "n"  # how metric_name ends a group's `n`
+    heads = {by: metric_name(prefix, (by,), "") for by in GROUPINGS}  # `<prefix>/<by>/`
+    found = {(by, k[len(head):-len(n)]) for k in metrics for by, head in heads.items()
+             if k.startswith(head) and k.endswith(n)}
+    return [()] + sorted(s for s in found if all(metric_name(prefix, s, k) in metrics for k in FIGURES))
 
 
 def rows(metrics: dict, prefix: str) -> list[dict]:
     """One row per scope (overall, then each group) of what agreement_metrics wrote under `prefix`:
     for the evaluation report and the Prefect table artifact."""
-    if f"{prefix}/n" not in metrics:
-        return []
-    out = [{"scope": "overall", **{k: metrics[f"{prefix}/{'overall' if k == 'agreement' else k}"] for k in FIGURES}}]
-    scopes = sorted({k[len(prefix) + 1:].rsplit("/", 1)[0] for k in metrics
-                     if k.startswith(prefix + "/") and k.endswith("/kappa") and k != f"{prefix}/kappa"})
-    scopes = [s for s in scopes if s.startswith("by_")]  # not a nested prefix's (consistency/repeat)
-    return out + [{"scope": s, **{k: metrics[f"{prefix}/{s}/{k}"] for k in FIGURES}} for s in scopes]
+    return [{"scope": "/".join(s) or "overall", **{k: metrics[metric_name(prefix, s, k)] for k in FIGURES}}
+            for s in scopes(metrics, prefix)]
 
 
 def markdown(metrics: dict, prefix: str) -> str:
@@ -156,8 +181,7 @@ def sampled(rollout_id: str, criterion_id: str, share: float) -> bool:
 
 def check_probes(requests: list[Request], share: float) -> list[Request]:
     """The sampled check-decided requests, with the check removed, so that the LLM judge answers them."""
-    return [dataclasses.replace(r, criterion=dataclasses.replace(r.criterion, check=None)) for r in requests
-            if r.criterion.check is not None and sampled(r.rollout_id, r.criterion.id, share)]
+    return [probe(r) for r in requests if r.criterion.check is not None and sampled(r.rollout_id, r.criterion.id, share)]
 
 
 def restated_probes(requests: list[Request], share: float) -> list[Request]:

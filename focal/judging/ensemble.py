@@ -1,13 +1,13 @@
 """Several judges voting on each (rollout, criterion): majority or mean, each member's verdict kept.
 
-    with open_ensemble(params.ensemble, params.judge, params.serve, params.paths, template) as ens:  # or by hand:
+    with open_ensemble(params.ensemble, JudgeSpec.from_params(params, template)) as ens:  # or by hand:
         ens = Ensemble({"judge-b": judge_b, "judge-c": judge_c}, vote="majority")   # focal.judging.judge.open_judge's
     votes = ens.run(requests, known={"judge": [1.0, 0.0, ...]})   # a member whose answers are already in hand
     votes   # DataFrame: rollout_id, criterion_id, key, one column per member (its satisfaction), vote
 
 Each member is a focal.judging.judge.Judge with its own Endpoint, so its own identity and its
-own cache keys (`open_ensemble` opens each with focal.judging.judge.open_judge from the
-`ensemble` section). The judge stage measures the ensemble beside its members on the
+own cache keys (`open_ensemble` opens each with focal.judging.judge.open_judge, its spec
+the stage's judge spec at the member's endpoint: JudgeSpec.for_member). The judge stage measures the ensemble beside its members on the
 check probes (focal/judging/agreement.py `with_ensemble`: ensemble/agreement/* for the vote,
 ensemble/member/<name>/agreement/* for each member; the configured judge's own
 figures are agreement/*) and writes `votes` to paths.judge_votes.
@@ -23,7 +23,6 @@ Nothing to vote on (every member failed) is NaN.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import math
 from contextlib import ExitStack, contextmanager
 
@@ -32,6 +31,7 @@ import pandas as pd
 
 from focal.judging.judge import Judge, open_judge
 from focal.judging.prompts import Request
+from focal.judging.spec import JudgeSpec
 from focal.rubrics.types import MET
 
 VOTES = ("majority", "mean")
@@ -84,22 +84,15 @@ class Ensemble:
         return {f"ensemble/member/{n}/{k}": v for n, j in self.members.items() for k, v in j.stats.metrics().items()}
 
 
-def member_config(judge, member: dict):
-    """The judge.* section of an ensemble member: its base_url, model and API key (default judge.api_key_env),
-    judge.*'s decoding and bounds."""
-    return dataclasses.replace(judge, base_url=member["base_url"], model=member["model"],
-                               api_key_env=member.get("api_key_env") or judge.api_key_env)
-
-
 @contextmanager
-def open_ensemble(ensemble, judge, serve, paths, template: str | None):
+def open_ensemble(ensemble, spec: JudgeSpec):
     """The ensemble of the `ensemble` section (None without members): each member a judge opened by
-    focal.judging.judge.open_judge with member_config (its own endpoint, identity and API key), on paths.judge_cache."""
+    focal.judging.judge.open_judge from spec.for_member (its own endpoint, identity and API key; the judge's mode,
+    decoding, bounds, template and cache)."""
     if not ensemble.members:
         yield None
         return
     with ExitStack() as stack:
-        members = {m["name"]: stack.enter_context(open_judge(member_config(judge, m), serve, paths, template,
-                                                             param=f"ensemble.members[{i}].base_url"))
+        members = {m["name"]: stack.enter_context(open_judge(spec.for_member(m, i)))
                    for i, m in enumerate(ensemble.members)}
         yield Ensemble(members, ensemble.vote)

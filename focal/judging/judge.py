@@ -1,16 +1,19 @@
 """The judge client: judges requests through an OpenAI-compatible API, bounded, cached; `open_judge` is the one way
 to a ready judge.
 
-    with open_judge(params.judge, params.serve, params.paths, template) as judge:   # endpoint, identity, cache
+    spec = JudgeSpec.from_params(params, template)      # focal/judging/spec.py: built once per stage
+    with open_judge(spec) as judge:                        # endpoint, identity, cache
         judgments = judge.run(requests_for(rollouts, items, "data/rollouts.parquet"))
 
-What is asked and how an answer is read (prompts, schemas, parsing, cache keys,
-Request and Judgment) is focal/judging/prompts.py; judged tables, the failure budget and
-the judge stage's work are focal/judging/tables.py.
-- `open_judge` opens every judge (the configured one, the audit's, an ensemble
-  member's): its endpoint (judge.base_url, or the local vLLM server with the base
-  model, started only when some request needs a call: focal/serving/endpoints.py), its
-  identity fetched once, the cache at paths.judge_cache, the template.
+What is asked and how an answer is read (prompts, schemas, parsing, Request and
+Judgment) is focal/judging/prompts.py, each mode's request, parser and cache key
+focal/judging/modes.py; judged tables, the failure budget and the judge stage's work
+are focal/judging/tables.py.
+- `open_judge` opens every judge from its spec (focal/judging/spec.py: the configured
+  one, the audit's, an ensemble member's): its endpoint (judge.base_url, or the local
+  vLLM server with the base model, started only when some request needs a call:
+  focal/serving/endpoints.py), its identity fetched once, the cache at
+  paths.judge_cache, the template.
 - Bounded everything (focal/serving/client.py): `judge.concurrency` requests in flight,
   `judge.timeout_s` as a deadline on each whole request, `judge.max_retries`
   retries with jittered exponential backoff on timeouts, dropped connections, 429
@@ -27,11 +30,12 @@ the judge stage's work are focal/judging/tables.py.
 - judge.mode: per_criterion (one call per (rollout, criterion)), per_response (one
   call per response), one_token (one call per (rollout, criterion), one token, the
   verdict from its top_logprobs; a reply is cached whatever it holds, so a rerun
-  makes no call).
+  makes no call): each a class of focal/judging/modes.py's MODES, which owns the
+  request, the reply's parser and its part of the cache key.
 - Tokens come from the usage the server reports; `JudgeStats.metrics()` gives
   judge/prompt_tokens, judge/completion_tokens, judge/tokens and judge/cost_usd
   (judge.price_*_per_mtok).
-- A persistent SQLite cache keyed by who judges and how (judge_prompt.cache_key):
+- A persistent SQLite cache keyed by who judges and how (the mode's key):
   every success is committed at once, so a rerun or a restart after a crash makes no
   repeated calls, and another judge, mode, temperature or template never reuses an answer. Judges in several
   processes may share one cache: a judge claims a key before calling for it, and another that needs the same key
@@ -50,10 +54,9 @@ from dataclasses import dataclass, field
 from focal.core.cache import Cache
 from focal.serving.client import EndpointDown, Limiter, Pool, estimate_tokens, failure_kind, scrub, with_retries
 from focal.serving.endpoints import NO_ENDPOINT, Endpoint
-from focal.judging.prompts import (DEFAULT_TEMPLATE, AnswerError, Judgment, NoLogprobs, Request, answer_schema,
-                                answers_schema, cache_key, check_judgment, failed, judged, json_object, parse_answer,
-                                parse_answers, parse_verdict, render_prompt, render_response_prompt, response_cache_key,
-                                response_groups, verdict_of, verdict_prompt, verdict_tokens)
+from focal.judging.modes import get_mode
+from focal.judging.prompts import DEFAULT_TEMPLATE, AnswerError, Judgment, NoLogprobs, Request, check_judgment, failed, judged
+from focal.judging.spec import JudgeSpec
 
 CLAIM_POLL_S = 0.2  # how often a judge waiting for another judge's answer to the same key looks again
 
@@ -91,13 +94,15 @@ class JudgeStats:
 
 
 class Judge:
-    """Judges requests against an OpenAI-compatible endpoint; see the module docstring."""
+    """Judges requests against an OpenAI-compatible endpoint; see the module docstring. What is asked and how a reply
+    is read is the mode's (focal/judging/modes.py); the loop, bounds and cache are this class's."""
 
     def __init__(self, cfg, endpoint: Endpoint, template: str | None = None, cache: Cache | None = None):
         if not isinstance(endpoint, Endpoint):
             raise TypeError("Judge needs a focal.serving.endpoints.Endpoint (base_url, model, identity); "
                             "open a judge with focal.judging.judge.open_judge")
         self.cfg = cfg
+        self.mode = get_mode(cfg.mode)
         self.endpoint = endpoint
         self.template = template or DEFAULT_TEMPLATE
         self.cache = cache
@@ -111,29 +116,10 @@ class Judge:
         that compare settings on one server (benchmarks/judge.py, benchmarks/judge_modes.py)."""
         return Judge(dataclasses.replace(self.cfg, **changes), self.endpoint, self.template, self.cache)
 
-    @property
-    def one_token(self) -> bool:
-        return self.cfg.mode == "one_token"
-
-    def request_kwargs(self, prompt: str, schema: dict, answers: int = 0) -> dict:
-        """The arguments of one chat.completions.create call (benchmarks/judge.py sends exactly these);
-        answers > 0: a per-response call (schema "judgments") for that many criteria, judge.max_tokens each;
-        judge.mode one_token: one token, with the judge.top_logprobs most likely first tokens and no schema."""
-        kwargs = {"model": self.endpoint.model, "messages": [{"role": "user", "content": prompt}],
-                  "temperature": self.cfg.temperature}
-        if self.one_token:
-            return kwargs | {"max_tokens": 1, "logprobs": True, "top_logprobs": self.cfg.top_logprobs}
-        kwargs["max_tokens"] = self.cfg.max_tokens * max(answers, 1)
-        if self.cfg.structured:
-            kwargs["response_format"] = {"type": "json_schema", "json_schema": {
-                "name": "judgments" if answers else "judgment", "schema": schema, "strict": True}}
-        return kwargs
-
-    def prompt(self, r: Request) -> str:
-        """The prompt of one (rollout, criterion) request in this judge's mode."""
-        if self.one_token:
-            return verdict_prompt(self.template, r.item, r.criterion, r.response)
-        return render_prompt(self.template, r.item, r.criterion, r.response)
+    def request(self, reqs: list[Request]) -> tuple[str, dict]:
+        """(prompt, the arguments of its chat.completions.create call) of one unit in this judge's mode
+        (benchmarks/judge.py sends exactly these)."""
+        return self.mode.request(self.template, self.cfg, self.endpoint.model, reqs)
 
     async def _ask(self, pool: Pool, slot, prompt: str, kwargs: dict, parse):
         """The one loop of a unit: ask (transient failures retried by focal/serving/client.py, bounded), parse; an answer that
@@ -156,30 +142,8 @@ class Judge:
                 return None, failure_kind(e)[0], scrub(str(e), self.cfg.api_key_env)[:160], ""
         return last.partial, last.kind, scrub(str(last), self.cfg.api_key_env), last.raw
 
-    def _json_reply(self, choice, max_tokens: int) -> str:
-        """The answer text of a JSON-mode reply; AnswerError when it was cut off before the JSON closed."""
-        text = scrub(choice.message.content or "", self.cfg.api_key_env)  # what is stored: raw, the cache
-        if choice.finish_reason == "length":
-            try:
-                json_object(text)
-            except AnswerError:
-                raise AnswerError(f"cut off at max_tokens ({max_tokens}; raise judge.max_tokens): {text[:80]!r}",
-                                  raw=text) from None
-        return text
-
-    def _key(self, r: Request) -> str:
-        return cache_key(self.endpoint.identity, self.cfg, self.template, r.item, r.criterion, r.response, r.repeat)
-
-    def _response_key(self, reqs: list[Request]) -> str:
-        r = reqs[0]
-        return response_cache_key(self.endpoint.identity, self.cfg, self.template, r.item,
-                                  [q.criterion for q in reqs], r.response, r.repeat)
-
-    def _units(self, requests: list[Request]) -> list[list[int]]:
-        """What is decided together: [i] per request, or (per_response) one list per response's LLM-judged criteria."""
-        if self.cfg.mode != "per_response":
-            return [[i] for i in range(len(requests))]
-        return [[i] for i, r in enumerate(requests) if r.criterion.check is not None] + response_groups(requests)
+    def _key(self, reqs: list[Request]) -> str:
+        return self.mode.key(self.endpoint.identity, self.cfg, self.template, reqs)
 
     def _too_long(self, response: str) -> str:
         """The failure reason of a response over judge.max_response_chars ('' when it may be sent)."""
@@ -189,10 +153,10 @@ class Judge:
         return (f"the response has {len(response)} characters > judge.max_response_chars {cap}; it was not sent "
                 "(raise judge.max_response_chars if the judge's context holds it)")
 
-    def _refuse(self, reqs: list[Request], why: str) -> list[Judgment]:
-        """Judgments that failed before any call (too_long)."""
-        self.stats.failures["too_long"] += len(reqs)
-        return [failed(r, "", "too_long", why) for r in reqs]
+    def _refuse(self, reqs: list[Request], kind: str, why: str) -> list[Judgment]:
+        """Judgments that failed before any call (too_long, or a unit the mode cannot ask)."""
+        self.stats.failures[kind] += len(reqs)
+        return [failed(r, "", kind, why) for r in reqs]
 
     async def _lookup(self, key: str):
         """The cached answer for key; else None, once this judge holds the key's claim in the cache. While another
@@ -220,128 +184,62 @@ class Judge:
 
     def pending(self, requests: list[Request]) -> int:
         """How many API calls the requests would need (not a check, not cached)."""
-        if self.cfg.mode == "per_response":
-            return sum(not self._too_long(requests[g[0]].response)
-                       and not self._cached(self._response_key([requests[i] for i in g])) for g in response_groups(requests))
-        return sum(r.criterion.check is None and not self._too_long(r.response) and not self._cached(self._key(r))
-                   for r in requests)
+        units = [[requests[i] for i in u] for u in self.mode.units(requests)]
+        return sum(u[0].criterion.check is None and not self._too_long(u[0].response) and not self._cached(self._key(u))
+                   for u in units)
 
     async def _judge_unit(self, pool: Pool, slot, reqs: list[Request]) -> list[Judgment]:
+        """The judgments of one unit (the requests one call decides): checks locally, else from the cache or a call."""
         if reqs[0].criterion.check is not None:
             self.stats.checks += len(reqs)
             return [check_judgment(r) for r in reqs]
-        if self.cfg.mode == "per_response":
-            return await self._judge_response(pool, slot, reqs)
-        return [await self._judge(pool, slot, r) for r in reqs]
-
-    async def _judge(self, pool: Pool, slot, req: Request) -> Judgment:
-        """One (rollout, criterion) in one call (judge.mode per_criterion or one_token)."""
-        c = req.criterion
-        if too_long := self._too_long(req.response):
-            return self._refuse([req], too_long)[0]
-        if self.one_token and not verdict_tokens(c):
-            self.stats.failures["unsupported_scale"] += 1
-            return failed(req, "", "unsupported_scale", f"judge.mode one_token answers in one token, so a likert "
-                          f"scale must lie within 0-9 (this one is {c.scale.min:g}-{c.scale.max:g}); use judge.mode "
-                          "per_criterion for this rubric set")
-        key = self._key(req)
+        if too_long := self._too_long(reqs[0].response):
+            return self._refuse(reqs, "too_long", too_long)
+        if refused := self.mode.refusal(reqs):
+            return self._refuse(reqs, *refused)
+        key = self._key(reqs)
         hit = await self._lookup(key)
         if hit is not None:
-            self.stats.cache_hits += 1
-            return self._from_entry(req, hit, cached=True)
+            self.stats.cache_hits += len(reqs)
+            return self._read(reqs, hit, cached=True)
         try:
-            return await self._call(pool, slot, req, key)
+            return await self._call(pool, slot, reqs, key)
         finally:
             self._release(key)
 
-    async def _call(self, pool: Pool, slot, req: Request, key: str) -> Judgment:
-        """_judge's call, once the key's claim is held."""
-        c = req.criterion
-        prompt = self.prompt(req)
-        kwargs = self.request_kwargs(prompt, answer_schema(c))
+    async def _call(self, pool: Pool, slot, reqs: list[Request], key: str) -> list[Judgment]:
+        """_judge_unit's call, once the key's claim is held: a reply is cached, then read."""
+        prompt, kwargs = self.request(reqs)
 
         def parse(choice) -> dict:  # the cache entry of a reply
-            if self.one_token:
-                try:
-                    entry = parse_verdict(choice, c)
-                    return entry | {"answer": scrub(entry["answer"], self.cfg.api_key_env)}
-                except NoLogprobs as e:  # it never will: stop at once rather than fail every judgment
-                    raise EndpointDown(f"{self.endpoint.param} {self.endpoint.base_url} {e}") from None
-            text = self._json_reply(choice, kwargs["max_tokens"])
             try:
-                return {"answer": text, "value": parse_answer(text, c)}
-            except AnswerError as e:
-                raise AnswerError(str(e), raw=text) from None
+                return self.mode.parse(choice, reqs, kwargs, self.cfg)
+            except NoLogprobs as e:  # it never will: stop at once rather than fail every judgment
+                raise EndpointDown(f"{self.endpoint.param} {self.endpoint.base_url} {e}") from None
 
         t0 = time.perf_counter()
         entry, failure, reason, raw = await self._ask(pool, slot, prompt, kwargs, parse)
         latency = time.perf_counter() - t0
-        if failure:
-            self.stats.failures[failure] += 1
-            return failed(req, raw, failure, reason, latency_s=latency)
-        if self.cache is not None:
+        if failure and entry is None:
+            self.stats.failures[failure] += len(reqs)
+            return [failed(r, self.mode.unanswered(raw), failure, reason, latency_s=latency) for r in reqs]
+        if not failure and self.cache is not None:
             self.cache.put(key, entry)
-        return self._from_entry(req, entry, latency_s=latency)
+        return self._read(reqs, entry, latency_s=latency)  # a partial answer (per_response): its valid part kept
 
-    def _from_entry(self, req: Request, entry: dict, cached: bool = False, latency_s: float = 0.0) -> Judgment:
-        """The judgment of a reply (fresh or cached); one_token: judge.verdict applied to its stored probabilities,
-        a reply with no answer token among them a failed judgment (no_verdict)."""
-        c = req.criterion
-        try:
-            value = verdict_of(entry, c, self.cfg.verdict) if self.one_token else entry["value"]
-        except AnswerError as e:
-            self.stats.failures[e.kind] += 1
-            return failed(req, entry["answer"], e.kind, scrub(str(e), self.cfg.api_key_env), cached, latency_s)
-        return judged(req, entry["answer"], c.satisfaction(value), cached, latency_s)
-
-    async def _judge_response(self, pool: Pool, slot, reqs: list[Request]) -> list[Judgment]:
-        """Every LLM-judged criterion of one response in one call (judge.mode per_response); a criterion whose
-        part of the answer is missing or invalid after judge.parse_retries is NaN on its own."""
-        if too_long := self._too_long(reqs[0].response):
-            return self._refuse(reqs, too_long)
-        key = self._response_key(reqs)
-        hit = await self._lookup(key)
-        if hit is not None:
-            self.stats.cache_hits += len(reqs)
-            return [judged(r, hit["raws"][r.criterion.id], r.criterion.satisfaction(hit["values"][r.criterion.id]),
-                           cached=True) for r in reqs]
-        try:
-            return await self._call_response(pool, slot, reqs, key)
-        finally:
-            self._release(key)
-
-    async def _call_response(self, pool: Pool, slot, reqs: list[Request], key: str) -> list[Judgment]:
-        """_judge_response's call, once the key's claim is held."""
-        criteria, first = [r.criterion for r in reqs], reqs[0]
-        prompt = render_response_prompt(self.template, first.item, criteria, first.response)
-        kwargs = self.request_kwargs(prompt, answers_schema(criteria), answers=len(criteria))
-
-        def parse(choice):
-            text = self._json_reply(choice, kwargs["max_tokens"])
-            values, raws, errors = parse_answers(text, criteria)
-            if errors:  # asked again; if it stays so, the valid part is kept and the rest fails on its own
-                raise AnswerError(next(iter(errors.values())), raw=text, partial=(values, raws, errors))
-            return values, raws, text
-
-        t0 = time.perf_counter()
-        got, failure, reason, _ = await self._ask(pool, slot, prompt, kwargs, parse)
-        latency = time.perf_counter() - t0
-        if not failure:
-            values, raws, text = got
-            if self.cache is not None:
-                self.cache.put(key, {"answer": text, "values": values, "raws": raws})
-            return [judged(r, raws[r.criterion.id], r.criterion.satisfaction(values[r.criterion.id]),
-                           latency_s=latency) for r in reqs]
-        values, raws, errors = got or ({}, {}, {})
+    def _read(self, reqs: list[Request], entry: dict, cached: bool = False, latency_s: float = 0.0) -> list[Judgment]:
+        """The judgments of an entry (fresh, cached, or what a failed per-response answer did give): a request the
+        entry gives no verdict (one_token: no answer token among its top ones; per_response: its part invalid) is
+        a failed judgment of its own."""
         out = []
         for r in reqs:
-            cid = r.criterion.id
-            if cid in values and cid not in errors:
-                out.append(judged(r, raws[cid], r.criterion.satisfaction(values[cid]), latency_s=latency))
+            try:
+                raw, value = self.mode.read(entry, r, self.cfg)
+            except AnswerError as e:
+                self.stats.failures[e.kind] += 1
+                out.append(failed(r, e.raw, e.kind, scrub(str(e), self.cfg.api_key_env), cached, latency_s))
                 continue
-            why = scrub(errors[cid], self.cfg.api_key_env) if cid in errors else reason
-            self.stats.failures[failure] += 1
-            out.append(failed(r, raws.get(cid, ""), failure, why, latency_s=latency))
+            out.append(judged(r, raw, r.criterion.satisfaction(value), cached, latency_s))
         return out
 
     async def arun(self, requests: list[Request], progress: bool | None = None) -> list[Judgment]:
@@ -355,14 +253,14 @@ class Judge:
         slot = asyncio.Semaphore(self.cfg.concurrency)
         pool = Pool.connect(self.endpoint.base_urls, self.cfg.api_key_env, self.cfg.timeout_s, self.endpoint.param)
         async with pool:
-            units = self._units(requests)
+            units = self.mode.units(requests)
             tasks = [asyncio.ensure_future(self._judge_unit(pool, slot, [requests[i] for i in u])) for u in units]
             try:
                 if progress:
                     from tqdm import tqdm
 
                     for fut in tqdm(asyncio.as_completed(tasks), total=len(tasks), desc="judge",
-                                    unit="call" if self.cfg.mode == "per_response" else "judgment", mininterval=5):
+                                    unit=self.mode.counts, mininterval=5):
                         await fut
                 out = [None] * len(requests)
                 for u, judgments in zip(units, await asyncio.gather(*tasks)):
@@ -391,34 +289,30 @@ def OpenAIJudge(base_url: str, model: str, cache: str | None = None, template: s
     bounded by timeout_s), so cached verdicts are keyed by what actually answers. `cache`: a SQLite file that
     makes a rerun free (None: no cache). The pipeline's stages use open_judge, which this shares its parts with."""
     from focal.config import Judge as JudgeConfig
-    from focal.serving.endpoints import judge_identity
 
     if not base_url:
         raise ValueError("OpenAIJudge needs the endpoint's base_url, e.g. http://127.0.0.1:8000/v1")
-    cfg = JudgeConfig(base_url=base_url, model=model, **knobs)
-    identity = judge_identity(cfg, "", "OpenAIJudge base_url")
-    return Judge(cfg, Endpoint(base_url, model, identity, "OpenAIJudge base_url"), template,
-                 Cache(cache) if cache else None)
+    spec = JudgeSpec(JudgeConfig(base_url=base_url, model=model, **knobs), template, cache or "",
+                     source="OpenAIJudge base_url")
+    return Judge(spec.cfg, Endpoint(base_url, model, spec.identity(), spec.source), spec.template,
+                 Cache(spec.cache_path) if spec.cache_path else None)
 
 
 @contextmanager
-def open_judge(cfg, serve, paths, template: str | None, needed: bool = True, requests: list[Request] | None = None,
-               identity: str | None = None, param: str = "judge.base_url", cache: bool = True):
-    """The one way to a ready Judge: its endpoint (cfg.base_url, else the local vLLM server of `serve` with
-    paths.judge_model, started only when needed), its identity (fetched once: GET /models of a remote judge; pass
-    `identity` when it was fetched already, e.g. for a run key), the cache at paths.judge_cache (cache=False: none)
-    and the template (None: Focal's default). cfg is the judge.* section, or one shaped like it for another judge
-    (the audit's, an ensemble member's: base_url, model and api_key_env replaced; `param` names where it is set).
+def open_judge(spec: JudgeSpec, requests: list[Request] | None = None, identity: str | None = None):
+    """The one way to a ready Judge of `spec` (focal/judging/spec.py: the configured judge, the audit's, an ensemble
+    member's): its endpoint (spec.cfg.base_url, else the local vLLM server of spec.serve with spec.local_model,
+    started only when needed), its identity (fetched once: GET /models of a remote judge; pass `identity` when it
+    was fetched already, e.g. for a run key), its cache (spec.cache_path) and template. With `requests` of which
+    none needs a call (all checks or cached), no server is started."""
+    from focal.serving.endpoints import judge_endpoint
 
-    needed=False, or `requests` of which none needs a call (all checks or cached): no server is started."""
-    from focal.serving.endpoints import judge_endpoint, judge_identity
-
-    identity = identity or judge_identity(cfg, paths.judge_model, param)
-    store = Cache(paths.judge_cache) if cache else None
+    identity = identity or spec.identity()
+    store = Cache(spec.cache_path) if spec.cache_path else None
     try:
-        judge = Judge(cfg, Endpoint(NO_ENDPOINT, cfg.model, identity, param), template, store)
-        needed = needed and (requests is None or judge.pending(requests) > 0)
-        with judge_endpoint(cfg, serve, paths.judge_model, identity, needed, param) as endpoint:
+        judge = Judge(spec.cfg, Endpoint(NO_ENDPOINT, spec.cfg.model, identity, spec.source), spec.template, store)
+        needed = requests is None or judge.pending(requests) > 0
+        with judge_endpoint(spec.cfg, spec.serve, spec.local_model, identity, needed, spec.source) as endpoint:
             judge.endpoint = endpoint
             yield judge
     finally:

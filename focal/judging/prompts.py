@@ -3,7 +3,6 @@
     requests = requests_for(rollouts, items, "data/rollouts.parquet")    # one per (rollout, criterion)
     prompt = render_prompt(template, item, criterion, response)         # judge.mode per_criterion
     value = parse_answer('{"explanation": "..", "criteria_met": true}', criterion)
-    key = cache_key(identity, cfg, template, item, criterion, response)
 
 - The prompt is a template (the rubric set's, or focal/judging/template.md; `set_template`)
   with <<conversation>>, <<response>>, <<rubric_item>>, <<answer_format>> and the fence
@@ -26,14 +25,12 @@
 - A pitfall's judgment says whether the bad behaviour is present; the satisfaction is
   projected by focal.rubrics.sets.Criterion.satisfaction. Criteria with a programmatic check
   are decided locally (`check_judgment`).
-- Cache keys (`cache_key`, `response_cache_key`) hash who judges (the endpoint's
-  identity), how (`decoding`: every setting that can change an answer, the mode for
-  one_token), the template text and what is judged; `reward_identity` adds the mode
-  and verdict rule for run keys.
+- Which mode uses which of these, and each mode's cache key, is focal/judging/modes.py.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -41,7 +38,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from focal.core.cache import content_key
 from focal.rubrics.checks import run_check
 from focal.rubrics.sets import MARKER, Criterion, Item
 from focal.rubrics.types import MET
@@ -159,33 +155,6 @@ def set_template(rubric_set) -> str:
     return rubric_set.judge_template or DEFAULT_TEMPLATE
 
 
-# ---- cache keys ---------------------------------------------------------------------
-
-def cache_key(identity: str, cfg, template: str, item: Item, c: Criterion, response: str, repeat: int = 0) -> str:
-    """Everything that can change an answer: who judges (the endpoint's identity), how (every decoding
-    setting), with which prompt (template text) and on what (conversation, response, criterion). `repeat` > 0
-    asks the same request afresh (its own key; 0 adds nothing, so existing keys stay as they were)."""
-    return content_key("judge", identity, decoding(cfg), template, item.chat(), response, c.text, c.pitfall,
-                       c.scale.kind, c.scale.min, c.scale.max, *((("repeat", repeat),) if repeat > 0 else ()))
-
-
-def decoding(cfg) -> dict:
-    """The judge's decoding settings that can change an answer (one_token: the mode and how many top tokens are read;
-    judge.verdict is applied to the stored probabilities, so it is not part of it)."""
-    if getattr(cfg, "mode", "") == "one_token":
-        return {"mode": "one_token", "temperature": cfg.temperature, "top_logprobs": cfg.top_logprobs,
-                "seed": getattr(cfg, "seed", None)}
-    return {"temperature": cfg.temperature, "max_tokens": cfg.max_tokens, "structured": cfg.structured,
-            "seed": getattr(cfg, "seed", None)}
-
-
-def reward_identity(identity: str, cfg, template: str) -> list:
-    """Everything about judging that can change a reward: who answers (the endpoint's identity), its decoding,
-    the mode (per criterion, per response, one token; with one_token the verdict rule) and the prompt template.
-    For run keys and protocols."""
-    return [identity, decoding(cfg), cfg.mode, template] + ([cfg.verdict] if cfg.mode == "one_token" else [])
-
-
 # ---- judge.mode per_response: one call for every LLM-judged criterion of a response ----
 
 def rubric_list_text(criteria) -> str:
@@ -232,14 +201,6 @@ def parse_answers(text: str, criteria) -> tuple[dict, dict, dict]:
         except AnswerError as e:
             errors[c.id] = str(e)
     return values, raws, errors
-
-
-def response_cache_key(identity: str, cfg, template: str, item: Item, criteria, response: str,
-                       repeat: int = 0) -> str:
-    """cache_key's inputs for a per-response call: the mode, and every criterion judged in it (in order)."""
-    return content_key("judge", identity, decoding(cfg), template, "per_response", item.chat(), response,
-                       [(c.id, c.text, c.pitfall, c.scale.kind, c.scale.min, c.scale.max) for c in criteria],
-                       *((("repeat", repeat),) if repeat > 0 else ()))
 
 
 def response_groups(requests) -> list[list[int]]:
@@ -394,6 +355,12 @@ class Judgment:
     reason: str  # "" when it succeeded, else "<failure>: <what happened>" (scrubbed)
     cached: bool
     latency_s: float
+
+
+def probe(req: Request) -> Request:
+    """`req` with its criterion's check removed, so that the LLM judge is asked what the check decides: the one
+    builder of a probe (agreement's check probes, the reward audit, benchmarks/judge_modes, Rubric-ARM's agreement)."""
+    return dataclasses.replace(req, criterion=dataclasses.replace(req.criterion, check=None))
 
 
 def check_rollout_rows(rollouts, source: str) -> None:

@@ -1,7 +1,7 @@
 """Judged tables: the judge stage's work, the failure budget, and what the stages read to judge.
 
     requests = requests_for(pd.read_parquet(paths.rollouts), load_items(paths), paths.rollouts)
-    df, metrics = judge_measured(params.judge, params.serve, params.paths, requests, stage_template(paths))
+    df, metrics = judge_measured(JudgeSpec.from_params(params, stage_template(paths)), requests)
     check_failure_budget(df, params.judge.max_failure_share, "judge")
 
 - `judge_table`: requests judged by the configured judge (focal.judging.judge.open_judge: a
@@ -29,15 +29,16 @@ from focal.judging.agreement import (Labelled, check_probes, repeated_probes, re
                              with_labels, with_repeated, with_restated)
 from focal.judging.judge import open_judge
 from focal.judging.prompts import Judgment, Request
+from focal.judging.spec import JudgeSpec
 from focal.serving.client import CallsFailed, transient_kind
 
 
-def judge_table(cfg, serve, paths, requests: list[Request], template: str | None):
-    """Judge requests with the judge of `cfg` (judge.base_url, else the local vLLM server with the base model,
+def judge_table(spec: JudgeSpec, requests: list[Request]):
+    """Judge requests with the judge of `spec` (judge.base_url, else the local vLLM server with the base model,
     started only if some request is neither a check nor cached) and its cache: (judgments DataFrame, JudgeStats)."""
     import pandas as pd
 
-    with open_judge(cfg, serve, paths, template, requests=requests) as judge:
+    with open_judge(spec, requests) as judge:
         judgments = judge.run(requests, progress=True)
     columns = [f.name for f in dataclasses.fields(Judgment)]
     return pd.DataFrame([j.__dict__ for j in judgments], columns=columns), judge.stats
@@ -67,8 +68,8 @@ def load_items(paths) -> dict:
     return {row["prompt_id"]: item_from_row(row) for df in frames for _, row in df.iterrows()}
 
 
-def judge_measured(cfg, serve, paths, requests: list[Request], template: str | None, ensemble=None):
-    """Judge requests like focal.judging.judge.judge_table (cfg: the judge.* section), plus the check probes (judge.agreement_share) and the
+def judge_measured(spec: JudgeSpec, requests: list[Request], ensemble=None):
+    """Judge requests like judge_table (the judge of `spec`), plus the check probes (judge.agreement_share) and the
     restated and repeated probes (judge.consistency_share), in one call (one endpoint, one cache): (the judgments
     of `requests` only, judge/*, agreement/*, consistency/* and consistency/repeat/* metrics). judge/* count the
     probes' calls too; the probes never enter the returned table.
@@ -76,10 +77,11 @@ def judge_measured(cfg, serve, paths, requests: list[Request], template: str | N
     With `ensemble` (a focal.judging.ensemble.Ensemble of other judges), its members also answer the check probes and
     vote with the configured judge (member "judge"); ensemble/* metrics (with_ensemble) are added and the
     votes table is left in `ensemble.votes`."""
+    cfg = spec.cfg
     probes = {"checks": check_probes(requests, cfg.agreement_share),
               "restated": restated_probes(requests, cfg.consistency_share),
               "repeated": repeated_probes(requests, cfg.consistency_share)}
-    everything, stats = judge_table(cfg, serve, paths, requests + [r for p in probes.values() for r in p], template)
+    everything, stats = judge_table(spec, requests + [r for p in probes.values() for r in p])
     parts, start = {}, len(requests)
     for name, p in probes.items():
         parts[name], start = everything.iloc[start:start + len(p)], start + len(p)
@@ -93,10 +95,11 @@ def judge_measured(cfg, serve, paths, requests: list[Request], template: str | N
     return df, out
 
 
-def judge_labelled(cfg, serve, paths, labelled: list[Labelled]) -> dict:
-    """Judge the labelled requests with the judge of `cfg` and its cache (focal.judging.judge.judge_table, Focal's default
-    template) and return labels/* metrics (a failed judgment is counted in labels/missing, not compared)."""
-    df, _ = judge_table(cfg, serve, paths, [x.request for x in labelled], None)
+def judge_labelled(spec: JudgeSpec, labelled: list[Labelled]) -> dict:
+    """Judge the labelled requests with the judge of `spec` and its cache (judge_table; HealthBench's rows are asked
+    with Focal's default template: a spec with template None) and return labels/* metrics (a failed judgment is
+    counted in labels/missing, not compared)."""
+    df, _ = judge_table(spec, [x.request for x in labelled])
     return with_labels(labelled, df.score.tolist())
 
 

@@ -1,7 +1,7 @@
 """A reward-hacking audit during training: does the training judge pass what a second opinion fails?
 
     audit = Audit(share=0.25, source="checks")          # truth: the programmatic checks
-    with open_audit(params.audit, params.judge, params.serve, params.paths, template) as audit:  # the train stage
+    with open_audit(params.audit, JudgeSpec.from_params(params, template)) as audit:  # the train stage
     reward = FocalReward(items, "focal", judge=judge, audit=audit)   # logs criteria/<key>/audit_gap each step
 
 On a share `audit.share` of each generation batch's completions (picked by a hash of
@@ -32,7 +32,6 @@ fewer than 3 steps cannot grow. The train stage writes that verdict in its repor
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,7 +40,8 @@ import numpy as np
 
 from focal.judging.agreement import sampled
 from focal.judging.judge import Judge, open_judge
-from focal.judging.prompts import Judgment, Request
+from focal.judging.prompts import Judgment, Request, probe
+from focal.judging.spec import JudgeSpec
 from focal.rubrics.types import MET
 
 SOURCES = ("checks", "endpoint")
@@ -137,8 +137,7 @@ class Audit:
         check (source 'checks') or their LLM-judged criteria (source 'endpoint')."""
         picked = [r for r in requests if self.share > 0 and sampled(r.rollout_id, "audit", self.share)]
         if self.source == "checks":
-            return [dataclasses.replace(r, criterion=dataclasses.replace(r.criterion, check=None)) for r in picked
-                    if r.criterion.check is not None]
+            return [probe(r) for r in picked if r.criterion.check is not None]
         return [r for r in picked if r.criterion.check is None]
 
     async def judged(self, training: Judge, requests: list[Request]) -> tuple[list[Judgment], list[dict]]:
@@ -157,16 +156,15 @@ class Audit:
 # ---- the train stage's side --------------------------------------------------------------
 
 @contextmanager
-def open_audit(audit, judge, serve, paths, template: str | None, needed: bool = True):
+def open_audit(audit, spec: JudgeSpec, needed: bool = True):
     """The audit the `audit` section asks for (None when audit.share is 0 or no judge is `needed`); source
-    'endpoint' gets a judge at audit.base_url opened by focal.judging.judge.open_judge, with judge.*'s decoding and bounds
-    and its own identity (so its own cache keys)."""
+    'endpoint' gets a judge at audit.base_url opened by focal.judging.judge.open_judge from spec.for_audit: the
+    training judge's mode, decoding, bounds, template and cache, and its own identity (so its own cache keys)."""
     if audit.share == 0 or not needed:
         yield None
         return
     if audit.source == "checks":
         yield Audit(audit.share, audit.source)
         return
-    cfg = dataclasses.replace(judge, base_url=audit.base_url, model=audit.model, api_key_env=audit.api_key_env)
-    with open_judge(cfg, serve, paths, template, param="audit.base_url") as second:
+    with open_judge(spec.for_audit(audit)) as second:
         yield Audit(audit.share, audit.source, second)

@@ -1,7 +1,7 @@
 """FocalReward: a TRL reward function that judges each completion on its rubric and aggregates the batch.
 
     from focal import FocalReward
-    with open_judge(params.judge, params.serve, params.paths, template) as judge:   # focal.judging.judge: cached
+    with open_judge(JudgeSpec.from_params(params, template)) as judge:   # focal.judging.judge: cached
         reward = FocalReward(items, aggregator="focal", judge=judge)   # items: {prompt_id: Item}
     reward = FocalReward(items, aggregator="focal", checks_only=True)   # no judge: only criteria with a check
     trainer = GRPOTrainer(model=..., reward_funcs=[reward], train_dataset=ds, args=cfg)  # ds has prompt_id
@@ -107,21 +107,29 @@ def judge_deltas(before: dict, after: dict) -> dict:
     return out
 
 
-def verdict_columns(judgments, n: int, tag: str, pairs: list[dict] | None) -> dict[str, list]:
-    """TRL completions-table columns of this process's n completions: `criteria` (JSON {criterion id: r}) and, with
-    an audit, `audit` (JSON {criterion id: [training r, audit r]}, None when the completion was not audited)."""
+def rollout_ids(tag: str, n: int) -> list[str]:
+    """The rollout ids of one call's n completions, `<tag>-<i>` (tag: step and process). A completion's index is its
+    place in this list (looked up by id), never read back out of the id."""
+    return [f"{tag}-{i}" for i in range(n)]
+
+
+def verdict_columns(judgments, ids: list[str], pairs: list[dict] | None) -> dict[str, list]:
+    """TRL completions-table columns of this process's completions (`ids`: their rollout ids, in order): `criteria`
+    (JSON {criterion id: r}) and, with an audit, `audit` (JSON {criterion id: [training r, audit r]}, None when the
+    completion was not audited)."""
     def r(x):
         return None if x != x else round(float(x), 4)
 
-    by_row = [{} for _ in range(n)]
+    row = {rid: i for i, rid in enumerate(ids)}
+    by_row = [{} for _ in ids]
     for j in judgments:
-        by_row[int(j.rollout_id.rsplit("-", 1)[1])][j.criterion_id] = r(j.score)
+        by_row[row[j.rollout_id]][j.criterion_id] = r(j.score)
     out = {"criteria": [json.dumps(v, sort_keys=True) for v in by_row]}
     if pairs is not None:
-        audited = [{} for _ in range(n)]
+        audited = [{} for _ in ids]
         for p in pairs:
-            if p["rollout_id"].startswith(f"{tag}-"):
-                audited[int(p["rollout_id"].rsplit("-", 1)[1])][p["criterion_id"]] = [r(p["trained"]), r(p["audit"])]
+            if p["rollout_id"] in row:
+                audited[row[p["rollout_id"]]][p["criterion_id"]] = [r(p["trained"]), r(p["audit"])]
         out["audit"] = [json.dumps(v, sort_keys=True) if v else None for v in audited]
     return out
 
@@ -184,11 +192,12 @@ class FocalReward:
             raise ValueError(f"checkpoint was written with aggregator {saved['aggregator']!r}, not {self.aggregator!r}")
         self.state, self.step = FocalState(dict(saved["m"])), int(saved["step"])
 
-    def requests(self, prompt_ids, texts, tag: str = "") -> list[Request]:
-        """One request per (completion, criterion) (focal.judging.judge.requests_for); rollout ids `<tag>-<i>` (tag: step
-        and process)."""
-        rows = [{"prompt_id": pid, "rollout_id": f"{tag or f's{self.step}'}-{i}", "completion": text}
-                for i, (pid, text) in enumerate(zip(prompt_ids, texts))]
+    def requests(self, prompt_ids, texts, ids: list[str] | None = None) -> list[Request]:
+        """One request per (completion, criterion) (focal.judging.prompts.requests_for); `ids`: the completions'
+        rollout ids (default rollout_ids of this step)."""
+        ids = ids or rollout_ids(f"s{self.step}", len(texts))
+        rows = [{"prompt_id": pid, "rollout_id": rid, "completion": text}
+                for pid, text, rid in zip(prompt_ids, texts, ids)]
         return requests_for(rows, self.items, "FocalReward", only_checks=self.checks_only,
                             fix="the training dataset's prompt_id column must match the items")
 
@@ -201,8 +210,8 @@ class FocalReward:
         t0 = time.perf_counter()
         texts = [completion_text(c) for c in completions]
         processes, rank = world()
-        tag = f"s{self.step}-r{rank}"
-        reqs = self.requests(prompt_id, texts, tag)
+        ids = rollout_ids(f"s{self.step}-r{rank}", len(texts))
+        reqs = self.requests(prompt_id, texts, ids)
         pairs = None
         if self.judge is None:
             judgments, counts = decide_checks(reqs), {"judge/calls": 0, "judge/cache_hits": 0, "judge/failures": 0}
@@ -218,7 +227,7 @@ class FocalReward:
                 counts |= {f"audit/{k}": v for k, v in judge_deltas(other, second.stats.metrics()).items()}
         t1 = time.perf_counter()
         if log_extra is not None:
-            for column, values in verdict_columns(judgments, len(texts), tag, pairs).items():
+            for column, values in verdict_columns(judgments, ids, pairs).items():
                 log_extra(column, values)
         rows = [j.__dict__ for j in judgments]
         if processes > 1:  # TRL gives each process its share of the batch (a group may be split): aggregate it whole
@@ -235,7 +244,7 @@ class FocalReward:
             self.state = out.state
             index = {rid: k for k, rid in enumerate(m.rollout_ids)}
             values = out.as_list()
-            rewards = [values[index[f"{tag}-{i}"]] if f"{tag}-{i}" in index else None for i in range(len(texts))]
+            rewards = [values[index[rid]] if rid in index else None for rid in ids]
             metrics = step_metrics(m.r, m.w, m.groups, m.categories, m.keys, out, pitfall=m.pitfall)
             judged = df[df.source == "judge"]
             if len(judged):  # a judge that gives every rollout of a group the same verdict teaches nothing

@@ -166,10 +166,6 @@ def reference_rubric(prompt_id: str, items: dict) -> tuple:
     return tuple(c for c in criteria if c.check is not None) or criteria or GENERIC
 
 
-def unchecked(c: Criterion) -> Criterion:
-    return dataclasses.replace(c, check=None)
-
-
 # ---- models in-process ------------------------------------------------------------------------------
 
 def load_model(folder):
@@ -450,7 +446,7 @@ def measure(arm: Arm, generator_dir, judge_dir) -> dict:
 def probe_asks(arm: Arm) -> list[tuple]:
     """(conversation, checked criteria without their checks, response, the checks' satisfactions) for the first
     `rubricarm.agreement_rollouts` held-out rollouts whose prompt has checked criteria."""
-    from focal.judging.prompts import check_judgment, requests_for
+    from focal.judging.prompts import check_judgment, probe, requests_for
 
     out = []
     for r in arm.probes.itertuples():
@@ -461,7 +457,7 @@ def probe_asks(arm: Arm) -> list[tuple]:
                                arm.items, "rubricarm probes", only_checks=True)
         if checked:
             truth = [check_judgment(q).score for q in checked]
-            out.append((item, tuple(unchecked(q.criterion) for q in checked), r.completion, truth))
+            out.append((item, tuple(probe(q).criterion for q in checked), r.completion, truth))
     return out[: arm.cfg.agreement_rollouts or None]
 
 
