@@ -19,6 +19,7 @@ _NAMES = {
     "Item": "focal.rubrics.sets",
     "Criterion": "focal.rubrics.sets",
     "Check": "focal.rubrics.sets",
+    "smollm2": "focal.serving.weights",
     "aggregate": "focal.rewards.aggregators",
     "AGGREGATORS": "focal.rewards.aggregators",
 }
