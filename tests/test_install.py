@@ -138,6 +138,15 @@ def test_the_wheel_ships_the_rubric_sets_and_the_starter(tmp_path):
         "RubricSet('support': 2 items (1 train, 1 eval), 4 criteria (2 checked, 2 judged), saturation_key='id')"]
 
 
+def test_the_docs_and_pyproject_name_the_same_pythons():
+    project = PYPROJECT["project"]
+    admitted = [f"3.{minor}" for minor in range(8, 16) if f"3.{minor}" in SpecifierSet(project["requires-python"])]
+    classified = [c.rsplit(" :: ", 1)[1] for c in project["classifiers"] if c.startswith("Programming Language :: Python :: 3.")]
+    assert admitted == classified == ["3.11", "3.12"]
+    assert "Focal runs on Python 3.11 or 3.12" in (ROOT / "docs" / "getting-started.md").read_text()
+    assert "Python 3.11 or 3.12" in (ROOT / "README.md").read_text()
+
+
 def requirements() -> dict[str, list[Requirement]]:
     project = PYPROJECT["project"]
     out = {"core": [Requirement(r) for r in project["dependencies"]]}
