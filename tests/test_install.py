@@ -107,15 +107,20 @@ def test_a_missing_extra_is_named():
     assert "prefect" in lines[0] and "pip install 'focal[all]'" in lines[0], lines
 
 
-def test_the_wheel_ships_the_rubric_sets_and_the_starter(tmp_path):
-    """`pip install .` builds this wheel: the shipped sets load by their bare name from any folder, and `focal new`
-    finds its starter, with no clone around."""
-    source = tmp_path / "source"  # a copy: building in this checkout would leave build/ behind
+def package_source(source: Path) -> Path:
+    """What `pip install .` builds from, copied (building in this checkout would leave build/ behind)."""
     for name in ("focal", "flows", "stages", "benchmarks", "rubrics"):
         shutil.copytree(ROOT / name, source / name, symlinks=True,  # focal/rubrics/shipped stays the link it is
                         ignore=shutil.ignore_patterns("__pycache__", "results"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
+    return source
+
+
+def test_the_wheel_ships_the_rubric_sets_and_the_starter(tmp_path):
+    """`pip install .` builds this wheel: the shipped sets load by their bare name from any folder, and `focal new`
+    finds its starter, with no clone around."""
+    source = package_source(tmp_path / "source")
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", str(source),
                            "-w", str(tmp_path / "dist")], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -189,11 +194,7 @@ def test_python_312_installs_the_core_and_passes_its_tests(tmp_path):
     subprocess.run([python312, "-m", "venv", str(venv)], check=True)
     py = str(venv / "bin" / "python")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    source = tmp_path / "source"  # a copy: building in this checkout would leave build/ behind
-    for name in ("focal", "flows", "stages", "benchmarks"):
-        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "results"))
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, source / name)
+    source = package_source(tmp_path / "source")
     proc = subprocess.run([py, "-m", "pip", "install", "--progress-bar", "off", f"{source}[test]"],
                           capture_output=True, text=True, env=env, timeout=800)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
