@@ -343,3 +343,18 @@ def test_the_starter_set_is_valid_and_never_overwrites(tmp_path):
     assert (folder / "prompts.yaml").read_text() == "# mine\n"
     with pytest.raises(RubricError, match="a rubric set's name is letters, digits"):
         new_rubric_set(tmp_path / "rubrics" / "two words")
+
+
+def test_a_stage_prints_each_mistake_of_a_set_on_its_own_error_line(tmp_path, capsys):
+    from focal.core.stage import run_stage
+
+    params = tmp_path / "params.yaml"
+    params.write_text("{}\n")
+
+    def run(p):
+        load_rubric_set(write_set(tmp_path, THREE_MISTAKES["prompts.yaml"], THREE_MISTAKES["set.yaml"]))
+
+    with pytest.raises(SystemExit) as exit:
+        run_stage(run, "a stage", (), argv=["--params", str(params)])
+    lines = capsys.readouterr().err.splitlines()
+    assert exit.value.code == 1 and len(lines) == 4 and all(line.startswith("error: ") for line in lines), lines
