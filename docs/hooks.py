@@ -3,7 +3,9 @@
 - reference/params.md: every params.yaml key from focal/config.py, with its default, its allowed values and
   its help text (the same source `python -m focal.config` writes params.yaml from);
 - api/<module>.md: one page per focal/ module, rendered from its docstrings by mkdocstrings, listed in the nav
-  under Reference > API (a new module gets its page with no edit here).
+  under Reference > API (a new module gets its page with no edit here);
+- on every page, a `<word>` that is not an HTML element (`criteria/<key>/weight` in a docstring, `<<response>>` in
+  a template's description) is shown as text: Markdown passes it to the browser as a tag, which hides it.
 
     .venv/bin/mkdocs build --strict        # runs these hooks; tests/test_docs.py builds the site too
 """
@@ -11,6 +13,8 @@
 from __future__ import annotations
 
 import dataclasses
+import html
+import re
 import sys
 from pathlib import Path
 
@@ -81,6 +85,26 @@ def _first_line(module: str) -> str:
     return _cell(doc.strip().splitlines()[0] if doc.strip() else "")
 
 
+# The elements a page's content may hold: HTML's, the few SVG ones, and mkdocs-autorefs' <autoref> (resolved later).
+HTML_ELEMENTS = frozenset("""
+    a abbr address area article aside audio b base bdi bdo blockquote body br button canvas caption cite code col
+    colgroup data datalist dd del details dfn dialog div dl dt em embed fieldset figcaption figure footer form h1 h2
+    h3 h4 h5 h6 head header hgroup hr html i iframe img input ins kbd label legend li link main map mark menu meta
+    meter nav noscript object ol optgroup option output p param picture pre progress q rp rt ruby s samp script
+    search section select slot small source span strong style sub summary sup table tbody td template textarea tfoot
+    th thead time title tr track u ul var video wbr
+    svg g path circle ellipse line polyline polygon rect defs use symbol tspan
+    autoref
+""".split())
+TAG = re.compile(r"</?([A-Za-z][\w.:-]*)[^<>]*>")
+
+
+def escape_unknown_tags(content: str) -> str:
+    """Show as text every `<name ...>` whose name is not an element of HTML_ELEMENTS (a docstring's
+    `criteria/<key>/weight`, a template's `<<response>>`), instead of letting the browser swallow it as a tag."""
+    return TAG.sub(lambda m: m.group(0) if m.group(1).lower() in HTML_ELEMENTS else html.escape(m.group(0)), content)
+
+
 # ---- MkDocs events ------------------------------------------------------------------------
 
 def on_config(config, **kwargs):
@@ -109,3 +133,8 @@ def on_files(files, config, **kwargs):
     for uri, content in pages.items():
         files.append(File.generated(config, uri, content=content))
     return files
+
+
+def on_page_content(content, page, config, files, **kwargs):
+    """Escape the tags that are not HTML (escape_unknown_tags) in every page's content, docstrings included."""
+    return escape_unknown_tags(content)

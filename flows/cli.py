@@ -4,6 +4,8 @@
     focal retrain [--aggregator A] [--rubric-set S] [--steps N]   # one retraining run (flows/retrain.py)
     focal serve [--model DIR]                     # vLLM's OpenAI-compatible server until Ctrl-C / SIGTERM
     focal judge ROLLOUTS [--out OUT]              # judge a rollouts file (parquet or jsonl) ad hoc
+    focal validate PATH                           # every mistake of a rubric set, in one run (exit 2 if any)
+    focal new DOMAIN                              # write rubrics/DOMAIN/: a commented starter rubric set
     focal eval                                    # dvc repro evaluate: the evaluate stage, through DVC
     focal deploy [--cron "0 3 * * 0"] [--interval SECONDS]   # scheduled retraining, served (flows/deploy.py)
     python -m flows.cli --help                    # the same, without the installed script
@@ -36,8 +38,9 @@ import typer
 from flows.run_options import flag, given, taken
 from focal.config import load_params
 
+# rich_markup_mode=None: click's plain help; Typer's rich help shows a flag as taking a value (`--flow <bool>`).
 app = typer.Typer(help=__doc__.split("\n\n")[0], no_args_is_help=True, add_completion=False,
-                  pretty_exceptions_enable=False, rich_markup_mode="markdown")
+                  pretty_exceptions_enable=False, rich_markup_mode=None)
 
 ParamsOpt = Annotated[str, typer.Option("--params", help="the params file")]
 StagesOpt = Annotated[Optional[list[str]], typer.Option(
@@ -195,7 +198,7 @@ def repro(params: str, names: list[str] | None, flow: bool) -> None:
     repo = Path(params).resolve().parent  # DVC runs there, whatever this folder is
     if Path(params).name != "params.yaml":
         raise ValueError(f"--params {params}: dvc repro reads ./params.yaml (the one beside dvc.yaml); vary a key "
-                         "with `dvc exp run -S section.key=value`")
+                         "with `dvc exp run -S section.key=value` (to check a rubric set: `focal validate PATH`)")
     targets = dvc_targets(names, repo)
     if flow:
         raise typer.Exit(run_flow("flows.pipeline", "--stages", ",".join(targets), "--repo", str(repo)))
@@ -321,7 +324,7 @@ JUDGE_HINT = ("the judge is judge.base_url, else the local server (serve.*, `mak
 
 @app.command()
 @friendly(f"{PARAMS_HINT}; `focal judge --help`")
-def judge(rollouts: Annotated[str, typer.Argument(help="rollouts file (.parquet or .jsonl): prompt_id, completion, "
+def judge(rollouts: Annotated[str, typer.Argument(metavar="ROLLOUTS", help="rollouts file (.parquet or .jsonl): prompt_id, completion, "
                                                        "optional rollout_id")],
           out: Annotated[Optional[str], typer.Option("--out", help="judgments parquet "
                                                      "(default: ROLLOUTS with suffix .judgments.parquet)")] = None,
@@ -343,6 +346,44 @@ def judge(rollouts: Annotated[str, typer.Argument(help="rollouts file (.parquet 
     m = stats.metrics()
     typer.echo(f"{out}: {len(df)} judgments ({m['judge/checks']} by checks), {m['judge/calls']} API calls, "
                f"{failure_text(df)}; mean score {df.score.mean():.3f} over the {df.score.notna().sum()} that did not fail")
+
+
+@app.command()
+@friendly("give a rubric set's folder (the one with set.yaml) or a shipped set's name; `focal validate --help`")
+def validate(path: Annotated[str, typer.Argument(metavar="PATH", help="a rubric set folder (with its set.yaml), or "
+                                                      "the name of a shipped set (default, health, ifeval)")]):
+    """Check a rubric set and print every mistake in it: file, line, item, field and the fix; exit 2 if any.
+
+    Reads the set's folder only: no params file, no DVC, nothing written. The same
+    validation runs wherever a set is loaded (load_rubric_set, the prepare stage).
+    """
+    from focal.rubrics.sets import RubricError, load_rubric_set
+
+    try:
+        rs = load_rubric_set(path)
+    except RubricError as e:
+        for line in e.errors:
+            typer.echo(f"error: {line}", err=True)
+        n = len(e.errors)
+        typer.echo(f"{path}: {n} error{'s' * (n > 1)}; fix {'them' if n > 1 else 'it'} and run "
+                   f"`focal validate {path}` again (the format: docs/rubrics.md)", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"{path}: valid rubric set {rs.name!r}: {rs.summary()}")
+
+
+@app.command()
+@friendly("a rubric set's name is letters, digits and _ . : -; `focal new --help`")
+def new(domain: Annotated[str, typer.Argument(metavar="DOMAIN",
+                                               help="the new set's name: rubrics/DOMAIN/ is written")]):
+    """Write rubrics/DOMAIN/, a starter rubric set (set.yaml, prompts.yaml) with every field explained in comments.
+
+    Each prompt has one criterion decided by a check and one asked of the judge;
+    `focal validate rubrics/DOMAIN` passes on it as written. An existing folder is never overwritten.
+    """
+    from focal.rubrics.sets import new_rubric_set
+
+    folder = new_rubric_set(Path("rubrics") / domain)
+    typer.echo(f"{folder}: written (set.yaml, prompts.yaml); edit the prompts, then `focal validate {folder}`")
 
 
 @app.command("eval")
@@ -367,6 +408,10 @@ def deploy(cron: Annotated[Optional[str], typer.Option("--cron", help="cron sche
     from flows.deploy import serve as serve_deployment
 
     serve_deployment(".", cron, interval, **options)
+
+
+for _command in app.registered_commands:  # click's plain help cuts a summary at ~45 characters: give it whole
+    _command.short_help = inspect.getdoc(_command.callback).split("\n\n")[0]
 
 
 if __name__ == "__main__":

@@ -2,9 +2,10 @@
 
     from focal import FocalReward, OpenAIJudge, load_rubric_set
 
-    rubrics = load_rubric_set("rubrics/default")
-    reward = FocalReward(rubrics, aggregator="focal", judge=OpenAIJudge("http://127.0.0.1:8000/v1", "my-judge"))
-    # GRPOTrainer(model=..., reward_funcs=reward, train_dataset=rubrics.dataset("train"), args=GRPOConfig(...))
+    rubrics = load_rubric_set("default")      # a shipped set by name, or your folder: "rubrics/<name>"
+    reward = FocalReward(rubrics, aggregator="focal", judge=OpenAIJudge("http://127.0.0.1:8001/v1", "my-judge"))
+    # GRPOTrainer(model=..., reward_funcs=[reward], train_dataset=rubrics.dataset("train"), args=GRPOConfig(...))
+    # smollm2(): SmolLM2-135M-Instruct as a local folder, for model=... (the README's quickstart)
 
 Every name here is importable without torch, TRL or the pipeline tools (the core install: `pip install .` in a clone).
 """
@@ -19,6 +20,7 @@ _NAMES = {
     "Item": "focal.rubrics.sets",
     "Criterion": "focal.rubrics.sets",
     "Check": "focal.rubrics.sets",
+    "smollm2": "focal.serving.weights",
     "aggregate": "focal.rewards.aggregators",
     "AGGREGATORS": "focal.rewards.aggregators",
 }

@@ -56,7 +56,7 @@ def test_short_forms_fill_the_first_parameter():
 
 
 @pytest.mark.parametrize("name, raw, message", [
-    ("max_wordz", 3, "unknown check 'max_wordz'; valid checks: all_lowercase"),
+    ("max_wordz", 3, "unknown check 'max_wordz': did you mean 'max_words'?; valid checks: all_lowercase"),
     ("max_words", {"m": 3}, "check 'max_words' has no parameter 'm'; write `check: {max_words: <integer >= 0>}`"),
     ("max_count", {"text": "!"}, "check 'max_count' is missing its parameter 'n'; "
                                  "write `check: {max_count: {text: <non-empty text>, n: <integer >= 0>}}`"),

@@ -36,7 +36,7 @@ def flat(text: str) -> str:
 def test_the_help_lists_every_command_with_what_it_does():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0, result.output
-    assert sorted(COMMANDS) == ["deploy", "eval", "judge", "retrain", "run", "serve"]
+    assert sorted(COMMANDS) == ["deploy", "eval", "judge", "new", "retrain", "run", "serve", "validate"]
     for name, command in COMMANDS.items():
         first_sentence = command.help.split(": ")[0].split(". ")[0].split(" (")[0]
         assert re.search(rf"\b{name} {re.escape(flat(first_sentence))}", flat(result.output)), (name, result.output)
@@ -53,6 +53,12 @@ def test_every_command_help_says_what_it_does_and_every_option(name):
         shown = param.name.upper() if param.param_type_name == "argument" else param.opts[0]
         assert param.help and f"{shown} " in out and flat(param.help) in out, (shown, out)
     assert runner.invoke(app, [name, "--no-such-option"]).exit_code == 2
+
+
+def test_a_flag_is_not_shown_as_taking_a_value():
+    outputs = [runner.invoke(app, ["--help"]).output] + [runner.invoke(app, [n, "--help"]).output for n in COMMANDS]
+    assert all("<bool>" not in out for out in outputs), [out for out in outputs if "<bool>" in out][0]
+    assert "--flow " in flat(runner.invoke(app, ["run", "--help"]).output)
 
 
 def assert_one_line_error(code: int, stderr: str, *expected: str):
@@ -205,3 +211,55 @@ def test_ctrl_c_stops_the_flow_its_stage_and_its_server_within_seconds(tmp_path,
     assert "focal: stopping flows.pipeline (SIGTERM" in out, out[-3000:]  # the CLI forwarded Ctrl-C once
     assert "stopped 1 model server(s)" in out, out[-3000:]  # the flow stopped the server kept for the next stage
     assert re.search(r"Flow run '[^']+' - Finished in state Crashed\(", out), out[-3000:]  # not Completed
+
+
+MISTAKES = """\
+- id: p1
+  prompt: Say hi.
+  criteria:
+    - {id: polite, text: Greet them, then ask how they are, weight: 2}
+    - id: short
+      text: At most 5 words.
+      wieght: 2
+      check: {max_words: 5}
+- id: p2
+  prompt: Say bye.
+  criteria:
+    - {id: brief, text: Is brief., weight: 1, check: {max_wordz: 3}}
+"""
+
+
+def test_focal_validate_reports_every_mistake_in_one_run_and_writes_nothing(tmp_path, monkeypatch):
+    folder = tmp_path / "rubrics" / "mine"
+    folder.mkdir(parents=True)
+    (folder / "set.yaml").write_text("format: focal\n")
+    (folder / "prompts.yaml").write_text(MISTAKES)
+    monkeypatch.chdir(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    result = runner.invoke(app, ["validate", "rubrics/mine"])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert [e.split(": ")[1] for e in errors] == ["rubrics/mine/prompts.yaml:4", "rubrics/mine/prompts.yaml:5",
+                                                  "rubrics/mine/prompts.yaml:12"], result.stderr
+    assert 'quote the text: `text: "Greet them, then ask how they are"`' in errors[0]
+    assert "field 'wieght' is not a criterion field: did you mean 'weight'?" in errors[1]
+    assert "unknown check 'max_wordz': did you mean 'max_words'?" in errors[2]
+    assert "rubrics/mine: 3 errors; fix them and run `focal validate rubrics/mine` again" in result.stderr
+    assert sorted(tmp_path.rglob("*")) == before  # no params file read, no DVC, nothing written
+    (folder / "prompts.yaml").write_text(MISTAKES.replace(", then ask how they are", "").replace("wieght", "weight")
+                                         .replace("max_wordz", "max_words"))
+    result = runner.invoke(app, ["validate", "rubrics/mine"])
+    assert result.exit_code == 0 and result.stdout.startswith("rubrics/mine: valid rubric set 'mine': 2 items "
+                                                              "(2 train, 0 eval), 3 criteria (2 checked, 1 judged)")
+
+
+def test_focal_new_writes_a_set_that_focal_validate_passes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["new", "support"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "rubrics" / "support").iterdir()) == ["prompts.yaml", "set.yaml"]
+    result = runner.invoke(app, ["validate", "rubrics/support"])
+    assert result.exit_code == 0, result.output
+    assert "valid rubric set 'support': 2 items (1 train, 1 eval), 4 criteria (2 checked, 2 judged)" in result.stdout
+    result = runner.invoke(app, ["new", "support"])  # never overwrites
+    assert_one_line_error(result.exit_code, result.stderr, "rubrics/support: already exists")

@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -95,11 +96,60 @@ def test_a_missing_extra_is_named():
     # the IFEval checkers come with the `ifeval` extra: without it, the error says what to install
     proc = blocked("from focal.rubrics.checks import run_check\nrun_check('ifeval', {'id': 'punctuation:no_comma'}, 'a b')")
     assert proc.returncode == 1 and "pip install 'focal[ifeval]'" in proc.stderr, proc.stderr[-2000:]
+    # the README's training dataset needs `datasets`, which comes with the train extra
+    proc = blocked("from focal import load_rubric_set\nload_rubric_set('default').dataset()")
+    assert proc.returncode == 1 and "ModuleNotFoundError: RubricSet.dataset needs the `datasets` package, which " \
+        "comes with TRL: pip install 'focal[train]'" in proc.stderr, proc.stderr[-2000:]
     # the `focal` command starts with the core; a pipeline command says which install it needs, in one line
     proc = blocked("from flows.cli import app\napp(['retrain', '--steps', '1'])")
     lines = proc.stderr.splitlines()
     assert proc.returncode == 2 and len(lines) == 2 and lines[0].startswith("error: "), proc.stderr[-2000:]
     assert "prefect" in lines[0] and "pip install 'focal[all]'" in lines[0], lines
+
+
+def package_source(source: Path) -> Path:
+    """What `pip install .` builds from, copied (building in this checkout would leave build/ behind)."""
+    for name in ("focal", "flows", "stages", "benchmarks", "rubrics"):
+        shutil.copytree(ROOT / name, source / name, symlinks=True,  # focal/rubrics/shipped stays the link it is
+                        ignore=shutil.ignore_patterns("__pycache__", "results"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    return source
+
+
+def test_the_wheel_ships_the_rubric_sets_and_the_starter(tmp_path):
+    """`pip install .` builds this wheel: the shipped sets load by their bare name from any folder, and `focal new`
+    finds its starter, with no clone around."""
+    source = package_source(tmp_path / "source")
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", str(source),
+                           "-w", str(tmp_path / "dist")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (wheel,) = (tmp_path / "dist").glob("focal-*.whl")
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    shipped = site / "focal" / "rubrics" / "shipped"
+    assert sorted(p.name for p in shipped.iterdir()) == ["default", "health", "ifeval"] and not shipped.is_symlink()
+    work = tmp_path / "work"
+    work.mkdir()
+    script = ("from focal.rubrics.sets import load_rubric_set, new_rubric_set\n"
+              "print(load_rubric_set('default'), load_rubric_set('health').name)\n"
+              "print(load_rubric_set(new_rubric_set('rubrics/support')))")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=work,
+                          env={**os.environ, "PYTHONPATH": str(site)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.splitlines() == [
+        "RubricSet('default': 64 items (48 train, 16 eval), 386 criteria (183 checked, 203 judged), "
+        "saturation_key='id') health",
+        "RubricSet('support': 2 items (1 train, 1 eval), 4 criteria (2 checked, 2 judged), saturation_key='id')"]
+
+
+def test_the_docs_and_pyproject_name_the_same_pythons():
+    project = PYPROJECT["project"]
+    admitted = [f"3.{minor}" for minor in range(8, 16) if f"3.{minor}" in SpecifierSet(project["requires-python"])]
+    classified = [c.rsplit(" :: ", 1)[1] for c in project["classifiers"] if c.startswith("Programming Language :: Python :: 3.")]
+    assert admitted == classified == ["3.11", "3.12"]
+    assert "Focal runs on Python 3.11 or 3.12" in (ROOT / "docs" / "getting-started.md").read_text()
+    assert "Python 3.11 or 3.12" in (ROOT / "README.md").read_text()
 
 
 def requirements() -> dict[str, list[Requirement]]:
@@ -144,11 +194,7 @@ def test_python_312_installs_the_core_and_passes_its_tests(tmp_path):
     subprocess.run([python312, "-m", "venv", str(venv)], check=True)
     py = str(venv / "bin" / "python")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    source = tmp_path / "source"  # a copy: building in this checkout would leave build/ behind
-    for name in ("focal", "flows", "stages", "benchmarks"):
-        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "results"))
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, source / name)
+    source = package_source(tmp_path / "source")
     proc = subprocess.run([py, "-m", "pip", "install", "--progress-bar", "off", f"{source}[test]"],
                           capture_output=True, text=True, env=env, timeout=800)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]

@@ -28,7 +28,7 @@ def test_satisfaction_projection():
 
 def write_set(tmp_path, prompts: str, meta: str = "format: focal\n") -> Path:
     folder = tmp_path / "myset"
-    folder.mkdir()
+    folder.mkdir(parents=True)
     (folder / "set.yaml").write_text(meta)
     (folder / "prompts.yaml").write_text(prompts)
     return folder
@@ -60,7 +60,7 @@ def test_load_focal_format(tmp_path):
 
 @pytest.mark.parametrize("broken, expected", [
     (GOOD.replace("      weight: 2\n", ""), r"prompts.yaml:4: item 'p1' criterion 'short' field 'weight' is missing; add `weight: <number>`"),
-    (GOOD.replace("max_words: 5", "max_wordz: 5"), r"prompts.yaml:4: item 'p1' criterion 'short' field 'check' unknown check 'max_wordz'; valid checks:"),
+    (GOOD.replace("max_words: 5", "max_wordz: 5"), r"prompts.yaml:4: item 'p1' criterion 'short' field 'check' unknown check 'max_wordz': did you mean 'max_words'\?; valid checks:"),
     (GOOD.replace("  prompt: Say hi.\n", "  prompt: [Say hi.\n"), r"prompts.yaml:3: invalid YAML"),
     (GOOD.replace("weight: 3", "weight: -3"), r"criterion 'rude' field 'weight' must be > 0, got -3.0; a negative weight is written as a positive weight with `category: pitfall`"),
     (GOOD.replace("      weight: 3\n", "      weight: 3\n      wieght: 1\n"), r"criterion 'rude' field 'wieght' is not a criterion field"),
@@ -256,3 +256,105 @@ def test_default_set_matches_its_brief():
     checked = sum(c.check is not None for c in crits)
     assert 0.25 < checked / len(crits) < 0.75  # both checks and judged criteria
     assert len({c.category for c in crits}) >= 4
+
+
+THREE_MISTAKES = {  # three unrelated mistakes in three places: one run reports each with its line and fix
+    "set.yaml": "format: focal\nsaturation_key: ids\n",
+    "prompts.yaml": GOOD.replace("      weight: 2\n", "      wieght: 2\n")
+    + "- id: p2\n  criteria:\n    - {id: polite, text: Verify the address, then reply, weight: 1}\n",
+}
+
+
+def test_every_mistake_of_a_set_is_reported_in_one_pass(tmp_path):
+    folder = write_set(tmp_path, THREE_MISTAKES["prompts.yaml"], THREE_MISTAKES["set.yaml"])
+    with pytest.raises(RubricError) as info:
+        load_rubric_set(folder)
+    errors = info.value.errors
+    assert [e.split(": ", 1)[0] for e in errors] == [
+        f"{folder / 'set.yaml'}", f"{folder / 'prompts.yaml'}:4", f"{folder / 'prompts.yaml'}:12",
+        f"{folder / 'prompts.yaml'}:14"], errors
+    assert "field 'saturation_key' must be `id` or `category`, got 'ids'" in errors[0]
+    assert "item 'p1' criterion 'short' field 'wieght' is not a criterion field: did you mean 'weight'?" in errors[1]
+    assert "item 'p2' field 'prompt' is missing or empty" in errors[2]
+    assert "item 'p2' criterion 'polite' field 'then reply'" in errors[3]
+    assert str(info.value) == "\n".join(errors)
+
+
+def test_a_misspelt_field_gets_did_you_mean_and_nothing_else(tmp_path):
+    cases = [(GOOD.replace("      weight: 2\n", "      wieght: 2\n"), "criterion 'short' field 'wieght' is not a "
+              "criterion field: did you mean 'weight'?; write `weight:`"),
+             (GOOD.replace("  prompt:", "  promt:"), "item 'p1' field 'promt' is not an item field: did you mean "
+              "'prompt'?; write `prompt:`"),
+             (GOOD.replace("  criteria:", "  critera:"), "item 'p1' field 'critera' is not an item field: did you "
+              "mean 'criteria'?")]
+    for i, (text, expected) in enumerate(cases):
+        with pytest.raises(RubricError) as info:
+            load_rubric_set(write_set(tmp_path / str(i), text))
+        (error,) = info.value.errors  # the misspelt field only: not also "'weight' is missing"
+        assert expected in error, error
+    with pytest.raises(RubricError, match=re.escape("field 'fromat' is not a set.yaml field: did you mean 'format'?")):
+        load_rubric_set(write_set(tmp_path / "meta", GOOD, "fromat: focal\n"))
+
+
+def test_an_unquoted_comma_in_braces_says_to_quote_the_text(tmp_path):
+    text = GOOD + "- id: p2\n  prompt: Hi.\n  criteria:\n    - {id: polite, text: Verify the email address, then reply, weight: 2}\n"
+    with pytest.raises(RubricError) as info:
+        load_rubric_set(write_set(tmp_path, text))
+    (error,) = info.value.errors
+    assert error.endswith("item 'p2' criterion 'polite' field 'then reply' is not a criterion field: it looks like "
+                          "the rest of field 'text' after an unquoted comma (in `{...}`, a comma ends a field); "
+                          'quote the text: `text: "Verify the email address, then reply"`'), error
+
+
+def test_a_rubric_set_prints_as_a_short_summary():
+    rs = load_rubric_set(RUBRICS / "default")
+    assert repr(rs) == ("RubricSet('default': 64 items (48 train, 16 eval), 386 criteria (183 checked, 203 judged), "
+                        "saturation_key='id')")
+    assert str(rs) == repr(rs)
+
+
+def test_a_bare_name_is_a_folder_here_else_a_shipped_set(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # outside the clone: no rubrics/ folder here
+    assert load_rubric_set("default").name == "default" and len(load_rubric_set("health").items) == 28
+    write_set(tmp_path, GOOD)
+    (tmp_path / "default").mkdir()
+    shutil.copy(tmp_path / "myset" / "set.yaml", tmp_path / "default")
+    shutil.copy(tmp_path / "myset" / "prompts.yaml", tmp_path / "default")
+    assert [it.id for it in load_rubric_set("default").items] == ["p1"]  # a folder of that name here wins
+    with pytest.raises(RubricError, match=re.escape("rubrics/default: no such rubric set folder; give a folder with a "
+                                                    "set.yaml (`focal new NAME` writes one), or a shipped set by its "
+                                                    "bare name: default, health, ifeval")):
+        load_rubric_set("rubrics/default")  # a path is a path: only a bare name finds a shipped set
+
+
+def test_the_starter_set_is_valid_and_never_overwrites(tmp_path):
+    from focal.rubrics.sets import new_rubric_set
+
+    folder = new_rubric_set(tmp_path / "rubrics" / "support")
+    rs = load_rubric_set(folder)
+    assert rs.name == "support" and [(it.id, it.split) for it in rs.items] == [("p001", "train"), ("p002", "eval")]
+    for it in rs.items:  # one checked and one judged criterion per prompt
+        assert sorted(c.check is None for c in it.criteria) == [False, True], it.id
+    text = (folder / "prompts.yaml").read_text()
+    assert "support" in text and "{name}" not in text and text.count("#") >= 10  # commented, named
+    (folder / "prompts.yaml").write_text("# mine\n")
+    with pytest.raises(RubricError, match="already exists"):
+        new_rubric_set(folder)
+    assert (folder / "prompts.yaml").read_text() == "# mine\n"
+    with pytest.raises(RubricError, match="a rubric set's name is letters, digits"):
+        new_rubric_set(tmp_path / "rubrics" / "two words")
+
+
+def test_a_stage_prints_each_mistake_of_a_set_on_its_own_error_line(tmp_path, capsys):
+    from focal.core.stage import run_stage
+
+    params = tmp_path / "params.yaml"
+    params.write_text("{}\n")
+
+    def run(p):
+        load_rubric_set(write_set(tmp_path, THREE_MISTAKES["prompts.yaml"], THREE_MISTAKES["set.yaml"]))
+
+    with pytest.raises(SystemExit) as exit:
+        run_stage(run, "a stage", (), argv=["--params", str(params)])
+    lines = capsys.readouterr().err.splitlines()
+    assert exit.value.code == 1 and len(lines) == 4 and all(line.startswith("error: ") for line in lines), lines

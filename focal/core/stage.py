@@ -57,7 +57,8 @@ def run_stage(run, doc: str, reads, argv=None) -> None:
         path = ap.parse_args(argv).params
         run(Declared(load_params(path), reads, stage, path))
     except ValueError as e:  # RubricError, config and data errors: the message names file, field and fix
-        print(f"error: {e}", file=sys.stderr)
+        for line in str(e).splitlines() or [""]:  # a rubric set's mistakes: one line each (RubricError.errors)
+            print(f"error: {line}", file=sys.stderr)
         sys.exit(EX_TEMPFAIL if getattr(e, "transient", False) else 1)  # transient: focal.serving.client.CallsFailed
     except KeyboardInterrupt:
         print(f"{stage}: interrupted (Ctrl-C); every output is as it was or whole, none half-written",

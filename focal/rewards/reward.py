@@ -1,10 +1,12 @@
 """FocalReward: a TRL reward function that judges each completion on its rubric and aggregates the batch.
 
-    from focal import FocalReward
-    with open_judge(JudgeSpec.from_params(params, template)) as judge:   # focal.judging.judge: cached
-        reward = FocalReward(items, aggregator="focal", judge=judge)   # items: {prompt_id: Item}
-    reward = FocalReward(items, aggregator="focal", checks_only=True)   # no judge: only criteria with a check
-    trainer = GRPOTrainer(model=..., reward_funcs=[reward], train_dataset=ds, args=cfg)  # ds has prompt_id
+    from focal import FocalReward, OpenAIJudge, load_rubric_set
+    rubrics = load_rubric_set("default")      # a shipped set by name, or your folder: "rubrics/<name>"
+    judge = OpenAIJudge("http://127.0.0.1:8001/v1", "my-judge", cache="judge.sqlite")   # any OpenAI-compatible server
+    reward = FocalReward(rubrics, aggregator="focal", judge=judge)
+    trainer = GRPOTrainer(model=..., reward_funcs=[reward], train_dataset=rubrics.dataset("train"), args=cfg)
+    FocalReward(load_rubric_set("ifeval"), aggregator="focal")   # no judge: every criterion of that set is checked
+    FocalReward(rubrics, aggregator="focal", checks_only=True)   # no judge: only the criteria that have a check
 
 Called by TRL once per generation batch (all P*G completions). It is async (TRL
 awaits it on its own event loop), so it also works where a loop is already running
@@ -15,13 +17,13 @@ aggregator (`static`, `gdpo`, `pow3r`, `focal`, `strict`, `min`) and carry
 Focal's state to the next step. A failed judgment is left out of its row (see
 focal/rewards/aggregators.py); a completion with nothing judged gets None (TRL's "could not
 score"); with `max_failure_share`, a step in which more of the judge's calls failed stops
-training. Through TRL's `log_metric` it logs docs/method.md's names: criteria/<key>/*,
-rubric/*, judge/*, train/aggregate_s and train/judge_s; rubric/zero_std_frac (groups
-whose rewards are all equal: no gradient) and criteria/<key>/judge_constant (groups
+training. Through TRL's `log_metric` it logs docs/method.md's names: `criteria/<key>/*`,
+`rubric/*`, `judge/*`, `train/aggregate_s` and `train/judge_s`; `rubric/zero_std_frac` (groups
+whose rewards are all equal: no gradient) and `criteria/<key>/judge_constant` (groups
 in which the judge gave every rollout the same verdict) say whether anything can be
-learned (focal.training.trainer.SignalGate acts on them). judge/* are this call's share of every
+learned (focal.training.trainer.SignalGate acts on them). `judge/*` are this call's share of every
 numeric count the judge's `stats.metrics()` reports (calls, cache hits, failures,
-tokens, ...; a per-call mean such as judge/latency_s is this call's mean).
+tokens, ...; a per-call mean such as `judge/latency_s` is this call's mean).
 
 With `audit=focal.rewards.audit.Audit(...)`, a share of the completions also gets a second
 opinion (the checks, or another endpoint) and criteria/<key>/audit_gap, audit/* are
@@ -154,8 +156,9 @@ def state_from_judgments(df: pd.DataFrame) -> FocalState:
 class FocalReward:
     """The TRL reward function: judge a batch, build the satisfaction matrix, aggregate (docs/method.md).
 
-        reward = FocalReward(load_rubric_set("rubrics/default"), aggregator="focal", judge=OpenAIJudge(url, model))
-        GRPOTrainer(model=..., reward_funcs=reward, train_dataset=rubric_set.dataset("train"), ...)
+        rubrics = load_rubric_set("default")
+        reward = FocalReward(rubrics, aggregator="focal", judge=OpenAIJudge(url, model))
+        GRPOTrainer(model=..., reward_funcs=[reward], train_dataset=rubrics.dataset("train"), ...)
 
     `items`: a RubricSet, a list of Items, or {prompt id: Item}; the training dataset's `prompt_id` column names
     each completion's item. `judge`: a focal.judging.judge.Judge (OpenAIJudge, or open_judge in the pipeline); None with

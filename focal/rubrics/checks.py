@@ -14,6 +14,7 @@ apart so that the rubric loader can say where it is.
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import json
 import re
@@ -223,7 +224,9 @@ AT_LEAST_ONE = {("min_words", "n"), ("min_lines", "n"), ("min_count", "n"),
 
 def _known(name: str) -> None:
     if name not in CHECKS:
-        raise CheckError(f"unknown check {name!r}", f"valid checks: {', '.join(sorted(CHECKS))}")
+        near = difflib.get_close_matches(str(name), CHECKS, n=1, cutoff=0.6)
+        raise CheckError(f"unknown check {name!r}" + (f": did you mean {near[0]!r}?" if near else ""),
+                         f"valid checks: {', '.join(sorted(CHECKS))}")
 
 
 def _parameters(name: str) -> list[inspect.Parameter]:

@@ -35,7 +35,8 @@ import json
 import re
 from pathlib import Path
 
-from focal.rubrics.types import Criterion, Item, RubricError, Where, hash_split, make_item, parse_criterion, read_text
+from focal.rubrics.types import (Criterion, Item, Problems, RubricError, Where, hash_split, make_item, parse_criterion,
+                                parse_each, read_text)
 
 _RAR_CATEGORY = re.compile(r"^\s*(essential|important|optional|pitfall)\s+criteri(?:a|on)\s*:\s*", re.I)
 _WB_LEVELS = ("1-2", "3-4", "5-6", "7-8", "9-10")
@@ -43,17 +44,20 @@ _WB_LEVELS = ("1-2", "3-4", "5-6", "7-8", "9-10")
 
 def read_jsonl(path: Path) -> list[tuple[int, dict]]:
     """(line number, row) for each non-empty line; bad JSON names the line."""
-    rows = []
+    rows, problems = [], Problems()
     for n, line in enumerate(read_text(path).splitlines(), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
-            raise RubricError(f"{path}:{n}: invalid JSON ({e.msg} at column {e.colno}); fix that line") from None
+            problems.add(RubricError(f"{path}:{n}: invalid JSON ({e.msg} at column {e.colno}); fix that line"))
+            continue
         if not isinstance(row, dict):
-            raise RubricError(f"{path}:{n}: each line must be a JSON object, got {type(row).__name__}")
+            problems.add(RubricError(f"{path}:{n}: each line must be a JSON object, got {type(row).__name__}"))
+            continue
         rows.append((n, row))
+    problems.check()
     return rows
 
 
@@ -100,7 +104,7 @@ def healthbench_item(row: dict, where: Where, eval_fraction: float) -> Item:
 
 
 def load_healthbench(path: Path, eval_fraction: float) -> list[Item]:
-    return [healthbench_item(row, Where(path, n, f"line {n}"), eval_fraction) for n, row in read_jsonl(path)]
+    return parse_each(lambda r: healthbench_item(r[1], Where(path, r[0], f"line {r[0]}"), eval_fraction), read_jsonl(path))
 
 
 # ---- RaR (Rubrics as Rewards) -------------------------------------------------------
@@ -122,17 +126,18 @@ def rar_criteria(rubric: list, where: Where) -> list[Criterion]:
     return out
 
 
+def rar_item(n: int, row: dict, path: Path, eval_fraction: float) -> Item:
+    iid = str(row.get("id") or f"rar{n}")
+    where = Where(path, n, iid)
+    prompt = row.get("prompt") or row.get("question")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise where.error("prompt", "is missing (also looked for `question`)", "each row needs the prompt text")
+    criteria = rar_criteria(_req(row, "rubric", where, list), where)
+    return make_item(iid, prompt.strip(), criteria, row.get("split") or hash_split(iid, eval_fraction), where)
+
+
 def load_rar(path: Path, eval_fraction: float) -> list[Item]:
-    items = []
-    for n, row in read_jsonl(path):
-        iid = str(row.get("id") or f"rar{n}")
-        where = Where(path, n, iid)
-        prompt = row.get("prompt") or row.get("question")
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise where.error("prompt", "is missing (also looked for `question`)", "each row needs the prompt text")
-        criteria = rar_criteria(_req(row, "rubric", where, list), where)
-        items.append(make_item(iid, prompt.strip(), criteria, row.get("split") or hash_split(iid, eval_fraction), where))
-    return items
+    return parse_each(lambda r: rar_item(*r, path, eval_fraction), read_jsonl(path))
 
 
 # ---- Chasing the Tail ---------------------------------------------------------------
@@ -156,15 +161,16 @@ def chasing_the_tail_criteria(rubric: list, where: Where) -> list[Criterion]:
     return out
 
 
+def chasing_the_tail_item(n: int, row: dict, path: Path, eval_fraction: float) -> Item:
+    iid = str(row.get("id") or f"ctt{n}")
+    where = Where(path, n, iid)
+    criteria = chasing_the_tail_criteria(_req(row, "rubric", where, list), where)
+    return make_item(iid, _req(row, "prompt", where).strip(), criteria,
+                     row.get("split") or hash_split(iid, eval_fraction), where)
+
+
 def load_chasing_the_tail(path: Path, eval_fraction: float) -> list[Item]:
-    items = []
-    for n, row in read_jsonl(path):
-        iid = str(row.get("id") or f"ctt{n}")
-        where = Where(path, n, iid)
-        criteria = chasing_the_tail_criteria(_req(row, "rubric", where, list), where)
-        items.append(make_item(iid, _req(row, "prompt", where).strip(), criteria,
-                               row.get("split") or hash_split(iid, eval_fraction), where))
-    return items
+    return parse_each(lambda r: chasing_the_tail_item(*r, path, eval_fraction), read_jsonl(path))
 
 
 # ---- WritingBench -------------------------------------------------------------------
@@ -190,7 +196,7 @@ def writingbench_item(row: dict, where: Where, eval_fraction: float) -> Item:
 
 def load_writingbench(path: Path, eval_fraction: float, limit: int | None = None) -> list[Item]:
     rows = read_jsonl(path)[:limit]
-    return [writingbench_item(row, Where(path, n, f"line {n}"), eval_fraction) for n, row in rows]
+    return parse_each(lambda r: writingbench_item(r[1], Where(path, r[0], f"line {r[0]}"), eval_fraction), rows)
 
 
 # ---- IFEval's input format ----------------------------------------------------------
@@ -244,8 +250,9 @@ def load_ifeval(path: Path, eval_fraction: float, registry: str = "ifeval") -> l
     from focal.rubrics.ifeval import available
 
     items, missing, rows_out = [], {}, 0
-    for n, row in read_jsonl(path):
-        it = ifeval_item(row, Where(path, n, f"line {n}"), eval_fraction, registry)
+    rows = parse_each(lambda r: ifeval_item(r[1], Where(path, r[0], f"line {r[0]}"), eval_fraction, registry),
+                      read_jsonl(path))
+    for it in rows:
         gone = [c.check.params["id"] for c in it.criteria
                 if not available(registry, c.check.params["id"], c.check.params.get("kwargs") or {}, it.prompt)]
         for iid in gone:
@@ -266,5 +273,5 @@ def load_ifbench(path: Path, eval_fraction: float) -> list[Item]:
     return load_ifeval(path, eval_fraction, "ifbench")
 
 
-__all__ = ["read_jsonl", "ifeval_item", "load_ifeval", "load_ifbench", "load_healthbench", "load_rar", "load_chasing_the_tail", "load_writingbench",
+__all__ = ["read_jsonl", "ifeval_item", "rar_item", "chasing_the_tail_item", "load_ifeval", "load_ifbench", "load_healthbench", "load_rar", "load_chasing_the_tail", "load_writingbench",
            "healthbench_item", "rar_criteria", "chasing_the_tail_criteria", "writingbench_item"]

@@ -6,8 +6,13 @@ or a file in a format users already have (see focal/rubrics/formats.py: healthbe
 rar, chasing_the_tail, writingbench).
 
     from focal.rubrics.sets import load_rubric_set
-    rs = load_rubric_set("rubrics/default")
+    rs = load_rubric_set("rubrics/default")   # a folder
+    rs = load_rubric_set("default")           # a bare name: ./default if that folder exists, else the shipped set
     rs.items[0].criteria[0].text
+
+The sets shipped with Focal (default, health, ifeval: the repository's rubrics/ folder) are package data
+(focal/rubrics/shipped links to rubrics/), so a bare name finds them after `pip install`, from any folder.
+`new_rubric_set` writes a commented starter set (`focal new DOMAIN`).
 
 Focal's item format (one YAML list entry per prompt):
 
@@ -46,8 +51,8 @@ from focal.config import check_unique_keys
 from focal.rubrics.formats import load_chasing_the_tail, load_healthbench, load_ifbench, load_ifeval, load_rar, load_writingbench
 # The item types and their validation live in focal/rubrics/types.py; the ones callers used to import
 # from here stay importable from here (see __all__).
-from focal.rubrics.types import (CATEGORIES, Check, Criterion, Item, RubricError, Scale, Where, make_item, number,
-                         parse_criterion, parse_item, read_text)
+from focal.rubrics.types import (CATEGORIES, IDENTIFIER, Check, Criterion, Item, Problems, RubricError, Scale, Where,
+                                make_item, number, parse_criterion, parse_each, parse_item, read_fields, read_text)
 
 
 # Judge-template markers (filled by focal/judging/judge.py's render_prompt, which should import these).
@@ -56,7 +61,7 @@ TEMPLATE_MARKERS = ("conversation", "response", "rubric_item", "answer_format", 
 REQUIRED_MARKERS = ("fence_open", "response", "fence_close", "rubric_item")
 
 
-@dataclass
+@dataclass(repr=False)
 class RubricSet:
     """A named collection of items; `saturation_key` picks each criterion's key."""
 
@@ -66,13 +71,28 @@ class RubricSet:
     judge_template: str | None = None  # text of the set's judge prompt, None = Focal's default
     saturation_key: str = "id"
 
+    def summary(self) -> str:
+        """'64 items (48 train, 16 eval), 386 criteria (183 checked, 203 judged)'."""
+        criteria = [c for it in self.items for c in it.criteria]
+        checked = sum(c.check is not None for c in criteria)
+        return (f"{len(self.items)} items ({len(self.split('train'))} train, {len(self.split('eval'))} eval), "
+                f"{len(criteria)} criteria ({checked} checked, {len(criteria) - checked} judged)")
+
+    def __repr__(self) -> str:  # a summary: the items themselves are thousands of lines
+        return f"RubricSet({self.name!r}: {self.summary()}, saturation_key={self.saturation_key!r})"
+
     def split(self, name: str) -> list[Item]:
         return [it for it in self.items if it.split == name]
 
     def dataset(self, split: str = "train"):
         """The split as a TRL training dataset (a `datasets.Dataset`): `prompt` (chat messages) and `prompt_id`,
         which FocalReward uses to find each completion's rubric. Needs the `datasets` package (focal[train])."""
-        from datasets import Dataset
+        try:
+            from datasets import Dataset
+        except ImportError as e:
+            raise ModuleNotFoundError("RubricSet.dataset needs the `datasets` package, which comes with TRL: "
+                                      "pip install 'focal[train]' (in a clone: pip install '.[train]')",
+                                      name="datasets") from e
 
         items = self.split(split)
         if not items:
@@ -156,7 +176,7 @@ def load_focal_items(path: Path, eval_fraction: float) -> list[Item]:
     data = read_yaml(path)
     if not isinstance(data, list):
         raise RubricError(f"{path}: must be a YAML list of items (`- id: ...`), got {type(data).__name__}")
-    return [parse_item(d, path, i) for i, d in enumerate(data)]
+    return parse_each(lambda entry: parse_item(entry[1], path, entry[0]), enumerate(data))
 
 
 FORMATS = {
@@ -213,46 +233,91 @@ def _named_file(meta: dict, key: str, folder: Path, where: Where, default=None) 
     return path
 
 
-def load_rubric_set(folder) -> RubricSet:
-    """Load and validate `rubrics/<name>/`. Raises RubricError naming file, item and field."""
+SET_FIELDS = ("name", "description", "format", "file", "judge_template", "saturation_key", "eval_fraction")
+SHIPPED = Path(__file__).resolve().parent / "shipped"  # the sets shipped with Focal: a link to the repository's rubrics/
+
+
+def shipped_sets() -> list[str]:
+    """The names of the rubric sets shipped with Focal (load_rubric_set(name) finds them from any folder)."""
+    return sorted(p.name for p in SHIPPED.iterdir() if (p / "set.yaml").is_file()) if SHIPPED.is_dir() else []
+
+
+def set_folder(folder) -> Path:
+    """Where a rubric set is: `folder` itself, or for a bare name (no slash) with no such folder here, the shipped
+    set of that name."""
     folder = Path(folder)
-    meta_path = folder / "set.yaml"
+    if not folder.is_dir() and len(folder.parts) == 1 and (SHIPPED / folder / "set.yaml").is_file():
+        return SHIPPED / folder
     if not folder.is_dir():
-        raise RubricError(f"{folder}: no such rubric set folder; create it with a set.yaml, or pick an existing one under rubrics/")
+        raise RubricError(f"{folder}: no such rubric set folder; give a folder with a set.yaml (`focal new NAME` "
+                          f"writes one), or a shipped set by its bare name: {', '.join(shipped_sets())}")
+    return folder
+
+
+STARTER = Path(__file__).resolve().parent / "starter"  # the commented set `focal new` writes ({name}: its name)
+
+
+def new_rubric_set(folder) -> Path:
+    """Write a commented starter set at `folder` (set.yaml and prompts.yaml: one checked and one judged criterion per
+    prompt, every field explained); its name is the folder's. An existing folder is never overwritten."""
+    from focal.core.atomic import atomic_dir
+
+    folder = Path(folder)
+    if not IDENTIFIER.match(folder.name):
+        raise RubricError(f"{folder.name!r}: a rubric set's name is letters, digits and _ . : - (starting with a "
+                          "letter or digit); e.g. `focal new support`")
+    if folder.exists():
+        raise RubricError(f"{folder}: already exists; pick another name, or check it with `focal validate {folder}`")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(folder) as tmp:
+        for f in sorted(STARTER.glob("*.yaml")):
+            (tmp / f.name).write_text(f.read_text(encoding="utf-8").replace("{name}", folder.name), encoding="utf-8")
+    return folder
+
+
+def load_rubric_set(folder) -> RubricSet:
+    """Load and validate a rubric set: a folder `rubrics/<name>/`, or a shipped set's bare name ('default',
+    'health', 'ifeval') when there is no folder of that name here. Every problem is found in one pass: the
+    RubricError names each one's file, line, item, field and fix (`errors` lists them)."""
+    folder = set_folder(folder)
+    meta_path = folder / "set.yaml"
     meta = read_yaml(meta_path)
     if not isinstance(meta, dict):
         raise RubricError(f"{meta_path}: must be a mapping with at least `format` and `file`")
     where = Where(meta_path)
-    known = {"name", "description", "format", "file", "judge_template", "saturation_key", "eval_fraction", "__line__"}
-    for k in meta:
-        if k not in known:
-            raise where.error(k, "is not a set.yaml field", f"use only {sorted(known - {'__line__'})}")
+    problems, _ = read_fields(meta, SET_FIELDS, "set.yaml", where)
     fmt = meta.get("format", "focal")
     if fmt not in FORMATS:
-        raise where.error("format", f"is {fmt!r}, not a known format", f"use one of {sorted(FORMATS)}")
+        problems.add(where.error("format", f"is {fmt!r}, not a known format", f"use one of {sorted(FORMATS)}"))
     key = meta.get("saturation_key", "id")
     if key not in ("id", "category"):
-        raise where.error("saturation_key", f"must be `id` or `category`, got {key!r}",
-                          "use `id` when criteria ids are shared across prompts, else `category`")
-    eval_fraction = number(meta, "eval_fraction", where, 0.2)
-    if not 0 <= eval_fraction < 1:
-        raise where.error("eval_fraction", f"must be in [0, 1), got {eval_fraction}", "e.g. `eval_fraction: 0.2`")
-    data_path = _named_file(meta, "file", folder, where, "prompts.yaml")
-    items = FORMATS[fmt](data_path, eval_fraction)
-    if not items:
-        raise RubricError(f"{data_path}: no items; add at least one prompt with criteria")
-    ids = set()
-    for it in items:
-        if it.id in ids:
-            raise RubricError(f"{data_path}: item id {it.id!r} appears twice; give every item its own id")
-        ids.add(it.id)
-    template_path = _named_file(meta, "judge_template", folder, where)
-    template = check_template(read_text(template_path), template_path) if template_path else None
+        problems.add(where.error("saturation_key", f"must be `id` or `category`, got {key!r}",
+                                 "use `id` when criteria ids are shared across prompts, else `category`"))
+    eval_fraction = problems.run(number, meta, "eval_fraction", where, 0.2)
+    if eval_fraction is not None and not 0 <= eval_fraction < 1:
+        problems.add(where.error("eval_fraction", f"must be in [0, 1), got {eval_fraction}",
+                                 "e.g. `eval_fraction: 0.2`"))
+    data_path = problems.run(_named_file, meta, "file", folder, where, "prompts.yaml")
+    template_path = problems.run(_named_file, meta, "judge_template", folder, where)
+    template = problems.run(lambda: check_template(read_text(template_path), template_path)) if template_path else None
+    if fmt in FORMATS and data_path:  # the items are checked even when a set.yaml field is wrong
+        items = problems.run(FORMATS[fmt], data_path, 0.2 if eval_fraction is None else eval_fraction)
+    else:
+        items = None
+    if items == []:
+        problems.add(RubricError(f"{data_path}: no items; add at least one prompt with criteria"))
+    seen = set()
+    for it in items or []:
+        if it.id in seen:
+            problems.add(RubricError(f"{data_path}: item id {it.id!r} appears twice; give every item its own id"))
+        seen.add(it.id)
+    problems.check()
     return RubricSet(str(meta.get("name", folder.name)), with_keys(items, key),
                      str(meta.get("description", "")).strip(), template, key)
 
 
-__all__ = ["FORMATS", "TEMPLATE_MARKERS", "REQUIRED_MARKERS", "MARKER", "RubricSet", "load_rubric_set",
+__all__ = ["FORMATS", "TEMPLATE_MARKERS", "REQUIRED_MARKERS", "MARKER", "RubricSet", "load_rubric_set", "shipped_sets",
+           "new_rubric_set",
            "load_focal_items", "read_yaml", "check_template", "with_keys", "item_to_row", "item_from_row",
            "criterion_to_dict", "criterion_from_dict",
            # re-exported from focal.rubrics.types

@@ -31,11 +31,53 @@ CATEGORIES = ("essential", "important", "optional", "pitfall")
 MET = 0.5  # a criterion counts as met when its satisfaction r >= MET (binary: r == 1)
 SCALE_KINDS = ("binary", "likert")
 SPLITS = ("train", "eval")
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 
 
 class RubricError(ValueError):
-    """A rubric file is invalid; the message names the file, the item, the field and the fix."""
+    """A rubric file is invalid; the message names the file, the item, the field and the fix.
+
+    `errors`: every problem found, one line each (a set is checked whole: `focal validate` prints them all)."""
+
+    def __init__(self, *errors: str):
+        super().__init__("\n".join(errors))
+        self.errors = list(errors)
+
+
+class Problems:
+    """The problems of independent parts (the fields of a criterion, the criteria of an item, the items of a file),
+    kept so that one pass over a set reports every mistake in it, not only the first.
+
+        problems = Problems()
+        weight = problems.run(number, d, "weight", where)   # None when it failed; its error is kept
+        problems.check()                                    # one RubricError listing every error, if any
+    """
+
+    def __init__(self):
+        self.errors: list[str] = []
+
+    def add(self, error: RubricError) -> None:
+        self.errors.extend(error.errors)
+
+    def run(self, fn, *args):
+        """fn(*args), or None with its RubricError kept."""
+        try:
+            return fn(*args)
+        except RubricError as e:
+            self.add(e)
+            return None
+
+    def check(self) -> None:
+        if self.errors:
+            raise RubricError(*self.errors)
+
+
+def parse_each(parse, entries) -> list:
+    """[parse(e) for e in entries], every entry tried: the errors of all of them are raised together."""
+    problems = Problems()
+    out = [problems.run(parse, e) for e in entries]
+    problems.check()
+    return out
 
 
 @dataclass(frozen=True)
@@ -146,6 +188,45 @@ def read_text(path) -> str:
 
 # ---- validation ---------------------------------------------------------------------
 
+CRITERION_FIELDS = ("id", "text", "weight", "category", "pitfall", "scale", "check")
+ITEM_FIELDS = ("id", "prompt", "split", "criteria")
+
+
+def read_fields(d: dict, known, kind: str, where: Where):
+    """(problems, field) for reading the mapping `d` of a `kind` (criterion, item, set.yaml) whose fields are `known`.
+
+    `problems` already holds an error for each key that is not a known field: "did you mean" for a misspelling, and
+    for the rest of a text cut at an unquoted comma (`{text: Verify it, then reply}` is YAML for {text: "Verify it",
+    "then reply": null}) the quoted text to write. `field(name, parse, *args)` is parse(*args), or None with its error
+    kept; a field a misspelt key stands for is skipped (its "is missing" would only repeat the news)."""
+    problems, meant, previous = Problems(), set(), None
+    for k, v in d.items():
+        if k == "__line__":
+            continue
+        if k in known:
+            previous = k
+            continue
+        name = str(k)
+        near = difflib.get_close_matches(name.lower(), known, n=1, cutoff=0.6)
+        if isinstance(d.get(previous), str) and (v is None or " " in name):
+            rest = name if v is None else f"{name}: {v}"
+            problems.add(where.error(k, f"is not a {kind} field: it looks like the rest of field {previous!r} "
+                                        "after an unquoted comma (in `{...}`, a comma ends a field)",
+                                     f'quote the text: `{previous}: "{d[previous]}, {rest}"`'))
+        elif near:
+            meant.add(near[0])
+            problems.add(where.error(k, f"is not {'an' if kind[0] in 'aeiou' else 'a'} {kind} field: did you mean "
+                                        f"{near[0]!r}?", f"write `{near[0]}:` (fields: {', '.join(known)})"))
+        else:
+            problems.add(where.error(k, f"is not {'an' if kind[0] in 'aeiou' else 'a'} {kind} field",
+                                     f"use only {', '.join(known)}"))
+
+    def field(name, parse, *args):
+        return None if name in meant and name not in d else problems.run(parse, *args)
+
+    return problems, field
+
+
 def number(d: dict, key: str, where: Where, default=None) -> float:
     """d[key] (or `default`) as a finite float; RubricError naming the field otherwise."""
     v = d.get(key, default)
@@ -168,7 +249,7 @@ def _ident(d: dict, key: str, where: Where) -> str:
     v = d.get(key)
     if isinstance(v, int) and not isinstance(v, bool):
         v = str(v)
-    if not isinstance(v, str) or not _ID.match(v):
+    if not isinstance(v, str) or not IDENTIFIER.match(v):
         raise where.error(key, f"must be an identifier (letters, digits, _ . : -), got {v!r}",
                           f"add e.g. `{key}: clarity`")
     return v
@@ -206,21 +287,15 @@ def parse_check(raw, where: Where) -> Check | None:
         raise where.error("check", e.problem, e.fix) from None
 
 
-def parse_criterion(d, where: Where) -> Criterion:
-    """Validate one criterion mapping of Focal's format (importers build the same mapping)."""
-    if not isinstance(d, dict):
-        raise where.error("criteria", f"entries must be mappings, got {d!r}", "write `- id: ...` with text, weight")
-    where = Where(where.path, d.get("__line__", where.line), where.item, d.get("id"))
-    known = {"id", "text", "weight", "category", "pitfall", "scale", "check", "__line__"}
-    for k in d:
-        if k not in known:
-            raise where.error(k, "is not a criterion field", f"use only {sorted(known - {'__line__'})}")
-    cid = _ident(d, "id", where)
-    text = _text(d, "text", where)
+def _weight(d: dict, where: Where) -> float:
     weight = number(d, "weight", where)
     if weight <= 0:
         raise where.error("weight", f"must be > 0, got {weight}",
                           "a negative weight is written as a positive weight with `category: pitfall`")
+    return weight
+
+
+def _category(d: dict, where: Where) -> str:
     category = d.get("category", "important")
     if not isinstance(category, str) or not category.strip():
         raise where.error("category", f"must be text, got {category!r}", f"use one of {CATEGORIES} or a tag")
@@ -229,40 +304,69 @@ def parse_criterion(d, where: Where) -> Criterion:
     if near and tag not in CATEGORIES:  # a typo of a known category would silently become a free tag
         where.warn("category", f"is {tag!r}, not a known category: did you mean {near[0]}?",
                    f"write `category: {near[0]}` (any other text is kept as a free tag)")
-    pitfall = d.get("pitfall", category == "pitfall")
+    return tag
+
+
+def _pitfall(d: dict, where: Where) -> bool:
+    pitfall = d.get("pitfall", d.get("category") == "pitfall")
     if not isinstance(pitfall, bool):
         raise where.error("pitfall", f"must be true or false, got {pitfall!r}", "write `pitfall: true`")
-    return Criterion(cid, text, weight, tag, pitfall,
-                     parse_scale(d.get("scale"), where), parse_check(d.get("check"), where))
+    return pitfall
+
+
+def parse_criterion(d, where: Where) -> Criterion:
+    """Validate one criterion mapping of Focal's format (importers build the same mapping). Every field is checked:
+    the RubricError lists each problem."""
+    if not isinstance(d, dict):
+        raise where.error("criteria", f"entries must be mappings, got {d!r}", "write `- id: ...` with text, weight")
+    where = Where(where.path, d.get("__line__", where.line), where.item, d.get("id"))
+    problems, field = read_fields(d, CRITERION_FIELDS, "criterion", where)
+    criterion = Criterion(field("id", _ident, d, "id", where), field("text", _text, d, "text", where),
+                          field("weight", _weight, d, where), field("category", _category, d, where),
+                          field("pitfall", _pitfall, d, where), field("scale", parse_scale, d.get("scale"), where),
+                          field("check", parse_check, d.get("check"), where))
+    problems.check()
+    return criterion
 
 
 def parse_item(d, path, index: int) -> Item:
-    """Validate one prompt item of Focal's format."""
+    """Validate one prompt item of Focal's format; every field and every criterion is checked (the RubricError
+    lists each problem)."""
     if not isinstance(d, dict):
         raise RubricError(f"{path}: item #{index} must be a mapping with id, prompt, criteria; got {d!r}")
     where = Where(path, d.get("__line__"), d.get("id", f"#{index}"))
-    for k in d:
-        if k not in {"id", "prompt", "split", "criteria", "__line__"}:
-            raise where.error(k, "is not an item field", "use only id, prompt, split, criteria")
-    iid = _ident(d, "id", where)
-    prompt = _text(d, "prompt", where)
+    problems, field = read_fields(d, ITEM_FIELDS, "item", where)
+    iid = field("id", _ident, d, "id", where)
+    prompt = field("prompt", _text, d, "prompt", where)
+    split = field("split", _split, d, where)
+    criteria = field("criteria", _criteria, d, where)
+    problems.check()
+    return make_item(iid, prompt, criteria, split, where)
+
+
+def _split(d: dict, where: Where) -> str:
     split = d.get("split", "train")
     if split not in SPLITS:
         raise where.error("split", f"must be one of {SPLITS}, got {split!r}", "write `split: train` or `split: eval`")
+    return split
+
+
+def _criteria(d: dict, where: Where) -> list[Criterion]:
     raw = d.get("criteria")
     if not isinstance(raw, list) or not raw:
         raise where.error("criteria", "is missing or empty", "add a list of criteria with id, text, weight")
-    criteria = tuple(parse_criterion(c, where) for c in raw)
-    return make_item(iid, prompt, criteria, split, where)
+    return parse_each(lambda c: parse_criterion(c, where), raw)
 
 
 def make_item(iid: str, prompt: str, criteria, split: str, where: Where, messages=()) -> Item:
     """Build an Item, checking that criterion ids are unique."""
-    seen = set()
+    seen, problems = set(), Problems()
     for c in criteria:
         if c.id in seen:
-            raise where.error("criteria", f"has the id {c.id!r} twice", "give every criterion of an item its own id")
+            problems.add(where.error("criteria", f"has the id {c.id!r} twice",
+                                     "give every criterion of an item its own id"))
         seen.add(c.id)
+    problems.check()
     return Item(iid, prompt, tuple(criteria), split, tuple(messages))
 
 

