@@ -247,8 +247,8 @@ def test_rewards_by_hand():
 
 
 def test_the_forced_prefix_reading_on_a_tiny_model(tmp_path):
-    """P(A) / (P(A) + P(B)) after `Winner: Response`: finite, in [0, 1], the same alone or left-padded in a batch
-    (each row's positions start at 0), and the softmax of the model's own logits."""
+    """P(A) / (P(A) + P(B)) after `Winner: Response`: finite, in [0, 1], the same alone or left-padded in a batch,
+    and the softmax of the model's own logits."""
     import torch
 
     from focal.training.rubricarm import forced_preference, load_model
@@ -488,12 +488,16 @@ def test_greedy_generation_asks_each_distinct_chat_once_and_keeps_the_order(scri
     a, b = ({"role": "user", "content": "Name a star."},), ({"role": "user", "content": "Name a dog, " * 5},)
     assert generate(*load_model(folder), [b, a, b], 8, batch_size=1) == [RESPONSES[0], RESPONSES[0], RESPONSES[0]]
     assert len(asked) == 2
-    judge_a = ({"role": "user", "content": f"You are a fair and impartial judge.\nRubric:\n{NORMAL}\n\nResponse A:\n"
-                                           "<RESPONSE-0>\nthe sun\n</RESPONSE-0>\n<RESPONSE-1>\na, b\n</RESPONSE-1>"},)
-    judge_b = ({"role": "user", "content": f"You are a fair and impartial judge.\nRubric:\n{NORMAL}\n\nResponse A:\n"
-                                           "<RESPONSE-0>\na, b\n</RESPONSE-0>\n<RESPONSE-1>\nthe sun\n</RESPONSE-1>"},)
-    got = generate(*load_model(folder), [judge_a, a, judge_b], 8, batch_size=2)  # sorted by length, put back in order
-    assert [parse_winner(t) for t in got] == ["A", None, "B"] and got[1] == RESPONSES[0]
+
+    def judge(response_a, response_b):  # the scripted judge names the response that follows more instructions
+        return ({"role": "user", "content": f"You are a fair and impartial judge.\nRubric:\n{NORMAL}\n\nResponse A:\n"
+                                            f"<RESPONSE-0>\n{response_a}\n</RESPONSE-0>\n<RESPONSE-1>\n{response_b}\n"
+                                            "</RESPONSE-1>"},)
+
+    chats = [judge("a, b, c, d, e, f, g", "the sun"), judge("the sun", "a, b"),
+             judge("the sun and the moon and a bright star tonight", "x, y"), judge("c, d", "the sun\nP.S. no")]  # four lengths, out of order
+    got = generate(*load_model(folder), chats, 8, batch_size=2)  # batched by length, put back in order
+    assert [parse_winner(t) for t in got] == ["B", "A", "A", "B"]
 
 
 @pytest.fixture

@@ -251,10 +251,8 @@ def forced_preference(model, tok, chats: list, prefixes: list[str], batch_size: 
         width = max(len(r[0]) for r in batch)
         ids = torch.tensor([[tok.pad_token_id] * (width - len(r[0])) + r[0] for r in batch])
         mask = torch.tensor([[0] * (width - len(r[0])) + [1] * len(r[0]) for r in batch])
-        positions = (mask.cumsum(1) - 1).clamp(min=0)  # left padding: every row's positions start at 0
         with torch.no_grad():
-            logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
-                           position_ids=positions.to(model.device)).logits[:, -1].float()
+            logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits[:, -1].float()
         logp = torch.log_softmax(logits, dim=-1)
         out += [float(torch.sigmoid(row[a] - row[b])) for row, (_, a, b) in zip(logp, batch)]
     return out
