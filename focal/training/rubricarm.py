@@ -494,8 +494,8 @@ def measure(run: Run, generator_dir, judge_dir) -> dict:
 
 def criteria_agreement(run: Run, pairs: list, texts: list) -> dict:
     """The judge's analysis lines (read leniently) against the checkers' verdicts, on the oracle judgments (texts[k]:
-    pair k's judgments in orders AB and BA): `criteria_lines`, the share of the expected lines written; `criteria_agreement`, the
-    share of those that agree with the checker (None when none was written)."""
+    pair k's judgments in orders AB and BA): `criteria_lines`, the share of the expected lines written;
+    `criteria_agreement`, the share of those that agree with the checker (None when none was written)."""
     expected = agree = written = 0
     for p, both in zip(pairs, texts):
         met_c, met_r = run.verdicts(p)
