@@ -655,48 +655,106 @@ class Compare(Section):
 
 
 @dataclass
-class Rubricarm(Section):
-    """The rubricarm stage: Rubric-ARM, a rubric generator and a judge trained by alternating GRPO on preference pairs (docs/rubricarm.md)."""
+class Sft(Section):
+    """rubricarm.sft: the SFT warm-up of the judge and the generator (TRL's SFTTrainer, LoRA; docs/rubricarm.md)."""
 
-    enabled: bool = knob(False, "train the generator and the judge (off by default: minutes of CPU per phase here; "
-                         "configs/rubricarm.yaml turns it on); off, the stage writes only its report")
+    judge_epochs: float = knob(1.0, "passes over the judge's SFT rows (every train pair in both orders)", above(0))
+    generator_epochs: float = knob(4.0, "passes over the generator's SFT rows (one oracle rubric per train prompt)",
+                                   above(0))
+    max_steps: int = knob(0, "at most this many optimizer steps for each model (0 = the epochs decide)", at_least(0))
+    batch_size: int = knob(8, "rows per optimizer step", at_least(1))
+    learning_rate: float = knob(2e-4, "AdamW learning rate (LoRA)", above(0))
+    lora_r: int = knob(16, "LoRA rank", at_least(1))
+    lora_alpha: int = knob(32, "LoRA alpha", at_least(1))
+    lora_layers: int = knob(8, "LoRA on the top N transformer layers only (0 = every layer)", at_least(0))
+    max_length: int = knob(1024, "longest SFT row in tokens (prompt and target; longer rows are cut)", at_least(16))
+
+
+@dataclass
+class Rubricarm(Section):
+    """The rubricarm stage and its measurement: Rubric-ARM, a rubric generator and a pairwise judge warmed up with SFT and trained by alternating GRPO on pairs labelled by checkers (docs/rubricarm.md)."""
+
+    enabled: bool = knob(False, "run the stage (off by default: hours of CPU here; configs/rubricarm.yaml turns it "
+                         "on); off, it writes only its report. `python -m benchmarks.rubricarm_learning` runs "
+                         "regardless")
     generator: str = knob("", "the rubric generator to start from (empty = paths.base_model); any HF folder")
     judge: str = knob("", "the judge to start from (empty = paths.base_model); any HF folder")
-    pairs_source: str = knob("checks", "'checks': pairs of rollouts (rollouts.*) of rubricgen.source_set's train "
-                             "prompts whose checked criteria differ; else a pairs file to import "
-                             "(rubricarm.pairs_format; not a DVC dependency: `dvc repro -f rubricarm` after editing it)",
+    policy: str = knob("", "the policy whose rollouts make the pairs (empty = paths.base_model)")
+    rubric_set: str = knob("ifeval", "IFEval-format rubric set (a folder under paths.rubrics): pairs from its train "
+                           "prompts train, from its eval prompts are held out; its criteria are the oracle rubrics",
+                           FOLDER_NAME)
+    pairs_source: str = knob("checks", "'checks': pairs of rollouts of rubric_set's prompts labelled by their "
+                             "checkers; else a pairs file to import (rubricarm.pairs_format; one generic criterion "
+                             "as their rubric; not a DVC dependency: `dvc repro -f rubricarm` after editing it)",
                              NONEMPTY)
     pairs_format: str = knob("preference", "format of an imported pairs file: preference (TRL's prompt / chosen / "
                              "rejected) or hh_rlhf", one_of("preference", "hh_rlhf"))
-    max_prompts: int = knob(6, "pairs_source checks: sample rollouts of at most this many train prompts (0 = all); "
-                            "the first ones by id", at_least(0))
-    heldout_share: float = knob(0.34, "share of the prompts whose pairs are held out (never trained on; at least one "
-                                "prompt each side when there are two)", between(0, 1, open_hi=True))
-    rounds: int = knob(2, "alternation rounds: each trains the judge (generator frozen), then the generator (judge "
-                       "frozen)", at_least(1))
-    steps_per_phase: int = knob(2, "GRPO steps of each phase", at_least(1))
-    group_size: int = knob(4, "G: completions per prompt in each phase (judgments of one response, rubrics of one "
-                           "prompt)", at_least(2))
-    pairs_per_step: int = knob(1, "pairs per GRPO step (the judge phase's batch holds both responses of each)",
-                               at_least(1))
-    format_weight: float = knob(0.1, "the judge's reward for a well-formed judgment, added to 1 for a correct "
-                                "decision", at_least(0))
-    judge_samples: int = knob(1, "judgments of each response by the frozen judge when it scores a rubric (1 = greedy; "
+    heldout_share: float = knob(0.34, "imported pairs: share of the prompts whose pairs are held out (never trained "
+                                "on; at least one prompt each side when there are two)", between(0, 1, open_hi=True))
+    backend: str = knob("vllm", "how the pairs' rollouts are sampled: 'vllm' (the server of `serve`, client settings "
+                        "rollouts.*) or 'transformers' (in-process)", one_of("vllm", "transformers"))
+    max_prompts: int = knob(0, "sample at most this many prompts of each split (0 = all); the first ones by id",
+                            at_least(0))
+    pair_generations: int = knob(8, "G: rollouts per prompt for the pairs (every two that follow a different number "
+                                 "of the prompt's instructions make a pair)", GENERATIONS)
+    pair_max_tokens: int = knob(64, "max tokens of a rollout for the pairs", TOKENS)
+    pair_temperature: float = knob(1.0, "sampling temperature of those rollouts (their seed is the run's)",
+                                   above(0))
+    pairs_per_prompt: int = knob(6, "at most this many train pairs per prompt (0 = all), drawn with the seed",
+                                 at_least(0))
+    heldout_pairs_per_prompt: int = knob(3, "at most this many held-out pairs per prompt (0 = all), drawn with the "
+                                         "seed", at_least(0))
+    max_criteria: int = knob(5, "criteria a generated rubric may have: the generator is asked for 1 to this many and "
+                             "the first this many numbered lines are kept", at_least(1))
+    sft: dict = knob(dataclasses.asdict(Sft()), "the SFT warm-up of both models before GRPO: a mapping of these keys "
+                     "(each explained in focal.config.Sft; a key left out keeps its default there)")
+    rounds: int = knob(2, "alternation rounds after SFT: each trains the judge (generator frozen), then the generator "
+                       "(judge frozen)", at_least(1))
+    steps_per_phase: int = knob(8, "GRPO steps of each phase", at_least(1))
+    group_size: int = knob(4, "G: completions per prompt in each phase (judgments of one ordered pair, rubrics of "
+                           "one prompt)", at_least(2))
+    pairs_per_step: int = knob(2, "pairs per GRPO step (the judge phase: that many ordered pairs times two prompts; "
+                               "the generator phase: that many prompts)", at_least(1))
+    format_weight: float = knob(0.1, "the judge's reward for a well-formed judgment (exactly one winner line), added "
+                                "to 1 for a right winner", at_least(0))
+    judge_samples: int = knob(1, "judgments of each order by the frozen judge when it scores a rubric (1 = greedy; "
                               "more = sampled at rubricarm.temperature)", at_least(1))
-    fallback_rubric: bool = knob(True, "judge phase: a pair whose generated rubric is invalid is judged with its "
-                                 "prompt's own rubric (false = left out of the phase)")
-    learning_rate: float = knob(2e-4, "AdamW learning rate of both (2e-4 suits LoRA; full fine-tuning wants ~1e-5)",
-                                above(0))
+    fallback_rubric: bool = knob(True, "judge phase: a pair whose generated rubric has no criterion is judged with "
+                                 "its oracle rubric (false = left out of the phase)")
+    learning_rate: float = knob(2e-4, "AdamW learning rate of both in GRPO (2e-4 suits LoRA)", above(0))
     temperature: float = knob(1.0, "sampling temperature in GRPO (and of the frozen judge's samples)", above(0))
-    lora_r: int = knob(16, "LoRA rank (0 = full fine-tuning); the saved models are merged plain folders", at_least(0))
-    lora_layers: int = knob(8, "LoRA on the top N layers only (0 = every layer): with focal/training/grpo.py's trunk cache "
-                            "the loss's forward and backward pass run through those layers only (the judge's long "
-                            "prompts make a full pass the cost of a step here)", at_least(0))
-    judge_max_tokens: int = knob(160, "max tokens of one judgment (a JSON answer per criterion)", at_least(1))
-    rubric_max_tokens: int = knob(192, "max tokens of one generated rubric (JSON)", at_least(1))
-    eval_pairs: int = knob(8, "held-out pairs measured after each phase (0 = all)", at_least(0))
-    agreement_rollouts: int = knob(8, "held-out rollouts on which the judge answers the checked criteria, for its "
-                                   "agreement with the checks (0 = all)", at_least(0))
+    lora_r: int = knob(16, "GRPO's LoRA rank (0 = full fine-tuning); a fresh adapter on the SFT model, saved merged",
+                       at_least(0))
+    lora_layers: int = knob(8, "GRPO's LoRA on the top N layers only (0 = every layer): with focal/training/grpo.py's "
+                            "trunk cache the loss's passes run through those layers only", at_least(0))
+    judge_max_tokens: int = knob(96, "max tokens of one judgment (the layout: two lines and two more per "
+                                 "criterion)", at_least(1))
+    rubric_max_tokens: int = knob(96, "max tokens of one generated rubric", at_least(1))
+    generate_batch: int = knob(16, "chats generated together in-process (the frozen partner, the measurements)",
+                               at_least(1))
+    eval_pairs: int = knob(0, "held-out pairs measured (0 = all)", at_least(0))
+    generator_pairs_per_prompt: int = knob(1, "held-out pairs per prompt on which the generator's rubrics (and no "
+                                           "rubric) are judged (0 = all); a rubric is per prompt, a judgment costs "
+                                           "the same", at_least(0))
+    seeds: list = knob([0, 1, 2], "seeds of the measurement (python -m benchmarks.rubricarm_learning): each draws its "
+                       "own pairs and trains both models anew", each(NATURAL))
+    results: str = path_knob("benchmarks/results/rubricarm_learning.json", "one record per (seed, phase) of the "
+                             "measurement (python -m benchmarks.rubricarm_learning)")
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.sft_settings()  # unknown or bad sft.* keys fail here
+
+    def sft_settings(self) -> Sft:
+        """The SFT settings: Sft's defaults, then rubricarm.sft."""
+        known = {f.name for f in dataclasses.fields(Sft)}
+        unknown = sorted(set(self.sft) - known)
+        if unknown:
+            raise ValueError(f"rubricarm.sft.{unknown[0]} is not an sft key; known: {', '.join(sorted(known))}")
+        try:
+            return Sft(**self.sft)
+        except ValueError as e:
+            raise ValueError(f"rubricarm.sft: {e}") from None
 
 
 @dataclass

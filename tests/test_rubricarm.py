@@ -1,7 +1,9 @@
-"""Rubric-ARM: preference pairs (built, imported, split), the rewards with hand-worked numbers, and two alternating
-rounds through the stage function on tiny models in a scripted world; the trained models serve the judge and the
-rubrics stage by a params change."""
+"""Rubric-ARM: preference pairs (built, imported, split, capped), the text formats and their parsers on hand cases,
+the SFT targets, the scoring in both orders and the rewards with hand-worked numbers, the forced-prefix reading on a
+tiny model, and the whole stage (SFT and two alternating rounds) on tiny models in a scripted world; the trained
+models serve the judge and the rubrics stage by a params change."""
 
+import dataclasses
 import json
 import re
 import shutil
@@ -13,11 +15,11 @@ import torch
 import yaml
 
 from focal.config import load_params
-from focal.judging.prompts import DEFAULT_TEMPLATE, answers_format, rubric_list_text
 from focal.rubrics.types import Check, Criterion, Item, RubricError
-from focal.training.pairs import build_pairs, import_pairs, split_by_prompt
-from focal.training.rubricarm import (correct, judge_rewards, judgment_score, pair_accuracy, parse_generated, rubric_reward)
-from focal.rubrics.generate import GENERATE
+from focal.training.pairs import build_pairs, cap_per_prompt, import_pairs, split_by_items, split_by_prompt
+from focal.training.rubricarm_formats import (HARD, JUDGE_PAIR, PRINCIPLE, RUBRIC_PROMPT, RubricLine, both_orders,
+                                              forced_prefix, judge_reward, judge_target, parse_rubric_text,
+                                              parse_winner, render_rubric, rubric_reward)
 
 SUN = Criterion("sun", "Mentions the sun.", 2.0, "important", check=Check("contains_any", {"words": ["sun"]}), key="sun")
 SHORT = Criterion("short", "At most 3 words.", 1.0, "important", check=Check("max_words", {"n": 3}), key="short")
@@ -119,95 +121,210 @@ def test_an_unknown_pair_format_lists_the_known_ones(tmp_path):
         import_pairs(tmp_path / "x", "csv")
 
 
-# ---- rewards, worked by hand -----------------------------------------------------------------------------
 
-RUBRIC = (Criterion("sun", "Mentions the sun.", 3.0, "essential", key="sun"),
-          Criterion("dog", "Talks about a dog.", 1.0, "pitfall", pitfall=True, key="dog"))
-
-
-def answer(**met) -> str:
-    return json.dumps({k: {"explanation": "", "criteria_met": v} for k, v in met.items()})
-
-
-def test_a_judgment_scores_its_rubric_statically_or_is_malformed():
-    assert judgment_score(answer(sun=True, dog=False), RUBRIC) == 1.0
-    assert judgment_score(answer(sun=True, dog=True), RUBRIC) == 0.75  # (3 * 1 + 1 * 0) / 4
-    assert judgment_score(answer(sun=False, dog=False), RUBRIC) == 0.25
-    assert judgment_score(answer(sun=True), RUBRIC) is None  # a criterion unanswered
-    assert judgment_score("The response is good.", RUBRIC) is None
-    assert judgment_score('{"sun": {"criteria_met": "yes"}, "dog": {"criteria_met": false}}', RUBRIC) is None
-
-
-def test_judge_reward_correct_wrong_tie_and_malformed():
-    assert correct(1.0, 0.25) and not correct(0.25, 1.0) and not correct(0.5, 0.5) and not correct(None, 0.0)
-    # one judgment each side: correct -> 1 + 0.1, wrong -> 0 + 0.1, malformed -> 0 (no decision, no format)
-    assert judge_rewards([1.0], [0.25], 0.1) == ([1.1], [1.1])
-    assert judge_rewards([0.25], [1.0], 0.1) == ([0.1], [0.1])
-    assert judge_rewards([None], [0.25], 0.1) == ([0.0], [0.1])
-    # groups of 4: chosen [1, 1, 0, malformed], rejected [0, 0, 1, malformed]
-    # chosen 1.0 beats rejected 0, 0 (not 1: a tie, nor malformed): 2/4 + 0.1; chosen 0 beats none: 0.1
-    c, r = judge_rewards([1.0, 1.0, 0.0, None], [0.0, 0.0, 1.0, None], 0.1)
-    assert c == pytest.approx([0.6, 0.6, 0.1, 0.0]) and r == pytest.approx([0.6, 0.6, 0.1, 0.0])
-    assert judge_rewards([1.0], [0.0], 0.0) == ([1.0], [1.0])
+def test_ifeval_pairs_split_where_their_prompt_is_and_are_capped_per_prompt_by_the_seed():
+    texts = ["the sun", "the sun is up today", "a dog", "a dog !", "a cat"]
+    rollouts, checked, items = rollouts_and_checks({"p1": texts, "p2": texts})
+    items["p2"] = dataclasses.replace(items["p2"], split="eval")
+    pairs = split_by_items(build_pairs(rollouts, checked, items), items)  # 9 pairs a prompt
+    assert set(pairs.split[pairs.prompt_id == "p1"]) == {"train"} and set(pairs.split[pairs.prompt_id == "p2"]) == {"heldout"}
+    capped = cap_per_prompt(pairs, {"train": 4, "heldout": 2}, seed=0)
+    assert capped.groupby("prompt_id").size().to_dict() == {"p1": 4, "p2": 2}
+    assert set(capped.pair_id) <= set(pairs.pair_id)
+    shuffled = cap_per_prompt(pairs.sample(frac=1, random_state=3), {"train": 4, "heldout": 2}, seed=0)
+    assert sorted(shuffled.pair_id) == sorted(capped.pair_id)  # the draw does not depend on the rows' order
+    other = cap_per_prompt(pairs, {"train": 4, "heldout": 2}, seed=1)
+    assert sorted(other.pair_id) != sorted(capped.pair_id)  # another seed, another draw
+    assert len(cap_per_prompt(pairs, {"train": 0, "heldout": 0}, seed=0)) == 18  # 0 = all
+    with pytest.raises(ValueError, match="prompt 'p3', which the rubric set does not have"):
+        split_by_items(pairs.assign(prompt_id="p3"), items)
 
 
-def test_generator_reward_is_the_frozen_judges_accuracy_with_its_rubric():
-    assert pair_accuracy([1.0, 0.5], [0.25, 0.75]) == 0.75  # 1 > .25, 1 > .75, .5 > .25, not .5 > .75
-    assert rubric_reward(True, [1.0, 0.5], [0.25, 0.75]) == 0.75
-    assert rubric_reward(True, [None], [0.0]) == 0.0
-    assert rubric_reward(False, [1.0], [0.0]) == 0.0  # an invalid rubric cannot be judged with
+# ---- the text formats, on hand cases ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, winner", [
+    ("Compliance check: ...\nResponse A, criterion 1: met\nWinner: Response A", "A"),
+    ("**Winner:** Response B.", "B"),
+    ("winner: response b", "B"),
+    ("Winner: Response A\nWinner: Response A", None),  # two winner lines: malformed, even when they agree
+    ("Winner: Response A\nand then Winner: Response B", "A"),  # a line that does not start with Winner: is analysis
+    ("Winner: Response A or Response B", None),
+    ("Winner: Response C", None),
+    ("Winner: A", None),
+    ("The first response is better.", None),  # junk
+    ("", None),  # an empty reply
+])
+def test_the_winner_line_decides_and_only_exactly_one(text, winner):
+    assert parse_winner(text) == winner
 
 
-def test_generated_rubrics_go_through_the_rubrics_stages_validator():
-    ok = json.dumps({"criteria": [{"id": "names_sun", "text": "The answer names the sun.", "category": "essential",
-                                   "weight": 5},
-                                  {"id": "dog", "text": "The answer talks about a dog.", "category": "pitfall",
-                                   "weight": 2}]})
-    crit, why = parse_generated(ok, "p1", "q", 2, 3)
-    assert [c.id for c in crit] == ["names_sun", "dog"] and crit[1].pitfall and why == ""
-    crit, why = parse_generated(ok, "p1", "q", 3, 4)
-    assert crit is None and "need 3 to 4" in why
-    assert parse_generated("Here is a rubric", "p1", "q", 1, 3)[0] is None
+@pytest.mark.parametrize("text, rubric", [
+    ("1. Use no commas. [Hard Rule]\n2. The response is kind. [Principle]",
+     (RubricLine("Use no commas.", HARD), RubricLine("The response is kind.", PRINCIPLE))),
+    ("Here is a rubric:\n1) End with P.S. [hard rule].\nsome words\n3. Be brief",  # other lines ignored; tags any case
+     (RubricLine("End with P.S.", HARD), RubricLine("Be brief", ""))),
+    ("1. a\n2. b\n3. c\n4. d", (RubricLine("a"), RubricLine("b"), RubricLine("c"))),  # the first `most` kept
+    ("1. [Principle]\nA rubric with no numbered criterion.", ()),  # a number with no text: nothing
+    ("The response should be good.", ()),  # junk
+    ("", ()),  # an empty reply
+])
+def test_the_generated_rubric_is_read_line_by_line(text, rubric):
+    assert parse_rubric_text(text, most=3) == rubric
+
+
+def test_a_rubric_renders_as_it_is_read():
+    rubric = (RubricLine("Use no commas.", HARD), RubricLine("Be kind.", PRINCIPLE), RubricLine("Be brief."))
+    assert render_rubric(rubric) == "1. Use no commas. [Hard Rule]\n2. Be kind. [Principle]\n3. Be brief."
+    assert parse_rubric_text(render_rubric(rubric), 5) == rubric
+    assert render_rubric(()).startswith("(no rubric")
+
+
+def test_the_judge_target_of_a_hand_made_pair():
+    rubric = (RubricLine("Use no commas.", HARD), RubricLine("End with P.S.", HARD), RubricLine("Be kind.", PRINCIPLE))
+    target = judge_target(rubric, (True, False, True), (False, False, True), "A")
+    assert target == ("Compliance check: Response A meets 1 of 2 hard rules; Response B meets 0 of 2.\n"
+                      "Response A, criterion 1: met\nResponse A, criterion 2: not met\nResponse A, criterion 3: met\n"
+                      "Response B, criterion 1: not met\nResponse B, criterion 2: not met\nResponse B, criterion 3: met\n"
+                      "Winner: Response A")
+    assert parse_winner(target) == "A"
+    assert forced_prefix(target) == target.rsplit("\n", 1)[0] + "\nWinner: Response"
+    assert forced_prefix("no layout at all") == "no layout at all\nWinner: Response"
+    assert forced_prefix("") == "Winner: Response"
+    with pytest.raises(ValueError, match="one verdict per criterion"):
+        judge_target(rubric, (True,), (False,), "A")
+
+
+def test_sft_rows_from_a_hand_made_pair_are_the_checkers_verdicts_in_both_orders(tmp_path):
+    from focal.config import Rubricarm
+    from focal.rubrics.sets import load_rubric_set
+    from focal.training.rubricarm import Run, generator_examples, judge_examples
+
+    items = {it.id: it for it in load_rubric_set(ifeval_set(tmp_path)).items}
+    pair = pd.DataFrame([{"pair_id": "x", "prompt_id": "t1", "prompt": items["t1"].prompt, "messages": "[]",
+                          "chosen": "the sun\nP.S. bye", "rejected": "the sun, the moon", "chosen_id": "",
+                          "rejected_id": "", "margin": 1.0, "source": "checks", "split": "train"}])
+    run = Run(pair, items, Rubricarm())
+    ab, ba = judge_examples(run)
+    assert [m["role"] for m in ab["prompt"]] == ["user"] and ab["completion"][0]["role"] == "assistant"
+    prompt = ab["prompt"][0]["content"]
+    assert prompt.index("the sun\nP.S. bye") < prompt.index("the sun, the moon")  # chosen shown as Response A
+    assert ab["completion"][0]["content"] == (
+        "Compliance check: Response A meets 2 of 2 hard rules; Response B meets 0 of 2.\n"
+        "Response A, criterion 1: met\nResponse A, criterion 2: met\n"
+        "Response B, criterion 1: not met\nResponse B, criterion 2: not met\nWinner: Response A")
+    swapped = ba["prompt"][0]["content"]
+    assert swapped.index("the sun, the moon") < swapped.index("the sun\nP.S. bye")
+    assert ba["completion"][0]["content"].endswith("Response A, criterion 2: not met\n"
+                                                   "Response B, criterion 1: met\nResponse B, criterion 2: met\n"
+                                                   "Winner: Response B")
+    [gen] = generator_examples(run)
+    assert gen["completion"][0]["content"] == (
+        "1. In your entire response, refrain from the use of any commas. [Hard Rule]\n"
+        "2. At the end of your response, please explicitly add a postscript starting with P.S. [Hard Rule]")
+    assert items["t1"].prompt in gen["prompt"][0]["content"]
+
+
+def test_both_orders_scored_by_hand_with_a_malformed_verdict_a_coin_flip():
+    # four pairs; order AB is right with 'A', order BA with 'B'
+    ab, ba = ["A", None, "B", "A"], ["B", "B", None, "A"]
+    # per pair and order: AB 1, .5, 0, 1 (mean .625); BA 1, 1, .5, 0 (mean .625); both: 1, .5, 0, 0 (mean .375)
+    assert both_orders(ab, ba) == {"accuracy": 0.625, "accuracy_ab": 0.625, "accuracy_ba": 0.625,
+                                   "accuracy_both": 0.375, "well_formed": 0.75}
+    always_a = both_orders(["A"] * 3, ["A"] * 3)  # pure position bias: right in one order only
+    assert (always_a["accuracy"], always_a["accuracy_ab"], always_a["accuracy_ba"], always_a["accuracy_both"]) == \
+        (0.5, 1.0, 0.0, 0.0)
+    chance = both_orders([None] * 2, [None] * 2)
+    assert (chance["accuracy"], chance["accuracy_both"], chance["well_formed"]) == (0.5, 0.25, 0.0)
+    with pytest.raises(ValueError, match="both orders of every pair"):
+        both_orders(["A"], [])
+
+
+def test_rewards_by_hand():
+    assert [judge_reward(v, "A", 0.1) for v in ("A", "B", None)] == [1.1, 0.1, 0.0]
+    assert judge_reward("B", "B", 0.0) == 1.0
+    assert rubric_reward(True, ["A", None], ["B", "A"]) == 0.625  # (1 + .5 + 1 + 0) / 4
+    assert rubric_reward(False, ["A"], ["B"]) == 0.0  # no numbered criterion: nothing to judge with
+
+
+def test_the_forced_prefix_reading_on_a_tiny_model(tmp_path):
+    """P(A) / (P(A) + P(B)) after `Winner: Response`: finite, in [0, 1], the same alone or left-padded in a batch,
+    and the softmax of the model's own logits."""
+    import torch
+
+    from focal.training.rubricarm import forced_preference, load_model
+
+    model, tok = load_model(make_tiny_bytes_model(tmp_path / "tiny"))
+    chats = [({"role": "user", "content": "Name a star."},), ({"role": "user", "content": PROMPTS["t1"] * 3},)]
+    prefixes = ["Winner: Response", "Response A, criterion 1: met\nWinner: Response"]
+    batch = forced_preference(model, tok, chats, prefixes, batch_size=2)
+    alone = [forced_preference(model, tok, [c], [p], batch_size=1)[0] for c, p in zip(chats, prefixes)]
+    assert all(0.0 <= p <= 1.0 for p in batch) and batch == pytest.approx(alone, abs=1e-5)
+    text = tok.apply_chat_template(list(chats[0]), add_generation_prompt=True, tokenize=False) + prefixes[0]
+    ids = tok(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    a, b = (tok(text + s, add_special_tokens=False)["input_ids"][ids.shape[1]] for s in (" A", " B"))
+    with torch.no_grad():
+        probs = model(input_ids=ids).logits[0, -1].softmax(-1)
+    assert batch[0] == pytest.approx(float(probs[a] / (probs[a] + probs[b])), abs=1e-5)
 
 
 # ---- the scripted world: tiny models whose `generate` answers by a script ------------------------------------
 
-PROMPTS = {"p1": "Why is the sky blue?", "p2": "Name a star.", "p3": "What do plants need?"}
-RESPONSES = ["the sun is good", "a dog", "the sun", "a cat"]  # checked weight: sun 2, 0, 2, 0 -> 4 pairs a prompt
-NORMAL = {"criteria": [{"id": "names_sun", "text": "The answer names the sun.", "category": "essential", "weight": 5},
-                       {"id": "dog", "text": "The answer talks about a dog.", "category": "pitfall", "weight": 2}]}
-BACKWARDS = {"criteria": [{"id": "names_sun", "text": "The answer names the sun, read backwards.",
-                           "category": "essential", "weight": 5},
-                          {"id": "dog", "text": "The answer talks about a dog.", "category": "pitfall", "weight": 2}]}
-ITEM_LINE = re.compile(r"^- (\S+) \((?:true or false|a score from (\d+) to (\d+))\): (.*)$", re.M)
+PROMPTS = {"t1": "Describe the sun.", "t2": "Describe the moon.", "e1": "Describe a star."}
+SPLITS = {"t1": "train", "t2": "train", "e1": "eval"}
+INSTRUCTIONS = [{"instruction_id_list": ["punctuation:no_comma", "detectable_content:postscript"],
+                 "kwargs": [{}, {"postscript_marker": "P.S."}]}]
+# the instructions each follows (no comma, a postscript): 2, 1, 1, 0 -> 5 pairs a prompt (the two 1s tie)
+RESPONSES = ["the sun\nP.S. bye", "the sun, the moon\nP.S. bye", "the sun", "the sun, the moon"]
+NORMAL = "1. Use no commas. [Hard Rule]\n2. End with a postscript. [Hard Rule]"
+BACKWARDS = "1. The response reads backwards. [Principle]"
 FENCE = re.compile(r"<(RESPONSE-[0-9A-F]+)>\n(.*?)\n</\1>", re.S)
+
+
+def followed(response: str) -> tuple[bool, bool]:
+    return "," not in response, "P.S." in response
+
+
+def ifeval_set(root: Path) -> Path:
+    """A three-prompt IFEval-format rubric set (two train prompts, one eval prompt), as rubrics/ifeval is."""
+    folder = root / "rubrics" / "tinyeval"
+    folder.mkdir(parents=True)
+    (folder / "set.yaml").write_text("name: tinyeval\nformat: ifeval\nfile: prompts.jsonl\nsaturation_key: id\n")
+    (folder / "prompts.jsonl").write_text("".join(
+        json.dumps({"key": pid, "prompt": text, "split": SPLITS[pid], **INSTRUCTIONS[0]}) + "\n"
+        for pid, text in PROMPTS.items()))
+    return folder
+
+
+def judgment(prompt: str, variant: int) -> str:
+    """The scripted judge: the response that follows more instructions wins, with true analysis lines for the
+    rubric's criteria (at most two); a rubric 'read backwards' inverts the winner. Variants (sampled): 0, 1 right,
+    2 inverted, 3 malformed."""
+    if variant == 3:
+        return "it is fine"
+    a, b = (text for _, text in FENCE.findall(prompt))
+    rubric = prompt.split("Rubric:\n", 1)[1].split("\n\nResponse A:", 1)[0]
+    winner = "A" if sum(followed(a)) > sum(followed(b)) else "B"
+    if ("backwards" in rubric) != (variant == 2):
+        winner = {"A": "B", "B": "A"}[winner]
+    n = len(re.findall(r"^\d+\. ", rubric, re.M))
+    lines = ["Compliance check: fine."]
+    for name, response in (("A", a), ("B", b)):
+        lines += [f"Response {name}, criterion {i}: {'met' if m else 'not met'}"
+                  for i, m in enumerate(followed(response)[:n], 1)]
+    return "\n".join(lines + [f"Winner: Response {winner}"])
 
 
 def script(prompt: str, index: int, sampled: bool) -> str:
     """What the scripted world answers. Sampled answers (GRPO's trainee, rollouts) vary with the row's index in its
-    group of 4; greedy ones (the frozen partner, measurements) are the right answer.
-    - a judge prompt: every item met for a response that mentions the sun (a pitfall: present for one that does
-      not); a rubric with an item 'read backwards' inverts that. Sampled: 0, 1 right, 2 inverted, 3 malformed.
-    - a rubric prompt: NORMAL; sampled: 0 NORMAL, 1 BACKWARDS, 2 not JSON, 3 NORMAL.
+    group of 4; greedy ones (the frozen partner, measurements) are variant 0.
+    - a judge prompt: `judgment` (0, 1 right, 2 inverted, 3 malformed);
+    - a rubric prompt: NORMAL; sampled: 0 NORMAL, 1 BACKWARDS, 2 no numbered line, 3 NORMAL;
     - anything else (a policy's prompt): RESPONSES[index]."""
     variant = index % 4 if sampled else 0
-    if "Judge each rubric item below" in prompt:
-        if variant == 3:
-            return "it is fine"
-        good = "sun" in FENCE.search(prompt).group(2)
-        items = ITEM_LINE.findall(prompt)
-        if variant == 2 or any("read backwards" in text for *_, text in items):
-            good = not good
-        out = {}
-        for cid, lo, hi, text in items:
-            bad_item = "undesirable behaviour" in text
-            if lo:
-                out[cid] = {"explanation": "", "score": int(hi if good != bad_item else lo)}
-            else:
-                out[cid] = {"explanation": "", "criteria_met": good != bad_item}
-        return json.dumps(out)
-    if "You write grading rubrics" in prompt:
-        return [json.dumps(NORMAL), json.dumps(BACKWARDS), "a rubric", json.dumps(NORMAL)][variant]
+    if "fair and impartial judge" in prompt:
+        return judgment(prompt, variant)
+    if "Write a rubric for judging" in prompt:
+        return [NORMAL, BACKWARDS, "a rubric", NORMAL][variant]
     return RESPONSES[index % 4]
 
 
@@ -222,8 +339,9 @@ def make_tiny_bytes_model(folder: Path) -> Path:
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    corpus = [DEFAULT_TEMPLATE, GENERATE, rubric_list_text(RUBRIC), answers_format(RUBRIC), json.dumps(NORMAL),
-              json.dumps(BACKWARDS), *PROMPTS.values(), *RESPONSES, answer(sun=True, dog=False)] * 3
+    corpus = [JUDGE_PAIR, RUBRIC_PROMPT, NORMAL, BACKWARDS, *PROMPTS.values(), *RESPONSES,
+              judgment(f"Rubric:\n{NORMAL}\n\nResponse A:\n<RESPONSE-0>\nx\n</RESPONSE-0>\n<RESPONSE-1>\ny, z\n</RESPONSE-1>", 0),
+              "Winner: Response A", "Winner: Response B"] * 3
     tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=1200, special_tokens=specials,
                                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>",
@@ -240,25 +358,26 @@ def make_tiny_bytes_model(folder: Path) -> Path:
     return folder
 
 
-@pytest.fixture
-def scripted(monkeypatch, tmp_path):
-    """Every generate of the tiny Llama answers by `script`; returns (model folder, the prompts it was asked)."""
+def scripted_generate(monkeypatch, folder: Path, answer, asked: list) -> None:
+    """Every generate of a tiny Llama answers `answer(prompt, index, sampled)`, or None: the model's own generate."""
     from transformers import AutoTokenizer, LlamaForCausalLM
 
-    folder = make_tiny_bytes_model(tmp_path / "tiny")
     tok = AutoTokenizer.from_pretrained(folder)
-    asked = []
+    real = LlamaForCausalLM.generate
 
     def generate(self, input_ids=None, attention_mask=None, generation_config=None, num_return_sequences=None,
                  do_sample=None, **kwargs):
         n = num_return_sequences or 1
         sampled = do_sample if do_sample is not None else bool(generation_config and generation_config.do_sample)
         rows = input_ids.repeat_interleave(n, dim=0)
-        texts = []
-        for i, row in enumerate(rows):
-            prompt = tok.decode(row, skip_special_tokens=True)
-            asked.append(prompt)
-            texts.append(script(prompt, i, sampled))
+        prompts = [tok.decode(row, skip_special_tokens=True) for row in rows]
+        texts = [answer(prompt, i, sampled) for i, prompt in enumerate(prompts)]
+        if None in texts:
+            given = {"generation_config": generation_config, "num_return_sequences": num_return_sequences,
+                     "do_sample": do_sample}
+            return real(self, input_ids=input_ids, attention_mask=attention_mask,
+                        **{k: v for k, v in given.items() if v is not None}, **kwargs)
+        asked.extend(prompts)
         ids = [tok(t, add_special_tokens=False).input_ids + [tok.eos_token_id] for t in texts]
         width = max(map(len, ids))
         out = torch.full((len(ids), width), tok.pad_token_id, dtype=rows.dtype)
@@ -267,35 +386,35 @@ def scripted(monkeypatch, tmp_path):
         return torch.cat([rows, out], dim=1)
 
     monkeypatch.setattr(LlamaForCausalLM, "generate", generate)
+
+
+@pytest.fixture
+def scripted(monkeypatch, tmp_path):
+    """Every generate of the tiny Llama answers by `script`; returns (model folder, the prompts it was asked)."""
+    folder, asked = make_tiny_bytes_model(tmp_path / "tiny"), []
+    scripted_generate(monkeypatch, folder, script, asked)
     return folder, asked
 
 
 def tiny_project(tmp_path: Path, model: Path, **rubricarm) -> Path:
-    rubrics = tmp_path / "rubrics" / "tiny"
-    rubrics.mkdir(parents=True)
-    (rubrics / "set.yaml").write_text("format: focal\nfile: prompts.yaml\n")
-    (rubrics / "prompts.yaml").write_text(yaml.safe_dump([
-        {"id": pid, "split": "train", "prompt": text,
-         "criteria": [{"id": "sun", "text": "The answer mentions the sun.", "weight": 2, "check": {"contains_any": ["sun"]}},
-                      {"id": "relevant", "text": "The answer is about the question.", "weight": 1}]}
-        for pid, text in PROMPTS.items()]))
-    raw = {"base": {"rubric_set": "tiny"},
-           "paths": {"rubrics": str(tmp_path / "rubrics"), "base_model": str(model),
+    ifeval_set(tmp_path)
+    raw = {"paths": {"rubrics": str(tmp_path / "rubrics"), "base_model": str(model),
                      **{k: str(tmp_path / v) for k, v in {
                          "rollout_cache": "cache/rollouts.sqlite", "rubricarm_pairs": "data/pairs.parquet",
                          "rubricarm_generator": "models/rubricarm/generator", "rubricarm_judge": "models/rubricarm/judge",
                          "rubricarm_report": "metrics/rubricarm.json", "rubricarm_work": "checkpoints/rubricarm"}.items()}},
-           "rollouts": {"backend": "transformers", "num_generations": 4, "max_tokens": 8},
-           "rubricgen": {"source_set": "tiny", "min_criteria": 2, "max_criteria": 3},
-           "rubricarm": {"enabled": True, "rounds": 2, "steps_per_phase": 2, "group_size": 4, "pairs_per_step": 1,
-                         "learning_rate": 1e-2, "lora_r": 4, "lora_layers": 1, "judge_max_tokens": 64,
-                         "rubric_max_tokens": 64, **rubricarm}}
+           "rubricarm": {"enabled": True, "rubric_set": "tinyeval", "backend": "transformers", "pair_generations": 4,
+                         "pair_max_tokens": 8, "rounds": 2, "steps_per_phase": 2, "group_size": 4, "pairs_per_step": 1,
+                         "learning_rate": 1e-2, "lora_r": 4, "lora_layers": 1, "judge_max_tokens": 48,
+                         "rubric_max_tokens": 32, "generate_batch": 4,
+                         "sft": {"max_steps": 2, "batch_size": 4, "learning_rate": 1e-2, "lora_r": 4, "lora_layers": 1},
+                         "results": str(tmp_path / "results.json"), **rubricarm}}
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
 
 
-def test_two_alternating_rounds_through_the_stage_with_hand_worked_rewards(tmp_path, scripted):
+def test_sft_and_two_alternating_rounds_through_the_stage_with_hand_worked_rewards(tmp_path, scripted):
     from safetensors.torch import load_file
 
     from stages import rubricarm
@@ -304,32 +423,40 @@ def test_two_alternating_rounds_through_the_stage_with_hand_worked_rewards(tmp_p
     params = load_params(tiny_project(tmp_path, model))
     rubricarm.run(params)
     report = json.loads((tmp_path / "metrics/rubricarm.json").read_text())
-    assert sorted(report) == ["enabled", "pairs", "r0_untrained", "r1_generator", "r1_judge", "r2_generator",
-                              "r2_judge", "work"]
-    assert report["pairs"] == {"train": 8, "heldout": 4, "prompts": 3}  # 3 prompts x 4 pairs; 1 prompt held out
+    assert sorted(report) == ["arm", "enabled", "pairs", "seed", "sft", "untrained", "work"]
+    assert report["pairs"] == {"train": 10, "heldout": 3, "prompts": 3}  # 5 pairs a prompt; 3 held out at most
     pairs = pd.read_parquet(tmp_path / "data/pairs.parquet")
-    assert pairs.chosen.str.contains("sun").all() and not pairs.rejected.str.contains("sun").any()
+    assert (pairs.chosen.map(lambda r: sum(followed(r))) > pairs.rejected.map(lambda r: sum(followed(r)))).all()
+    assert set(pairs.split[pairs.prompt_id == "e1"]) == {"heldout"}
+    sft, arm = report["sft"], report["arm"]
+    assert sft["sft_judge_examples"] == 20 and sft["sft_generator_examples"] == 2  # 10 pairs x 2 orders; 2 prompts
+    assert sft["sft_judge_steps"] == sft["sft_generator_steps"] == 2
     for r in (1, 2):
-        judge, gen = report[f"r{r}_judge"], report[f"r{r}_generator"]
-        # judge phase, one pair a step: the trainee judges the chosen response 4 times (right, right, inverted,
-        # malformed) and the rejected one likewise: 2/4 + 0.1, 2/4 + 0.1, 0 + 0.1, 0 for each side
-        assert judge["train/rewards"] == [pytest.approx([0.6, 0.6, 0.1, 0.0] * 2)] * 2
-        assert judge["train/generated_rubrics"] == 8 and judge["train/pairs"] == 8
-        assert judge["train/well_formed"] == 0.75 and gen["train/valid_rubrics"] == 0.75  # 3 of 4 each
-        # generator phase: rubrics NORMAL, BACKWARDS, not JSON, NORMAL; the frozen judge (greedy) decides right
-        # with NORMAL (accuracy 1), inverted with BACKWARDS (0); an invalid rubric gets 0
-        assert gen["train/rewards"] == [[1.0, 0.0, 0.0, 1.0]] * 2
-    for phase in ("r0_untrained", "r1_judge", "r1_generator", "r2_judge", "r2_generator"):
+        assert arm[f"arm_r{r}_judge_pairs"] == 10 and arm[f"arm_r{r}_judge_generated_rubrics"] == 10
+    # judge phase, one pair (two ordered prompts) a step: each prompt's 4 judgments are right, right, wrong,
+    # malformed: 1 + 0.1, 1 + 0.1, 0 + 0.1, 0
+    assert arm["arm_judge_rewards"] == [pytest.approx([1.1, 1.1, 0.1, 0.0] * 2)] * 4
+    assert arm["arm_judge_well_formed"] == 0.75 and arm["arm_judge_accuracy"] == 0.625  # (1 + 1 + 0 + .5) / 4
+    # generator phase: rubrics NORMAL, BACKWARDS, no criterion, NORMAL; the frozen judge (greedy) is right in both
+    # orders with NORMAL (1), wrong with BACKWARDS (0); no criterion: 0
+    assert arm["arm_generator_rewards"] == [[1.0, 0.0, 0.0, 1.0]] * 4
+    assert arm["arm_generator_rubric_valid"] == 0.75
+    for phase in ("untrained", "sft", "arm"):
         f = report[phase]
-        assert f["heldout/pairs"] == 4 and f["heldout/accuracy"] == 1.0 and f["heldout/judge_accuracy"] == 1.0
-        assert f["heldout/rubric_valid"] == 1.0 and f["heldout/decided"] == 1.0 and f["judge/well_formed"] == 1.0
-        # the judge answers the held-out prompt's checked criterion (sun) on its 4 rollouts as the check does
-        assert (f["agreement/n"], f["agreement/overall"], f["agreement/kappa"]) == (4, 1.0, 1.0)
-    assert report["r0_untrained"].get("train/rewards") is None
+        assert f["heldout_pairs"] == 3 and f["train_pairs"] == 10 and f["generator_pairs"] == 1
+        assert (f["heldout_accuracy"], f["accuracy_ab"], f["accuracy_ba"], f["accuracy_both"], f["well_formed"]) == \
+            (1.0, 1.0, 1.0, 1.0, 1.0)
+        assert f["criteria_lines"] == 1.0 and f["criteria_agreement"] == 1.0  # the script writes the checkers' truth
+        assert (f["rubric_valid"], f["generated_accuracy"], f["oracle_subset_accuracy"], f["norubric_accuracy"]) == \
+            (1.0, 1.0, 1.0, 1.0)
+        assert 0.0 <= f["forced_accuracy"] <= 1.0 and 0.0 <= f["forced_prefers_a"] <= 1.0  # the tiny model's own
+        assert f["example_judgment"].endswith("Winner: Response A") and f["example_rubric"] == NORMAL
     before = load_file(model / "model.safetensors")
-    for name in ("generator", "judge"):
-        after = load_file(tmp_path / "models/rubricarm" / name / "model.safetensors")
-        assert any(not before[k].equal(after[k]) for k in before), f"GRPO changed no weight of the {name}"
+    work = Path(report["work"])
+    for folder in (work / "sft" / "judge", work / "sft" / "generator", tmp_path / "models/rubricarm/judge",
+                   tmp_path / "models/rubricarm/generator"):
+        after = load_file(folder / "model.safetensors")
+        assert any(not before[k].equal(after[k]) for k in before), f"training changed no weight of {folder}"
     # started again: every phase is kept, nothing is generated (the rollouts come from the rollout cache)
     asked.clear()
     rubricarm.run(params)
@@ -353,6 +480,25 @@ def test_disabled_writes_its_report_and_empty_folders_that_cannot_be_served(tmp_
                                          r"\(no config.json\).*rubricarm.enabled: true"):
         with open_judge(JudgeSpec.from_params(params, None)):
             pass
+
+
+def test_greedy_generation_asks_each_distinct_chat_once_and_keeps_the_order(scripted):
+    from focal.training.rubricarm import generate, load_model
+
+    folder, asked = scripted
+    a, b = ({"role": "user", "content": "Name a star."},), ({"role": "user", "content": "Name a dog, " * 5},)
+    assert generate(*load_model(folder), [b, a, b], 8, batch_size=1) == [RESPONSES[0], RESPONSES[0], RESPONSES[0]]
+    assert len(asked) == 2
+
+    def judge(response_a, response_b):  # the scripted judge names the response that follows more instructions
+        return ({"role": "user", "content": f"You are a fair and impartial judge.\nRubric:\n{NORMAL}\n\nResponse A:\n"
+                                            f"<RESPONSE-0>\n{response_a}\n</RESPONSE-0>\n<RESPONSE-1>\n{response_b}\n"
+                                            "</RESPONSE-1>"},)
+
+    chats = [judge("a, b, c, d, e, f, g", "the sun"), judge("the sun", "a, b"),
+             judge("the sun and the moon and a bright star tonight", "x, y"), judge("c, d", "the sun\nP.S. no")]  # four lengths, out of order
+    got = generate(*load_model(folder), chats, 8, batch_size=2)  # batched by length, put back in order
+    assert [parse_winner(t) for t in got] == ["B", "A", "A", "B"]
 
 
 @pytest.fixture
@@ -418,15 +564,6 @@ def test_dvc_repro_rubricarm_on_the_defaults(tmp_path):
     assert "Running stage 'rubricarm'" in out
     assert json.loads((proj / "metrics/rubricarm.json").read_text()) == {"enabled": False}
     assert "didn't change" in dvc(proj, "repro", "--single-item", "rubricarm")
-
-
-def test_greedy_generation_asks_each_distinct_chat_once(scripted):
-    from focal.training.rubricarm import generate, load_model
-
-    folder, asked = scripted
-    a, b = ({"role": "user", "content": "Name a star."},), ({"role": "user", "content": "Name a dog."},)
-    assert generate(*load_model(folder), [a, b, a], 8) == [RESPONSES[0], RESPONSES[1], RESPONSES[0]]
-    assert len(asked) == 2
 
 
 def test_the_trained_generator_serves_the_rubrics_stage_by_a_params_change(tmp_path, fake_server):

@@ -1,8 +1,11 @@
 """Preference pairs (prompt, chosen, rejected, source) for Rubric-ARM: built from checked rollouts, or imported.
 
     pairs = build_pairs(rollouts, checked, items)           # two rollouts of a prompt whose checked weight differs
+    pairs = sample_checked_pairs(chosen, items, policy, sampling, "vllm", client, serve, cache)   # the same, sampled
     pairs = import_pairs("prefs.jsonl", "preference")       # a public pair format (IMPORTERS)
     pairs = split_by_prompt(pairs, heldout_share=0.34)      # no prompt in both splits
+    pairs = split_by_items(pairs, items)                    # or: each prompt where its rubric set puts it
+    pairs = cap_per_prompt(pairs, {"train": 6, "heldout": 3}, seed=0)
 
 A pair is one row of a table with COLUMNS:
 - `pair_id`: a hash of the prompt and the two responses (stable across runs);
@@ -12,7 +15,7 @@ A pair is one row of a table with COLUMNS:
 - `margin`: for built pairs, the checked weight the chosen response meets minus the rejected one's, over the
   prompt's checked weight (in (0, 1]); NaN when imported;
 - `source`: what made the label: `checks` (focal's programmatic checks) or `import:<format>:<file name>`;
-- `split`: `train` or `heldout` (split_by_prompt).
+- `split`: `train` or `heldout` (split_by_prompt, split_by_items).
 
 The label of a built pair is objective: every criterion of the prompt that has a programmatic check is decided
 locally (focal/rubrics/checks.py, no judge); a rollout's checked weight is `sum_c w_c r_ic` over those criteria (r is the
@@ -88,6 +91,19 @@ def build_pairs(rollouts: pd.DataFrame, checked: pd.DataFrame, items: dict) -> p
             (ic, tc, mc), (ir, tr, mr) = sorted([(ia, ta, ma), (ib, tb, mb)], key=lambda x: -x[2])
             rows.append(_row(pid, messages, tc, tr, "checks", ic, ir, float((mc - mr) / total)))
     return frame(rows).drop_duplicates("pair_id", ignore_index=True)
+
+
+def sample_checked_pairs(chosen: list, items: dict, policy_dir: str, sampling, backend: str, client, serve,
+                         cache_path) -> pd.DataFrame:
+    """build_pairs on G fresh rollouts of each chosen item: sampled as the rollouts stage samples
+    (focal.serving.rollouts.sample_policy: the vLLM server of `serve`, or transformers in-process; cached in
+    cache_path), their checked criteria decided by the checks (no judge)."""
+    from focal.judging.prompts import decide_checks, requests_for
+    from focal.serving.rollouts import sample_policy
+
+    rollouts = sample_policy(chosen, policy_dir, sampling, backend, client, serve, cache_path)
+    checked = decide_checks([q for q in requests_for(rollouts, items, "rubricarm rollouts") if q.criterion.check])
+    return build_pairs(rollouts, pd.DataFrame([j.__dict__ for j in checked]), items)
 
 
 # ---- imported: public pair formats ----------------------------------------------------------
@@ -211,3 +227,21 @@ def split_by_prompt(pairs: pd.DataFrame, heldout_share: float) -> pd.DataFrame:
         k = min(max(1, round(heldout_share * len(prompts))), len(prompts) - 1)
     held = set(prompts[:k])
     return pairs.assign(split=["heldout" if p in held else "train" for p in pairs.prompt_id])
+
+
+def split_by_items(pairs: pd.DataFrame, items: dict) -> pd.DataFrame:
+    """Each pair where its prompt's rubric set puts the prompt: a train prompt's pairs train, an eval prompt's are
+    held out (an IFEval-format set has different base tasks in its two splits)."""
+    unknown = sorted(set(pairs.prompt_id) - set(items))
+    if unknown:
+        raise ValueError(f"pairs of prompt {unknown[0]!r}, which the rubric set does not have")
+    return pairs.assign(split=["heldout" if items[p].split == "eval" else "train" for p in pairs.prompt_id])
+
+
+def cap_per_prompt(pairs: pd.DataFrame, caps: dict, seed: int) -> pd.DataFrame:
+    """At most caps[split] pairs of each prompt (0 = all), the first in the order of a hash of (seed, pair_id): a
+    draw that depends on the seed and on nothing else (not on the order of the rows)."""
+    order = pairs.assign(_rank=[content_key("cap", seed, p) for p in pairs.pair_id]).sort_values(["prompt_id", "_rank"])
+    kept = order.groupby("prompt_id", sort=False).cumcount()
+    limit = order.split.map(lambda s: caps.get(s, 0) or math.inf)
+    return order[kept < limit].drop(columns="_rank").reset_index(drop=True)

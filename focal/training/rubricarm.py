@@ -1,59 +1,65 @@
-"""Rubric-ARM (arXiv 2602.01511): a rubric generator pi_r and a judge pi_j trained by alternating GRPO on pairs.
+"""Rubric-ARM (arXiv 2602.01511): a rubric generator pi_r and a pairwise judge pi_j, warmed up with SFT, then
+trained by alternating GRPO on preference pairs; measured on held-out pairs after each phase.
 
-    history = alternate(arm, generator_dir, judge_dir, work_dir)   # untrained pair, then judge / generator phases
-    judge_rewards([1.0, None], [0.0, 0.0], format_weight=0.1)      # ([1.1, 0.0], [0.55, 0.55])
+    run = prepare_run(params.rubricarm, params.paths, params.rollouts, params.serve, seed=0)   # pairs, rubrics
+    for phase, figures in learn(run, generator_dir, judge_dir, work):                         # untrained, sft, arm
+        print(phase, figures["heldout_accuracy"])
 
-The method as published: for a preference pair (x, y1, y2, o*), pi_r writes a rubric for x; pi_j, given x, the
-rubric and the responses, judges them criterion by criterion and decides which is better. The judge is rewarded
-when its decision matches o* plus a small reward for a well-formed judgment; the generator is rewarded by the
-frozen judge's accuracy with its rubric. GRPO alternates: the judge first (generator frozen), then the generator
-(judge frozen), for `rubricarm.rounds` rounds. Here, in order, how this differs (docs/rubricarm.md says why):
+The method as published: for a preference pair (x, y1, y2, o*), pi_r writes a rubric for x; pi_j, given x, the rubric
+and both responses, checks compliance, analyses each response criterion by criterion and names a winner. Both
+models (Qwen3-8B) are warmed up with SFT; then GRPO alternates, the judge first (generator frozen), rewarded when its
+winner matches o* plus a format reward, then the generator (judge frozen), rewarded by the frozen judge's accuracy
+with its rubric. Here, in order, how this differs (docs/rubricarm.md says why):
 
-1. The judge is focal's own judge (focal/judging/judge.py, `judge.mode: per_response`): one call per response, the
-   rubric's criteria answered one by one as JSON, parsed strictly by focal.judging.judge.parse_answers. The overall
-   decision is the rubric score: a response's static score (focal.rewards.aggregators.static over the rubric's weights and
-   satisfactions) is s, and the judge prefers y1 when s(y1) > s(y2). A tie decides nothing (counted wrong).
-   So the trained judge is trained on exactly the prompts it answers when it serves `judge.*`, and it never sees
-   the two responses side by side (no position to be biased by).
-2. The judge's reward for one judgment needs a judgment of the other response: both responses of a pair are in
-   the same GRPO batch (TRL's sampler does not shuffle; the pairs are shuffled once with the seed), and a
-   judgment of y is paired with every judgment of the other response in its group:
-       R_j(judgment i of y_c) = mean_j 1[s_c,i > s_r,j] + w_fmt * 1[i is well-formed]
-       R_j(judgment j of y_r) = mean_i 1[s_c,i > s_r,j] + w_fmt * 1[j is well-formed]
-   where a malformed judgment has no s and decides nothing: the expected accuracy of the judge when each of its
-   answers is met by a random answer of its own on the other response (`judge_rewards`).
-3. The generator writes rubrics with the prompt and validator of the rubrics stage (focal/rubrics/generate.py's
-   GENERATE and parse_rubric, `rubricgen.min_criteria`..`max_criteria`), so the trained generator serves that
-   stage unchanged. Its reward is the frozen judge's accuracy on the pair with its rubric,
-   `pair_accuracy` of `rubricarm.judge_samples` judgments of each response (1 = greedy); an invalid rubric
-   gets 0 (`rubric_reward`).
-4. In the judge phase each pair's rubric is the frozen generator's (greedy) for its prompt; when that is not a
-   valid rubric, the rubric the pair's label came from is used (`reference_rubric`: the prompt's checked
-   criteria; `rubricarm.fallback_rubric`; imported pairs fall back to GENERIC). The report says how many were
-   generated.
-5. No SFT warm-up (the paper warms both 8B models up with SFT); both start from `rubricarm.generator` /
-   `rubricarm.judge` (default: the base model).
+1. Pairs are labelled by checkers, not people: G rollouts of each prompt of an IFEval-format rubric set
+   (`rubricarm.rubric_set`), the one that follows more of the prompt's instructions (IFEval's checkers,
+   focal/rubrics/ifeval.py) is chosen, ties dropped (focal/training/pairs.py). Train pairs come from the set's train
+   prompts, held-out pairs from its eval prompts (other base tasks), at most `pairs_per_prompt` /
+   `heldout_pairs_per_prompt` of each. The rollouts' sampling seed is the run's seed: each seed is a new draw of
+   pairs and a new training.
+2. The layouts are ours and short (a 135M model writes them; rubricarm_formats.py): the compliance check counts the
+   hard rules each response meets (the paper names one gatekeeper criterion and explains it), an analysis line is a
+   verdict (`met` / `not met`) with no evidence quoted, and the winner line ends the judgment with no
+   justification. Only the winner line decides. The rubric is a numbered list with `[Hard Rule]` / `[Principle]`
+   tags, read line by line, never JSON.
+3. Oracle rubrics: a prompt's rubric is its instructions' own texts (what each checker's build_description wrote,
+   the criteria of the rubric set), all `[Hard Rule]`, as written (imperative), not rephrased as "The response
+   ...". They are the generator's SFT targets and the judge's rubric when the judge is measured alone. Imported
+   pairs (no checks) have one generic `[Principle]` criterion.
+4. SFT targets come from the checkers: for each train pair, in both orders, per criterion met or not for each
+   response, then the winner (the label); the generator's targets are the oracle rubrics of the train prompts. The
+   paper's SFT data are judgments and rubrics written by larger models.
+5. LoRA on the top layers (`rubricarm.sft.*` for SFT, `rubricarm.lora_*` for GRPO); each phase saves a merged
+   plain folder, and GRPO starts from the SFT model with a fresh adapter of its own.
+6. Every pair is judged in both orders, in SFT, in GRPO (each order its own prompt) and in every measurement:
+   position bias is trained against and reported.
+7. Rewards: the judge's is 1[winner right] + `format_weight` * 1[well formed] for each order alone (a malformed
+   judgment gets 0); the generator's is the frozen judge's accuracy with its rubric on its pair in both orders (a
+   malformed verdict 0.5, a coin flip), 0 for a rubric with no numbered criterion.
+8. In the judge phase each pair's rubric is the frozen generator's greedy rubric for its prompt, or the oracle
+   rubric when it wrote none (`rubricarm.fallback_rubric`).
 
-Evaluation (`measure`), before training and after every phase, on the held-out pairs (prompts never trained on):
-`heldout/accuracy` (the pair: the generator's greedy rubric, the judge's greedy judgments; an invalid rubric or
-no decision counts wrong), `heldout/rubric_valid`, `heldout/decided`, `heldout/judge_accuracy` (the judge alone,
-with the rubric the label came from, `reference_rubric`), `judge/well_formed` (share of the judge's answers that
-parse), and the judge's agreement with the checks: on held-out rollouts the judge answers the prompt's checked
-criteria as if they had no check, compared with the checks (`agreement/*`, focal/judging/agreement.py's figures).
+Measurement (`measure`), on the held-out pairs in both orders, greedy. Chance is 0.5 everywhere: a malformed verdict
+counts half right. The judge alone with the oracle rubric: `heldout_accuracy` (both orders), `accuracy_ab`,
+`accuracy_ba`, `accuracy_both` (right in both orders; chance 0.25), `well_formed`; its preference read by forcing
+`Winner: Response` after its own analysis and comparing the next-token probabilities of ` A` and ` B`
+(`forced_*`; `forced_prefers_a`, the mean P(A), shows position bias); its analysis lines against the checkers
+(`criteria_agreement`). The generator: the same judge's accuracy with the generator's greedy rubrics
+(`generated_accuracy`, `rubric_valid`) against the oracle rubrics and no rubric on the same pairs
+(`oracle_subset_accuracy`, `norubric_accuracy`).
 
-Models run in-process (transformers): the trainee inside TRL's GRPOTrainer (focal.training.trainer.build_trainer, as the
-policy's training), the frozen partner through `generate`. Each finished phase is saved in the work folder with
-its figures; a run started again with the same identity resumes after the last finished phase.
+Models run in-process (transformers): SFT in TRL's SFTTrainer, GRPO in its GRPOTrainer (focal.training.trainer,
+as the policy's training), the frozen partner and the measurements through `generate`. Each finished phase keeps
+its models and figures in the work folder: a run started again resumes after its last finished phase.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -61,67 +67,98 @@ import pandas as pd
 
 from focal.core.atomic import write_json
 from focal.core.cache import content_key
-from focal.judging.agreement import agreement_metrics
-from focal.judging.prompts import AnswerError, parse_answers, render_response_prompt
-from focal.rewards.aggregators import aggregate
-from focal.rubrics.generate import GENERATE, parse_rubric
-from focal.rubrics.types import Criterion, Item, RubricError
+from focal.rubrics.checks import run_check
+from focal.rubrics.types import Item
+from focal.training.rubricarm_formats import (HARD, PRINCIPLE, RubricLine, analysis, both_orders, forced_prefix,
+                                              judge_prompt, judge_reward, judge_target, order_score, parse_rubric_text,
+                                              parse_winner, preferred, render_rubric, rubric_prompt, rubric_reward)
 
-GENERIC = (Criterion("helpful", "The response does what the user asked, correctly and helpfully.", 1.0, "essential",
-                     key="helpful"),)  # the rubric of a pair with no rubric of its own (imported pairs)
-
-
-# ---- the rewards: pure functions ------------------------------------------------------------------
-
-def judgment_score(text: str, criteria) -> float | None:
-    """s: the static rubric score of one judgment (sum_c w_c r_c / sum_c w_c); None when it is malformed (not
-    the JSON object of focal's per-response judge, or a criterion unanswered or invalid)."""
-    try:
-        values, _, errors = parse_answers(text, criteria)
-    except AnswerError:
-        return None
-    if errors:
-        return None
-    r = [[c.satisfaction(values[c.id]) for c in criteria]]
-    out = aggregate("static", r, [c.weight for c in criteria], [0], [c.category for c in criteria],
-                    [c.key or c.id for c in criteria])
-    return float(out.rewards[0])
+GENERIC = RubricLine("The response does what the user asked, correctly and helpfully.", PRINCIPLE)
+PHASES = ("untrained", "sft", "arm")  # the records' phases, in order
 
 
-def correct(s_chosen: float | None, s_rejected: float | None) -> bool:
-    """The decision matches o* (chosen preferred): both judged and s_chosen > s_rejected; a tie decides nothing."""
-    return s_chosen is not None and s_rejected is not None and s_chosen > s_rejected
+# ---- oracle rubrics and the checkers' verdicts ------------------------------------------------------------
+
+def checked(item: Item | None) -> tuple:
+    """The criteria of an item that a checker decides."""
+    return tuple(c for c in item.criteria if c.check is not None) if item is not None else ()
 
 
-def pair_accuracy(chosen: list, rejected: list) -> float:
-    """Mean of correct(c, r) over every (judgment of the chosen, judgment of the rejected) combination."""
-    if not chosen or not rejected:
-        return 0.0
-    return sum(correct(c, r) for c in chosen for r in rejected) / (len(chosen) * len(rejected))
+def oracle_rubric(item: Item | None) -> tuple[RubricLine, ...]:
+    """The prompt's own rubric: its checked criteria's texts, each a hard rule (a pitfall says what to avoid); an
+    imported prompt (no item, no checks): GENERIC."""
+    return tuple(RubricLine(f"The response avoids this: {c.text}" if c.pitfall else c.text, HARD)
+                 for c in checked(item)) or (GENERIC,)
 
 
-def judge_rewards(chosen: list, rejected: list, format_weight: float) -> tuple[list[float], list[float]]:
-    """R_j of a group of judgments of the chosen response and a group of the rejected one (module docstring, 2.):
-    each judgment's share of correct decisions against the other group, plus format_weight if well-formed."""
-    def one(s, others, mine_is_chosen):
-        if s is None:
-            return 0.0
-        wins = sum(correct(s, o) if mine_is_chosen else correct(o, s) for o in others) / len(others)
-        return wins + format_weight
-
-    return [one(s, rejected, True) for s in chosen], [one(s, chosen, False) for s in rejected]
+def oracle_verdicts(item: Item | None, response: str) -> tuple[bool, ...] | None:
+    """Per criterion of oracle_rubric(item): whether the response meets it, by its checker; None without checks."""
+    crit = checked(item)
+    return tuple(c.satisfaction(run_check(c.check.name, c.check.params, response)) >= 0.5 for c in crit) or None
 
 
-def rubric_reward(rubric_valid: bool, chosen: list, rejected: list) -> float:
-    """R_r: the frozen judge's accuracy on the pair with this rubric; 0 for an invalid rubric."""
-    return pair_accuracy(chosen, rejected) if rubric_valid else 0.0
+def orders(pair) -> tuple[tuple[str, str, str], tuple[str, str, str]]:
+    """The pair shown both ways: (Response A, Response B, the right verdict)."""
+    return (pair.chosen, pair.rejected, "A"), (pair.rejected, pair.chosen, "B")
 
 
-# ---- prompts ----------------------------------------------------------------------------------------
+# ---- a run: the pairs, the rubric set, the settings --------------------------------------------------------
+
+@dataclass
+class Run:
+    """One Rubric-ARM run: pairs (focal.training.pairs.COLUMNS, split train / heldout), items (prompt_id -> Item),
+    cfg (the rubricarm section), the seed of the pairs and of training."""
+
+    pairs: pd.DataFrame
+    items: dict
+    cfg: object
+    seed: int = 0
+    log: list = field(default_factory=list)  # every GRPO reward call's figures, in order
+
+    def split(self, name: str) -> list:
+        return list(self.pairs[self.pairs.split == name].itertuples())
+
+    def rubric(self, pair) -> tuple[RubricLine, ...]:
+        return oracle_rubric(self.items.get(pair.prompt_id))
+
+    def verdicts(self, pair) -> tuple[tuple[bool, ...], tuple[bool, ...]]:
+        """(met by the chosen, met by the rejected) per oracle criterion; an imported pair: chosen meets GENERIC."""
+        item = self.items.get(pair.prompt_id)
+        chosen, rejected = oracle_verdicts(item, pair.chosen), oracle_verdicts(item, pair.rejected)
+        return (chosen, rejected) if chosen is not None else ((True,), (False,))
+
+
+def prepare_run(cfg, paths, client, serve, seed: int) -> Run:
+    """The run of one seed: its pairs (sampled and labelled by the checkers, or imported) and the rubric set."""
+    from focal.rubrics.sets import load_rubric_set
+    from focal.serving.rollouts import Sampling
+    from focal.training.pairs import cap_per_prompt, import_pairs, sample_checked_pairs, split_by_items, split_by_prompt
+
+    items = {it.id: it for it in load_rubric_set(Path(paths.rubrics) / cfg.rubric_set).items}
+    if cfg.pairs_source != "checks":
+        pairs = split_by_prompt(import_pairs(cfg.pairs_source, cfg.pairs_format), cfg.heldout_share)
+    else:
+        chosen = [it for split in ("train", "eval") for it in
+                  sorted((it for it in items.values() if it.split == split), key=lambda it: it.id)[:cfg.max_prompts or None]]
+        sampling = Sampling(cfg.pair_generations, cfg.pair_temperature, 1.0, cfg.pair_max_tokens, seed)
+        pairs = sample_checked_pairs(chosen, items, cfg.policy or paths.base_model, sampling, cfg.backend, client,
+                                     serve, paths.rollout_cache)
+        pairs = split_by_items(pairs, items)
+    pairs = cap_per_prompt(pairs, {"train": cfg.pairs_per_prompt, "heldout": cfg.heldout_pairs_per_prompt}, seed)
+    counts = pairs.split.value_counts()
+    for name in ("train", "heldout"):
+        if not counts.get(name, 0):
+            raise ValueError(f"rubricarm: no {name} pair ({len(pairs)} pairs in all): raise rubricarm.pair_generations "
+                             "or rubricarm.max_prompts, or import pairs (rubricarm.pairs_source)")
+    return Run(pairs, items, cfg, seed)
+
+
+# ---- prompts -------------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Prompt:
-    """One row of a phase's TRL dataset (focal.training.trainer.prompt_dataset): its id, which the reward looks up, and the chat."""
+    """One row of a GRPO phase's dataset (focal.training.trainer.prompt_dataset): its id, which the reward looks up,
+    and the chat."""
 
     id: str
     messages: tuple
@@ -134,39 +171,20 @@ def user(text: str) -> tuple:
     return ({"role": "user", "content": text},)
 
 
-def rubric_chat(prompt: str, lo: int, hi: int) -> tuple:
-    """pi_r's prompt: the rubrics stage's (focal/rubrics/generate.py GENERATE)."""
-    return user(GENERATE.format(prompt=prompt, lo=lo, hi=hi))
+def judge_chat(pair, rubric, a: str, b: str) -> tuple:
+    return user(judge_prompt(pair.prompt, rubric, a, b))
 
 
-def judge_chat(template: str, conversation: Item, criteria, response: str) -> tuple:
-    """pi_j's prompt: focal's per-response judge prompt (focal/judging/judge.py), the rubric's criteria at once."""
-    return user(render_response_prompt(template, conversation, criteria, response))
+def rubric_chat(pair, most: int) -> tuple:
+    return user(rubric_prompt(pair.prompt, most))
 
 
-def parse_generated(text: str, prompt_id: str, prompt: str, lo: int, hi: int) -> tuple[tuple | None, str]:
-    """(criteria, '') of a valid rubric (focal/rubrics/generate.py's validator), or (None, why not)."""
-    try:
-        return parse_rubric(text, prompt_id, prompt, lo, hi).criteria, ""
-    except (RubricError, ValueError) as e:
-        return None, str(e)
+def completion_text(c) -> str:
+    """The text of a TRL completion: our datasets are conversational, so TRL passes [{"role": "assistant", ...}]."""
+    return c if isinstance(c, str) else c[-1]["content"] or ""
 
 
-def conversation(pair) -> Item:
-    """The pair's conversation as an Item (for the judge prompt's <<conversation>>)."""
-    messages = json.loads(pair.messages)
-    return Item(pair.prompt_id, pair.prompt, (), "train", tuple(messages) if len(messages) > 1 else ())
-
-
-def reference_rubric(prompt_id: str, items: dict) -> tuple:
-    """The rubric a pair's label came from: its prompt's checked criteria (the judge answers them; their checks
-    made the label), else the prompt's whole rubric from the rubric set, else GENERIC (an imported pair)."""
-    item = items.get(prompt_id)
-    criteria = item.criteria if item is not None else ()
-    return tuple(c for c in criteria if c.check is not None) or criteria or GENERIC
-
-
-# ---- models in-process ------------------------------------------------------------------------------
+# ---- models in-process ------------------------------------------------------------------------------------------
 
 def load_model(folder):
     """(model, tokenizer) of an HF folder for generation (left padding): float32 on the CPU, bf16 on a GPU."""
@@ -184,8 +202,8 @@ def load_model(folder):
 
 def generate(model, tok, chats: list, max_new_tokens: int, temperature: float = 0.0, seed: int = 0,
              batch_size: int = 8) -> list[str]:
-    """One completion per chat, batched (left padding): greedy at temperature 0 (the same chat twice is generated
-    once), else sampled (seeded per batch)."""
+    """One completion per chat, batched by prompt length (left padding): greedy at temperature 0 (the same chat twice
+    is generated once), else sampled (seeded per batch)."""
     if temperature == 0:
         keys = [json.dumps(list(c), sort_keys=True) for c in chats]
         unique = list(dict.fromkeys(keys))
@@ -195,63 +213,126 @@ def generate(model, tok, chats: list, max_new_tokens: int, temperature: float = 
             return [texts[k] for k in keys]
     import torch
 
-    out = []
-    for start in range(0, len(chats), batch_size):
-        enc = tok.apply_chat_template([list(c) for c in chats[start:start + batch_size]], add_generation_prompt=True,
-                                      return_tensors="pt", return_dict=True, padding=True).to(model.device)
+    ids = [tok.apply_chat_template(list(c), add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+           for c in chats]
+    order = sorted(range(len(chats)), key=lambda i: len(ids[i]))  # similar lengths together: less padding
+    out = [""] * len(chats)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        enc = tok.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="pt").to(model.device)
         sampling = {"do_sample": True, "temperature": temperature, "top_p": 1.0} if temperature > 0 else \
             {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         torch.manual_seed(seed + start)
         with torch.no_grad():
             gen = model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id, **sampling)
-        for row in gen[:, enc["input_ids"].shape[1]:].tolist():
+        for i, row in zip(idx, gen[:, enc["input_ids"].shape[1]:].tolist()):
             end = row.index(tok.eos_token_id) if tok.eos_token_id in row else len(row)
-            out.append(tok.decode(row[:end], skip_special_tokens=True))
+            out[i] = tok.decode(row[:end], skip_special_tokens=True)
     return out
 
 
-# ---- what every phase needs --------------------------------------------------------------------------
+def forced_preference(model, tok, chats: list, prefixes: list[str], batch_size: int = 8) -> list[float]:
+    """P(A) / (P(A) + P(B)) for each chat whose reply is made to begin with its prefix (ending `Winner: Response`):
+    the probabilities of the tokens that write ` A` and ` B` next, in one forward pass."""
+    import torch
 
-@dataclass
-class Arm:
-    """A Rubric-ARM run: the pairs, the rubric set's items and judge template, the settings.
+    rows = []
+    for chat, prefix in zip(chats, prefixes):
+        text = tok.apply_chat_template(list(chat), add_generation_prompt=True, tokenize=False) + prefix
+        a, b = (tok(text + s, add_special_tokens=False)["input_ids"] for s in (" A", " B"))
+        k = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None)
+        if k is None:
+            raise ValueError("the judge's tokenizer writes ' A' and ' B' alike: the forced-prefix reading needs a "
+                             "tokenizer that tells them apart")
+        rows.append((a[:k], a[k], b[k]))
+    out = []
+    for start in range(0, len(rows), batch_size):
+        batch = rows[start:start + batch_size]
+        width = max(len(r[0]) for r in batch)
+        ids = torch.tensor([[tok.pad_token_id] * (width - len(r[0])) + r[0] for r in batch])
+        mask = torch.tensor([[0] * (width - len(r[0])) + [1] * len(r[0]) for r in batch])
+        with torch.no_grad():
+            logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits[:, -1].float()
+        logp = torch.log_softmax(logits, dim=-1)
+        out += [float(torch.sigmoid(row[a] - row[b])) for row, (_, a, b) in zip(logp, batch)]
+    return out
 
-    pairs: focal.training.pairs.COLUMNS (split train / heldout); items: prompt_id -> Item (own rubrics, checks); probes:
-    held-out rollouts to measure agreement with the checks (prompt_id, rollout_id, completion); cfg: the
-    rubricarm section; lo, hi: rubricgen.min_criteria, max_criteria."""
 
-    pairs: pd.DataFrame
-    items: dict
-    probes: pd.DataFrame
-    template: str
-    cfg: object
-    lo: int
-    hi: int
-    seed: int = 0
-    log: list = field(default_factory=list)  # every reward call's figures, in order
-
-    def split(self, name: str) -> list:
-        return list(self.pairs[self.pairs.split == name].itertuples())
-
-
-def write_rubrics(arm: Arm, gen, pairs: list) -> dict:
-    """prompt_id -> (criteria or None, why not) of pi_r's greedy rubric for each distinct prompt of `pairs`."""
+def write_rubrics(run: Run, gen, pairs: list) -> dict:
+    """prompt_id -> pi_r's greedy rubric (() when it wrote no numbered criterion) for each distinct prompt."""
     firsts = {p.prompt_id: p for p in pairs}
-    texts = generate(*gen, [rubric_chat(p.prompt, arm.lo, arm.hi) for p in firsts.values()],
-                     arm.cfg.rubric_max_tokens)
-    return {pid: parse_generated(t, pid, p.prompt, arm.lo, arm.hi) for (pid, p), t in zip(firsts.items(), texts)}
+    texts = generate(*gen, [rubric_chat(p, run.cfg.max_criteria) for p in firsts.values()], run.cfg.rubric_max_tokens,
+                     batch_size=run.cfg.generate_batch)
+    return {pid: (parse_rubric_text(t, run.cfg.max_criteria), t) for pid, t in zip(firsts, texts)}
 
 
-def judge_scores(arm: Arm, judge, asks: list[tuple], samples: int = 1) -> list[list]:
-    """For each (conversation, criteria, response): the scores s of `samples` judgments (greedy when 1)."""
-    chats = [judge_chat(arm.template, conv, crit, resp) for conv, crit, resp in asks for _ in range(samples)]
-    temperature = 0.0 if samples == 1 else arm.cfg.temperature
-    texts = generate(*judge, chats, arm.cfg.judge_max_tokens, temperature, arm.seed)
-    scores = [judgment_score(t, crit) for t, (_, crit, _) in zip(texts, [a for a in asks for _ in range(samples)])]
-    return [scores[i * samples:(i + 1) * samples] for i in range(len(asks))]
+def judge_verdicts(run: Run, judge, asks: list[tuple], samples: int = 1) -> list[list]:
+    """For each (pair, rubric, Response A, Response B): the verdicts of `samples` judgments (greedy when 1)."""
+    chats = [judge_chat(p, rubric, a, b) for p, rubric, a, b in asks for _ in range(samples)]
+    temperature = 0.0 if samples == 1 else run.cfg.temperature
+    texts = generate(*judge, chats, run.cfg.judge_max_tokens, temperature, run.seed, run.cfg.generate_batch)
+    verdicts = [parse_winner(t) for t in texts]
+    return [verdicts[i * samples:(i + 1) * samples] for i in range(len(asks))]
 
 
-# ---- the rewards as TRL reward functions ---------------------------------------------------------------
+# ---- SFT warm-up ----------------------------------------------------------------------------------------------------
+
+def example(chat: tuple, target: str) -> dict:
+    """One SFT row in TRL's conversational prompt-completion form (the loss is on the completion only)."""
+    return {"prompt": list(chat), "completion": [{"role": "assistant", "content": target}]}
+
+
+def judge_examples(run: Run) -> list[dict]:
+    """The judge's SFT rows: every train pair in both orders with its oracle rubric, the checkers' verdicts as the
+    analysis and the label as the winner (rubricarm_formats.judge_target)."""
+    out = []
+    for p in run.split("train"):
+        rubric, (met_c, met_r) = run.rubric(p), run.verdicts(p)
+        for (a, b, right), (met_a, met_b) in zip(orders(p), ((met_c, met_r), (met_r, met_c))):
+            out.append(example(judge_chat(p, rubric, a, b), judge_target(rubric, met_a, met_b, right)))
+    return out
+
+
+def generator_examples(run: Run) -> list[dict]:
+    """The generator's SFT rows: each train prompt's oracle rubric, numbered."""
+    firsts = {p.prompt_id: p for p in run.split("train")}
+    return [example(rubric_chat(p, run.cfg.max_criteria), render_rubric(run.rubric(p))) for p in firsts.values()]
+
+
+def sft(start_dir, examples: list[dict], settings, epochs: float, out_dir: Path, seed: int) -> dict:
+    """SFT (TRL's SFTTrainer, LoRA from rubricarm.sft) of start_dir on `examples`; the merged model to out_dir.
+    Returns the steps and the first and last logged training loss."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    from focal.training.trainer import lora_config, save_policy
+
+    torch.manual_seed(seed)
+    tok = AutoTokenizer.from_pretrained(start_dir)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model = AutoModelForCausalLM.from_pretrained(start_dir, dtype=torch.float32)
+    gpu = torch.cuda.is_available()
+    args = SFTConfig(output_dir=str(out_dir.parent / f"{out_dir.name}-trl"), use_cpu=not gpu, bf16=gpu,
+                     per_device_train_batch_size=settings.batch_size, num_train_epochs=epochs,
+                     max_steps=settings.max_steps or -1, learning_rate=settings.learning_rate, logging_steps=1,
+                     report_to="none", save_strategy="no", seed=seed, activation_checkpointing=False,
+                     max_length=settings.max_length, dataloader_num_workers=0)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(examples), processing_class=tok,
+                         peft_config=lora_config(settings, model))
+    trainer.train()
+    save_policy(trainer, out_dir)
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    figures = {"steps": trainer.state.global_step, "examples": len(examples),
+               "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None}
+    del trainer, model
+    gc.collect()
+    return figures
+
+
+# ---- GRPO: the rewards as TRL reward functions ---------------------------------------------------------------------
 
 def _log(log_metric, metrics: dict) -> None:
     if log_metric is not None:
@@ -260,70 +341,49 @@ def _log(log_metric, metrics: dict) -> None:
 
 
 class JudgeReward:
-    """TRL reward of the judge phase: rows[prompt_id] = (pair index, 'chosen' | 'rejected', criteria); both sides
-    of a pair must be in the batch (module docstring, 2.); a judgment whose other side is missing gets None."""
+    """TRL reward of the judge phase: right[prompt_id] is the verdict that matches the label in that prompt's order."""
 
     __name__ = "arm_judge"
 
-    def __init__(self, rows: dict, format_weight: float, log: list):
-        self.rows, self.format_weight, self.log = rows, format_weight, log
+    def __init__(self, right: dict, format_weight: float, log: list):
+        self.right, self.format_weight, self.log = right, format_weight, log
 
-    def __call__(self, prompts, completions, prompt_id, log_metric=None, **kwargs) -> list[float | None]:
-        texts = [completion_text(c) for c in completions]
-        scores = [judgment_score(t, self.rows[pid][2]) for t, pid in zip(texts, prompt_id)]
-        sides: dict = {}
-        for i, pid in enumerate(prompt_id):
-            pair, side, _ = self.rows[pid]
-            sides.setdefault(pair, {"chosen": [], "rejected": []})[side].append(i)
-        rewards = [None] * len(texts)
-        for got in sides.values():
-            if got["chosen"] and got["rejected"]:
-                rc, rr = judge_rewards([scores[i] for i in got["chosen"]], [scores[i] for i in got["rejected"]],
-                                       self.format_weight)
-                for i, r in zip(got["chosen"] + got["rejected"], rc + rr):
-                    rewards[i] = r
-        paired = [(scores[c], scores[r]) for g in sides.values() for c in g["chosen"] for r in g["rejected"]]
-        figures = {"arm/well_formed": sum(s is not None for s in scores) / len(scores),
-                   "arm/accuracy": sum(correct(c, r) for c, r in paired) / len(paired) if paired else 0.0}
+    def __call__(self, prompts, completions, prompt_id, log_metric=None, **kwargs) -> list[float]:
+        verdicts = [parse_winner(completion_text(c)) for c in completions]
+        rewards = [judge_reward(v, self.right[pid], self.format_weight) for v, pid in zip(verdicts, prompt_id)]
+        figures = {"arm/well_formed": float(np.mean([v is not None for v in verdicts])),
+                   "arm/accuracy": float(np.mean([order_score(v, self.right[pid]) for v, pid in zip(verdicts, prompt_id)]))}
         self.log.append({"phase": "judge", "rewards": rewards, **figures})
         _log(log_metric, figures)
         return rewards
 
 
 class RubricReward:
-    """TRL reward of the generator phase: rows[prompt_id] = the pair; each rubric is judged by the frozen judge
-    on both responses (`rubricarm.judge_samples` judgments each) and rewarded with its accuracy."""
+    """TRL reward of the generator phase: rows[prompt_id] = the pair; each rubric is judged by the frozen judge on its
+    pair in both orders (`rubricarm.judge_samples` judgments of each) and rewarded with the accuracy."""
 
     __name__ = "arm_rubric"
 
-    def __init__(self, rows: dict, arm: Arm, judge):
-        self.rows, self.arm, self.judge = rows, arm, judge
+    def __init__(self, rows: dict, run: Run, judge):
+        self.rows, self.run, self.judge = rows, run, judge
 
     def __call__(self, prompts, completions, prompt_id, log_metric=None, **kwargs) -> list[float]:
-        arm = self.arm
+        run = self.run
         pairs = [self.rows[pid] for pid in prompt_id]
-        rubrics = [parse_generated(completion_text(c), p.prompt_id, p.prompt, arm.lo, arm.hi)[0]
-                   for c, p in zip(completions, pairs)]
-        asks = [(conversation(p), crit, resp) for p, crit in zip(pairs, rubrics) if crit is not None
-                for resp in (p.chosen, p.rejected)]
-        scored = iter(judge_scores(arm, self.judge, asks, arm.cfg.judge_samples))
+        rubrics = [parse_rubric_text(completion_text(c), run.cfg.max_criteria) for c in completions]
+        asks = [(p, rubric, a, b) for p, rubric in zip(pairs, rubrics) if rubric for a, b, _ in orders(p)]
+        judged = iter(judge_verdicts(run, self.judge, asks, run.cfg.judge_samples))
         rewards = []
-        for crit in rubrics:
-            chosen, rejected = (next(scored), next(scored)) if crit is not None else ([], [])
-            rewards.append(rubric_reward(crit is not None, chosen, rejected))
-        figures = {"arm/valid_rubrics": sum(c is not None for c in rubrics) / len(rubrics),
-                   "arm/accuracy": float(np.mean(rewards))}
-        arm.log.append({"phase": "generator", "rewards": rewards, **figures})
+        for rubric in rubrics:
+            ab, ba = (next(judged), next(judged)) if rubric else ([], [])
+            rewards.append(rubric_reward(bool(rubric), ab, ba))
+        figures = {"arm/rubric_valid": float(np.mean([bool(r) for r in rubrics])), "arm/accuracy": float(np.mean(rewards))}
+        run.log.append({"phase": "generator", "rewards": rewards, **figures})
         _log(log_metric, figures)
         return rewards
 
 
-def completion_text(c) -> str:
-    """The text of a TRL completion: our datasets are conversational, so TRL passes [{"role": "assistant", ...}]."""
-    return c if isinstance(c, str) else c[-1]["content"] or ""
-
-
-# ---- the phases ----------------------------------------------------------------------------------------
+# ---- GRPO: the phases --------------------------------------------------------------------------------------------
 
 def phase_config(cfg, completion_tokens: int, prompts_per_step: int):
     """The train section of one GRPO phase (focal.training.trainer.build_trainer reads it as the policy's training does)."""
@@ -335,190 +395,204 @@ def phase_config(cfg, completion_tokens: int, prompts_per_step: int):
                  bf16=True)  # bf16 takes effect on CUDA only (focal.training.trainer.grpo_config)
 
 
-def _train(arm: Arm, trainee_dir, prompts: list[Prompt], reward, tokens: int, per_step: int, out_dir: Path,
-           shuffle: bool = True) -> None:
-    """GRPO (TRL, focal.training.trainer.build_trainer) of the trainee on `prompts` with `reward`; the result saved to out_dir."""
+def _train(run: Run, trainee_dir, prompts: list[Prompt], reward, tokens: int, per_step: int, out_dir: Path) -> None:
+    """GRPO (TRL, focal.training.trainer.build_trainer) of the trainee on `prompts` with `reward`; saved to out_dir."""
     from focal.training.trainer import build_trainer, save_policy
 
-    trainer = build_trainer(str(trainee_dir), prompts, reward, phase_config(arm.cfg, tokens, per_step),
-                            str(out_dir.parent / f"{out_dir.name}-trl"), arm.seed)
-    trainer.shuffle_dataset = shuffle  # TRL's sampler; the judge phase keeps both sides of a pair together
+    trainer = build_trainer(str(trainee_dir), prompts, reward, phase_config(run.cfg, tokens, per_step),
+                            str(out_dir.parent / f"{out_dir.name}-trl"), run.seed)
     trainer.train()
     save_policy(trainer, out_dir)
     del trainer
     gc.collect()
 
 
-def judge_phase(arm: Arm, generator_dir, judge_dir, out_dir: Path) -> dict:
-    """Train pi_j with pi_r frozen; returns what happened (rubrics generated, the reward calls)."""
-    pairs = arm.split("train")
-    rubrics = write_rubrics(arm, load_model(generator_dir), pairs)
-    rows, prompts = {}, []
-    order = np.random.default_rng(arm.seed).permutation(len(pairs))
-    generated = 0
-    for k in order:
-        p = pairs[k]
-        crit, _ = rubrics[p.prompt_id]
-        if crit is None:
-            if not arm.cfg.fallback_rubric:
+def judge_phase(run: Run, generator_dir, judge_dir, out_dir: Path) -> dict:
+    """GRPO of pi_j with pi_r frozen: every train pair in both orders, each its own prompt."""
+    cfg, pairs = run.cfg, run.split("train")
+    rubrics = write_rubrics(run, load_model(generator_dir), pairs)
+    prompts, right, generated = [], {}, 0
+    for p in pairs:
+        rubric = rubrics[p.prompt_id][0]
+        if not rubric:
+            if not cfg.fallback_rubric:
                 continue
-            crit = reference_rubric(p.prompt_id, arm.items)
+            rubric = run.rubric(p)
         else:
             generated += 1
-        for side in ("chosen", "rejected"):
+        for a, b, verdict in orders(p):
             pid = f"j{len(prompts)}"
-            rows[pid] = (int(k), side, crit)
-            prompts.append(Prompt(pid, judge_chat(arm.template, conversation(p), crit, getattr(p, side))))
-    start = len(arm.log)
-    if prompts:
-        _train(arm, judge_dir, prompts, JudgeReward(rows, arm.cfg.format_weight, arm.log), arm.cfg.judge_max_tokens,
-               2 * arm.cfg.pairs_per_step, out_dir, shuffle=False)
-    return {"pairs": len(prompts) // 2, "generated_rubrics": generated, "skipped": len(pairs) - len(prompts) // 2,
-            "calls": arm.log[start:]}
+            right[pid] = verdict
+            prompts.append(Prompt(pid, judge_chat(p, rubric, a, b)))
+    if not prompts:
+        raise ValueError("rubricarm: the judge phase has no pair: the generator wrote no rubric with a numbered "
+                         "criterion; set rubricarm.fallback_rubric: true (the oracle rubric stands in)")
+    _train(run, judge_dir, prompts, JudgeReward(right, cfg.format_weight, run.log), cfg.judge_max_tokens,
+           2 * cfg.pairs_per_step, out_dir)
+    return {"pairs": len(prompts) // 2, "generated_rubrics": generated}
 
 
-def generator_phase(arm: Arm, generator_dir, judge_dir, out_dir: Path) -> dict:
-    """Train pi_r with pi_j frozen; returns what happened (the reward calls)."""
-    pairs = arm.split("train")
-    if not pairs:
-        return {"pairs": 0}
-    rows = {f"g{k}": p for k, p in enumerate(pairs)}
-    prompts = [Prompt(pid, rubric_chat(p.prompt, arm.lo, arm.hi)) for pid, p in rows.items()]
-    start = len(arm.log)
-    _train(arm, generator_dir, prompts, RubricReward(rows, arm, load_model(judge_dir)), arm.cfg.rubric_max_tokens,
-           arm.cfg.pairs_per_step, out_dir)
-    return {"pairs": len(pairs), "calls": arm.log[start:]}
+def generator_phase(run: Run, generator_dir, judge_dir, out_dir: Path) -> dict:
+    """GRPO of pi_r with pi_j frozen: one prompt per train pair, rewarded on that pair."""
+    rows = {f"g{k}": p for k, p in enumerate(run.split("train"))}
+    prompts = [Prompt(pid, rubric_chat(p, run.cfg.max_criteria)) for pid, p in rows.items()]
+    _train(run, generator_dir, prompts, RubricReward(rows, run, load_model(judge_dir)), run.cfg.rubric_max_tokens,
+           run.cfg.pairs_per_step, out_dir)
+    return {"pairs": len(rows)}
 
 
-# ---- evaluation ------------------------------------------------------------------------------------------
+# ---- measurement ----------------------------------------------------------------------------------------------------
 
-def measure(arm: Arm, generator_dir, judge_dir) -> dict:
-    """The pair on the held-out pairs, and the judge against the checks (module docstring)."""
-    pairs = arm.split("heldout")[: arm.cfg.eval_pairs or None]
-    gen = load_model(generator_dir)
-    rubrics = write_rubrics(arm, gen, pairs) if pairs else {}
-    del gen
-    asks, index = [], {}
+def measure(run: Run, generator_dir, judge_dir) -> dict:
+    """The judge and the generator on the held-out pairs, both orders, greedy (module docstring)."""
+    cfg = run.cfg
+    pairs = run.split("heldout")[: cfg.eval_pairs or None]
+    rubrics = write_rubrics(run, load_model(generator_dir), pairs)
+    subset, seen = [], {}  # the pairs the generator is measured on: the first generator_pairs_per_prompt of a prompt
+    for k, p in enumerate(pairs):
+        seen[p.prompt_id] = seen.get(p.prompt_id, 0) + 1
+        if seen[p.prompt_id] <= (cfg.generator_pairs_per_prompt or math.inf):
+            subset.append(k)
+    conditions = {"oracle": [(k, run.rubric(p)) for k, p in enumerate(pairs)],  # (pair index, rubric)
+                  "generated": [(k, rubrics[pairs[k].prompt_id][0] or None) for k in subset],
+                  "none": [(k, ()) for k in subset]}
+    chats, where = [], []
+    for name, rows in conditions.items():
+        for j, (k, rubric) in enumerate(rows):
+            if rubric is None:  # the generator wrote no criterion: not judged, both verdicts coin flips
+                continue
+            for o, (a, b, _) in enumerate(orders(pairs[k])):
+                chats.append(judge_chat(pairs[k], rubric, a, b))
+                where.append((name, j, o))
+    judge = load_model(judge_dir)
+    said = {name: [["", ""] for _ in rows] for name, rows in conditions.items()}
+    for (name, j, o), text in zip(where, generate(*judge, chats, cfg.judge_max_tokens, batch_size=cfg.generate_batch)):
+        said[name][j][o] = text
 
-    def ask(p, crit, resp) -> int:  # one judgment per distinct (rubric, response): pairs share responses
-        key = content_key([dataclasses.astuple(c) for c in crit], p.prompt_id, resp)
-        if key not in index:
-            index[key] = len(asks)
-            asks.append((conversation(p), crit, resp))
-        return index[key]
+    def figures(name, rows=None) -> dict:  # both_orders of one condition's judgments (of `rows` only, if given)
+        texts = said[name] if rows is None else [said[name][j] for j in rows]
+        return both_orders([parse_winner(ab) for ab, _ in texts], [parse_winner(ba) for _, ba in texts])
 
-    generated, reference = [], []
-    for p in pairs:
-        crit = rubrics[p.prompt_id][0]
-        if crit is not None:
-            generated.append((ask(p, crit, p.chosen), ask(p, crit, p.rejected)))
-        ref = reference_rubric(p.prompt_id, arm.items)
-        reference.append((ask(p, ref, p.chosen), ask(p, ref, p.rejected)))
-    probes = probe_asks(arm)
-    texts = generate(*load_model(judge_dir), [judge_chat(arm.template, *a) for a in asks + [q[:3] for q in probes]],
-                     arm.cfg.judge_max_tokens)
-    s = [judgment_score(t, crit) for t, (_, crit, _) in zip(texts, asks)]
-    n = len(pairs) or math.nan
-    out = {"heldout/pairs": len(pairs),
-           "heldout/accuracy": sum(correct(s[c], s[r]) for c, r in generated) / n,
-           "heldout/decided": sum(None not in (s[c], s[r]) and s[c] != s[r] for c, r in generated) / n,
-           "heldout/rubric_valid": len(generated) / n,
-           "heldout/judge_accuracy": sum(correct(s[c], s[r]) for c, r in reference) / n}
-    truth, verdict, keys, formed = [], [], [], [x is not None for x in s]
-    for text, (_, crit, _, checked) in zip(texts[len(asks):], probes):
-        try:
-            values, _, errors = parse_answers(text, crit)
-        except AnswerError:
-            values, errors = {}, {c.id: "malformed" for c in crit}
-        formed.append(not errors)
-        for c, t in zip(crit, checked):
-            truth.append(t)
-            verdict.append(math.nan if c.id in errors else c.satisfaction(values[c.id]))
-            keys.append(c.key or c.id)
-    out["judge/well_formed"] = sum(formed) / len(formed) if formed else math.nan
-    why = [w for _, w in rubrics.values() if w]
-    out["example/judgment"] = texts[0][:300] if texts else None  # what the judge writes, for the reader
-    out["example/rubric_rejected"] = why[0][:300] if why else None  # why a generated rubric was not valid
-    out.update(agreement_metrics(truth, verdict, keys, "agreement", "by_key"))
-    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in out.items()}
+    oracle, none = figures("oracle"), figures("none")
+    p_a = forced_preference(*judge, [c for c, w in zip(chats, where) if w[0] == "oracle"],
+                            [forced_prefix(t) for pair in said["oracle"] for t in pair], cfg.generate_batch)
+    forced = both_orders([preferred(x) for x in p_a[0::2]], [preferred(x) for x in p_a[1::2]])
+    return {"heldout_pairs": len(pairs), "train_pairs": len(run.split("train")),
+            "heldout_accuracy": oracle["accuracy"], "well_formed": oracle["well_formed"],
+            **{k: oracle[k] for k in ("accuracy_ab", "accuracy_ba", "accuracy_both")},
+            **{f"forced_{k}": forced[k] for k in ("accuracy", "accuracy_ab", "accuracy_ba", "accuracy_both")},
+            "forced_prefers_a": float(np.mean(p_a)) if p_a else None,
+            **criteria_agreement(run, pairs, said["oracle"]),
+            "generator_pairs": len(subset),
+            "rubric_valid": float(np.mean([r is not None for _, r in conditions["generated"]])) if subset else None,
+            "generated_accuracy": figures("generated")["accuracy"],
+            "oracle_subset_accuracy": figures("oracle", subset)["accuracy"],
+            "norubric_accuracy": none["accuracy"], "norubric_well_formed": none["well_formed"],
+            "example_judgment": said["oracle"][0][0][:400] if pairs else None,
+            "example_rubric": next(iter(rubrics.values()))[1][:400] if rubrics else None}
 
 
-def probe_asks(arm: Arm) -> list[tuple]:
-    """(conversation, checked criteria without their checks, response, the checks' satisfactions) for the first
-    `rubricarm.agreement_rollouts` held-out rollouts whose prompt has checked criteria."""
-    from focal.judging.prompts import check_judgment, probe, requests_for
+def criteria_agreement(run: Run, pairs: list, texts: list) -> dict:
+    """The judge's analysis lines (read leniently) against the checkers' verdicts, on the oracle judgments (texts[k]:
+    pair k's judgments in orders AB and BA): `criteria_lines`, the share of the expected lines written;
+    `criteria_agreement`, the share of those that agree with the checker (None when none was written)."""
+    expected = agree = written = 0
+    for p, both in zip(pairs, texts):
+        met_c, met_r = run.verdicts(p)
+        for text, truth in zip(both, ({"A": met_c, "B": met_r}, {"A": met_r, "B": met_c})):
+            lines = analysis(text)
+            for side, met in truth.items():
+                for i, m in enumerate(met, 1):
+                    expected += 1
+                    if (side, i) in lines:
+                        written += 1
+                        agree += lines[side, i] == m
+    return {"criteria_lines": written / expected if expected else None,
+            "criteria_agreement": agree / written if written else None}
 
-    out = []
-    for r in arm.probes.itertuples():
-        item = arm.items.get(r.prompt_id)
-        if item is None:
-            continue
-        checked = requests_for([{"prompt_id": r.prompt_id, "rollout_id": r.rollout_id, "completion": r.completion}],
-                               arm.items, "rubricarm probes", only_checks=True)
-        if checked:
-            truth = [check_judgment(q).score for q in checked]
-            out.append((item, tuple(probe(q).criterion for q in checked), r.completion, truth))
-    return out[: arm.cfg.agreement_rollouts or None]
 
+# ---- the phases, in order, resumable --------------------------------------------------------------------------------
 
-# ---- the alternation --------------------------------------------------------------------------------------
-
-def run_key(arm: Arm, generator_dir, judge_dir) -> str:
-    """Everything that defines a run: both starting models' weights, the pairs, the template, the settings."""
+def run_key(run: Run, generator_dir, judge_dir) -> str:
+    """Everything that defines a run: both starting models' weights, the pairs, the settings, the seed."""
     from focal.serving.weights import fingerprint
 
-    cfg = {k: v for k, v in dataclasses.asdict(arm.cfg).items() if k not in ("eval_pairs", "agreement_rollouts")}
-    return content_key("rubricarm", fingerprint(generator_dir), fingerprint(judge_dir), sorted(arm.pairs.pair_id),
-                       list(arm.pairs.split), arm.template, cfg, arm.lo, arm.hi, arm.seed)[:16]
+    return content_key("rubricarm", fingerprint(generator_dir), fingerprint(judge_dir), sorted(run.pairs.pair_id),
+                       list(run.pairs.split), settings(run.cfg), run.seed)[:16]
 
 
-PHASES = {"judge": judge_phase, "generator": generator_phase}  # in the order of a round: the judge first
+def settings(cfg) -> dict:
+    """The rubricarm settings that can change a run's result (not the switch, the seeds list or the records' path)."""
+    return {k: v for k, v in asdict(cfg).items() if k not in ("enabled", "seeds", "results")}
 
 
-def alternate(arm: Arm, generator_dir, judge_dir, work: Path, progress=print) -> tuple[Path, Path, dict]:
-    """Measure the untrained pair, then `rubricarm.rounds` rounds of (judge phase, generator phase), measuring after
-    each. Returns (generator folder, judge folder, {phase name: figures}). Each finished phase is kept in `work`
-    (its model and figures): started again, the run resumes after the last finished phase."""
-    models = {"generator": Path(generator_dir), "judge": Path(judge_dir)}
-    report = {"r0_untrained": run_phase(arm, None, work / "r0_untrained", models, progress)}
-    for r in range(1, arm.cfg.rounds + 1):
-        for name in PHASES:
-            report[f"r{r}_{name}"] = run_phase(arm, name, work / f"r{r}_{name}", models, progress)
-    return models["generator"], models["judge"], report
+def models_after(phase: str, start: dict, work: Path, rounds: int) -> dict:
+    """{'generator', 'judge'}: the folders a phase leaves (untrained: the starting ones)."""
+    if phase == "untrained":
+        return dict(start)
+    if phase == "sft":
+        return {name: work / "sft" / name for name in ("generator", "judge")}
+    return {name: work / "arm" / f"r{rounds}_{name}" for name in ("generator", "judge")}
 
 
-def run_phase(arm: Arm, name: str | None, out: Path, models: dict, progress) -> dict:
-    """Train `models[name]` (None: nothing) with the other frozen, then measure the pair; `models[name]` becomes the
-    trained folder. A phase whose figures are in `out` finished earlier: it is not run again."""
-    done = out / "phase.json"
-    if done.exists():
-        figures = json.loads(done.read_text())
-        progress(f"rubricarm: {out.name}: finished earlier, kept ({out})")
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        t0 = time.perf_counter()
-        trained = PHASES[name](arm, models["generator"], models["judge"], out / "model") if name else {}
-        if trained.get("pairs"):
-            models[name] = out / "model"
-        t1 = time.perf_counter()
-        figures = {**measure(arm, models["generator"], models["judge"]), "seconds/train": round(t1 - t0, 1),
-                   "seconds/measure": round(time.perf_counter() - t1, 1)}
-        calls = trained.pop("calls", [])
-        figures.update({f"train/{k}": v for k, v in trained.items()})
-        if calls:
-            figures["train/rewards"] = [c["rewards"] for c in calls]
-            figures["train/reward_mean"] = float(np.mean([x for c in calls for x in c["rewards"] if x is not None]
-                                                         or [0.0]))
-            figures["train/accuracy"] = float(np.mean([c["arm/accuracy"] for c in calls]))
-            for k in ("arm/well_formed", "arm/valid_rubrics"):  # the judge's judgments, the generator's rubrics
-                if k in calls[0]:
-                    figures[f"train/{k.split('/')[1]}"] = float(np.mean([c[k] for c in calls]))
-        write_json(done, figures)
-        progress(f"rubricarm: {out.name}: held-out accuracy {figures['heldout/accuracy']}, judge alone "
-                 f"{figures['heldout/judge_accuracy']}, valid rubrics {figures['heldout/rubric_valid']}, agreement "
-                 f"with the checks {figures.get('agreement/overall')} (kappa {figures.get('agreement/kappa')}); "
-                 f"{figures['seconds/train']} s training, {figures['seconds/measure']} s measuring")
-        return figures
-    if figures.get("train/pairs"):
-        models[name] = out / "model"
+def train_sft(run: Run, models: dict, out: Path) -> dict:
+    s = run.cfg.sft_settings()
+    figures = {}
+    for name, rows, epochs in (("judge", judge_examples(run), s.judge_epochs),
+                               ("generator", generator_examples(run), s.generator_epochs)):
+        if not (out / name).exists():
+            figures.update({f"sft_{name}_{k}": v for k, v in sft(models[name], rows, s, epochs, out / name,
+                                                                   run.seed).items()})
     return figures
+
+
+def train_arm(run: Run, models: dict, out: Path) -> dict:
+    """rubricarm.rounds rounds of (judge phase, generator phase); a finished sub-phase's model is kept and reused."""
+    models, figures, start = dict(models), {}, len(run.log)
+    for r in range(1, run.cfg.rounds + 1):
+        for name, phase in (("judge", judge_phase), ("generator", generator_phase)):
+            folder = out / f"r{r}_{name}"
+            if not folder.exists():
+                for k, v in phase(run, models["generator"], models["judge"], folder).items():
+                    figures[f"arm_r{r}_{name}_{k}"] = v
+            models[name] = folder
+    calls = run.log[start:]
+    for phase, key in (("judge", "arm/well_formed"), ("generator", "arm/rubric_valid")):
+        mine = [c for c in calls if c["phase"] == phase]
+        if mine:
+            figures[f"arm_{phase}_reward_mean"] = float(np.mean([x for c in mine for x in c["rewards"]]))
+            figures[f"arm_{phase}_accuracy"] = float(np.mean([c["arm/accuracy"] for c in mine]))
+            figures[f"arm_{phase}_{key.split('/')[1]}"] = float(np.mean([c[key] for c in mine]))
+            figures[f"arm_{phase}_rewards"] = [c["rewards"] for c in mine]
+    return figures
+
+
+TRAIN = {"untrained": lambda run, models, out: {}, "sft": train_sft, "arm": train_arm}  # each phase, from the last's models
+
+
+def learn(run: Run, generator_dir, judge_dir, work: Path, progress=print):
+    """Yield (phase, figures) for each of PHASES: the untrained pair measured, then SFT of both and measured, then
+    the alternating GRPO from the SFT models and measured. A phase whose figures are in `work` is not run again."""
+    start = {"generator": Path(generator_dir), "judge": Path(judge_dir)}
+    models = start
+    for phase in PHASES:
+        done = work / phase / "phase.json"
+        if done.exists():
+            figures = json.loads(done.read_text())
+            progress(f"rubricarm: {phase}: finished earlier, kept ({done})")
+        else:
+            (work / phase).mkdir(parents=True, exist_ok=True)
+            t0 = time.perf_counter()
+            figures = TRAIN[phase](run, models, work / phase)
+            t1 = time.perf_counter()
+            after = models_after(phase, start, work, run.cfg.rounds)
+            figures = {**measure(run, after["generator"], after["judge"]), **figures,
+                       "train_minutes": round((t1 - t0) / 60, 2), "measure_minutes": round((time.perf_counter() - t1) / 60, 2),
+                       "minutes": round((time.perf_counter() - t0) / 60, 2)}
+            write_json(done, figures)
+            progress(f"rubricarm: {phase}: held-out accuracy {figures['heldout_accuracy']} (well formed "
+                     f"{figures['well_formed']}, both orders right {figures['accuracy_both']}, forced "
+                     f"{figures['forced_accuracy']}); with generated rubrics {figures['generated_accuracy']} (valid "
+                     f"{figures['rubric_valid']}), no rubric {figures['norubric_accuracy']}; {figures['minutes']} min")
+        models = models_after(phase, start, work, run.cfg.rounds)
+        yield phase, figures
