@@ -58,12 +58,13 @@ def test_one_function_builds_judge_requests():
 
 def test_one_function_builds_a_probe():
     # a criterion asked to the judge with its check removed: agreement's check probes, the audit, the modes benchmark
-    # and Rubric-ARM's agreement all call focal.judging.prompts.probe; nothing else removes a check
+    # call focal.judging.prompts.probe (Rubric-ARM's pairwise judge no longer asks criteria one by one); nothing else
+    # removes a check
     removes = where(lambda n: isinstance(n, ast.keyword) and n.arg == "check"
                     and isinstance(n.value, ast.Constant) and n.value.value is None)
     assert removes == [("focal/judging/prompts.py", "probe")]
     assert sorted(set(calls("probe"))) == [("benchmarks/judge_modes.py", "pairs"), ("focal/judging/agreement.py", "check_probes"),
-                                           ("focal/rewards/audit.py", "probes"), ("focal/training/rubricarm.py", "probe_asks")]
+                                           ("focal/rewards/audit.py", "probes")]
 
 
 def test_the_judge_template_is_read_in_one_place():
